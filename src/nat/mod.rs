@@ -1,0 +1,1 @@
+//! Sans-IO NAT traversal state machines.

@@ -1,0 +1,1 @@
+//! Control messages exchanged between peers and bootstrap nodes, and their codecs.

@@ -1,0 +1,1 @@
+//! TUN pump and AllowedIPs routing.
