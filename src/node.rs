@@ -1,1 +1,553 @@
-//! TODO
+//! The high-level peer-to-peer API: one QUIC endpoint that is client and
+//! server on the same UDP port, authenticated by raw public keys.
+//!
+//! [`Node::connect`] dials a peer by key at one or more addresses (attempts
+//! are staggered, the first to succeed wins); [`Node::accept`] yields
+//! connections from peers the [`AcceptPolicy`] allows. A [`PeerConnection`]
+//! carries unreliable datagrams (RFC 9221) and streams.
+//!
+//! In TLS 1.3 the client finishes its handshake before the server has checked
+//! the client's key, so a refused client would otherwise see a connection that
+//! dies a moment later. The accepting side therefore sends a short welcome on
+//! a unidirectional stream once it has accepted the key, and `connect` returns
+//! only after reading it: a refusal is reported as [`ConnectError::Refused`].
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, Mutex};
+use tokio::task::JoinSet;
+use tracing::Instrument as _;
+
+use crate::identity::{Identity, PeerId};
+use crate::socket::{self, AntqSocket};
+use crate::tls::{self, AcceptPolicy, TlsError};
+
+/// The bytes the accepting side sends to confirm it accepted the connection:
+/// a magic and the protocol version.
+const WELCOME: &[u8; 5] = b"antq\x01";
+
+/// Delay between starting connection attempts to successive addresses.
+const ATTEMPT_STAGGER: Duration = Duration::from_millis(150);
+
+/// Transport settings shared by every connection of a node.
+#[derive(Clone, Debug)]
+pub struct TransportSettings {
+    /// Interval of QUIC keep-alive packets; keeps NAT mappings open.
+    pub keep_alive: Duration,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// How long `connect` waits for a handshake and welcome.
+    pub connect_timeout: Duration,
+    /// Initial UDP payload size; MTU discovery probes upwards from here.
+    /// Must be at least 1200 (the QUIC minimum).
+    pub initial_mtu: u16,
+}
+
+impl Default for TransportSettings {
+    fn default() -> Self {
+        Self {
+            keep_alive: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            initial_mtu: 1360,
+        }
+    }
+}
+
+/// Everything needed to start a [`Node`].
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's key pair.
+    pub identity: Identity,
+    /// UDP address to bind; `[::]:port` binds dual-stack.
+    pub bind: SocketAddr,
+    /// Which client keys may connect to this node.
+    pub accept: AcceptPolicy,
+    /// Transport settings.
+    pub transport: TransportSettings,
+}
+
+impl NodeConfig {
+    /// A config with default transport settings.
+    pub fn new(identity: Identity, bind: SocketAddr, accept: AcceptPolicy) -> Self {
+        Self {
+            identity,
+            bind,
+            accept,
+            transport: TransportSettings::default(),
+        }
+    }
+}
+
+/// Errors from starting a node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The UDP socket could not be bound.
+    #[error("cannot bind UDP {addr}: {source}")]
+    Bind {
+        /// The address we tried.
+        addr: SocketAddr,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// TLS configuration failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A transport setting is out of range.
+    #[error("invalid transport setting: {0}")]
+    Transport(String),
+    /// The QUIC endpoint could not be created.
+    #[error("cannot create QUIC endpoint: {0}")]
+    Endpoint(std::io::Error),
+}
+
+/// Errors from [`Node::connect`].
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// No address was given.
+    #[error("no address to dial peer {peer}")]
+    NoAddress {
+        /// The peer we wanted.
+        peer: PeerId,
+    },
+    /// The server presented a different key than the one we dialed.
+    #[error("wrong key at {addr}: expected {expected}, presented {presented}")]
+    WrongKey {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// The key we dialed.
+        expected: PeerId,
+        /// The key the server presented.
+        presented: PeerId,
+    },
+    /// The peer refused our key (or failed the handshake on its side).
+    #[error("peer {peer} at {addr} refused the connection: {reason}")]
+    Refused {
+        /// The peer we dialed.
+        peer: PeerId,
+        /// The address dialed.
+        addr: SocketAddr,
+        /// What the peer said.
+        reason: String,
+    },
+    /// No attempt completed in time.
+    #[error("connecting to peer {peer} timed out after {timeout:?}")]
+    Timeout {
+        /// The peer we dialed.
+        peer: PeerId,
+        /// The timeout that ran out.
+        timeout: Duration,
+    },
+    /// The connection failed for another reason.
+    #[error("connecting to peer {peer} at {addr}: {source}")]
+    Connection {
+        /// The peer we dialed.
+        peer: PeerId,
+        /// The address dialed.
+        addr: SocketAddr,
+        /// The QUIC error.
+        source: quinn::ConnectionError,
+    },
+    /// The address cannot be dialed from this endpoint.
+    #[error("cannot dial {addr}: {source}")]
+    Dial {
+        /// The address.
+        addr: SocketAddr,
+        /// Why quinn refused it.
+        source: quinn::ConnectError,
+    },
+    /// The peer completed the handshake but did not speak antq.
+    #[error("peer {peer} at {addr} sent no valid welcome")]
+    Protocol {
+        /// The peer we dialed.
+        peer: PeerId,
+        /// The address dialed.
+        addr: SocketAddr,
+    },
+    /// TLS configuration failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+impl ConnectError {
+    /// How much this error says about the peer: when every attempt fails,
+    /// the most telling error is reported.
+    fn weight(&self) -> u8 {
+        match self {
+            Self::WrongKey { .. } => 5,
+            Self::Refused { .. } => 4,
+            Self::Protocol { .. } => 3,
+            Self::Connection { .. } | Self::Dial { .. } | Self::Tls(_) => 2,
+            Self::Timeout { .. } => 1,
+            Self::NoAddress { .. } => 0,
+        }
+    }
+}
+
+/// Counters of a node, for status and metrics.
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    /// Connections accepted (handshake and key check passed).
+    pub accepted: AtomicU64,
+    /// Incoming handshakes that failed (refused key, malformed, timeout).
+    pub handshakes_failed: AtomicU64,
+}
+
+/// A QUIC endpoint with a raw-public-key identity.
+#[derive(Clone, Debug)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+#[derive(Debug)]
+struct NodeInner {
+    identity: Identity,
+    endpoint: quinn::Endpoint,
+    socket: Arc<AntqSocket>,
+    transport: Arc<quinn::TransportConfig>,
+    settings: TransportSettings,
+    incoming: Mutex<mpsc::Receiver<PeerConnection>>,
+    stats: Arc<NodeStats>,
+    accept_task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for NodeInner {
+    fn drop(&mut self) {
+        self.accept_task.abort();
+    }
+}
+
+impl Node {
+    /// Binds the UDP socket and starts the endpoint. Must run inside a tokio
+    /// runtime.
+    pub fn bind(config: NodeConfig) -> Result<Self, NodeError> {
+        let std_socket = socket::bind_udp(config.bind).map_err(|source| NodeError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let socket = AntqSocket::new(std_socket).map_err(NodeError::Endpoint)?;
+        let transport = Arc::new(transport_config(&config.transport)?);
+
+        let server_crypto = tls::server_config(&config.identity, config.accept.clone())?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+        server.transport_config(transport.clone());
+
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        // Our raw frames share the socket; they are told apart from QUIC by
+        // the fixed bit, so it must never be greased.
+        endpoint_config.grease_quic_bit(false);
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
+            endpoint_config,
+            Some(server),
+            socket.clone(),
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(NodeError::Endpoint)?;
+
+        let stats = Arc::new(NodeStats::default());
+        let (tx, rx) = mpsc::channel(64);
+        let accept_task = tokio::spawn(accept_loop(endpoint.clone(), tx, stats.clone()));
+        Ok(Self {
+            inner: Arc::new(NodeInner {
+                identity: config.identity,
+                endpoint,
+                socket,
+                transport,
+                settings: config.transport,
+                incoming: Mutex::new(rx),
+                stats,
+                accept_task,
+            }),
+        })
+    }
+
+    /// This node's key.
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.identity.peer_id()
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.endpoint.local_addr()
+    }
+
+    /// The socket shared by QUIC, punch probes and relay paths.
+    pub fn socket(&self) -> &Arc<AntqSocket> {
+        &self.inner.socket
+    }
+
+    /// The node's counters.
+    pub fn stats(&self) -> &NodeStats {
+        &self.inner.stats
+    }
+
+    /// Connects to `peer`, trying `addrs` in order with staggered starts;
+    /// the first attempt that completes wins and the others are dropped.
+    pub async fn connect(
+        &self,
+        peer: PeerId,
+        addrs: &[SocketAddr],
+    ) -> Result<PeerConnection, ConnectError> {
+        if addrs.is_empty() {
+            return Err(ConnectError::NoAddress { peer });
+        }
+        let timeout = self.inner.settings.connect_timeout;
+        let span = tracing::info_span!("peer", id = %peer.short());
+        let mut attempts = JoinSet::new();
+        for (i, &addr) in addrs.iter().enumerate() {
+            let node = self.clone();
+            let delay = ATTEMPT_STAGGER * u32::try_from(i).unwrap_or(u32::MAX);
+            attempts.spawn(
+                async move {
+                    tokio::time::sleep(delay).await;
+                    node.connect_one(peer, addr).await
+                }
+                .instrument(span.clone()),
+            );
+        }
+        let mut best: Option<ConnectError> = None;
+        let deadline = tokio::time::sleep(timeout + ATTEMPT_STAGGER * addrs.len() as u32);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                joined = attempts.join_next() => match joined {
+                    Some(Ok(Ok(conn))) => return Ok(conn),
+                    Some(Ok(Err(e))) => {
+                        if best.as_ref().is_none_or(|b| e.weight() > b.weight()) {
+                            best = Some(e);
+                        }
+                    }
+                    Some(Err(join_error)) => {
+                        tracing::warn!(%join_error, "connection attempt task failed");
+                    }
+                    None => break,
+                },
+                () = &mut deadline => break,
+            }
+        }
+        Err(best.unwrap_or(ConnectError::Timeout { peer, timeout }))
+    }
+
+    async fn connect_one(
+        &self,
+        peer: PeerId,
+        addr: SocketAddr,
+    ) -> Result<PeerConnection, ConnectError> {
+        let timeout = self.inner.settings.connect_timeout;
+        let (crypto, presented) = tls::client_config(&self.inner.identity, peer)?;
+        let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+        client.transport_config(self.inner.transport.clone());
+        let connecting = self
+            .inner
+            .endpoint
+            .connect_with(client, addr, tls::SERVER_NAME)
+            .map_err(|source| ConnectError::Dial { addr, source })?;
+        let classify = |source: quinn::ConnectionError| match presented.get() {
+            Some(presented) if presented != peer => ConnectError::WrongKey {
+                addr,
+                expected: peer,
+                presented,
+            },
+            _ => match &source {
+                quinn::ConnectionError::ConnectionClosed(close) if is_crypto_code(close) => {
+                    ConnectError::Refused {
+                        peer,
+                        addr,
+                        reason: close.to_string(),
+                    }
+                }
+                _ => ConnectError::Connection { peer, addr, source },
+            },
+        };
+        let attempt = async {
+            let conn = connecting.await.map_err(classify)?;
+            let mut welcome = conn.accept_uni().await.map_err(classify)?;
+            let mut buf = [0u8; WELCOME.len()];
+            match welcome.read_exact(&mut buf).await {
+                Ok(()) if &buf == WELCOME => Ok(conn),
+                Ok(()) => Err(ConnectError::Protocol { peer, addr }),
+                Err(quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(e))) => {
+                    Err(classify(e))
+                }
+                Err(_) => Err(ConnectError::Protocol { peer, addr }),
+            }
+        };
+        let conn = tokio::time::timeout(timeout, attempt)
+            .await
+            .map_err(|_| ConnectError::Timeout { peer, timeout })??;
+        tracing::debug!(%addr, "connected");
+        Ok(PeerConnection { conn, peer })
+    }
+
+    /// Waits for the next accepted connection. Returns `None` once the node
+    /// is closed.
+    pub async fn accept(&self) -> Option<PeerConnection> {
+        self.inner.incoming.lock().await.recv().await
+    }
+
+    /// Closes every connection and waits (briefly) for the peers to be told.
+    pub async fn close(&self) {
+        self.inner.endpoint.close(0u32.into(), b"node closed");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
+    }
+}
+
+/// Whether a peer's CONNECTION_CLOSE carries a TLS alert (crypto error codes
+/// 0x100..=0x1ff, RFC 9001 §4.8).
+fn is_crypto_code(close: &quinn::ConnectionClose) -> bool {
+    (0x100..=0x1ff).contains(&u64::from(close.error_code))
+}
+
+fn transport_config(settings: &TransportSettings) -> Result<quinn::TransportConfig, NodeError> {
+    if settings.initial_mtu < 1200 {
+        return Err(NodeError::Transport(format!(
+            "initial_mtu {} is below the QUIC minimum of 1200",
+            settings.initial_mtu
+        )));
+    }
+    let idle = quinn::IdleTimeout::try_from(settings.idle_timeout).map_err(|_| {
+        NodeError::Transport(format!(
+            "idle timeout {:?} too large",
+            settings.idle_timeout
+        ))
+    })?;
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .keep_alive_interval(Some(settings.keep_alive))
+        .max_idle_timeout(Some(idle))
+        .initial_mtu(settings.initial_mtu)
+        .datagram_receive_buffer_size(Some(4 << 20))
+        .datagram_send_buffer_size(4 << 20);
+    Ok(transport)
+}
+
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    tx: mpsc::Sender<PeerConnection>,
+    stats: Arc<NodeStats>,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let tx = tx.clone();
+        let stats = stats.clone();
+        let remote = incoming.remote_address();
+        tokio::spawn(async move {
+            match accept_one(incoming).await {
+                Ok(conn) => {
+                    stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    let _ = tx.send(conn).await;
+                }
+                Err(error) => {
+                    stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%remote, %error, "incoming handshake failed");
+                }
+            }
+        });
+    }
+}
+
+async fn accept_one(incoming: quinn::Incoming) -> Result<PeerConnection, AcceptError> {
+    let conn = incoming.await?;
+    let peer = conn
+        .peer_identity()
+        .as_deref()
+        .and_then(tls::peer_id_of)
+        .ok_or(AcceptError::NoPeerKey)?;
+    let mut welcome = conn.open_uni().await?;
+    welcome
+        .write_all(WELCOME)
+        .await
+        .map_err(|e| AcceptError::Welcome(e.to_string()))?;
+    welcome
+        .finish()
+        .map_err(|e| AcceptError::Welcome(e.to_string()))?;
+    tracing::debug!(peer = %peer.short(), remote = %conn.remote_address(), "accepted");
+    Ok(PeerConnection { conn, peer })
+}
+
+/// Why an incoming connection was not accepted.
+#[derive(Debug, thiserror::Error)]
+enum AcceptError {
+    #[error("handshake: {0}")]
+    Handshake(#[from] quinn::ConnectionError),
+    #[error("handshake finished without a peer key")]
+    NoPeerKey,
+    #[error("sending welcome: {0}")]
+    Welcome(String),
+}
+
+/// An authenticated connection to one peer.
+#[derive(Clone, Debug)]
+pub struct PeerConnection {
+    conn: quinn::Connection,
+    peer: PeerId,
+}
+
+impl PeerConnection {
+    /// The peer's authenticated key.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer
+    }
+
+    /// The peer's current UDP address.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.conn.remote_address()
+    }
+
+    /// Current round-trip time estimate.
+    pub fn rtt(&self) -> Duration {
+        self.conn.rtt()
+    }
+
+    /// The largest datagram that can be sent now, if the peer accepts datagrams.
+    pub fn max_datagram_size(&self) -> Option<usize> {
+        self.conn.max_datagram_size()
+    }
+
+    /// Sends an unreliable datagram.
+    pub fn send_datagram(&self, data: Bytes) -> Result<(), quinn::SendDatagramError> {
+        self.conn.send_datagram(data)
+    }
+
+    /// Receives the next datagram.
+    pub async fn recv_datagram(&self) -> Result<Bytes, quinn::ConnectionError> {
+        self.conn.read_datagram().await
+    }
+
+    /// Opens a bidirectional stream.
+    pub async fn open_bi(
+        &self,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), quinn::ConnectionError> {
+        self.conn.open_bi().await
+    }
+
+    /// Accepts a bidirectional stream opened by the peer.
+    pub async fn accept_bi(
+        &self,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), quinn::ConnectionError> {
+        self.conn.accept_bi().await
+    }
+
+    /// Resolves when the connection closes, with the reason.
+    pub async fn closed(&self) -> quinn::ConnectionError {
+        self.conn.closed().await
+    }
+
+    /// Closes the connection.
+    pub fn close(&self, reason: &str) {
+        self.conn.close(0u32.into(), reason.as_bytes());
+    }
+
+    /// Transport statistics.
+    pub fn stats(&self) -> quinn::ConnectionStats {
+        self.conn.stats()
+    }
+
+    /// The underlying quinn connection.
+    pub fn quinn(&self) -> &quinn::Connection {
+        &self.conn
+    }
+}

@@ -1,1 +1,471 @@
-//! TODO
+//! The UDP socket shared by QUIC, hole-punch probes and relay paths.
+//!
+//! [`AntqSocket`] wraps quinn's own socket (so GSO/GRO and ECN keep working)
+//! and sits between it and the QUIC endpoint:
+//!
+//! - **Raw frames.** QUIC packets always have the fixed bit (0x40) set in
+//!   their first byte (our endpoints never grease it), so a datagram whose
+//!   first byte is `0x00..=0x3f` is one of antq's raw frames. Punch probes and
+//!   other raw frames are taken out of the stream quinn sees and handed to
+//!   [`AntqSocket::take_raw_receiver`]; probes are sent from the very same
+//!   socket (and so the same NAT mapping) as QUIC with [`AntqSocket::send_raw`].
+//! - **Relay paths as virtual addresses.** A relay channel granted by a
+//!   bootstrap node gets a stable virtual address in `240.0.0.0/4` (reserved,
+//!   never routed). QUIC packets quinn sends to that address are wrapped in a
+//!   `RELAY_DATA` frame (`0x01`, 4-byte channel id) and sent to the relay
+//!   server; `RELAY_DATA` frames arriving from that server on that channel are
+//!   unwrapped and handed to quinn as if they came from the virtual address.
+//!   The peers' QUIC stays end-to-end: the relay only sees ciphertext.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, Runtime as _, UdpPoller};
+use tokio::sync::mpsc;
+
+/// First byte of a relay data frame.
+pub const RELAY_DATA: u8 = 0x01;
+/// Length of the relay data frame header: type byte and channel id.
+pub const RELAY_HEADER_LEN: usize = 5;
+
+/// Capacity of the queue of raw frames waiting for the NAT driver.
+const RAW_QUEUE: usize = 1024;
+/// Capacity of the queue of unwrapped packets waiting for quinn.
+const PENDING_QUEUE: usize = 4096;
+
+/// Binds a UDP socket. An unspecified IPv6 address binds dual-stack (IPv4
+/// peers then appear as IPv4-mapped addresses, which this module hides).
+pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(!addr.ip().is_unspecified())?;
+    }
+    // Large buffers keep bursts from being dropped; the kernel caps them.
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    let _ = socket.set_send_buffer_size(4 << 20);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// Maps an IPv4-mapped IPv6 address to plain IPv4; leaves others alone.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
+/// Whether a datagram starting with `first` is QUIC (either header bit set)
+/// rather than one of antq's raw frames (`0x00..=0x3f`).
+pub fn is_quic(first: u8) -> bool {
+    first & 0xc0 != 0
+}
+
+/// Whether `addr` is one of the virtual addresses of relay paths.
+pub fn is_virtual(addr: SocketAddr) -> bool {
+    match canonical(addr).ip() {
+        IpAddr::V4(v4) => v4.octets()[0] >= 240 && v4 != Ipv4Addr::BROADCAST,
+        IpAddr::V6(_) => false,
+    }
+}
+
+/// A raw (non-QUIC) datagram received on the shared socket.
+#[derive(Clone, Debug)]
+pub struct RawPacket {
+    /// Sender, canonical form.
+    pub from: SocketAddr,
+    /// The whole datagram, first byte included.
+    pub data: Bytes,
+}
+
+/// Where packets for one relay path go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RelayRoute {
+    /// The relay server's address (canonical form).
+    pub server: SocketAddr,
+    /// The channel id the server granted.
+    pub channel: u32,
+}
+
+/// Counters of the shared socket.
+#[derive(Debug, Default)]
+pub struct SocketStats {
+    /// Raw frames dropped because the NAT driver's queue was full or gone.
+    pub raw_dropped: AtomicU64,
+    /// Relay frames for an unknown server or channel.
+    pub relay_unknown: AtomicU64,
+    /// Packets to a virtual address with no relay route.
+    pub relay_unroutable: AtomicU64,
+    /// Relay frames received and unwrapped.
+    pub relay_in: AtomicU64,
+    /// Relay frames sent.
+    pub relay_out: AtomicU64,
+}
+
+/// A packet unwrapped or split out of a batch, waiting to be handed to quinn:
+/// source, local destination IP, contents.
+type PendingPacket = (SocketAddr, Option<IpAddr>, Vec<u8>);
+
+#[derive(Debug, Default)]
+struct RelayTable {
+    by_virtual: HashMap<SocketAddr, RelayRoute>,
+    by_route: HashMap<RelayRoute, SocketAddr>,
+}
+
+/// The socket shared by the QUIC endpoint, punch probes and relay paths.
+pub struct AntqSocket {
+    inner: Arc<dyn AsyncUdpSocket>,
+    ipv6: bool,
+    raw_tx: mpsc::Sender<RawPacket>,
+    raw_rx: Mutex<Option<mpsc::Receiver<RawPacket>>>,
+    relays: RwLock<RelayTable>,
+    next_virtual: AtomicU32,
+    pending: Mutex<VecDeque<PendingPacket>>,
+    stats: SocketStats,
+}
+
+impl fmt::Debug for AntqSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AntqSocket")
+            .field("local", &self.inner.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AntqSocket {
+    /// Wraps a bound UDP socket. Must run inside a tokio runtime.
+    pub fn new(socket: std::net::UdpSocket) -> io::Result<Arc<Self>> {
+        let ipv6 = socket.local_addr()?.is_ipv6();
+        let inner = quinn::TokioRuntime.wrap_udp_socket(socket)?;
+        let (raw_tx, raw_rx) = mpsc::channel(RAW_QUEUE);
+        Ok(Arc::new(Self {
+            inner,
+            ipv6,
+            raw_tx,
+            raw_rx: Mutex::new(Some(raw_rx)),
+            relays: RwLock::new(RelayTable::default()),
+            next_virtual: AtomicU32::new(1),
+            pending: Mutex::new(VecDeque::new()),
+            stats: SocketStats::default(),
+        }))
+    }
+
+    /// The receiver of raw frames (punch probes and the like). Can be taken
+    /// once; frames arriving while nobody holds it are dropped and counted.
+    pub fn take_raw_receiver(&self) -> Option<mpsc::Receiver<RawPacket>> {
+        self.raw_rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// The socket's counters.
+    pub fn stats(&self) -> &SocketStats {
+        &self.stats
+    }
+
+    /// Sends a raw frame from the shared socket. Best effort: a full socket
+    /// buffer drops it (`WouldBlock`).
+    pub fn send_raw(&self, to: SocketAddr, data: &[u8]) -> io::Result<()> {
+        self.inner.try_send(&Transmit {
+            destination: self.to_wire(to),
+            ecn: None,
+            contents: data,
+            segment_size: None,
+            src_ip: None,
+        })
+    }
+
+    /// Registers a relay path and returns its virtual address; the same route
+    /// always gets the same address.
+    pub fn add_relay_route(&self, route: RelayRoute) -> SocketAddr {
+        let route = RelayRoute {
+            server: canonical(route.server),
+            channel: route.channel,
+        };
+        let mut table = self.relays.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(addr) = table.by_route.get(&route) {
+            return *addr;
+        }
+        let n = self.next_virtual.fetch_add(1, Ordering::Relaxed);
+        let [_, b, c, d] = n.to_be_bytes();
+        // 240.b.c.d:(port from the channel, never 0)
+        let port = u16::try_from(route.channel % 65535 + 1).unwrap_or(1);
+        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(240, b, c, d)), port);
+        table.by_virtual.insert(addr, route);
+        table.by_route.insert(route, addr);
+        addr
+    }
+
+    /// Removes a relay path.
+    pub fn remove_relay_route(&self, virtual_addr: SocketAddr) {
+        let mut table = self.relays.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(route) = table.by_virtual.remove(&canonical(virtual_addr)) {
+            table.by_route.remove(&route);
+        }
+    }
+
+    /// The relay route behind a virtual address.
+    pub fn relay_route(&self, virtual_addr: SocketAddr) -> Option<RelayRoute> {
+        self.relays
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_virtual
+            .get(&canonical(virtual_addr))
+            .copied()
+    }
+
+    /// The address form the underlying socket uses (IPv4-mapped on a
+    /// dual-stack IPv6 socket).
+    fn to_wire(&self, addr: SocketAddr) -> SocketAddr {
+        match (self.ipv6, addr) {
+            (true, SocketAddr::V4(v4)) => {
+                SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+            }
+            (false, SocketAddr::V6(_)) => canonical(addr),
+            _ => addr,
+        }
+    }
+
+    fn send_relayed(&self, transmit: &Transmit<'_>, route: RelayRoute) -> io::Result<()> {
+        let segment = transmit
+            .segment_size
+            .unwrap_or(transmit.contents.len())
+            .max(1);
+        let count = transmit.contents.len().div_ceil(segment);
+        let mut buf = Vec::with_capacity(transmit.contents.len() + count * RELAY_HEADER_LEN);
+        for chunk in transmit.contents.chunks(segment) {
+            buf.push(RELAY_DATA);
+            buf.extend_from_slice(&route.channel.to_be_bytes());
+            buf.extend_from_slice(chunk);
+        }
+        self.inner.try_send(&Transmit {
+            destination: self.to_wire(route.server),
+            ecn: transmit.ecn,
+            contents: &buf,
+            segment_size: transmit.segment_size.map(|s| s + RELAY_HEADER_LEN),
+            src_ip: transmit.src_ip,
+        })?;
+        self.stats
+            .relay_out
+            .fetch_add(count as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sorts one received segment: `Some((source, payload offset))` if quinn
+    /// should see it, `None` if it was consumed here.
+    fn classify(&self, from: SocketAddr, segment: &[u8]) -> Option<(SocketAddr, usize)> {
+        let first = *segment.first()?;
+        if is_quic(first) {
+            return Some((from, 0));
+        }
+        if first == RELAY_DATA {
+            let channel = segment
+                .get(1..RELAY_HEADER_LEN)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes);
+            let route = channel.map(|channel| RelayRoute {
+                server: canonical(from),
+                channel,
+            });
+            let virtual_addr = route.and_then(|route| {
+                self.relays
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .by_route
+                    .get(&route)
+                    .copied()
+            });
+            return match virtual_addr {
+                Some(addr) => {
+                    self.stats.relay_in.fetch_add(1, Ordering::Relaxed);
+                    Some((self.to_wire(addr), RELAY_HEADER_LEN))
+                }
+                None => {
+                    self.stats.relay_unknown.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%from, "relay frame for an unknown channel dropped");
+                    None
+                }
+            };
+        }
+        let packet = RawPacket {
+            from: canonical(from),
+            data: Bytes::copy_from_slice(segment),
+        };
+        if self.raw_tx.try_send(packet).is_err() {
+            self.stats.raw_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        None
+    }
+
+    /// Rewrites the `n` received buffers in place so that quinn sees only
+    /// QUIC packets; returns how many entries remain. Batches that mix QUIC
+    /// and other datagrams (or relay frames) are split into the pending queue.
+    fn demux(&self, n: usize, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> usize {
+        let mut kept = 0;
+        for i in 0..n {
+            let m = meta[i];
+            let data = &bufs[i][..m.len];
+            let stride = m.stride.max(1);
+            let all_quic = data
+                .chunks(stride)
+                .all(|s| s.first().copied().is_some_and(is_quic));
+            if all_quic {
+                if kept != i {
+                    let (head, tail) = bufs.split_at_mut(i);
+                    head[kept][..m.len].copy_from_slice(&tail[0][..m.len]);
+                    meta[kept] = m;
+                }
+                kept += 1;
+                continue;
+            }
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            for segment in data.chunks(stride) {
+                if let Some((from, offset)) = self.classify(m.addr, segment) {
+                    if pending.len() < PENDING_QUEUE {
+                        pending.push_back((from, m.dst_ip, segment[offset..].to_vec()));
+                    }
+                }
+            }
+        }
+        kept
+    }
+
+    /// Moves pending packets into the receive buffers.
+    fn fill_from_pending(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> usize {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut n = 0;
+        while n < bufs.len().min(meta.len()) {
+            let Some((from, dst_ip, data)) = pending.pop_front() else {
+                break;
+            };
+            if data.len() > bufs[n].len() {
+                continue;
+            }
+            bufs[n][..data.len()].copy_from_slice(&data);
+            let mut m = meta[n];
+            m.addr = from;
+            m.len = data.len();
+            m.stride = data.len();
+            m.ecn = None;
+            m.dst_ip = dst_ip;
+            meta[n] = m;
+            n += 1;
+        }
+        n
+    }
+}
+
+impl AsyncUdpSocket for AntqSocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        if is_virtual(transmit.destination) {
+            return match self.relay_route(transmit.destination) {
+                Some(route) => self.send_relayed(transmit, route),
+                None => {
+                    // An unroutable relay path behaves like a lossy link.
+                    self.stats.relay_unroutable.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+            };
+        }
+        self.inner.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let n = self.fill_from_pending(bufs, meta);
+            if n > 0 {
+                return Poll::Ready(Ok(n));
+            }
+            let n = ready!(self.inner.poll_recv(cx, bufs, meta))?;
+            let kept = self.demux(n, bufs, meta);
+            if kept > 0 {
+                return Poll::Ready(Ok(kept));
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
+
+/// The unspecified dual-stack address with `port`.
+pub fn any_addr(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_unmaps_ipv4() {
+        let mapped: SocketAddr = "[::ffff:192.0.2.1]:9".parse().unwrap();
+        assert_eq!(canonical(mapped), "192.0.2.1:9".parse().unwrap());
+        let v6: SocketAddr = "[2001:db8::1]:9".parse().unwrap();
+        assert_eq!(canonical(v6), v6);
+    }
+
+    #[test]
+    fn virtual_addresses_are_class_e_only() {
+        assert!(is_virtual("240.0.0.1:1".parse().unwrap()));
+        assert!(is_virtual("[::ffff:240.0.0.1]:1".parse().unwrap()));
+        assert!(!is_virtual("239.255.255.255:1".parse().unwrap()));
+        assert!(!is_virtual("255.255.255.255:1".parse().unwrap()));
+        assert!(!is_virtual("[2001:db8::1]:1".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn relay_routes_are_stable_and_removable() {
+        let socket = AntqSocket::new(bind_udp("127.0.0.1:0".parse().unwrap()).unwrap()).unwrap();
+        let route = RelayRoute {
+            server: "127.0.0.1:9000".parse().unwrap(),
+            channel: 7,
+        };
+        let a = socket.add_relay_route(route);
+        assert!(is_virtual(a));
+        assert_eq!(socket.add_relay_route(route), a);
+        assert_eq!(socket.relay_route(a), Some(route));
+        let other = socket.add_relay_route(RelayRoute {
+            channel: 8,
+            ..route
+        });
+        assert_ne!(other, a);
+        socket.remove_relay_route(a);
+        assert_eq!(socket.relay_route(a), None);
+    }
+}
