@@ -1,0 +1,583 @@
+//! The tunnel's configuration file (TOML) and its validation.
+//!
+//! ```toml
+//! [interface]
+//! name = "antq0"                            # optional
+//! private_key_file = "/etc/antq/host.key"   # or private_key = "base64"
+//! address = ["10.90.0.1/24", "fd90::1/64"]
+//! listen_port = 9000                        # optional, 0 = any
+//! mtu = 1280                                # optional
+//! bootstrap = ["BASE64PUBKEY@203.0.113.10:9000"]
+//!
+//! [[peer]]
+//! public_key = "BASE64PUBKEY"
+//! allowed_ips = ["10.90.0.2/32", "fd90::2/128"]
+//! endpoint = "198.51.100.7:9000"            # optional known address
+//! ```
+//!
+//! Every problem is reported with the file, the field and how to fix it,
+//! before anything on the system is touched.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::identity::{Identity, KeyFilePermissions, PeerId};
+
+/// Smallest TUN MTU: IPv6 requires every link to carry 1280-byte packets.
+pub const MIN_MTU_IPV6: u16 = 1280;
+/// Smallest TUN MTU for an IPv4-only tunnel (RFC 791's 576).
+pub const MIN_MTU_IPV4: u16 = 576;
+/// Largest TUN MTU we accept: a datagram must fit one UDP packet on a
+/// 9000-byte jumbo frame path with room for headers.
+pub const MAX_MTU: u16 = 8800;
+/// Default TUN MTU: a 1280-byte IPv6 packet always fits a QUIC datagram.
+pub const DEFAULT_MTU: u16 = 1280;
+/// Default interface name.
+pub const DEFAULT_NAME: &str = "antq0";
+
+/// A configuration problem, naming the file and field and saying how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or missing fields.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// What the TOML parser said (names the field and line).
+        message: String,
+    },
+    /// A field has a bad value.
+    #[error("config {path}: field `{field}`: {problem}\n  fix: {fix}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// The field, e.g. `peer[1].allowed_ips`.
+        field: String,
+        /// What is wrong.
+        problem: String,
+        /// How to fix it.
+        fix: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    interface: InterfaceSection,
+    #[serde(default, rename = "peer")]
+    peers: Vec<PeerSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InterfaceSection {
+    name: Option<String>,
+    private_key_file: Option<PathBuf>,
+    private_key: Option<String>,
+    #[serde(default)]
+    address: Vec<String>,
+    listen_port: Option<u16>,
+    mtu: Option<u16>,
+    #[serde(default)]
+    bootstrap: Vec<String>,
+    metrics: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerSection {
+    public_key: String,
+    #[serde(default)]
+    allowed_ips: Vec<String>,
+    endpoint: Option<String>,
+}
+
+/// A bootstrap node: its key and address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootstrapAddr {
+    /// The bootstrap's key.
+    pub peer: PeerId,
+    /// Its UDP address.
+    pub addr: SocketAddr,
+}
+
+/// One configured peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// The peer's key.
+    pub public_key: PeerId,
+    /// Tunnel addresses the peer owns (routing) and may send from.
+    pub allowed_ips: Vec<IpNet>,
+    /// A known UDP address of the peer, if any.
+    pub endpoint: Option<SocketAddr>,
+}
+
+/// A validated tunnel configuration.
+#[derive(Clone, Debug)]
+pub struct TunnelConfig {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Interface name.
+    pub name: String,
+    /// Our key pair.
+    pub identity: Identity,
+    /// Addresses of the interface, with prefix length.
+    pub addresses: Vec<IpNet>,
+    /// UDP port to listen on (0 = any).
+    pub listen_port: u16,
+    /// TUN MTU.
+    pub mtu: u16,
+    /// Bootstrap nodes.
+    pub bootstrap: Vec<BootstrapAddr>,
+    /// Peers.
+    pub peers: Vec<PeerConfig>,
+    /// Address of the Prometheus metrics listener (localhost only), if on.
+    pub metrics: Option<SocketAddr>,
+    /// Warnings to show the operator (e.g. a world-readable key file).
+    pub warnings: Vec<String>,
+}
+
+/// Builds [`ConfigError::Invalid`] for `path`.
+pub(crate) fn invalid(
+    path: &Path,
+    field: impl Into<String>,
+    problem: impl Into<String>,
+    fix: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_owned(),
+        field: field.into(),
+        problem: problem.into(),
+        fix: fix.into(),
+    }
+}
+
+/// Reads a TOML file into `T`, reporting unknown fields and syntax errors
+/// with the file name.
+pub(crate) fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })
+}
+
+/// Loads the private key from `private_key_file` (relative to the config's
+/// directory) or inline `private_key`; exactly one must be set. Returns the
+/// identity and an optional warning about file permissions.
+pub(crate) fn load_private_key(
+    path: &Path,
+    section: &str,
+    key_file: Option<&Path>,
+    inline: Option<&str>,
+) -> Result<(Identity, Option<String>), ConfigError> {
+    match (key_file, inline) {
+        (Some(_), Some(_)) => Err(invalid(
+            path,
+            format!("{section}.private_key"),
+            "both private_key and private_key_file are set",
+            "keep only one of them",
+        )),
+        (None, None) => Err(invalid(
+            path,
+            format!("{section}.private_key_file"),
+            "no private key configured",
+            "set private_key_file to a file made by `antq-tun keygen --out FILE`",
+        )),
+        (None, Some(text)) => Identity::from_base64(text)
+            .map(|id| (id, None))
+            .map_err(|e| {
+                invalid(
+                    path,
+                    format!("{section}.private_key"),
+                    e.to_string(),
+                    "use the 44-character base64 key printed by `antq-tun keygen`",
+                )
+            }),
+        (Some(file), None) => {
+            let file = match path.parent() {
+                Some(dir) if file.is_relative() => dir.join(file),
+                _ => file.to_owned(),
+            };
+            let (id, perms) = Identity::load(&file).map_err(|e| {
+                invalid(
+                    path,
+                    format!("{section}.private_key_file"),
+                    e.to_string(),
+                    "point it at a readable file made by `antq-tun keygen --out FILE`",
+                )
+            })?;
+            let warning = match perms {
+                KeyFilePermissions::Readable { mode } => Some(format!(
+                    "private key file {} is readable by others (mode {mode:o}); run `chmod 600 {}`",
+                    file.display(),
+                    file.display()
+                )),
+                KeyFilePermissions::Private => None,
+            };
+            Ok((id, warning))
+        }
+    }
+}
+
+/// Parses `KEY@ADDR:PORT`.
+pub(crate) fn parse_bootstrap(
+    path: &Path,
+    field: &str,
+    text: &str,
+) -> Result<BootstrapAddr, ConfigError> {
+    let fix = "write it as PUBLICKEY@IP:PORT, e.g. \"<44-char key>@203.0.113.10:9000\"";
+    let (key, addr) = text
+        .split_once('@')
+        .ok_or_else(|| invalid(path, field, format!("`{text}` has no `@`"), fix))?;
+    let peer = key
+        .parse::<PeerId>()
+        .map_err(|e| invalid(path, field, format!("bad key `{key}`: {e}"), fix))?;
+    let addr = addr
+        .parse::<SocketAddr>()
+        .map_err(|e| invalid(path, field, format!("bad address `{addr}`: {e}"), fix))?;
+    Ok(BootstrapAddr { peer, addr })
+}
+
+fn parse_nets(
+    path: &Path,
+    field: &str,
+    items: &[String],
+    host_bits: bool,
+) -> Result<Vec<IpNet>, ConfigError> {
+    items
+        .iter()
+        .map(|text| {
+            let net = text.parse::<IpNet>().map_err(|_| {
+                invalid(
+                    path,
+                    field,
+                    format!("`{text}` is not an address with a prefix length"),
+                    "write it in CIDR form, e.g. \"10.90.0.2/32\" or \"fd90::2/128\"",
+                )
+            })?;
+            if !host_bits && net.trunc() != net {
+                return Err(invalid(
+                    path,
+                    field,
+                    format!("`{text}` has host bits set"),
+                    format!("write the network address, \"{}\"", net.trunc()),
+                ));
+            }
+            Ok(net)
+        })
+        .collect()
+}
+
+impl TunnelConfig {
+    /// Reads and validates a tunnel config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file: File = read_toml(path)?;
+        let iface = file.interface;
+        let mut warnings = Vec::new();
+        let (identity, warning) = load_private_key(
+            path,
+            "interface",
+            iface.private_key_file.as_deref(),
+            iface.private_key.as_deref(),
+        )?;
+        warnings.extend(warning);
+
+        let name = iface.name.unwrap_or_else(|| DEFAULT_NAME.to_owned());
+        if name.is_empty()
+            || name.len() > 15
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(invalid(
+                path,
+                "interface.name",
+                format!("`{name}` is not a valid interface name"),
+                "use 1 to 15 letters, digits, '-', '_' or '.'",
+            ));
+        }
+
+        let addresses = parse_nets(path, "interface.address", &iface.address, true)?;
+        if addresses.is_empty() {
+            return Err(invalid(
+                path,
+                "interface.address",
+                "no tunnel address",
+                "add at least one, e.g. address = [\"10.90.0.1/24\"]",
+            ));
+        }
+
+        let has_v6 = addresses.iter().any(|a| matches!(a, IpNet::V6(_)));
+        let mtu = iface.mtu.unwrap_or(DEFAULT_MTU);
+        let min = if has_v6 { MIN_MTU_IPV6 } else { MIN_MTU_IPV4 };
+        if !(min..=MAX_MTU).contains(&mtu) {
+            return Err(invalid(
+                path,
+                "interface.mtu",
+                format!("{mtu} is outside {min}..={MAX_MTU}"),
+                format!("use a value in {min}..={MAX_MTU} (default {DEFAULT_MTU})"),
+            ));
+        }
+
+        let bootstrap = iface
+            .bootstrap
+            .iter()
+            .enumerate()
+            .map(|(i, b)| parse_bootstrap(path, &format!("interface.bootstrap[{i}]"), b))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let metrics = iface
+            .metrics
+            .map(|m| {
+                let fix = "use a loopback address, e.g. metrics = \"127.0.0.1:9900\"";
+                let addr = m
+                    .parse::<SocketAddr>()
+                    .map_err(|e| invalid(path, "interface.metrics", format!("`{m}`: {e}"), fix))?;
+                if !addr.ip().is_loopback() {
+                    return Err(invalid(
+                        path,
+                        "interface.metrics",
+                        format!("{addr} is not a loopback address; metrics are served on localhost only"),
+                        fix,
+                    ));
+                }
+                Ok(addr)
+            })
+            .transpose()?;
+
+        let own = identity.peer_id();
+        let mut peers: Vec<PeerConfig> = Vec::with_capacity(file.peers.len());
+        for (i, peer) in file.peers.iter().enumerate() {
+            let field = |name: &str| format!("peer[{i}].{name}");
+            let public_key = peer.public_key.parse::<PeerId>().map_err(|e| {
+                invalid(
+                    path,
+                    field("public_key"),
+                    format!("`{}`: {e}", peer.public_key),
+                    "use the peer's 44-character key printed by `antq-tun pubkey`",
+                )
+            })?;
+            if public_key == own {
+                return Err(invalid(
+                    path,
+                    field("public_key"),
+                    "this is our own public key",
+                    "remove this [[peer]] section or put the other host's key here",
+                ));
+            }
+            if let Some(j) = peers.iter().position(|p| p.public_key == public_key) {
+                return Err(invalid(
+                    path,
+                    field("public_key"),
+                    format!("the same key as peer[{j}]"),
+                    "merge the two [[peer]] sections",
+                ));
+            }
+            let allowed_ips = parse_nets(path, &field("allowed_ips"), &peer.allowed_ips, false)?;
+            for net in &allowed_ips {
+                for (j, other) in peers.iter().enumerate() {
+                    if let Some(o) = other
+                        .allowed_ips
+                        .iter()
+                        .find(|o| o.contains(net) || net.contains(*o))
+                    {
+                        return Err(invalid(
+                            path,
+                            field("allowed_ips"),
+                            format!("{net} overlaps {o} of peer[{j}]"),
+                            "give each address range to exactly one peer",
+                        ));
+                    }
+                }
+            }
+            let endpoint = peer
+                .endpoint
+                .as_deref()
+                .map(|e| {
+                    e.parse::<SocketAddr>().map_err(|err| {
+                        invalid(
+                            path,
+                            field("endpoint"),
+                            format!("`{e}`: {err}"),
+                            "write it as IP:PORT, e.g. \"198.51.100.7:9000\" or \"[2001:db8::7]:9000\"",
+                        )
+                    })
+                })
+                .transpose()?;
+            peers.push(PeerConfig {
+                public_key,
+                allowed_ips,
+                endpoint,
+            });
+        }
+
+        Ok(Self {
+            path: path.to_owned(),
+            name,
+            identity,
+            addresses,
+            listen_port: iface.listen_port.unwrap_or(0),
+            mtu,
+            bootstrap,
+            peers,
+            metrics,
+            warnings,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        own: Identity,
+        peer: PeerId,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let own = Identity::generate();
+            own.save_new(&dir.path().join("host.key")).unwrap();
+            Self {
+                dir,
+                own,
+                peer: Identity::generate().peer_id(),
+            }
+        }
+
+        fn load(&self, text: &str) -> Result<TunnelConfig, ConfigError> {
+            let path = self.dir.path().join("peer.toml");
+            std::fs::write(
+                &path,
+                text.replace("PEER", &self.peer.to_string())
+                    .replace("OWN", &self.own.peer_id().to_string()),
+            )
+            .unwrap();
+            TunnelConfig::load(&path)
+        }
+
+        fn error(&self, text: &str) -> String {
+            self.load(text).unwrap_err().to_string()
+        }
+    }
+
+    const GOOD: &str = r#"
+[interface]
+private_key_file = "host.key"
+address = ["10.90.0.1/24", "fd90::1/64"]
+listen_port = 9000
+bootstrap = ["PEER@198.51.100.1:9000"]
+
+[[peer]]
+public_key = "PEER"
+allowed_ips = ["10.90.0.2/32", "fd90::2/128"]
+endpoint = "198.51.100.7:9000"
+"#;
+
+    #[test]
+    fn good_config_loads() {
+        let f = Fixture::new();
+        let c = f.load(GOOD).unwrap();
+        assert_eq!(c.name, "antq0");
+        assert_eq!(c.mtu, DEFAULT_MTU);
+        assert_eq!(c.identity.peer_id(), f.own.peer_id());
+        assert_eq!(c.peers.len(), 1);
+        assert_eq!(c.peers[0].public_key, f.peer);
+        assert_eq!(c.bootstrap[0].addr, "198.51.100.1:9000".parse().unwrap());
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let f = Fixture::new();
+        let e = f.error(&GOOD.replace("listen_port", "listen_prot"));
+        assert!(e.contains("peer.toml") && e.contains("listen_prot"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_file_field_and_fix() {
+        let f = Fixture::new();
+        let cases = [
+            (
+                GOOD.replace("host.key", "missing.key"),
+                "interface.private_key_file",
+            ),
+            (
+                GOOD.replace("private_key_file = \"host.key\"", "private_key = \"bad\""),
+                "interface.private_key",
+            ),
+            (
+                GOOD.replace("10.90.0.2/32", "10.90.0.300/32"),
+                "peer[0].allowed_ips",
+            ),
+            (
+                GOOD.replace("public_key = \"PEER\"", "public_key = \"OWN\""),
+                "peer[0].public_key",
+            ),
+            (
+                GOOD.replace("mtu", "x")
+                    .replace("listen_port = 9000", "mtu = 1000"),
+                "interface.mtu",
+            ),
+            (
+                GOOD.replace("@198.51.100.1:9000", "198.51.100.1:9000"),
+                "interface.bootstrap[0]",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = f.error(&text);
+            assert!(
+                e.contains("peer.toml") && e.contains(field) && e.contains("fix:"),
+                "{field}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn overlapping_allowed_ips_between_peers_are_refused() {
+        let f = Fixture::new();
+        let other = Identity::generate().peer_id();
+        let text = format!(
+            "{GOOD}\n[[peer]]\npublic_key = \"{other}\"\nallowed_ips = [\"10.90.0.0/24\"]\n"
+        );
+        let e = f.error(&text);
+        assert!(
+            e.contains("peer[1].allowed_ips") && e.contains("overlaps 10.90.0.2/32"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn world_readable_key_warns() {
+        let f = Fixture::new();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                f.dir.path().join("host.key"),
+                std::fs::Permissions::from_mode(0o644),
+            )
+            .unwrap();
+            let c = f.load(GOOD).unwrap();
+            assert!(c.warnings[0].contains("chmod 600"), "{:?}", c.warnings);
+        }
+    }
+}
