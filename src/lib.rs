@@ -13,6 +13,7 @@
 //! - [`node`]: the high-level peer-to-peer API.
 //! - [`bootstrap`]: the bootstrap / coordinator / relay node.
 //! - [`tunnel`]: TUN pump and AllowedIPs routing.
+//! - [`ratelimit`]: token buckets used by the socket layer and bootstrap.
 #![warn(missing_docs)]
 
 pub mod bootstrap;
@@ -20,6 +21,7 @@ pub mod identity;
 pub mod nat;
 pub mod node;
 pub mod proto;
+pub mod ratelimit;
 pub mod socket;
 pub mod tls;
 pub mod tunnel;

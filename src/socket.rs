@@ -16,6 +16,12 @@
 //!   server; `RELAY_DATA` frames arriving from that server on that channel are
 //!   unwrapped and handed to quinn as if they came from the virtual address.
 //!   The peers' QUIC stays end-to-end: the relay only sees ciphertext.
+//! - **Relay forwarding** (bootstrap side). A bootstrap node installs
+//!   [`AntqSocket::set_relay_forward`] entries: a `RELAY_DATA` frame from a
+//!   peer's validated address on its channel is re-labelled with the other
+//!   peer's channel and sent to the other peer's validated address, one frame
+//!   out per frame in (no amplification), within a per-direction bandwidth
+//!   limit. This happens inside the receive path, without a task hop.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -25,11 +31,14 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{ready, Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, Runtime as _, UdpPoller};
 use tokio::sync::mpsc;
+
+use crate::ratelimit::TokenBucket;
 
 /// First byte of a relay data frame.
 pub const RELAY_DATA: u8 = 0x01;
@@ -112,6 +121,28 @@ pub struct SocketStats {
     pub relay_in: AtomicU64,
     /// Relay frames sent.
     pub relay_out: AtomicU64,
+    /// Relay frames forwarded (bootstrap side).
+    pub forwarded: AtomicU64,
+    /// Bytes forwarded (bootstrap side).
+    pub forwarded_bytes: AtomicU64,
+    /// Relay frames dropped by the bandwidth limit (bootstrap side).
+    pub forward_limited: AtomicU64,
+}
+
+/// One direction of a relay allocation on a bootstrap node.
+#[derive(Debug)]
+struct Forward {
+    to: RelayRoute,
+    limit: Mutex<TokenBucket>,
+}
+
+/// Bandwidth limit of one relay direction.
+#[derive(Clone, Copy, Debug)]
+pub struct RelayLimit {
+    /// Sustained bytes per second.
+    pub bytes_per_sec: f64,
+    /// Burst size in bytes.
+    pub burst_bytes: f64,
 }
 
 /// A packet unwrapped or split out of a batch, waiting to be handed to quinn:
@@ -131,6 +162,7 @@ pub struct AntqSocket {
     raw_tx: mpsc::Sender<RawPacket>,
     raw_rx: Mutex<Option<mpsc::Receiver<RawPacket>>>,
     relays: RwLock<RelayTable>,
+    forwards: RwLock<HashMap<RelayRoute, Forward>>,
     next_virtual: AtomicU32,
     pending: Mutex<VecDeque<PendingPacket>>,
     stats: SocketStats,
@@ -156,6 +188,7 @@ impl AntqSocket {
             raw_tx,
             raw_rx: Mutex::new(Some(raw_rx)),
             relays: RwLock::new(RelayTable::default()),
+            forwards: RwLock::new(HashMap::new()),
             next_virtual: AtomicU32::new(1),
             pending: Mutex::new(VecDeque::new()),
             stats: SocketStats::default(),
@@ -176,9 +209,9 @@ impl AntqSocket {
         &self.stats
     }
 
-    /// Sends a raw frame from the shared socket. Best effort: a full socket
-    /// buffer drops it (`WouldBlock`).
-    pub fn send_raw(&self, to: SocketAddr, data: &[u8]) -> io::Result<()> {
+    /// Sends a raw frame from the shared socket now, or fails with
+    /// `WouldBlock` when the socket buffer is full (the frame is dropped).
+    pub fn try_send_raw(&self, to: SocketAddr, data: &[u8]) -> io::Result<()> {
         self.inner.try_send(&Transmit {
             destination: self.to_wire(to),
             ecn: None,
@@ -186,6 +219,22 @@ impl AntqSocket {
             segment_size: None,
             src_ip: None,
         })
+    }
+
+    /// Sends a raw frame from the shared socket, waiting while the socket
+    /// is not writable.
+    pub async fn send_raw(&self, to: SocketAddr, data: &[u8]) -> io::Result<()> {
+        let mut poller = None;
+        loop {
+            match self.try_send_raw(to, data) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let poller =
+                        poller.get_or_insert_with(|| self.inner.clone().create_io_poller());
+                    std::future::poll_fn(|cx| poller.as_mut().poll_writable(cx)).await?;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Registers a relay path and returns its virtual address; the same route
@@ -225,6 +274,71 @@ impl AntqSocket {
             .by_virtual
             .get(&canonical(virtual_addr))
             .copied()
+    }
+
+    /// Bootstrap side: forwards relay frames arriving from `from.server` on
+    /// `from.channel` to `to.server`, re-labelled with `to.channel`. Both
+    /// addresses must be validated (the peers' QUIC connections to us).
+    pub fn set_relay_forward(&self, from: RelayRoute, to: RelayRoute, limit: RelayLimit) {
+        let from = RelayRoute {
+            server: canonical(from.server),
+            channel: from.channel,
+        };
+        let forward = Forward {
+            to: RelayRoute {
+                server: canonical(to.server),
+                channel: to.channel,
+            },
+            limit: Mutex::new(TokenBucket::new(
+                limit.bytes_per_sec,
+                limit.burst_bytes,
+                Instant::now(),
+            )),
+        };
+        self.forwards
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(from, forward);
+    }
+
+    /// Bootstrap side: stops forwarding frames from `from`.
+    pub fn remove_relay_forward(&self, from: RelayRoute) {
+        let from = RelayRoute {
+            server: canonical(from.server),
+            channel: from.channel,
+        };
+        self.forwards
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&from);
+    }
+
+    /// Forwards one relay frame if a forwarding entry matches; returns
+    /// whether one did.
+    fn forward(&self, from: RelayRoute, segment: &[u8]) -> bool {
+        let forwards = self.forwards.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(forward) = forwards.get(&from) else {
+            return false;
+        };
+        let allowed = forward
+            .limit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .try_take(segment.len() as f64, Instant::now());
+        if !allowed {
+            self.stats.forward_limited.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        let mut frame = segment.to_vec();
+        frame[1..RELAY_HEADER_LEN].copy_from_slice(&forward.to.channel.to_be_bytes());
+        // Best effort, like any router: a full socket buffer drops the frame.
+        if self.try_send_raw(forward.to.server, &frame).is_ok() {
+            self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .forwarded_bytes
+                .fetch_add(frame.len() as u64, Ordering::Relaxed);
+        }
+        true
     }
 
     /// The address form the underlying socket uses (IPv4-mapped on a
@@ -280,19 +394,23 @@ impl AntqSocket {
                 server: canonical(from),
                 channel,
             });
-            let virtual_addr = route.and_then(|route| {
-                self.relays
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .by_route
-                    .get(&route)
-                    .copied()
-            });
+            let Some(route) = route else {
+                self.stats.relay_unknown.fetch_add(1, Ordering::Relaxed);
+                return None;
+            };
+            let virtual_addr = self
+                .relays
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .by_route
+                .get(&route)
+                .copied();
             return match virtual_addr {
                 Some(addr) => {
                     self.stats.relay_in.fetch_add(1, Ordering::Relaxed);
                     Some((self.to_wire(addr), RELAY_HEADER_LEN))
                 }
+                None if self.forward(route, segment) => None,
                 None => {
                     self.stats.relay_unknown.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%from, "relay frame for an unknown channel dropped");

@@ -1,0 +1,146 @@
+//! The relay data plane on real loopback sockets: two peers run their own
+//! end-to-end QUIC connection through a third node's relay forwarding, via
+//! virtual addresses in their shared sockets.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use antq::identity::Identity;
+use antq::node::{Node, NodeConfig};
+use antq::socket::{is_virtual, RelayLimit, RelayRoute};
+use antq::tls::{AcceptPolicy, Allowlist};
+use bytes::Bytes;
+
+fn node(identity: &Identity, allowed: &[&Identity]) -> Node {
+    let list = Allowlist::new(allowed.iter().map(|i| i.peer_id()));
+    let bind: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    Node::bind(NodeConfig::new(
+        identity.clone(),
+        bind,
+        AcceptPolicy::Allowlist(list),
+    ))
+    .unwrap()
+}
+
+const UNLIMITED: RelayLimit = RelayLimit {
+    bytes_per_sec: 1e9,
+    burst_bytes: 1e9,
+};
+
+#[tokio::test]
+async fn peers_talk_end_to_end_through_a_relay() {
+    let (ka, kc, kr) = (
+        Identity::generate(),
+        Identity::generate(),
+        Identity::generate(),
+    );
+    let a = node(&ka, &[&kc]);
+    let c = node(&kc, &[&ka]);
+    let relay = node(&kr, &[]);
+    let (a_addr, c_addr, r_addr) = (
+        a.local_addr().unwrap(),
+        c.local_addr().unwrap(),
+        relay.local_addr().unwrap(),
+    );
+
+    // Channel 11 is A's label on the relay, 22 is C's.
+    let from_a = RelayRoute {
+        server: a_addr,
+        channel: 11,
+    };
+    let from_c = RelayRoute {
+        server: c_addr,
+        channel: 22,
+    };
+    relay.socket().set_relay_forward(from_a, from_c, UNLIMITED);
+    relay.socket().set_relay_forward(from_c, from_a, UNLIMITED);
+    let c_via_relay = a.socket().add_relay_route(RelayRoute {
+        server: r_addr,
+        channel: 11,
+    });
+    let a_via_relay = c.socket().add_relay_route(RelayRoute {
+        server: r_addr,
+        channel: 22,
+    });
+    assert!(is_virtual(c_via_relay) && is_virtual(a_via_relay));
+
+    let target = [c_via_relay];
+    let (dialed, accepted) = tokio::join!(a.connect(kc.peer_id(), &target), c.accept());
+    let ac = dialed.expect("connect through the relay");
+    let ca = accepted.unwrap();
+    assert_eq!(ca.peer_id(), ka.peer_id());
+    assert_eq!(antq::socket::canonical(ca.remote_address()), a_via_relay);
+
+    for i in 0u32..200 {
+        ac.send_datagram(Bytes::from(i.to_be_bytes().to_vec()))
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(2), ca.recv_datagram())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got[..], &i.to_be_bytes());
+    }
+    let forwarded = relay.socket().stats().forwarded.load(Ordering::Relaxed);
+    assert!(forwarded >= 200, "relay forwarded {forwarded} frames");
+
+    // Frames from an address that has no forwarding entry are dropped.
+    let stranger = node(&Identity::generate(), &[]);
+    stranger
+        .socket()
+        .send_raw(r_addr, &[1, 0, 0, 0, 11, 0xc0, 0, 0])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(relay.socket().stats().relay_unknown.load(Ordering::Relaxed) >= 1);
+}
+
+#[tokio::test]
+async fn relay_bandwidth_limit_drops_the_excess() {
+    let (ka, kc, kr) = (
+        Identity::generate(),
+        Identity::generate(),
+        Identity::generate(),
+    );
+    let a = node(&ka, &[&kc]);
+    let c = node(&kc, &[&ka]);
+    let relay = node(&kr, &[]);
+    let (a_addr, c_addr) = (a.local_addr().unwrap(), c.local_addr().unwrap());
+    let limit = RelayLimit {
+        bytes_per_sec: 10_000.0,
+        burst_bytes: 20_000.0,
+    };
+    relay.socket().set_relay_forward(
+        RelayRoute {
+            server: a_addr,
+            channel: 1,
+        },
+        RelayRoute {
+            server: c_addr,
+            channel: 2,
+        },
+        limit,
+    );
+    let frame = {
+        let mut f = vec![1u8, 0, 0, 0, 1];
+        f.extend_from_slice(&[0xc0; 1000]);
+        f
+    };
+    for _ in 0..100 {
+        a.socket()
+            .send_raw(relay.local_addr().unwrap(), &frame)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stats = relay.socket().stats();
+    let (fwd, limited) = (
+        stats.forwarded.load(Ordering::Relaxed),
+        stats.forward_limited.load(Ordering::Relaxed),
+    );
+    assert!(
+        fwd <= 25,
+        "forwarded {fwd} frames of 1005 bytes within a 20 kB burst"
+    );
+    assert!(limited >= 70, "limited {limited}");
+}
