@@ -1,1 +1,80 @@
-//! Control messages exchanged between peers and bootstrap nodes, and their codecs.
+//! Control messages exchanged between peers and bootstrap nodes, and their
+//! codecs.
+//!
+//! Everything here is sans-IO: functions turn values into bytes and bytes
+//! into values, without sockets, tasks or clocks. Decoding never panics on
+//! any input; malformed input is reported as a [`DecodeError`].
+//!
+//! There are two kinds of wire data:
+//!
+//! - **Control messages** ([`ControlMessage`]), sent on QUIC streams between
+//!   a peer and a bootstrap node or between two peers. Encode with
+//!   [`ControlMessage::encode`]; decode a stream incrementally with
+//!   [`decode_frame`].
+//! - **Raw UDP frames** ([`raw`]), sent as plain datagrams on the socket that
+//!   QUIC also uses: relayed QUIC packets and hole-punching probes.
+//!
+//! # Integers
+//!
+//! `varint` is a QUIC variable-length integer (RFC 9000 §16, see
+//! [`encode_varint`] / [`decode_varint`]): minimal on write, any length
+//! accepted on read. Fixed-size integers (`u16`, `u32`) are big-endian.
+//!
+//! # Control stream framing
+//!
+//! ```text
+//! [type: varint][payload length: varint][payload: length bytes]
+//! ```
+//!
+//! The payload length is at most [`MAX_PAYLOAD_LEN`] (64 KiB). A payload must
+//! be used up exactly by its fields ([`DecodeError::TrailingBytes`]
+//! otherwise). Frames of unknown types are skipped by length and surface as
+//! [`ControlMessage::Unknown`].
+//!
+//! # Addresses
+//!
+//! As in draft-seemann-quic-nat-traversal-02 and QUIC address discovery, the
+//! frame type carries the address family: the even type of a pair means
+//! IPv4, the odd type IPv6. An address (`ip, port` below) is 4 or 16 address
+//! bytes followed by a 2-byte port.
+//!
+//! # Control frame types and payloads
+//!
+//! | type (v4 / v6) | name | payload |
+//! |---|---|---|
+//! | `0x3d7e90` / `0x3d7e91` | `ADD_ADDRESS` | `sequence: varint, ip, port` |
+//! | `0x3d7e92` / `0x3d7e93` | `PUNCH_ME_NOW` | `round: varint, paired_with_sequence: varint, ip, port, delay_ms: varint, token: 16 bytes` |
+//! | `0x3d7e94` | `REMOVE_ADDRESS` | `sequence: varint` |
+//! | `0x9f81a6` / `0x9f81a7` | `OBSERVED_ADDRESS` | `sequence: varint, ip, port` |
+//! | `0x3d7f00` | `FORWARD` | `peer: 32 bytes, inner: one complete framed message (not a FORWARD)` |
+//! | `0x3d7f01` | `RELAY_REQUEST` | `peer: 32 bytes` |
+//! | `0x3d7f02` | `RELAY_GRANT` | `peer: 32 bytes, channel: u32` |
+//! | `0x3d7f03` | `RELAY_CLOSE` | `channel: u32` |
+//! | `0x3d7f04` | `PEER_UNAVAILABLE` | `peer: 32 bytes, reason: varint` ([`UnavailableReason`]) |
+//! | `0x3d7f05` | `HELLO` | `version: varint, flags: varint` |
+//!
+//! The `PUNCH_ME_NOW` round must fit in a `u32` (punch probes carry it in 4
+//! bytes). `peer` is an Ed25519 public key. `FORWARD` is the bootstrap's
+//! relay envelope: a peer sends `FORWARD { peer: target, inner }`, and the
+//! bootstrap delivers `FORWARD { peer: sender, inner }` to the target.
+//!
+//! Example: `HELLO { version: 1, flags: 0 }` is `80 3d 7f 05 02 01 00`.
+//!
+//! # Raw UDP frames
+//!
+//! See [`raw`]: a datagram whose first byte is in `0x00..=0x3f` is an antq
+//! frame (`RELAY_DATA` 0x01, `PUNCH_PROBE` 0x02, `PUNCH_ACK` 0x03), anything
+//! else is QUIC.
+
+mod control;
+mod error;
+pub mod raw;
+mod reader;
+mod varint;
+
+pub use control::{decode_frame, frame_type, ControlMessage, UnavailableReason, MAX_PAYLOAD_LEN};
+pub use error::{DecodeError, EncodeError};
+pub use varint::{decode_varint, encode_varint, varint_len, VARINT_MAX};
+
+#[cfg(test)]
+mod tests;

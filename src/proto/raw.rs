@@ -1,0 +1,250 @@
+//! Raw UDP frames sharing the QUIC socket: relay data and punch probes.
+//!
+//! QUIC packets always have the "fixed bit" (`0x40`) of their first byte set,
+//! because antq never negotiates greasing of that bit (RFC 9287). A datagram
+//! whose first byte is in `0x00..=0x3f` is therefore an antq raw frame, and
+//! its first byte is the frame type:
+//!
+//! ```text
+//! RELAY_DATA  [0x01][channel: u32 BE][payload: the peers' own QUIC packet]
+//! PUNCH_PROBE [0x02][token: 16][round: u32 BE][seq: u32 BE][padding...]
+//! PUNCH_ACK   [0x03][token: 16][round: u32 BE][seq: u32 BE][padding...]
+//! ```
+//!
+//! Any other first byte in `0x00..=0x3f` is [`DecodeError::UnknownType`].
+//! Probe padding is chosen by the sender, written as zeros and ignored on
+//! receipt. An ACK is never larger than the probe it answers
+//! ([`Probe::answer`] enforces it), so a spoofed probe cannot be amplified.
+
+use super::error::DecodeError;
+
+/// First byte of a `RELAY_DATA` frame.
+pub const RELAY_DATA: u8 = 0x01;
+/// First byte of a `PUNCH_PROBE` frame.
+pub const PUNCH_PROBE: u8 = 0x02;
+/// First byte of a `PUNCH_ACK` frame.
+pub const PUNCH_ACK: u8 = 0x03;
+
+/// What a datagram received on the shared socket is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PacketClass {
+    /// A QUIC packet (fixed bit `0x40` set, or a long header without it,
+    /// which QUIC itself will discard): hand it to the QUIC endpoint.
+    Quic,
+    /// An antq raw frame (first byte in `0x00..=0x3f`).
+    Raw,
+}
+
+/// Classifies a datagram by its first byte.
+///
+/// `0x00..=0x3f` is [`PacketClass::Raw`]; everything else (fixed bit set, or
+/// the long-header bit `0x80` set) is [`PacketClass::Quic`]. An empty
+/// datagram has no first byte and should simply be dropped.
+pub fn classify(first_byte: u8) -> PacketClass {
+    if first_byte & 0xc0 == 0 {
+        PacketClass::Raw
+    } else {
+        PacketClass::Quic
+    }
+}
+
+/// The header of a `RELAY_DATA` frame: `[0x01][channel: u32 BE]`.
+///
+/// Relay frames are built in place: reserve [`RelayHeader::LEN`] bytes in
+/// front of the QUIC packet and fill them with [`encode_relay_header`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RelayHeader {
+    /// The relay channel id (from `RELAY_GRANT`).
+    pub channel: u32,
+}
+
+impl RelayHeader {
+    /// Length of the header in bytes: 5.
+    pub const LEN: usize = 5;
+
+    /// The header in wire form.
+    pub fn to_bytes(self) -> [u8; Self::LEN] {
+        let mut out = [0; Self::LEN];
+        encode_relay_header(self.channel, &mut out);
+        out
+    }
+}
+
+/// Writes a `RELAY_DATA` header for `channel` into `out`.
+pub fn encode_relay_header(channel: u32, out: &mut [u8; RelayHeader::LEN]) {
+    let [a, b, c, d] = channel.to_be_bytes();
+    *out = [RELAY_DATA, a, b, c, d];
+}
+
+/// Parses a `RELAY_DATA` frame, returning its channel and payload (borrowed
+/// from `datagram`, no copy). The payload may be empty.
+pub fn parse_relay(datagram: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
+    expect_type(datagram, RELAY_DATA)?;
+    let (header, payload) = datagram
+        .split_first_chunk::<{ RelayHeader::LEN }>()
+        .ok_or_else(|| truncated(RelayHeader::LEN, datagram))?;
+    let [_, a, b, c, d] = *header;
+    Ok((u32::from_be_bytes([a, b, c, d]), payload))
+}
+
+/// Whether a punch frame is a probe or the answer to one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProbeKind {
+    /// `PUNCH_PROBE` (`0x02`).
+    Probe,
+    /// `PUNCH_ACK` (`0x03`).
+    Ack,
+}
+
+impl ProbeKind {
+    /// The frame's first byte.
+    pub fn type_byte(self) -> u8 {
+        match self {
+            Self::Probe => PUNCH_PROBE,
+            Self::Ack => PUNCH_ACK,
+        }
+    }
+}
+
+/// A `PUNCH_PROBE` or `PUNCH_ACK` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Probe {
+    /// Probe or ACK.
+    pub kind: ProbeKind,
+    /// The token of the round (from `PUNCH_ME_NOW`).
+    pub token: [u8; 16],
+    /// The hole-punching round.
+    pub round: u32,
+    /// The probe's number within the round (an ACK echoes it).
+    pub seq: u32,
+}
+
+impl Probe {
+    /// Length of an unpadded probe or ACK: 25 bytes.
+    pub const LEN: usize = 1 + 16 + 4 + 4;
+    /// The largest frame [`Probe::encode`] writes: the largest UDP payload
+    /// over IPv4 (65 507 bytes).
+    pub const MAX_LEN: usize = 65_507;
+
+    /// Appends the frame to `out`, zero-padded to `pad_to` bytes, clamped to
+    /// `LEN..=MAX_LEN`. Returns the number of bytes written.
+    ///
+    /// To answer a received probe, use [`Probe::answer`], which also caps
+    /// the ACK at the probe's size.
+    pub fn encode(&self, pad_to: usize, out: &mut Vec<u8>) -> usize {
+        let total = pad_to.clamp(Self::LEN, Self::MAX_LEN);
+        out.reserve(total);
+        out.push(self.kind.type_byte());
+        out.extend_from_slice(&self.token);
+        out.extend_from_slice(&self.round.to_be_bytes());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.resize(out.len() + (total - Self::LEN), 0);
+        total
+    }
+
+    /// Decodes a probe or ACK; padding after the fixed fields is ignored.
+    pub fn decode(datagram: &[u8]) -> Result<Self, DecodeError> {
+        let kind = match datagram.first() {
+            Some(&PUNCH_PROBE) => ProbeKind::Probe,
+            Some(&PUNCH_ACK) => ProbeKind::Ack,
+            _ => return Err(type_error(datagram, PUNCH_PROBE)),
+        };
+        let (fixed, _padding) = datagram
+            .split_first_chunk::<{ Self::LEN }>()
+            .ok_or_else(|| truncated(Self::LEN, datagram))?;
+        let [_, token @ .., r0, r1, r2, r3, s0, s1, s2, s3] = *fixed;
+        Ok(Self {
+            kind,
+            token,
+            round: u32::from_be_bytes([r0, r1, r2, r3]),
+            seq: u32::from_be_bytes([s0, s1, s2, s3]),
+        })
+    }
+
+    /// The ACK answering this probe: same token, round and seq.
+    pub fn ack(&self) -> Self {
+        Self {
+            kind: ProbeKind::Ack,
+            ..*self
+        }
+    }
+
+    /// Answers a received `PUNCH_PROBE` datagram: decodes it and appends the
+    /// matching `PUNCH_ACK` to `out`, padded to `pad_to` bytes but never
+    /// longer than `probe_datagram` (anti-amplification). Returns the decoded
+    /// probe.
+    ///
+    /// Fails if the datagram is not a valid `PUNCH_PROBE` (an ACK is not
+    /// answered: [`DecodeError::UnexpectedType`]); `out` is then untouched.
+    pub fn answer(
+        probe_datagram: &[u8],
+        pad_to: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Self, DecodeError> {
+        let probe = Self::decode(probe_datagram)?;
+        if probe.kind != ProbeKind::Probe {
+            return Err(DecodeError::UnexpectedType {
+                expected: u64::from(PUNCH_PROBE),
+                found: u64::from(PUNCH_ACK),
+            });
+        }
+        probe.ack().encode(pad_to.min(probe_datagram.len()), out);
+        Ok(probe)
+    }
+}
+
+/// A decoded raw frame, borrowing from the datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RawFrame<'a> {
+    /// `RELAY_DATA`.
+    Relay {
+        /// The relay channel.
+        channel: u32,
+        /// The relayed QUIC packet.
+        payload: &'a [u8],
+    },
+    /// `PUNCH_PROBE` or `PUNCH_ACK`.
+    Probe(Probe),
+}
+
+/// Decodes any raw frame (a datagram classified as [`PacketClass::Raw`]).
+pub fn parse_raw(datagram: &[u8]) -> Result<RawFrame<'_>, DecodeError> {
+    match datagram.first() {
+        Some(&RELAY_DATA) => {
+            parse_relay(datagram).map(|(channel, payload)| RawFrame::Relay { channel, payload })
+        }
+        Some(&PUNCH_PROBE | &PUNCH_ACK) => Probe::decode(datagram).map(RawFrame::Probe),
+        _ => Err(type_error(datagram, RELAY_DATA)),
+    }
+}
+
+/// A `Truncated` error for a frame of `needed` bytes.
+fn truncated(needed: usize, datagram: &[u8]) -> DecodeError {
+    DecodeError::Truncated {
+        needed,
+        available: datagram.len(),
+    }
+}
+
+/// Checks that `datagram` starts with `expected`.
+fn expect_type(datagram: &[u8], expected: u8) -> Result<(), DecodeError> {
+    match datagram.first() {
+        Some(&b) if b == expected => Ok(()),
+        _ => Err(type_error(datagram, expected)),
+    }
+}
+
+/// The error for a datagram that does not start with `expected`: empty
+/// (`Truncated`), a known type (`UnexpectedType`) or an unknown one.
+fn type_error(datagram: &[u8], expected: u8) -> DecodeError {
+    match datagram.first() {
+        None => truncated(1, datagram),
+        Some(&found @ (RELAY_DATA | PUNCH_PROBE | PUNCH_ACK)) => DecodeError::UnexpectedType {
+            expected: u64::from(expected),
+            found: u64::from(found),
+        },
+        Some(&found) => DecodeError::UnknownType {
+            frame_type: u64::from(found),
+        },
+    }
+}
