@@ -8,9 +8,12 @@
 //!
 //! In TLS 1.3 the client finishes its handshake before the server has checked
 //! the client's key, so a refused client would otherwise see a connection that
-//! dies a moment later. The accepting side therefore sends a short welcome on
-//! a unidirectional stream once it has accepted the key, and `connect` returns
-//! only after reading it: a refusal is reported as [`ConnectError::Refused`].
+//! dies a moment later. The accepting side therefore opens the control
+//! channel ([`control`]) with a `HELLO` once it has accepted the key, and
+//! `connect` returns only after reading it: a refusal is reported as
+//! [`ConnectError::Refused`].
+
+pub mod control;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,13 +25,10 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
+use self::control::{ControlChannel, ControlError, FrameReader};
 use crate::identity::{Identity, PeerId};
 use crate::socket::{self, AntqSocket};
 use crate::tls::{self, AcceptPolicy, TlsError};
-
-/// The bytes the accepting side sends to confirm it accepted the connection:
-/// a magic and the protocol version.
-const WELCOME: &[u8; 5] = b"antq\x01";
 
 /// Delay between starting connection attempts to successive addresses.
 const ATTEMPT_STAGGER: Duration = Duration::from_millis(150);
@@ -365,22 +365,27 @@ impl Node {
         };
         let attempt = async {
             let conn = connecting.await.map_err(classify)?;
-            let mut welcome = conn.accept_uni().await.map_err(classify)?;
-            let mut buf = [0u8; WELCOME.len()];
-            match welcome.read_exact(&mut buf).await {
-                Ok(()) if &buf == WELCOME => Ok(conn),
-                Ok(()) => Err(ConnectError::Protocol { peer, addr }),
-                Err(quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(e))) => {
-                    Err(classify(e))
+            let recv = conn.accept_uni().await.map_err(classify)?;
+            let mut reader = FrameReader::new(recv);
+            match reader.expect_hello().await {
+                Ok(()) => {}
+                Err(ControlError::Stream(_)) if conn.close_reason().is_some() => {
+                    return Err(classify(conn.close_reason().unwrap_or(quinn::ConnectionError::LocallyClosed)))
                 }
-                Err(_) => Err(ConnectError::Protocol { peer, addr }),
+                Err(_) => return Err(ConnectError::Protocol { peer, addr }),
             }
+            let mut send = conn.open_uni().await.map_err(classify)?;
+            control::send_hello(&mut send)
+                .await
+                .map_err(|_| ConnectError::Protocol { peer, addr })?;
+            let control = Arc::new(ControlChannel::spawn(conn.clone(), send, reader));
+            Ok(PeerConnection { conn, peer, control })
         };
         let conn = tokio::time::timeout(timeout, attempt)
             .await
             .map_err(|_| ConnectError::Timeout { peer, timeout })??;
         tracing::debug!(%addr, "connected");
-        Ok(PeerConnection { conn, peer })
+        Ok(conn)
     }
 
     /// Waits for the next accepted connection. Returns `None` once the node
@@ -456,16 +461,13 @@ async fn accept_one(incoming: quinn::Incoming) -> Result<PeerConnection, AcceptE
         .as_deref()
         .and_then(tls::peer_id_of)
         .ok_or(AcceptError::NoPeerKey)?;
-    let mut welcome = conn.open_uni().await?;
-    welcome
-        .write_all(WELCOME)
-        .await
-        .map_err(|e| AcceptError::Welcome(e.to_string()))?;
-    welcome
-        .finish()
-        .map_err(|e| AcceptError::Welcome(e.to_string()))?;
+    let mut send = conn.open_uni().await?;
+    control::send_hello(&mut send).await?;
+    let mut reader = FrameReader::new(conn.accept_uni().await?);
+    reader.expect_hello().await?;
+    let control = Arc::new(ControlChannel::spawn(conn.clone(), send, reader));
     tracing::debug!(peer = %peer.short(), remote = %conn.remote_address(), "accepted");
-    Ok(PeerConnection { conn, peer })
+    Ok(PeerConnection { conn, peer, control })
 }
 
 /// Why an incoming connection was not accepted.
@@ -475,8 +477,8 @@ enum AcceptError {
     Handshake(#[from] quinn::ConnectionError),
     #[error("handshake finished without a peer key")]
     NoPeerKey,
-    #[error("sending welcome: {0}")]
-    Welcome(String),
+    #[error("control channel: {0}")]
+    Control(#[from] ControlError),
 }
 
 /// An authenticated connection to one peer.
@@ -484,6 +486,7 @@ enum AcceptError {
 pub struct PeerConnection {
     conn: quinn::Connection,
     peer: PeerId,
+    control: Arc<ControlChannel>,
 }
 
 impl PeerConnection {
@@ -544,6 +547,16 @@ impl PeerConnection {
     /// Transport statistics.
     pub fn stats(&self) -> quinn::ConnectionStats {
         self.conn.stats()
+    }
+
+    /// The connection's control channel.
+    pub fn control(&self) -> &ControlChannel {
+        &self.control
+    }
+
+    /// Whether this connection runs over a relay (a virtual address).
+    pub fn is_relayed(&self) -> bool {
+        socket::is_virtual(self.conn.remote_address())
     }
 
     /// The underlying quinn connection.
