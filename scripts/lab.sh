@@ -1,0 +1,535 @@
+#!/usr/bin/env bash
+# antq NAT lab: private test networks of Linux network namespaces with real
+# NAT routers (iptables).  See scripts/README.md for topology and addresses.
+#
+# Network rules: every namespace built here is linked only to other namespaces
+# built here.  Nothing is ever created in, or changed in, the root namespace
+# (veth pairs are created directly inside the lab namespaces).
+set -euo pipefail
+
+STATE_DIR=/run/antq-lab
+DEFAULT_PREFIX=aqlab
+KINDS="none full-cone home symmetric symmetric-range udp-blocked"
+LETTERS=(a b c d e f g h i j k l m n o p q r s t u v w x y z)
+NET4=198.18.0      # the "internet" (RFC 2544 benchmark range), a /24
+NET6=2001:db8:ff   # the "internet" IPv6 /64 (documentation range)
+BOOT_HOST=10       # boot: .10 (and .11, a second "third party" address)
+SYMRANGE=40000-40999
+
+PREFIX=$DEFAULT_PREFIX
+
+usage() {
+	cat <<EOF
+usage: lab.sh COMMAND [--prefix P] ARGS...
+  deps                                  install missing tools (apt-get)
+  up [--prefix P] --hosts K1[,K2...] [--delay MS]
+                                        build a lab (runs 'down' first)
+                                        kinds: ${KINDS// /, }
+  down [--prefix P]                     kill processes, delete namespaces + state
+  exec [--prefix P] NAME CMD...         run CMD in namespace NAME
+                                        (a, b, ..., ra, rb, ..., boot, inet)
+  flush-conntrack [--prefix P] ROUTER   flush conntrack (IPv4+IPv6) in ROUTER (ra or a)
+  set-kind [--prefix P] ROUTER KIND     swap the NAT rules live, flush conntrack
+  renumber [--prefix P] HOST [N]        move HOST to LAN address .N (default: next)
+  status [--prefix P]                   show namespaces and the state file
+Default prefix: $DEFAULT_PREFIX.  State file: $STATE_DIR/PREFIX.env
+EOF
+}
+
+die() {
+	echo "lab.sh: $*" >&2
+	exit 1
+}
+log() { echo "lab.sh: $*" >&2; }
+
+need_root() { [[ $EUID -eq 0 ]] || die "must run as root"; }
+
+check_prefix() {
+	[[ $PREFIX =~ ^[A-Za-z0-9_-]{1,24}$ ]] || die "bad prefix '$PREFIX' (use [A-Za-z0-9_-], at most 24 chars)"
+}
+
+state_file() { echo "$STATE_DIR/$PREFIX.env"; }
+
+# ---------------------------------------------------------------- deps
+cmd_deps() {
+	local -A pkg_of=([ip]=iproute2 [tc]=iproute2 [iptables]=iptables [ip6tables]=iptables
+		[conntrack]=conntrack [iperf3]=iperf3 [curl]=curl [python3]=python3
+		[ps]=procps [sysctl]=procps)
+	local -A want=()
+	local c
+	for c in "${!pkg_of[@]}"; do
+		command -v "$c" >/dev/null 2>&1 || want[${pkg_of[$c]}]=1
+	done
+	((${#want[@]} == 0)) && return 0
+	need_root
+	command -v apt-get >/dev/null 2>&1 || die "missing packages (${!want[*]}) and no apt-get"
+	log "installing ${!want[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	if ! apt-get install -y -qq --no-install-recommends "${!want[@]}" >/dev/null 2>&1; then
+		apt-get update -qq >/dev/null
+		apt-get install -y -qq --no-install-recommends "${!want[@]}" >/dev/null
+	fi
+}
+
+# ---------------------------------------------------------------- helpers
+nsx() {
+	local ns=$1
+	shift
+	ip netns exec "$ns" "$@"
+}
+
+ns_exists() { [[ -e /run/netns/$1 ]]; }
+
+# Lab namespaces of $PREFIX currently present.
+lab_namespaces() {
+	local name
+	ip netns list 2>/dev/null | while read -r name _; do
+		if [[ $name =~ ^${PREFIX}-(inet|boot|r?[a-z])$ ]]; then echo "$name"; fi
+	done
+}
+
+# Namespace for a short NAME (a, ra, boot, inet) or a full lab namespace name.
+resolve_ns() {
+	local n=$1
+	if [[ $n =~ ^(inet|boot|r?[a-z])$ ]] && ns_exists "$PREFIX-$n"; then
+		echo "$PREFIX-$n"
+	elif [[ $n == "$PREFIX"-* ]] && ns_exists "$n"; then
+		echo "$n"
+	else
+		die "no namespace '$n' in lab '$PREFIX'"
+	fi
+}
+
+# Host letter for a router or host NAME (ra, a, P-ra, P-a).
+router_letter() {
+	local n=${1#"$PREFIX"-}
+	[[ $n =~ ^r?([a-z])$ ]] || die "'$1' is not a router/host name"
+	echo "${BASH_REMATCH[1]}"
+}
+
+upper() { echo "${1^^}"; }
+
+idx_of() { # letter -> 0-based index
+	local l=$1 i
+	for i in "${!LETTERS[@]}"; do [[ ${LETTERS[$i]} == "$l" ]] && {
+		echo "$i"
+		return
+	}; done
+	die "bad host letter '$l'"
+}
+
+load_state() {
+	local f
+	f=$(state_file)
+	[[ -r $f ]] || die "no state file $f (is lab '$PREFIX' up?)"
+	# shellcheck disable=SC1090
+	source "$f"
+}
+
+state_set() { # KEY VALUE: replace a line of the state file
+	local f tmp
+	f=$(state_file)
+	tmp=$(mktemp "$f.XXXXXX")
+	grep -v "^$1=" "$f" >"$tmp" || true
+	echo "$1=$2" >>"$tmp"
+	mv "$tmp" "$f"
+}
+
+base_sysctls() { # NS FORWARD(0|1)
+	local ns=$1 fwd=$2
+	nsx "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 \
+		net.ipv6.conf.all.dad_transmits=0 net.ipv6.conf.default.dad_transmits=0 \
+		net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+		net.ipv4.ip_forward="$fwd" net.ipv6.conf.all.forwarding="$fwd" >/dev/null
+	nsx "$ns" ip link set lo up
+}
+
+# ---------------------------------------------------------------- NAT kinds
+valid_kind() { [[ " $KINDS " == *" $1 "* ]]; }
+
+ipt() { # NS ARGS...: iptables in NS
+	local ns=$1
+	shift
+	nsx "$ns" iptables -w "$@"
+}
+ip6t() {
+	local ns=$1
+	shift
+	nsx "$ns" ip6tables -w "$@"
+}
+
+# Our rules live in our own chains so that set-kind can swap them atomically-ish.
+ensure_chains() {
+	local ns=$1
+	ipt "$ns" -t nat -N LAB_PRE 2>/dev/null || true
+	ipt "$ns" -t nat -N LAB_POST 2>/dev/null || true
+	ipt "$ns" -N LAB_FWD 2>/dev/null || true
+	ip6t "$ns" -N LAB_FWD 2>/dev/null || true
+	ipt "$ns" -t nat -C PREROUTING -j LAB_PRE 2>/dev/null || ipt "$ns" -t nat -A PREROUTING -j LAB_PRE
+	ipt "$ns" -t nat -C POSTROUTING -j LAB_POST 2>/dev/null || ipt "$ns" -t nat -A POSTROUTING -j LAB_POST
+	ipt "$ns" -C FORWARD -j LAB_FWD 2>/dev/null || ipt "$ns" -A FORWARD -j LAB_FWD
+	ip6t "$ns" -C FORWARD -j LAB_FWD 2>/dev/null || ip6t "$ns" -A FORWARD -j LAB_FWD
+}
+
+flush_conntrack_ns() {
+	local ns=$1
+	nsx "$ns" conntrack -F -f ipv4 >/dev/null 2>&1 || true
+	nsx "$ns" conntrack -F -f ipv6 >/dev/null 2>&1 || true
+}
+
+# apply_kind NS KIND HOST_LAN4: (re)write the router's NAT rules.
+apply_kind() {
+	local ns=$1 kind=$2 host=$3
+	ensure_chains "$ns"
+	ipt "$ns" -t nat -F LAB_PRE
+	ipt "$ns" -t nat -F LAB_POST
+	ipt "$ns" -F LAB_FWD
+	ip6t "$ns" -F LAB_FWD
+	case $kind in
+	none) ;;
+	full-cone)
+		ipt "$ns" -t nat -A LAB_POST -o wan -j MASQUERADE
+		ipt "$ns" -t nat -A LAB_PRE -i wan -p udp -j DNAT --to-destination "$host"
+		;;
+	home)
+		ipt "$ns" -t nat -A LAB_POST -o wan -j MASQUERADE
+		;;
+	symmetric)
+		ipt "$ns" -t nat -A LAB_POST -o wan -j MASQUERADE --random-fully
+		;;
+	symmetric-range)
+		# --to-ports needs a protocol; other protocols (ICMP) get plain MASQUERADE.
+		ipt "$ns" -t nat -A LAB_POST -o wan -p udp -j MASQUERADE --to-ports "$SYMRANGE" --random-fully
+		ipt "$ns" -t nat -A LAB_POST -o wan -p tcp -j MASQUERADE --to-ports "$SYMRANGE" --random-fully
+		ipt "$ns" -t nat -A LAB_POST -o wan -j MASQUERADE
+		;;
+	udp-blocked)
+		ipt "$ns" -t nat -A LAB_POST -o wan -j MASQUERADE
+		ipt "$ns" -A LAB_FWD -p udp -j DROP
+		ip6t "$ns" -A LAB_FWD -p udp -j DROP
+		;;
+	*) die "unknown kind '$kind'" ;;
+	esac
+}
+
+# Namespaces attached to the inet bridge other than router $1 (letter).
+inet_peers() {
+	local skip=$1 l
+	echo "$PREFIX-inet"
+	echo "$PREFIX-boot"
+	for l in $LAB_HOSTS; do [[ $l == "$skip" ]] || echo "$PREFIX-r$l"; done
+}
+
+# Public (kind none) LANs are routed from the inet; NATed ones are not.
+set_public_route() { # letter on|off
+	local l=$1 mode=$2 L ns net gw
+	L=$(upper "$l")
+	net=LAN_${L}_NET4
+	gw=ROUTER_${L}_WAN4
+	for ns in $(inet_peers "$l"); do
+		if [[ $mode == on ]]; then
+			nsx "$ns" ip route replace "${!net}" via "${!gw}"
+		else
+			nsx "$ns" ip route del "${!net}" 2>/dev/null || true
+		fi
+	done
+}
+
+# ---------------------------------------------------------------- up
+cmd_up() {
+	local hosts="" delay=""
+	while (($#)); do
+		case $1 in
+		--hosts) hosts=${2:?--hosts needs a value}; shift 2 ;;
+		--delay) delay=${2:?--delay needs a value}; shift 2 ;;
+		--prefix) PREFIX=${2:?}; shift 2 ;;
+		*) die "up: unknown argument '$1'" ;;
+		esac
+	done
+	check_prefix
+	[[ -n $hosts ]] || die "up: --hosts KIND_A[,KIND_B...] is required"
+	[[ -z $delay || $delay =~ ^[0-9]+$ ]] || die "up: --delay wants milliseconds (integer)"
+	local -a kinds
+	IFS=, read -r -a kinds <<<"$hosts"
+	((${#kinds[@]} >= 1 && ${#kinds[@]} <= 26)) || die "up: 1..26 hosts"
+	local k
+	for k in "${kinds[@]}"; do valid_kind "$k" || die "up: unknown kind '$k' (kinds: $KINDS)"; done
+	need_root
+	cmd_deps
+	cmd_down
+
+	UP_DONE=0
+	trap 'if [[ $UP_DONE != 1 ]]; then log "up failed, tearing down"; cmd_down; fi' EXIT
+
+	local P=$PREFIX inet=$PREFIX-inet boot=$PREFIX-boot
+	mkdir -p "$STATE_DIR"
+
+	# --- the internet: a bridge
+	ip netns add "$inet"
+	base_sysctls "$inet" 0
+	# br_netfilter (if loaded) would run bridged frames through iptables: turn it
+	# off inside this namespace (per-netns since Linux 5.3).
+	local s
+	for s in iptables ip6tables arptables; do
+		if [[ -e /proc/sys/net/bridge/bridge-nf-call-$s ]]; then
+			nsx "$inet" sysctl -qw "net.bridge.bridge-nf-call-$s=0" >/dev/null 2>&1 ||
+				log "warning: could not set net.bridge.bridge-nf-call-$s=0 in $inet"
+		fi
+	done
+	nsx "$inet" ip link add br0 type bridge stp_state 0 forward_delay 0 mcast_snooping 0
+	nsx "$inet" ip addr add "$NET4.1/24" dev br0
+	nsx "$inet" ip addr add "$NET6::1/64" dev br0 nodad
+	nsx "$inet" ip link set br0 up
+
+	# --- netem check (early, clear message)
+	if [[ -n $delay ]]; then
+		nsx "$inet" ip link add nmtest type veth peer name nmtest2
+		if ! nsx "$inet" tc qdisc add dev nmtest root netem delay 1ms 2>/dev/null; then
+			die "--delay: the netem qdisc is unavailable (kernel lacks sch_netem / CONFIG_NET_SCH_NETEM; 'tc qdisc add ... netem' failed)"
+		fi
+		nsx "$inet" ip link del nmtest
+	fi
+
+	# --- bootstrap host
+	ip netns add "$boot"
+	base_sysctls "$boot" 0
+	nsx "$inet" ip link add v-boot type veth peer name eth0 netns "$boot"
+	nsx "$inet" ip link set v-boot master br0 up
+	nsx "$boot" ip addr add "$NET4.$BOOT_HOST/24" dev eth0
+	nsx "$boot" ip addr add "$NET4.$((BOOT_HOST + 1))/24" dev eth0
+	nsx "$boot" ip addr add "$NET6::$BOOT_HOST/64" dev eth0 nodad
+	nsx "$boot" ip addr add "$NET6::$((BOOT_HOST + 1))/64" dev eth0 nodad
+	nsx "$boot" ip link set eth0 up
+
+	# --- state file header
+	local f
+	f=$(state_file)
+	local letters="" i l L r h n
+	for i in "${!kinds[@]}"; do letters+="${letters:+ }${LETTERS[$i]}"; done
+	{
+		echo "# antq NAT lab '$P' (generated by scripts/lab.sh; source me)"
+		echo "LAB_PREFIX=$P"
+		echo "LAB_HOSTS=\"$letters\""
+		echo "LAB_DELAY_MS=${delay:-0}"
+		echo "INET_NS=$inet"
+		echo "INET_BRIDGE=br0"
+		echo "INET_NET4=$NET4.0/24"
+		echo "INET_NET6=$NET6::/64"
+		echo "INET_IP4=$NET4.1"
+		echo "INET_IP6=$NET6::1"
+		echo "BOOT_NS=$boot"
+		echo "BOOT_IP4=$NET4.$BOOT_HOST"
+		echo "BOOT_IP6=$NET6::$BOOT_HOST"
+		echo "BOOT_IP4_ALT=$NET4.$((BOOT_HOST + 1))"
+		echo "BOOT_IP6_ALT=$NET6::$((BOOT_HOST + 1))"
+	} >"$f"
+
+	# --- routers and hosts
+	for i in "${!kinds[@]}"; do
+		l=${LETTERS[$i]} L=$(upper "${LETTERS[$i]}") k=${kinds[$i]}
+		r=$P-r$l h=$P-$l n=$((i + 1))
+		ip netns add "$r"
+		ip netns add "$h"
+		base_sysctls "$r" 1
+		base_sysctls "$h" 0
+		nsx "$inet" ip link add "v-r$l" type veth peer name wan netns "$r"
+		nsx "$inet" ip link set "v-r$l" master br0 up
+		nsx "$r" ip link add lan type veth peer name eth0 netns "$h"
+		nsx "$r" ip addr add "$NET4.$((20 + i))/24" dev wan
+		nsx "$r" ip addr add "$NET6::$((20 + i))/64" dev wan nodad
+		nsx "$r" ip addr add "10.$n.0.1/24" dev lan
+		nsx "$r" ip addr add "fd00:$n::1/64" dev lan nodad
+		nsx "$r" ip link set wan up
+		nsx "$r" ip link set lan up
+		nsx "$h" ip addr add "10.$n.0.2/24" dev eth0
+		nsx "$h" ip addr add "fd00:$n::2/64" dev eth0 nodad
+		nsx "$h" ip link set eth0 up
+		nsx "$h" ip route add default via "10.$n.0.1"
+		nsx "$h" ip -6 route add default via "fd00:$n::1"
+		if [[ -n $delay ]]; then
+			nsx "$r" tc qdisc add dev wan root netem delay "${delay}ms" ||
+				die "--delay: tc netem failed on $r"
+		fi
+		{
+			echo "KIND_$L=$k"
+			echo "HOST_${L}_NS=$h"
+			echo "HOST_${L}_IF=eth0"
+			echo "HOST_${L}_LAN4=10.$n.0.2"
+			echo "HOST_${L}_LAN6=fd00:$n::2"
+			echo "LAN_${L}_NET4=10.$n.0.0/24"
+			echo "LAN_${L}_NET6=fd00:$n::/64"
+			echo "ROUTER_${L}_NS=$r"
+			echo "ROUTER_${L}_WAN4=$NET4.$((20 + i))"
+			echo "ROUTER_${L}_WAN6=$NET6::$((20 + i))"
+			echo "ROUTER_${L}_LAN4=10.$n.0.1"
+			echo "ROUTER_${L}_LAN6=fd00:$n::1"
+		} >>"$f"
+	done
+
+	# --- routes across the internet and NAT rules
+	load_state
+	local ns net6 gw6
+	for l in $LAB_HOSTS; do
+		L=$(upper "$l")
+		net6=LAN_${L}_NET6 gw6=ROUTER_${L}_WAN6
+		for ns in $(inet_peers "$l"); do
+			nsx "$ns" ip -6 route replace "${!net6}" via "${!gw6}"
+		done
+		k=KIND_$L h=HOST_${L}_LAN4
+		apply_kind "$P-r$l" "${!k}" "${!h}"
+		[[ ${!k} == none ]] && set_public_route "$l" on
+	done
+	UP_DONE=1
+	trap - EXIT
+	log "lab '$P' up: hosts $letters ($(tr , ' ' <<<"$hosts")); state in $f"
+}
+
+# ---------------------------------------------------------------- down
+cmd_down() {
+	check_prefix
+	need_root
+	local -a nss
+	mapfile -t nss < <(lab_namespaces)
+	if ((${#nss[@]})); then
+		local ns pids
+		for ns in "${nss[@]}"; do
+			ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
+		done
+		for _ in $(seq 30); do
+			pids=""
+			for ns in "${nss[@]}"; do pids+=$(ip netns pids "$ns" 2>/dev/null || true); done
+			[[ -z $pids ]] && break
+			sleep 0.1
+		done
+		for ns in "${nss[@]}"; do
+			ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+		done
+		for ns in "${nss[@]}"; do
+			ip netns del "$ns" 2>/dev/null || true
+		done
+	fi
+	rm -f "$(state_file)"
+}
+
+# ---------------------------------------------------------------- others
+cmd_exec() {
+	check_prefix
+	(($# >= 2)) || die "exec: NAME CMD..."
+	local ns
+	ns=$(resolve_ns "$1")
+	shift
+	exec ip netns exec "$ns" "$@"
+}
+
+cmd_flush_conntrack() {
+	check_prefix
+	(($# == 1)) || die "flush-conntrack: ROUTER"
+	local l
+	l=$(router_letter "$1")
+	ns_exists "$PREFIX-r$l" || die "no router $PREFIX-r$l"
+	flush_conntrack_ns "$PREFIX-r$l"
+}
+
+cmd_set_kind() {
+	check_prefix
+	(($# == 2)) || die "set-kind: ROUTER KIND"
+	local l L kind=$2 k h
+	valid_kind "$kind" || die "set-kind: unknown kind '$kind' (kinds: $KINDS)"
+	l=$(router_letter "$1")
+	L=$(upper "$l")
+	load_state
+	k=KIND_$L h=HOST_${L}_LAN4
+	[[ -n ${!k:-} ]] || die "set-kind: no host '$l' in lab '$PREFIX'"
+	apply_kind "$PREFIX-r$l" "$kind" "${!h}"
+	if [[ $kind == none ]]; then set_public_route "$l" on; else set_public_route "$l" off; fi
+	flush_conntrack_ns "$PREFIX-r$l"
+	state_set "KIND_$L" "$kind"
+}
+
+cmd_renumber() {
+	check_prefix
+	(($# == 1 || $# == 2)) || die "renumber: HOST [N]"
+	local l L
+	l=$(router_letter "$1")
+	L=$(upper "$l")
+	load_state
+	local v4=HOST_${L}_LAN4 v6=HOST_${L}_LAN6 gw4=ROUTER_${L}_LAN4 gw6=ROUTER_${L}_LAN6 k=KIND_$L
+	[[ -n ${!v4:-} ]] || die "renumber: no host '$l' in lab '$PREFIX'"
+	local old4=${!v4} old6=${!v6} cur new
+	cur=${old4##*.}
+	new=${2:-$((cur + 1))}
+	[[ $new =~ ^[0-9]+$ ]] || die "renumber: N must be 2..254"
+	if [[ -z ${2:-} ]] && ((new > 254)); then new=2; fi
+	if ((new < 2 || new > 254)); then die "renumber: N must be 2..254"; fi
+	((new != cur)) || die "renumber: host already has .$new"
+	local new4=${old4%.*}.$new new6=${old6%::*}::$new h=$PREFIX-$l
+	nsx "$h" ip addr del "$old4/24" dev eth0
+	nsx "$h" ip -6 addr del "$old6/64" dev eth0 2>/dev/null || true
+	nsx "$h" ip addr add "$new4/24" dev eth0
+	nsx "$h" ip -6 addr add "$new6/64" dev eth0 nodad
+	nsx "$h" ip route replace default via "${!gw4}"
+	nsx "$h" ip -6 route replace default via "${!gw6}"
+	# a full-cone router forwards to the host's address: follow it (no conntrack flush)
+	if [[ ${!k} == full-cone ]]; then apply_kind "$PREFIX-r$l" full-cone "$new4"; fi
+	state_set "HOST_${L}_LAN4" "$new4"
+	state_set "HOST_${L}_LAN6" "$new6"
+	echo "$new4 $new6"
+}
+
+cmd_status() {
+	check_prefix
+	lab_namespaces
+	local f
+	f=$(state_file)
+	if [[ -r $f ]]; then cat "$f"; fi
+}
+
+# ---------------------------------------------------------------- main
+main() {
+	(($#)) || {
+		usage
+		exit 2
+	}
+	local cmd=$1
+	shift
+	# --prefix may appear anywhere before the positional arguments
+	local -a rest=()
+	while (($#)); do
+		case $1 in
+		--prefix)
+			PREFIX=${2:?--prefix needs a value}
+			shift 2
+			;;
+		--prefix=*)
+			PREFIX=${1#--prefix=}
+			shift
+			;;
+		*)
+			# for exec, everything from NAME on belongs to the command
+			if [[ $cmd == exec ]]; then
+				rest+=("$@")
+				break
+			fi
+			rest+=("$1")
+			shift
+			;;
+		esac
+	done
+	case $cmd in
+	deps) cmd_deps ;;
+	up) cmd_up "${rest[@]}" ;;
+	down) cmd_down ;;
+	exec) cmd_exec "${rest[@]}" ;;
+	flush-conntrack) cmd_flush_conntrack "${rest[@]}" ;;
+	set-kind) cmd_set_kind "${rest[@]}" ;;
+	renumber) cmd_renumber "${rest[@]}" ;;
+	status) cmd_status ;;
+	-h | --help | help) usage ;;
+	*)
+		usage >&2
+		exit 2
+		;;
+	esac
+}
+
+main "$@"
