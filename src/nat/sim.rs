@@ -179,10 +179,6 @@ impl Sim {
     /// Sends from `host`'s local `port` to `dst`.
     pub(crate) fn send(&mut self, host: HostId, port: u16, dst: SocketAddr, payload: Payload) {
         let src_priv = SocketAddr::new(self.hosts[host].ip, port);
-        if self.loss > 0.0 && self.rng.gen_bool(self.loss) {
-            self.dropped += 1;
-            return;
-        }
         let (src, delay) = match self.hosts[host].nat {
             Some(n) if same_lan(self.nats[n].lan, dst.ip()) => (src_priv, self.lan_latency),
             Some(n) => match self.nat_outbound(n, src_priv, dst) {
@@ -194,6 +190,11 @@ impl Sim {
             },
             None => (src_priv, self.latency),
         };
+        // Loss happens on the wire, after the NAT saw the packet.
+        if self.loss > 0.0 && self.rng.gen_bool(self.loss) {
+            self.dropped += 1;
+            return;
+        }
         self.seq += 1;
         self.in_flight
             .insert((self.now + delay, self.seq), Packet { src, dst, payload });
