@@ -354,12 +354,13 @@ impl CandidateSet {
             self.candidates.push(c.clone());
         }
         self.enforce_caps();
-        self.candidates.iter().any(|e| *e == c)
+        self.candidates.contains(&c)
     }
 
     fn enforce_caps(&mut self) {
         // Highest priority first; stable so equal priorities keep insertion order.
-        self.candidates.sort_by(|a, b| b.priority.cmp(&a.priority));
+        self.candidates
+            .sort_by_key(|c| std::cmp::Reverse(c.priority));
         let mut per_kind: Vec<(CandidateKind, usize)> = Vec::new();
         let max_per_kind = self.config.max_per_kind;
         let max_total = self.config.max_total;
@@ -465,7 +466,7 @@ pub fn check_list(local: &[Candidate], remote: &[Candidate], role: Role) -> Vec<
             }
         }
     }
-    pairs.sort_by(|a, b| b.priority.cmp(&a.priority));
+    pairs.sort_by_key(|p| std::cmp::Reverse(p.priority));
     pairs
 }
 
@@ -604,7 +605,6 @@ mod tests {
     #[test]
     fn dedupe_keeps_higher_priority() {
         let mut set = CandidateSet::default();
-        set.config = CandidateSetConfig::default();
         let a = sa("5.5.5.5:5");
         assert!(set.add_server_reflexive(a, a));
         assert!(!set.add_predicted(a, None, 1.0));

@@ -308,7 +308,7 @@ impl PunchSession {
             config,
         };
         let mut remote = params.remote;
-        remote.sort_by(|a, b| b.priority.cmp(&a.priority));
+        remote.sort_by_key(|c| std::cmp::Reverse(c.priority));
         for c in remote {
             if s.targets.len() >= s.config.max_targets {
                 break;

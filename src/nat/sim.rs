@@ -391,3 +391,81 @@ impl Sim {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// Sends from the NATed host to two servers; returns the mapped sources
+    /// and whether an unsolicited packet from a third address got in.
+    fn probe(kind: NatType) -> (SocketAddr, SocketAddr, bool) {
+        let t0 = Instant::now();
+        let mut sim = Sim::new(3, t0);
+        let s1 = sim.add_public_host("192.0.2.1".parse().unwrap());
+        let s2 = sim.add_public_host("192.0.2.2".parse().unwrap());
+        let s3 = sim.add_public_host("192.0.2.3".parse().unwrap());
+        let h = sim.add_natted_host(
+            kind,
+            "203.0.113.1".parse().unwrap(),
+            "192.168.1.2".parse().unwrap(),
+        );
+        sim.send(h, 5000, sa("192.0.2.1:1"), Payload::BindingRequest);
+        sim.send(h, 5000, sa("192.0.2.2:1"), Payload::BindingRequest);
+        sim.advance_to(t0 + Duration::from_secs(1));
+        let m1 = sim.recv(s1).unwrap().0;
+        let m2 = sim.recv(s2).unwrap().0;
+        sim.send(s3, 1, m1, Payload::BindingRequest);
+        sim.advance_to(t0 + Duration::from_secs(2));
+        (m1, m2, sim.recv(h).is_some())
+    }
+
+    #[test]
+    fn nat_behaviours() {
+        let (a, b, open) = probe(NatType::FullCone);
+        assert!(a == b && a.port() == 5000 && open);
+        let (a, b, open) = probe(NatType::Home);
+        assert!(a == b && a.port() == 5000 && !open);
+        let (a, b, open) = probe(NatType::Symmetric);
+        assert!(a != b && !open);
+        let (a, b, _) = probe(NatType::SequentialSymmetric {
+            delta: 2,
+            jitter: 0,
+        });
+        assert_eq!(b.port(), a.port() + 2);
+    }
+
+    #[test]
+    fn mappings_expire_and_blocked_drops() {
+        let t0 = Instant::now();
+        let mut sim = Sim::new(1, t0);
+        let s = sim.add_public_host("192.0.2.1".parse().unwrap());
+        let h = sim.add_natted_host(
+            NatType::Home,
+            "203.0.113.1".parse().unwrap(),
+            "192.168.1.2".parse().unwrap(),
+        );
+        let b = sim.add_natted_host(
+            NatType::UdpBlocked,
+            "203.0.113.2".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+        );
+        sim.send(h, 5000, sa("192.0.2.1:1"), Payload::BindingRequest);
+        sim.send(b, 5000, sa("192.0.2.1:1"), Payload::BindingRequest);
+        sim.advance_to(t0 + Duration::from_millis(100));
+        let (m, _) = sim.recv(s).unwrap();
+        assert!(sim.recv(s).is_none(), "blocked host never gets out");
+        // Reply within the timeout gets in, after it does not.
+        sim.send(s, 1, m, Payload::BindingResponse(m));
+        sim.advance_to(t0 + Duration::from_secs(1));
+        assert!(sim.recv(h).is_some());
+        let later = sim.now() + sim.mapping_timeout + Duration::from_secs(1);
+        sim.advance_to(later);
+        sim.send(s, 1, m, Payload::BindingResponse(m));
+        sim.advance_to(later + Duration::from_secs(1));
+        assert!(sim.recv(h).is_none());
+    }
+}
