@@ -1,1 +1,44 @@
 //! Sans-IO NAT traversal state machines.
+//!
+//! Everything here is deterministic and free of I/O: time comes in as
+//! `now: Instant` arguments, outputs are pulled with `poll_*` methods, and the
+//! driver (see the `node` module) owns sockets, timers and encoding.
+//!
+//! - [`candidate`]: candidates, priorities (RFC 8445), the filtered
+//!   [`CandidateSet`] and candidate-pair check lists.
+//! - [`prediction`]: NAT mapping inference from bootstrap observations
+//!   (RFC 4787) and port prediction for symmetric NATs.
+//! - [`punch`]: one coordinated hole-punch attempt ([`PunchSession`]).
+//! - [`path`]: relay/direct path choice per peer ([`PathSelector`]).
+//!
+//! A typical flow: gather host candidates and bootstrap observations into a
+//! [`CandidateSet`] (adding [`predict_ports`] results when
+//! [`infer_mapping`] reports a dependent mapping), exchange candidates via a
+//! bootstrap, which answers with PUNCH_ME_NOW carrying a common start time;
+//! both peers run a [`PunchSession`] and feed the outcome into their
+//! [`PathSelector`], which starts on the relay and switches to the direct path
+//! once validated.
+
+pub mod candidate;
+pub mod path;
+pub mod prediction;
+pub mod punch;
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod sim_tests;
+
+pub use candidate::{
+    canonical_addr, canonical_ip, check_list, pair_priority, Candidate, CandidateKind,
+    CandidatePair, CandidateSet, CandidateSetConfig, HostAddr, InterfaceInfo, Role,
+};
+pub use path::{PathConfig, PathEvent, PathInfo, PathKind, PathSelector, PathState};
+pub use prediction::{
+    infer_mapping, predict_ports, MappingBehaviour, Observation, PortAllocation, PredictedPort,
+    PredictionConfig,
+};
+pub use punch::{
+    ProbeKind, ProbeOut, PunchConfig, PunchConfigError, PunchEvent, PunchFailure, PunchParams,
+    PunchSession, PunchStats, Transmit,
+};
