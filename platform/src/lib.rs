@@ -478,7 +478,10 @@ mod tests {
     #[test]
     fn interface_ref_conversions() {
         assert_eq!(InterfaceRef::from(3), InterfaceRef::Index(3));
-        assert_eq!(InterfaceRef::from("tun0"), InterfaceRef::Name("tun0".into()));
+        assert_eq!(
+            InterfaceRef::from("tun0"),
+            InterfaceRef::Name("tun0".into())
+        );
     }
 
     #[test]

@@ -84,9 +84,12 @@ pub(super) fn parse_link(msg: &LinkMessage, wireless: impl Fn(&str) -> bool) -> 
         point_to_point: f.contains(LinkFlags::Pointopoint),
         multicast: f.contains(LinkFlags::Multicast),
     };
-    let kind = classify(msg.header.link_layer_type, info_kind.as_ref(), flags.loopback, || {
-        wireless(&name)
-    });
+    let kind = classify(
+        msg.header.link_layer_type,
+        info_kind.as_ref(),
+        flags.loopback,
+        || wireless(&name),
+    );
     Some(Interface {
         index: msg.header.index,
         name,
@@ -269,7 +272,9 @@ mod tests {
             }
         );
         let mut nameless = m.clone();
-        nameless.attributes.retain(|a| !matches!(a, LinkAttribute::IfName(_)));
+        nameless
+            .attributes
+            .retain(|a| !matches!(a, LinkAttribute::IfName(_)));
         assert!(parse_link(&nameless, |_| false).is_none());
     }
 
@@ -282,14 +287,25 @@ mod tests {
         assert_eq!(c(L::Ether, None, false, false), K::Ethernet);
         assert_eq!(c(L::Ether, None, false, true), K::Wireless);
         assert_eq!(c(L::Ether, Some(InfoKind::Veth), false, false), K::Virtual);
-        assert_eq!(c(L::Ether, Some(InfoKind::Bridge), false, false), K::Virtual);
+        assert_eq!(
+            c(L::Ether, Some(InfoKind::Bridge), false, false),
+            K::Virtual
+        );
         assert_eq!(c(L::Ether, Some(InfoKind::Tun), false, false), K::Virtual);
         assert_eq!(c(L::None, Some(InfoKind::Tun), false, false), K::Tunnel);
-        assert_eq!(c(L::None, Some(InfoKind::Wireguard), false, false), K::Tunnel);
+        assert_eq!(
+            c(L::None, Some(InfoKind::Wireguard), false, false),
+            K::Tunnel
+        );
         assert_eq!(c(L::Sit, None, false, false), K::Tunnel);
         assert_eq!(c(L::Ppp, None, false, false), K::Other);
         assert_eq!(
-            c(L::Ether, Some(InfoKind::Other("weird".into())), false, false),
+            c(
+                L::Ether,
+                Some(InfoKind::Other("weird".into())),
+                false,
+                false
+            ),
             K::Ethernet
         );
     }
@@ -299,7 +315,8 @@ mod tests {
         m.header.family = family;
         m.header.prefix_len = prefix;
         m.header.index = 2;
-        m.attributes.push(AddressAttribute::Address(ip.parse().unwrap()));
+        m.attributes
+            .push(AddressAttribute::Address(ip.parse().unwrap()));
         m
     }
 
@@ -322,7 +339,8 @@ mod tests {
 
         // Point-to-point: IFA_LOCAL is ours, IFA_ADDRESS the peer.
         let mut m = addr_msg(AddressFamily::Inet, "10.0.0.9", 32);
-        m.attributes.push(AddressAttribute::Local("10.0.0.1".parse().unwrap()));
+        m.attributes
+            .push(AddressAttribute::Local("10.0.0.1".parse().unwrap()));
         assert_eq!(
             parse_address(&m).unwrap().addr,
             "10.0.0.1".parse::<IpAddr>().unwrap()

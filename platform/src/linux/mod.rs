@@ -42,10 +42,7 @@ where
         Either::Left((result, _)) => result,
         Either::Right(((), _)) => Err(PlatformError::Netlink {
             op,
-            source: io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "netlink connection closed early",
-            ),
+            source: io::Error::new(io::ErrorKind::BrokenPipe, "netlink connection closed early"),
         }),
     }
 }
@@ -91,7 +88,10 @@ fn validate_ifname(name: &str) -> Result<(), PlatformError> {
     if name == "." || name == ".." {
         return invalid("reserved name");
     }
-    if name.bytes().any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace()) {
+    if name
+        .bytes()
+        .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace())
+    {
         return invalid("contains '/', ':', NUL or whitespace");
     }
     Ok(())
@@ -130,7 +130,16 @@ mod tests {
     fn ifname_validation() {
         assert!(validate_ifname("tun0").is_ok());
         assert!(validate_ifname("antq-0123456789").is_ok()); // 15 bytes
-        for bad in ["", "antq-01234567890", ".", "..", "a/b", "a:b", "a b", "a\0"] {
+        for bad in [
+            "",
+            "antq-01234567890",
+            ".",
+            "..",
+            "a/b",
+            "a:b",
+            "a b",
+            "a\0",
+        ] {
             assert!(
                 matches!(validate_ifname(bad), Err(PlatformError::InvalidName { .. })),
                 "{bad:?} accepted"

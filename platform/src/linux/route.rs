@@ -109,17 +109,21 @@ mod tests {
         assert_eq!(m.header.address_family, AddressFamily::Inet);
         assert_eq!(m.header.destination_prefix_length, 16);
         assert_eq!(m.header.scope, RouteScope::Link);
-        assert!(m.attributes.contains(&RouteAttribute::Destination(
-            RouteAddress::Inet("10.20.0.0".parse().unwrap())
-        )));
+        assert!(m
+            .attributes
+            .contains(&RouteAttribute::Destination(RouteAddress::Inet(
+                "10.20.0.0".parse().unwrap()
+            ))));
         assert!(m.attributes.contains(&RouteAttribute::Oif(9)));
 
         let m = route_message(9, "fd00:1::7".parse().unwrap(), 64).unwrap();
         assert_eq!(m.header.address_family, AddressFamily::Inet6);
         assert_eq!(m.header.scope, RouteScope::Universe);
-        assert!(m.attributes.contains(&RouteAttribute::Destination(
-            RouteAddress::Inet6("fd00:1::".parse().unwrap())
-        )));
+        assert!(m
+            .attributes
+            .contains(&RouteAttribute::Destination(RouteAddress::Inet6(
+                "fd00:1::".parse().unwrap()
+            ))));
 
         assert!(route_message(9, "10.0.0.0".parse().unwrap(), 40).is_err());
     }

@@ -3,8 +3,8 @@
 use std::io;
 
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::address::{AddressFlags, AddressHeaderFlags};
 use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::address::{AddressFlags, AddressHeaderFlags};
 use rtnetlink::LinkUnspec;
 use tun_rs::{AsyncDevice, DeviceBuilder};
 
@@ -58,7 +58,14 @@ pub(crate) async fn create_tun(cfg: &TunConfig) -> Result<Tun, PlatformError> {
     // dropping ours would then not remove it: refuse instead.
     if let Some(name) = cfg.name.clone() {
         let exists = with_netlink(op, |handle| async move {
-            match handle.link().get().match_name(name).execute().try_next().await {
+            match handle
+                .link()
+                .get()
+                .match_name(name)
+                .execute()
+                .try_next()
+                .await
+            {
                 Ok(found) => Ok(found.is_some()),
                 Err(e) => match nl_error(op, e) {
                     PlatformError::NotFound { .. } => Ok(false),

@@ -81,18 +81,18 @@ pub(super) fn event_of(msg: NetlinkMessage<RouteNetlinkMessage>) -> Option<Chang
                     index: l.header.index,
                 })
             }
-            RouteNetlinkMessage::NewAddress(a) => local_address(&a).map(|addr| {
-                ChangeEvent::AddressAdded {
+            RouteNetlinkMessage::NewAddress(a) => {
+                local_address(&a).map(|addr| ChangeEvent::AddressAdded {
                     index: a.header.index,
                     addr,
-                }
-            }),
-            RouteNetlinkMessage::DelAddress(a) => local_address(&a).map(|addr| {
-                ChangeEvent::AddressRemoved {
+                })
+            }
+            RouteNetlinkMessage::DelAddress(a) => {
+                local_address(&a).map(|addr| ChangeEvent::AddressRemoved {
                     index: a.header.index,
                     addr,
-                }
-            }),
+                })
+            }
             RouteNetlinkMessage::NewRoute(_) | RouteNetlinkMessage::DelRoute(_) => {
                 Some(ChangeEvent::RouteChanged)
             }

@@ -22,7 +22,9 @@ pub(crate) async fn interfaces() -> Result<Vec<Interface>, PlatformError> {
 }
 
 pub(crate) fn watch_changes() -> Result<ChangeWatcher, PlatformError> {
-    Err(unsupported("network change events (macOS/Windows: issue 8)"))
+    Err(unsupported(
+        "network change events (macOS/Windows: issue 8)",
+    ))
 }
 
 pub(crate) enum ChangeWatcher {}
