@@ -1,3 +1,517 @@
 //! OS-specific parts of antq: network interface discovery, change events,
 //! TUN device and route setup. Every `#[cfg(target_os)]` of the project lives
 //! in this crate, so the portable core in `antq` never needs one.
+//!
+//! The types in this file are OS-neutral; each supported OS provides an
+//! `imp` module with the same items. Linux is implemented with rtnetlink
+//! (interfaces, addresses, routes, change events) and `tun-rs` (the TUN
+//! device). On every other OS the functions return
+//! [`PlatformError::Unsupported`]: macOS and Windows support arrives in
+//! issue 8.
+//!
+//! # Runtime
+//!
+//! The async functions and [`watch_changes`] must be called from inside a
+//! Tokio runtime with I/O enabled: the netlink sockets and the TUN device
+//! register with Tokio's reactor when they are created. They do not spawn
+//! tasks; every netlink connection is driven by the future that uses it.
+
+use std::fmt;
+use std::io;
+use std::net::IpAddr;
+
+#[cfg(target_os = "linux")]
+#[path = "linux/mod.rs"]
+mod imp;
+
+#[cfg(not(target_os = "linux"))]
+#[path = "unsupported/mod.rs"]
+mod imp;
+
+// Type-check the fallback on Linux too, so it cannot rot unnoticed.
+#[cfg(all(test, target_os = "linux"))]
+#[path = "unsupported/mod.rs"]
+#[allow(dead_code)]
+mod unsupported_check;
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlatformError {
+    /// A netlink (or other OS routing API) request failed. `op` names what
+    /// was being done; `source` carries the OS error (`raw_os_error()` gives
+    /// the errno where there is one).
+    #[error("{op}: {source}")]
+    Netlink {
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// Another I/O error, e.g. from the TUN character device.
+    #[error("{op}: {source}")]
+    Io {
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// The OS refused: the process lacks root / `CAP_NET_ADMIN`.
+    #[error("{op}: permission denied (needs root or CAP_NET_ADMIN)")]
+    PermissionDenied { op: &'static str },
+    /// The object to create exists already (e.g. the same route).
+    #[error("{op}: already exists")]
+    AlreadyExists { op: &'static str },
+    /// The object to act on does not exist (no such route or interface).
+    #[error("{op}: not found")]
+    NotFound { op: &'static str },
+    /// An interface name the OS cannot use (empty, too long, bad characters).
+    #[error("invalid interface name {name:?}: {reason}")]
+    InvalidName { name: String, reason: &'static str },
+    /// An argument out of range, e.g. a prefix length over 32 for IPv4.
+    #[error("invalid argument: {what}")]
+    InvalidArgument { what: String },
+    /// This OS (or this build) does not support the operation.
+    #[error("unsupported on this platform: {what}")]
+    Unsupported { what: &'static str },
+}
+
+/// Flags of a network interface (the `IFF_*` flags that matter to antq).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct InterfaceFlags {
+    /// Administratively up (`IFF_UP`).
+    pub up: bool,
+    /// Operationally up, i.e. has carrier (`IFF_RUNNING`).
+    pub running: bool,
+    /// The loopback interface (`IFF_LOOPBACK`).
+    pub loopback: bool,
+    /// Point-to-point link (`IFF_POINTOPOINT`), e.g. PPP.
+    pub point_to_point: bool,
+    /// Supports multicast (`IFF_MULTICAST`).
+    pub multicast: bool,
+}
+
+/// What sort of link an interface is, as far as the OS tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InterfaceKind {
+    /// Wired Ethernet (or anything else with an Ethernet link layer that is
+    /// not known to be virtual or wireless).
+    Ethernet,
+    /// Wi-Fi.
+    Wireless,
+    /// The loopback interface.
+    Loopback,
+    /// A layer-3 tunnel: TUN devices, WireGuard, GRE, IPIP, SIT, ...
+    Tunnel,
+    /// A purely virtual layer-2 device: veth, bridge, bond, VLAN, dummy,
+    /// TAP, macvlan, ...
+    Virtual,
+    /// Anything else (PPP, InfiniBand, CAN, ...).
+    Other,
+}
+
+/// One address of an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InterfaceAddress {
+    /// The local address.
+    pub addr: IpAddr,
+    /// Prefix length of the on-link subnet.
+    pub prefix_len: u8,
+    /// IPv6: the preferred lifetime ran out (`IFA_F_DEPRECATED`); usable for
+    /// existing connections, should not be picked for new ones.
+    pub deprecated: bool,
+    /// IPv6: a privacy (temporary) address (`IFA_F_TEMPORARY`).
+    pub temporary: bool,
+    /// IPv6: duplicate address detection has not finished
+    /// (`IFA_F_TENTATIVE`); the address cannot be bound yet.
+    pub tentative: bool,
+}
+
+/// A network interface with its addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    /// OS interface index (never 0).
+    pub index: u32,
+    /// Interface name, e.g. `eth0`.
+    pub name: String,
+    /// Link flags.
+    pub flags: InterfaceFlags,
+    /// MTU, if the OS reports one.
+    pub mtu: Option<u32>,
+    /// Link kind.
+    pub kind: InterfaceKind,
+    /// Addresses, IPv4 and IPv6, in the order the OS lists them.
+    pub addresses: Vec<InterfaceAddress>,
+}
+
+/// A change of the network configuration, as reported by [`ChangeWatcher`].
+///
+/// Events are not debounced and may repeat (e.g. an IPv6 address is
+/// re-announced as added when it leaves the tentative state); debouncing is
+/// the caller's job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeEvent {
+    /// A link appeared, disappeared or changed state (up/down, carrier, MTU,
+    /// name, ...).
+    ///
+    /// `index: 0` (never a real interface index) means that the OS dropped
+    /// notifications because they were not read fast enough: the caller
+    /// should re-read everything it caches.
+    LinkChanged { index: u32 },
+    /// An address was added to an interface, or its flags changed.
+    AddressAdded { index: u32, addr: IpAddr },
+    /// An address was removed from an interface.
+    AddressRemoved { index: u32, addr: IpAddr },
+    /// An IPv4 or IPv6 route was added or removed (any table).
+    RouteChanged,
+}
+
+/// Lists the network interfaces and their addresses.
+///
+/// Linux: one `RTM_GETLINK` and one `RTM_GETADDR` dump over rtnetlink, in the
+/// network namespace of the calling thread. [`InterfaceKind::Wireless`] is
+/// detected through `/sys/class/net/<name>/wireless`, which shows the
+/// namespace that mounted `/sys`.
+pub async fn interfaces() -> Result<Vec<Interface>, PlatformError> {
+    imp::interfaces().await
+}
+
+/// Subscribes to link, address and route changes.
+///
+/// Linux: an rtnetlink socket bound to the groups `RTMGRP_LINK`,
+/// `RTMGRP_IPV4_IFADDR`, `RTMGRP_IPV6_IFADDR`, `RTMGRP_IPV4_ROUTE` and
+/// `RTMGRP_IPV6_ROUTE`. Must be called inside a Tokio runtime. Nothing runs
+/// in the background: notifications queue in the socket between calls to
+/// [`ChangeWatcher::next`] (if the queue overflows, a
+/// `LinkChanged { index: 0 }` is reported).
+pub fn watch_changes() -> Result<ChangeWatcher, PlatformError> {
+    imp::watch_changes().map(|inner| ChangeWatcher { inner })
+}
+
+/// A stream of [`ChangeEvent`]s; see [`watch_changes`]. Dropping it closes
+/// the subscription.
+pub struct ChangeWatcher {
+    inner: imp::ChangeWatcher,
+}
+
+impl ChangeWatcher {
+    /// Waits for the next event. `None` means the subscription ended (the
+    /// socket failed); a new watcher is needed then.
+    pub async fn next(&mut self) -> Option<ChangeEvent> {
+        self.inner.next().await
+    }
+}
+
+impl fmt::Debug for ChangeWatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChangeWatcher").finish_non_exhaustive()
+    }
+}
+
+/// How to create a TUN device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunConfig {
+    /// Interface name; `None` lets the OS choose (`tun0`, `tun1`, ...).
+    pub name: Option<String>,
+    /// Link MTU.
+    pub mtu: u16,
+    /// Addresses to put on the device, IPv4 and/or IPv6, with prefix length.
+    /// Each one also gives the on-link route of its prefix.
+    pub addresses: Vec<(IpAddr, u8)>,
+    /// Linux: enable the virtio-net header with TCP (and, from Linux 6.2, UDP)
+    /// segmentation offload. Then the device hands over and takes GSO
+    /// super-packets, and only [`Tun::recv_batch`] / [`Tun::send_batch`] may
+    /// be used. Ignored where unsupported.
+    pub offload: bool,
+}
+
+impl Default for TunConfig {
+    fn default() -> Self {
+        TunConfig {
+            name: None,
+            mtu: 1280,
+            addresses: Vec::new(),
+            offload: false,
+        }
+    }
+}
+
+/// Bytes a buffer must keep free in front of each packet for
+/// [`Tun::send_batch`] and [`Tun::recv_batch`] (the virtio-net header when
+/// offload is on; harmless when it is off).
+pub const BATCH_HEADROOM: usize = imp::BATCH_HEADROOM;
+
+/// A good number of packet buffers for one batch call.
+pub const IDEAL_BATCH_SIZE: usize = imp::IDEAL_BATCH_SIZE;
+
+/// Creates a TUN device, sets its MTU and addresses and brings it up.
+///
+/// Linux: IPv6 addresses are added with `IFA_F_NODAD`, so they are usable at
+/// once. Needs root or `CAP_NET_ADMIN` ([`PlatformError::PermissionDenied`]
+/// otherwise). Must be called inside a Tokio runtime.
+pub async fn create_tun(cfg: &TunConfig) -> Result<Tun, PlatformError> {
+    imp::create_tun(cfg).await.map(|inner| Tun { inner })
+}
+
+/// A TUN device carrying raw IP packets (no link-layer header). Dropping it
+/// removes the device and the routes through it.
+pub struct Tun {
+    inner: imp::Tun,
+}
+
+impl Tun {
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    /// The interface index, for [`add_route`] and the like.
+    pub fn index(&self) -> u32 {
+        self.inner.index()
+    }
+
+    /// The MTU the device was created with.
+    pub fn mtu(&self) -> u16 {
+        self.inner.mtu()
+    }
+
+    /// Whether offload (virtio-net header, GSO/GRO) is active. Only then do
+    /// batches carry more than one packet per system call.
+    pub fn offload(&self) -> bool {
+        self.inner.offload()
+    }
+
+    /// Whether UDP segmentation offload is active too (Linux 6.2+).
+    pub fn udp_offload(&self) -> bool {
+        self.inner.udp_offload()
+    }
+
+    /// Reads one IP packet into `buf`, returning its length.
+    ///
+    /// With offload on this fails with [`io::ErrorKind::Unsupported`]: use
+    /// [`Tun::recv_batch`].
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.recv(buf).await
+    }
+
+    /// Writes one IP packet, returning the bytes written.
+    ///
+    /// With offload on this fails with [`io::ErrorKind::Unsupported`]: use
+    /// [`Tun::send_batch`].
+    pub async fn send(&self, pkt: &[u8]) -> io::Result<usize> {
+        self.inner.send(pkt).await
+    }
+
+    /// Reads one or more IP packets with one system call.
+    ///
+    /// `scratch` receives the raw read (virtio header plus possibly a GSO
+    /// super-packet); give it `BATCH_HEADROOM + 65535` bytes. The packets are
+    /// split into `bufs[i][offset..offset + sizes[i]]`; returns how many.
+    /// `bufs.len()` must equal `sizes.len()`, and with offload there should
+    /// be at least `65535 / mtu` of them. Without offload this reads exactly
+    /// one packet into `bufs[0]`.
+    pub async fn recv_batch<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        scratch: &mut [u8],
+        bufs: &mut [B],
+        sizes: &mut [usize],
+        offset: usize,
+    ) -> io::Result<usize> {
+        self.inner.recv_batch(scratch, bufs, sizes, offset).await
+    }
+
+    /// Writes a batch of IP packets, each at `bufs[i][offset..]`, coalescing
+    /// TCP/UDP flows into GSO super-packets when offload is on. `offset`
+    /// must be at least [`BATCH_HEADROOM`]; the buffers may be modified.
+    /// `gro` is scratch state, reuse it across calls. Returns bytes written.
+    pub async fn send_batch(
+        &self,
+        gro: &mut GroTable,
+        bufs: &mut [Vec<u8>],
+        offset: usize,
+    ) -> io::Result<usize> {
+        self.inner.send_batch(&mut gro.inner, bufs, offset).await
+    }
+}
+
+impl fmt::Debug for Tun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tun")
+            .field("name", &self.name())
+            .field("index", &self.index())
+            .field("mtu", &self.mtu())
+            .field("offload", &self.offload())
+            .finish()
+    }
+}
+
+/// Reusable scratch state for [`Tun::send_batch`] (the flow table used to
+/// coalesce packets into GSO super-packets). Not shared between threads.
+pub struct GroTable {
+    inner: imp::GroTable,
+}
+
+impl GroTable {
+    /// A new, empty table.
+    pub fn new() -> Self {
+        GroTable {
+            inner: imp::GroTable::default(),
+        }
+    }
+}
+
+impl Default for GroTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for GroTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GroTable").finish_non_exhaustive()
+    }
+}
+
+/// Names an interface for [`add_route`] / [`del_route`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum InterfaceRef {
+    /// By index.
+    Index(u32),
+    /// By name.
+    Name(String),
+}
+
+impl From<u32> for InterfaceRef {
+    fn from(index: u32) -> Self {
+        InterfaceRef::Index(index)
+    }
+}
+
+impl From<&str> for InterfaceRef {
+    fn from(name: &str) -> Self {
+        InterfaceRef::Name(name.to_owned())
+    }
+}
+
+impl From<String> for InterfaceRef {
+    fn from(name: String) -> Self {
+        InterfaceRef::Name(name)
+    }
+}
+
+impl From<&Tun> for InterfaceRef {
+    fn from(tun: &Tun) -> Self {
+        InterfaceRef::Index(tun.index())
+    }
+}
+
+/// Adds a directly connected route `dest/prefix_len` through `iface` in the
+/// main table (IPv4 or IPv6, by the family of `dest`). Host bits of `dest`
+/// are cleared. Fails with [`PlatformError::AlreadyExists`] if the same
+/// route is there already, [`PlatformError::NotFound`] if the interface
+/// does not exist.
+pub async fn add_route(
+    iface: impl Into<InterfaceRef>,
+    dest: IpAddr,
+    prefix_len: u8,
+) -> Result<(), PlatformError> {
+    imp::add_route(&iface.into(), dest, prefix_len).await
+}
+
+/// Removes a route added by [`add_route`]. Fails with
+/// [`PlatformError::NotFound`] if there is no such route.
+pub async fn del_route(
+    iface: impl Into<InterfaceRef>,
+    dest: IpAddr,
+    prefix_len: u8,
+) -> Result<(), PlatformError> {
+    imp::del_route(&iface.into(), dest, prefix_len).await
+}
+
+/// Whether the effective user is root.
+pub fn is_root() -> bool {
+    imp::is_root()
+}
+
+/// Whether the process may configure the network: root, or (Linux)
+/// `CAP_NET_ADMIN` in the effective capability set.
+pub fn has_net_admin() -> bool {
+    imp::has_net_admin()
+}
+
+/// Clears the host bits of `addr` beyond `prefix_len`, checking the length
+/// against the address family.
+fn network_of(addr: IpAddr, prefix_len: u8) -> Result<IpAddr, PlatformError> {
+    match addr {
+        IpAddr::V4(a) if prefix_len <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix_len));
+            Ok(IpAddr::V4((u32::from(a) & mask.unwrap_or(0)).into()))
+        }
+        IpAddr::V6(a) if prefix_len <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix_len));
+            Ok(IpAddr::V6((u128::from(a) & mask.unwrap_or(0)).into()))
+        }
+        _ => Err(PlatformError::InvalidArgument {
+            what: format!("prefix length /{prefix_len} for {addr}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_of_masks_host_bits() {
+        let n = |a: &str, p| network_of(a.parse().unwrap(), p).unwrap();
+        assert_eq!(n("10.1.2.3", 16), "10.1.0.0".parse::<IpAddr>().unwrap());
+        assert_eq!(n("10.1.2.3", 32), "10.1.2.3".parse::<IpAddr>().unwrap());
+        assert_eq!(n("10.1.2.3", 0), "0.0.0.0".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            n("fd00:1:2:3::9", 48),
+            "fd00:1:2::".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(n("fd00::9", 0), "::".parse::<IpAddr>().unwrap());
+        assert_eq!(n("fd00::9", 128), "fd00::9".parse::<IpAddr>().unwrap());
+        assert!(network_of("10.0.0.0".parse().unwrap(), 33).is_err());
+        assert!(network_of("::".parse().unwrap(), 129).is_err());
+    }
+
+    #[test]
+    fn interface_ref_conversions() {
+        assert_eq!(InterfaceRef::from(3), InterfaceRef::Index(3));
+        assert_eq!(
+            InterfaceRef::from("tun0"),
+            InterfaceRef::Name("tun0".into())
+        );
+    }
+
+    #[test]
+    fn fallback_reports_unsupported() {
+        use unsupported_check as u;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            assert!(matches!(
+                u::interfaces().await,
+                Err(PlatformError::Unsupported { .. })
+            ));
+            assert!(matches!(
+                u::create_tun(&TunConfig::default()).await,
+                Err(PlatformError::Unsupported { .. })
+            ));
+            assert!(matches!(
+                u::add_route(&InterfaceRef::Index(1), "10.0.0.0".parse().unwrap(), 8).await,
+                Err(PlatformError::Unsupported { .. })
+            ));
+            assert!(matches!(
+                u::del_route(&InterfaceRef::Index(1), "10.0.0.0".parse().unwrap(), 8).await,
+                Err(PlatformError::Unsupported { .. })
+            ));
+        });
+        assert!(matches!(
+            u::watch_changes(),
+            Err(PlatformError::Unsupported { .. })
+        ));
+        assert!(!u::has_net_admin());
+    }
+}

@@ -1,0 +1,112 @@
+//! Fallback for every OS without an implementation yet.
+//!
+//! Each operation returns [`PlatformError::Unsupported`]. macOS and Windows
+//! support arrives in issue 8; until then antq runs its tunnel on Linux only.
+//! The device and watcher types are uninhabited: they can never be created,
+//! so their methods need no behaviour.
+
+use std::io;
+use std::net::IpAddr;
+
+use crate::{ChangeEvent, Interface, InterfaceRef, PlatformError, TunConfig};
+
+pub(crate) const BATCH_HEADROOM: usize = 0;
+pub(crate) const IDEAL_BATCH_SIZE: usize = 1;
+
+fn unsupported(what: &'static str) -> PlatformError {
+    PlatformError::Unsupported { what }
+}
+
+pub(crate) async fn interfaces() -> Result<Vec<Interface>, PlatformError> {
+    Err(unsupported("interface discovery (macOS/Windows: issue 8)"))
+}
+
+pub(crate) fn watch_changes() -> Result<ChangeWatcher, PlatformError> {
+    Err(unsupported(
+        "network change events (macOS/Windows: issue 8)",
+    ))
+}
+
+pub(crate) enum ChangeWatcher {}
+
+impl ChangeWatcher {
+    pub(crate) async fn next(&mut self) -> Option<ChangeEvent> {
+        match *self {}
+    }
+}
+
+pub(crate) async fn create_tun(_cfg: &TunConfig) -> Result<Tun, PlatformError> {
+    Err(unsupported("TUN devices (macOS/Windows: issue 8)"))
+}
+
+pub(crate) enum Tun {}
+
+impl Tun {
+    pub(crate) fn name(&self) -> &str {
+        match *self {}
+    }
+    pub(crate) fn index(&self) -> u32 {
+        match *self {}
+    }
+    pub(crate) fn mtu(&self) -> u16 {
+        match *self {}
+    }
+    pub(crate) fn offload(&self) -> bool {
+        match *self {}
+    }
+    pub(crate) fn udp_offload(&self) -> bool {
+        match *self {}
+    }
+    pub(crate) async fn recv(&self, _buf: &mut [u8]) -> io::Result<usize> {
+        match *self {}
+    }
+    pub(crate) async fn send(&self, _pkt: &[u8]) -> io::Result<usize> {
+        match *self {}
+    }
+    pub(crate) async fn recv_batch<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        _scratch: &mut [u8],
+        _bufs: &mut [B],
+        _sizes: &mut [usize],
+        _offset: usize,
+    ) -> io::Result<usize> {
+        match *self {}
+    }
+    pub(crate) async fn send_batch(
+        &self,
+        _gro: &mut GroTable,
+        _bufs: &mut [Vec<u8>],
+        _offset: usize,
+    ) -> io::Result<usize> {
+        match *self {}
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct GroTable;
+
+pub(crate) async fn add_route(
+    _iface: &InterfaceRef,
+    _dest: IpAddr,
+    _prefix_len: u8,
+) -> Result<(), PlatformError> {
+    Err(unsupported("route setup (macOS/Windows: issue 8)"))
+}
+
+pub(crate) async fn del_route(
+    _iface: &InterfaceRef,
+    _dest: IpAddr,
+    _prefix_len: u8,
+) -> Result<(), PlatformError> {
+    Err(unsupported("route setup (macOS/Windows: issue 8)"))
+}
+
+/// Not determined on this OS yet (issue 8); reports `false`.
+pub(crate) fn is_root() -> bool {
+    false
+}
+
+/// Not determined on this OS yet (issue 8); reports `false`.
+pub(crate) fn has_net_admin() -> bool {
+    false
+}
