@@ -13,6 +13,7 @@ use thiserror::Error;
 /// not an error (`Ok(None)`), and a frame of an unknown type is not an error
 /// either (it decodes to [`crate::proto::ControlMessage::Unknown`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The input ended before a field, varint or fixed-size frame was
     /// complete.
@@ -80,6 +81,7 @@ pub enum DecodeError {
 /// Encoding only fails for values that cannot be represented on the wire;
 /// anything produced by a successful decode encodes without error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Error)]
+#[non_exhaustive]
 pub enum EncodeError {
     /// A value above [`crate::proto::VARINT_MAX`] (2^62 - 1) was to be
     /// written as a QUIC varint.

@@ -68,12 +68,14 @@
 
 mod control;
 mod error;
+mod frame;
 pub mod raw;
 mod reader;
 mod varint;
 
-pub use control::{decode_frame, frame_type, ControlMessage, UnavailableReason, MAX_PAYLOAD_LEN};
+pub use control::{frame_type, ControlMessage, UnavailableReason, MAX_PAYLOAD_LEN};
 pub use error::{DecodeError, EncodeError};
+pub use frame::decode_frame;
 pub use varint::{decode_varint, encode_varint, varint_len, VARINT_MAX};
 
 #[cfg(test)]

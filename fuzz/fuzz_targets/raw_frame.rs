@@ -1,0 +1,51 @@
+//! Fuzzes the raw UDP frame parsers: classify, relay, probe, probe answer.
+#![no_main]
+
+use antq::proto::raw::{
+    classify, encode_relay_header, parse_raw, parse_relay, PacketClass, Probe, ProbeKind, RawFrame,
+    RelayHeader,
+};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some(&first) = data.first() else {
+        assert!(parse_raw(data).is_err());
+        return;
+    };
+    let class = classify(first);
+    let raw = parse_raw(data);
+    if class == PacketClass::Quic {
+        assert!(raw.is_err(), "QUIC packet parsed as raw frame");
+    }
+
+    if let Ok((channel, payload)) = parse_relay(data) {
+        assert_eq!(class, PacketClass::Raw);
+        assert_eq!(raw, Ok(RawFrame::Relay { channel, payload }));
+        let mut header = [0; RelayHeader::LEN];
+        encode_relay_header(channel, &mut header);
+        assert_eq!(&data[..RelayHeader::LEN], &header);
+    }
+
+    if let Ok(probe) = Probe::decode(data) {
+        assert_eq!(raw, Ok(RawFrame::Probe(probe)));
+        let mut out = Vec::new();
+        probe.encode(data.len(), &mut out);
+        assert_eq!(out.len(), data.len().clamp(Probe::LEN, Probe::MAX_LEN));
+        assert_eq!(Probe::decode(&out), Ok(probe));
+
+        let mut ack = Vec::new();
+        let pad = usize::from(first) * 40;
+        match Probe::answer(data, pad, &mut ack) {
+            Ok(answered) => {
+                assert_eq!(probe.kind, ProbeKind::Probe);
+                assert_eq!(answered, probe);
+                assert!(ack.len() <= data.len(), "ACK larger than probe");
+                assert_eq!(Probe::decode(&ack), Ok(probe.ack()));
+            }
+            Err(_) => {
+                assert_eq!(probe.kind, ProbeKind::Ack);
+                assert!(ack.is_empty());
+            }
+        }
+    }
+});
