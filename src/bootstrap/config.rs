@@ -64,7 +64,12 @@ impl BootstrapConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file: File = read_toml(path)?;
         let s = file.bootstrap;
-        let (identity, warning) = load_private_key(path, "bootstrap", s.private_key_file.as_deref(), s.private_key.as_deref())?;
+        let (identity, warning) = load_private_key(
+            path,
+            "bootstrap",
+            s.private_key_file.as_deref(),
+            s.private_key.as_deref(),
+        )?;
         let listen_text = s.listen.unwrap_or_else(|| "[::]:9000".to_owned());
         let listen = listen_text.parse::<SocketAddr>().map_err(|e| {
             invalid(
@@ -93,19 +98,45 @@ impl BootstrapConfig {
             })
             .transpose()?;
         let defaults = Limits::default();
-        let positive = |field: &str, value: Option<f64>, default: f64| -> Result<f64, ConfigError> {
-            match value {
-                None => Ok(default),
-                Some(v) if v.is_finite() && v > 0.0 => Ok(v),
-                Some(v) => Err(invalid(path, format!("bootstrap.{field}"), format!("{v} is not a positive number"), format!("use a positive number (default {default})"))),
-            }
-        };
+        let positive =
+            |field: &str, value: Option<f64>, default: f64| -> Result<f64, ConfigError> {
+                match value {
+                    None => Ok(default),
+                    Some(v) if v.is_finite() && v > 0.0 => Ok(v),
+                    Some(v) => Err(invalid(
+                        path,
+                        format!("bootstrap.{field}"),
+                        format!("{v} is not a positive number"),
+                        format!("use a positive number (default {default})"),
+                    )),
+                }
+            };
         let limits = Limits {
-            coordination_per_sec: positive("coordination_per_sec", s.coordination_per_sec, defaults.coordination_per_sec)?,
-            coordination_burst: positive("coordination_burst", s.coordination_burst, defaults.coordination_burst)?,
-            relay_bytes_per_sec: positive("relay_bytes_per_sec", s.relay_bytes_per_sec, defaults.relay_bytes_per_sec)?,
-            relay_burst_bytes: positive("relay_burst_bytes", s.relay_burst_bytes, defaults.relay_burst_bytes)?,
-            connections_per_sec_per_ip: positive("connections_per_sec_per_ip", s.connections_per_sec_per_ip, defaults.connections_per_sec_per_ip)?,
+            coordination_per_sec: positive(
+                "coordination_per_sec",
+                s.coordination_per_sec,
+                defaults.coordination_per_sec,
+            )?,
+            coordination_burst: positive(
+                "coordination_burst",
+                s.coordination_burst,
+                defaults.coordination_burst,
+            )?,
+            relay_bytes_per_sec: positive(
+                "relay_bytes_per_sec",
+                s.relay_bytes_per_sec,
+                defaults.relay_bytes_per_sec,
+            )?,
+            relay_burst_bytes: positive(
+                "relay_burst_bytes",
+                s.relay_burst_bytes,
+                defaults.relay_burst_bytes,
+            )?,
+            connections_per_sec_per_ip: positive(
+                "connections_per_sec_per_ip",
+                s.connections_per_sec_per_ip,
+                defaults.connections_per_sec_per_ip,
+            )?,
         };
         Ok(Self {
             path: path.to_owned(),

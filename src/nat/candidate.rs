@@ -224,6 +224,9 @@ pub struct CandidateSetConfig {
     pub max_per_kind: usize,
     /// Maximum number of candidates overall.
     pub max_total: usize,
+    /// Accept loopback addresses (peers that all live on one host, as in
+    /// single-machine tests). Off by default.
+    pub allow_loopback: bool,
 }
 
 impl Default for CandidateSetConfig {
@@ -231,6 +234,7 @@ impl Default for CandidateSetConfig {
         CandidateSetConfig {
             max_per_kind: 8,
             max_total: 16,
+            allow_loopback: false,
         }
     }
 }
@@ -268,7 +272,9 @@ impl CandidateSet {
     }
 
     fn acceptable(&self, ip: IpAddr) -> bool {
-        !is_unusable_ip(ip) && !self.excluded.contains(&canonical_ip(ip))
+        let ip = canonical_ip(ip);
+        let loopback_ok = self.config.allow_loopback && ip.is_loopback();
+        (loopback_ok || !is_unusable_ip(ip)) && !self.excluded.contains(&ip)
     }
 
     /// Adds host addresses; `port` is used for entries given as a bare IP.
@@ -582,6 +588,7 @@ mod tests {
         let mut set = CandidateSet::new(CandidateSetConfig {
             max_per_kind: 2,
             max_total: 3,
+            allow_loopback: false,
         });
         let base = sa("192.168.0.2:5");
         for i in 0..5u16 {

@@ -145,6 +145,8 @@ pub struct PunchConfig {
     pub controlled_stagger: Duration,
     /// After success, keep acking the peer's probes for this long.
     pub linger: Duration,
+    /// Probe loopback candidates (single-host tests). Off by default.
+    pub allow_loopback: bool,
 }
 
 impl Default for PunchConfig {
@@ -161,6 +163,7 @@ impl Default for PunchConfig {
             max_unverified_bytes_per_dst: 16 * 64,
             controlled_stagger: Duration::from_millis(5),
             linger: Duration::from_secs(2),
+            allow_loopback: false,
         }
     }
 }
@@ -333,7 +336,11 @@ impl PunchSession {
 
     fn add_target(&mut self, c: &Candidate) -> Option<usize> {
         let addr = canonical_addr(c.addr);
-        if c.kind == CandidateKind::Relay || addr.port() == 0 || is_unusable_ip(addr.ip()) {
+        let loopback_ok = self.config.allow_loopback && addr.ip().is_loopback();
+        if c.kind == CandidateKind::Relay
+            || addr.port() == 0
+            || (is_unusable_ip(addr.ip()) && !loopback_ok)
+        {
             return None;
         }
         if let Some(i) = self.find(addr) {

@@ -86,10 +86,13 @@ impl FrameReader {
 
 /// Writes our `HELLO` on a freshly opened stream.
 pub(crate) async fn send_hello(send: &mut quinn::SendStream) -> Result<(), ControlError> {
-    write(send, &ControlMessage::Hello {
-        version: PROTOCOL_VERSION,
-        flags: 0,
-    })
+    write(
+        send,
+        &ControlMessage::Hello {
+            version: PROTOCOL_VERSION,
+            flags: 0,
+        },
+    )
     .await
 }
 
@@ -111,7 +114,11 @@ pub struct ControlChannel {
 
 impl ControlChannel {
     /// Starts the reader and writer tasks for an established channel.
-    pub(crate) fn spawn(conn: quinn::Connection, mut send: quinn::SendStream, mut reader: FrameReader) -> Self {
+    pub(crate) fn spawn(
+        conn: quinn::Connection,
+        mut send: quinn::SendStream,
+        mut reader: FrameReader,
+    ) -> Self {
         let (out_tx, mut out_rx) = mpsc::channel::<ControlMessage>(QUEUE);
         let (in_tx, in_rx) = mpsc::channel(QUEUE);
         tokio::spawn(async move {

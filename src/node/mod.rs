@@ -14,8 +14,11 @@
 //! [`ConnectError::Refused`].
 
 pub mod control;
+pub mod overlay;
+mod punch_driver;
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +30,7 @@ use tracing::Instrument as _;
 
 use self::control::{ControlChannel, ControlError, FrameReader};
 use crate::identity::{Identity, PeerId};
+use crate::ratelimit::TokenBucket;
 use crate::socket::{self, AntqSocket};
 use crate::tls::{self, AcceptPolicy, TlsError};
 
@@ -69,6 +73,9 @@ pub struct NodeConfig {
     pub accept: AcceptPolicy,
     /// Transport settings.
     pub transport: TransportSettings,
+    /// Rate limit of new incoming connections per source IP: (per second,
+    /// burst). Excess handshakes are ignored without an answer.
+    pub incoming_per_ip: Option<(f64, f64)>,
 }
 
 impl NodeConfig {
@@ -79,6 +86,7 @@ impl NodeConfig {
             bind,
             accept,
             transport: TransportSettings::default(),
+            incoming_per_ip: None,
         }
     }
 }
@@ -195,6 +203,8 @@ pub struct NodeStats {
     pub accepted: AtomicU64,
     /// Incoming handshakes that failed (refused key, malformed, timeout).
     pub handshakes_failed: AtomicU64,
+    /// Incoming handshakes ignored by the per-IP rate limit.
+    pub handshakes_limited: AtomicU64,
 }
 
 /// A QUIC endpoint with a raw-public-key identity.
@@ -250,7 +260,12 @@ impl Node {
 
         let stats = Arc::new(NodeStats::default());
         let (tx, rx) = mpsc::channel(64);
-        let accept_task = tokio::spawn(accept_loop(endpoint.clone(), tx, stats.clone()));
+        let accept_task = tokio::spawn(accept_loop(
+            endpoint.clone(),
+            tx,
+            stats.clone(),
+            config.incoming_per_ip,
+        ));
         Ok(Self {
             inner: Arc::new(NodeInner {
                 identity: config.identity,
@@ -370,7 +385,10 @@ impl Node {
             match reader.expect_hello().await {
                 Ok(()) => {}
                 Err(ControlError::Stream(_)) if conn.close_reason().is_some() => {
-                    return Err(classify(conn.close_reason().unwrap_or(quinn::ConnectionError::LocallyClosed)))
+                    return Err(classify(
+                        conn.close_reason()
+                            .unwrap_or(quinn::ConnectionError::LocallyClosed),
+                    ))
                 }
                 Err(_) => return Err(ConnectError::Protocol { peer, addr }),
             }
@@ -379,7 +397,11 @@ impl Node {
                 .await
                 .map_err(|_| ConnectError::Protocol { peer, addr })?;
             let control = Arc::new(ControlChannel::spawn(conn.clone(), send, reader));
-            Ok(PeerConnection { conn, peer, control })
+            Ok(PeerConnection {
+                conn,
+                peer,
+                control,
+            })
         };
         let conn = tokio::time::timeout(timeout, attempt)
             .await
@@ -430,15 +452,37 @@ fn transport_config(settings: &TransportSettings) -> Result<quinn::TransportConf
     Ok(transport)
 }
 
+/// Most source IPs tracked by the incoming rate limit before old ones are
+/// forgotten.
+const MAX_TRACKED_IPS: usize = 16_384;
+
 async fn accept_loop(
     endpoint: quinn::Endpoint,
     tx: mpsc::Sender<PeerConnection>,
     stats: Arc<NodeStats>,
+    per_ip: Option<(f64, f64)>,
 ) {
+    let mut buckets: HashMap<IpAddr, TokenBucket> = HashMap::new();
     while let Some(incoming) = endpoint.accept().await {
+        let remote = incoming.remote_address();
+        if let Some((rate, burst)) = per_ip {
+            let now = std::time::Instant::now();
+            if buckets.len() >= MAX_TRACKED_IPS {
+                buckets.clear();
+            }
+            let ip = socket::canonical(remote).ip();
+            let bucket = buckets
+                .entry(ip)
+                .or_insert_with(|| TokenBucket::new(rate, burst, now));
+            if !bucket.try_take(1.0, now) {
+                stats.handshakes_limited.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%remote, "incoming connection over the per-IP limit ignored");
+                incoming.ignore();
+                continue;
+            }
+        }
         let tx = tx.clone();
         let stats = stats.clone();
-        let remote = incoming.remote_address();
         tokio::spawn(async move {
             match accept_one(incoming).await {
                 Ok(conn) => {
@@ -467,7 +511,11 @@ async fn accept_one(incoming: quinn::Incoming) -> Result<PeerConnection, AcceptE
     reader.expect_hello().await?;
     let control = Arc::new(ControlChannel::spawn(conn.clone(), send, reader));
     tracing::debug!(peer = %peer.short(), remote = %conn.remote_address(), "accepted");
-    Ok(PeerConnection { conn, peer, control })
+    Ok(PeerConnection {
+        conn,
+        peer,
+        control,
+    })
 }
 
 /// Why an incoming connection was not accepted.

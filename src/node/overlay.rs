@@ -1,0 +1,1011 @@
+//! The overlay: a node that keeps connections to a fixed set of peers,
+//! directly when a hole can be punched and through a bootstrap's relay when
+//! not, and moves datagrams between them.
+//!
+//! Per peer, the overlay:
+//! 1. dials the peer's known endpoint, if configured;
+//! 2. through the first connected bootstrap, asks for a relay channel and
+//!    connects over it (fast first packet, end-to-end encrypted);
+//! 3. exchanges candidates (`ADD_ADDRESS` in `FORWARD`) and, from the peer
+//!    with the smaller key, starts coordinated hole punching
+//!    (`PUNCH_ME_NOW`); once a direct path validates, a direct QUIC
+//!    connection is made (make-before-break) and traffic moves to it, with
+//!    the relay connection kept as backup.
+//!
+//! Both peers may end up dialing the same path; the connection dialed by
+//! the peer with the smaller key is kept and the other closed, a rule both
+//! sides apply alike.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use rand::{Rng as _, RngCore as _};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tracing::Instrument as _;
+
+use super::punch_driver::{self, ProbeIn};
+use super::{Node, NodeConfig, NodeError, PeerConnection, TransportSettings};
+use crate::identity::{Identity, PeerId};
+use crate::nat::{
+    Candidate, CandidateKind, CandidateSet, CandidateSetConfig, InterfaceInfo, PunchConfig,
+    PunchEvent, PunchParams, PunchSession, Role,
+};
+use crate::proto::raw::Probe;
+use crate::proto::{ControlMessage, UnavailableReason};
+use crate::socket::{canonical, RelayRoute};
+use crate::tls::{AcceptPolicy, Allowlist};
+use crate::tunnel::config::BootstrapAddr;
+
+/// Queue of datagrams received from all peers.
+const RECV_QUEUE: usize = 4096;
+/// How often the per-peer task re-checks its paths.
+const MAINTAIN_INTERVAL: Duration = Duration::from_millis(250);
+/// Candidate announcements are repeated this often while there is no direct path.
+const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(3);
+/// A duplicate connection is closed after this grace period.
+const DUPLICATE_GRACE: Duration = Duration::from_secs(2);
+
+/// Everything an overlay needs.
+#[derive(Clone, Debug)]
+pub struct OverlayConfig {
+    /// Our key pair.
+    pub identity: Identity,
+    /// UDP address to bind.
+    pub bind: SocketAddr,
+    /// The peers: key and optional known endpoint.
+    pub peers: Vec<(PeerId, Option<SocketAddr>)>,
+    /// Bootstrap nodes, in order of preference.
+    pub bootstraps: Vec<BootstrapAddr>,
+    /// Addresses that must never become candidates (the tunnel's own).
+    pub exclude_ips: Vec<IpAddr>,
+    /// Transport settings.
+    pub transport: TransportSettings,
+    /// Hole punching settings.
+    pub punch: PunchConfig,
+    /// All peers and bootstraps live on this host's loopback (single-machine
+    /// tests): offer loopback candidates and no interface addresses.
+    pub loopback_only: bool,
+}
+
+/// Which path a peer's traffic currently takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathKind {
+    /// A direct QUIC connection.
+    Direct,
+    /// Through a bootstrap's relay.
+    Relay,
+    /// No connection.
+    None,
+}
+
+/// What `status` reports per peer.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PeerStatus {
+    /// The peer's key.
+    pub public_key: String,
+    /// The path in use.
+    pub path: PathKind,
+    /// The remote address of that path (the relay server for relayed paths).
+    pub remote: Option<SocketAddr>,
+    /// Round-trip time in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Bytes received from the peer (datagram payloads).
+    pub bytes_in: u64,
+    /// Bytes sent to the peer (datagram payloads).
+    pub bytes_out: u64,
+    /// Seconds since the Unix epoch of the last completed handshake.
+    pub last_handshake_unix: Option<u64>,
+    /// Milliseconds from overlay start to the first connection.
+    pub first_connect_ms: Option<u64>,
+    /// Milliseconds from overlay start to the first direct connection.
+    pub first_direct_ms: Option<u64>,
+}
+
+/// Why a datagram could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The peer is not configured.
+    #[error("unknown peer {0}")]
+    UnknownPeer(PeerId),
+    /// No connection to the peer (yet).
+    #[error("no path to peer {0}")]
+    NoPath(PeerId),
+    /// QUIC refused the datagram (too large, or the connection closed).
+    #[error("datagram to {peer}: {source}")]
+    Datagram {
+        /// The peer.
+        peer: PeerId,
+        /// The QUIC error.
+        source: quinn::SendDatagramError,
+    },
+}
+
+#[derive(Default)]
+struct Paths {
+    direct: Option<PeerConnection>,
+    relay: Option<PeerConnection>,
+}
+
+struct PeerSlot {
+    id: PeerId,
+    endpoint: Option<SocketAddr>,
+    paths: RwLock<Paths>,
+    candidates: Mutex<BTreeMap<u64, SocketAddr>>,
+    relay_route: Mutex<Option<SocketAddr>>,
+    punching: Mutex<Option<Instant>>,
+    punch_failures: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    last_handshake: Mutex<Option<SystemTime>>,
+    first_connect: Mutex<Option<Duration>>,
+    first_direct: Mutex<Option<Duration>>,
+    wake: Notify,
+}
+
+impl PeerSlot {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Paths> {
+        self.paths.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Paths> {
+        self.paths.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn has_direct(&self) -> bool {
+        self.read().direct.as_ref().is_some_and(alive)
+    }
+
+    fn has_relay(&self) -> bool {
+        self.read().relay.as_ref().is_some_and(alive)
+    }
+}
+
+fn alive(conn: &PeerConnection) -> bool {
+    conn.quinn().close_reason().is_none()
+}
+
+/// One connected bootstrap.
+#[derive(Clone)]
+struct Link {
+    server: BootstrapAddr,
+    conn: PeerConnection,
+    observed: Arc<Mutex<Option<SocketAddr>>>,
+}
+
+struct Inner {
+    node: Node,
+    config: OverlayConfig,
+    started: Instant,
+    peers: HashMap<PeerId, Arc<PeerSlot>>,
+    links: RwLock<Vec<Option<Link>>>,
+    punches: Mutex<HashMap<[u8; 16], mpsc::Sender<ProbeIn>>>,
+    incoming: mpsc::Sender<(PeerId, Bytes)>,
+    incoming_rx: tokio::sync::Mutex<mpsc::Receiver<(PeerId, Bytes)>>,
+    announce_seq: AtomicU64,
+}
+
+/// A running overlay.
+#[derive(Clone)]
+pub struct Overlay {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Overlay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overlay")
+            .field("node", &self.inner.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Overlay {
+    /// Binds the node and starts connecting to every peer. Must run inside
+    /// a tokio runtime.
+    pub fn start(config: OverlayConfig) -> Result<Self, NodeError> {
+        let allow = Allowlist::new(config.peers.iter().map(|(p, _)| *p));
+        let mut node_config = NodeConfig::new(
+            config.identity.clone(),
+            config.bind,
+            AcceptPolicy::Allowlist(allow),
+        );
+        node_config.transport = config.transport.clone();
+        let node = Node::bind(node_config)?;
+        let peers = config
+            .peers
+            .iter()
+            .map(|(id, endpoint)| {
+                let slot = PeerSlot {
+                    id: *id,
+                    endpoint: *endpoint,
+                    paths: RwLock::default(),
+                    candidates: Mutex::default(),
+                    relay_route: Mutex::default(),
+                    punching: Mutex::default(),
+                    punch_failures: AtomicU64::new(0),
+                    bytes_in: AtomicU64::new(0),
+                    bytes_out: AtomicU64::new(0),
+                    last_handshake: Mutex::default(),
+                    first_connect: Mutex::default(),
+                    first_direct: Mutex::default(),
+                    wake: Notify::new(),
+                };
+                (*id, Arc::new(slot))
+            })
+            .collect();
+        let (tx, rx) = mpsc::channel(RECV_QUEUE);
+        let links = RwLock::new(vec![None; config.bootstraps.len()]);
+        let inner = Arc::new(Inner {
+            node,
+            config,
+            started: Instant::now(),
+            peers,
+            links,
+            punches: Mutex::default(),
+            incoming: tx,
+            incoming_rx: tokio::sync::Mutex::new(rx),
+            announce_seq: AtomicU64::new(0),
+        });
+        let overlay = Self { inner };
+        overlay.spawn_tasks();
+        Ok(overlay)
+    }
+
+    fn spawn_tasks(&self) {
+        let inner = &self.inner;
+        // Incoming connections.
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Some(conn) = this.inner.node.accept().await {
+                this.install(conn);
+            }
+        });
+        // Raw frames: punch probes.
+        if let Some(mut raw) = inner.node.socket().take_raw_receiver() {
+            let this = self.clone();
+            tokio::spawn(async move {
+                while let Some(packet) = raw.recv().await {
+                    let Ok(probe) = Probe::decode(&packet.data) else {
+                        tracing::debug!(from = %packet.from, "undecodable raw frame dropped");
+                        continue;
+                    };
+                    let sender = this.lock_punches().get(&probe.token).cloned();
+                    match sender {
+                        Some(tx) => {
+                            let _ = tx.try_send(ProbeIn {
+                                from: packet.from,
+                                probe,
+                            });
+                        }
+                        None => {
+                            tracing::debug!(from = %packet.from, "probe with an unknown token dropped")
+                        }
+                    }
+                }
+            });
+        }
+        // Bootstrap links.
+        for index in 0..inner.config.bootstraps.len() {
+            let this = self.clone();
+            tokio::spawn(async move { this.bootstrap_link(index).await });
+        }
+        // Per-peer maintenance.
+        for slot in inner.peers.values() {
+            let this = self.clone();
+            let slot = slot.clone();
+            let span = tracing::info_span!("peer", id = %slot.id.short());
+            tokio::spawn(async move { this.maintain(slot).await }.instrument(span));
+        }
+    }
+
+    /// Our key.
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.node.peer_id()
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.node.local_addr()
+    }
+
+    /// The underlying node.
+    pub fn node(&self) -> &Node {
+        &self.inner.node
+    }
+
+    /// Sends a datagram to `peer` on its best path (direct, else relay).
+    pub fn send(&self, peer: &PeerId, data: Bytes) -> Result<(), SendError> {
+        let slot = self
+            .inner
+            .peers
+            .get(peer)
+            .ok_or(SendError::UnknownPeer(*peer))?;
+        let len = data.len() as u64;
+        let paths = slot.read();
+        let conn = paths
+            .direct
+            .as_ref()
+            .filter(|c| alive(c))
+            .or(paths.relay.as_ref().filter(|c| alive(c)))
+            .ok_or(SendError::NoPath(*peer))?;
+        conn.send_datagram(data)
+            .map_err(|source| SendError::Datagram {
+                peer: *peer,
+                source,
+            })?;
+        slot.bytes_out.fetch_add(len, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The largest datagram that can be sent to `peer` now.
+    pub fn max_datagram_size(&self, peer: &PeerId) -> Option<usize> {
+        let slot = self.inner.peers.get(peer)?;
+        let paths = slot.read();
+        paths
+            .direct
+            .as_ref()
+            .filter(|c| alive(c))
+            .or(paths.relay.as_ref().filter(|c| alive(c)))
+            .and_then(PeerConnection::max_datagram_size)
+    }
+
+    /// Receives the next datagram from any peer.
+    pub async fn recv(&self) -> Option<(PeerId, Bytes)> {
+        self.inner.incoming_rx.lock().await.recv().await
+    }
+
+    /// Our addresses as observed by each bootstrap (`None` when not connected).
+    pub fn observed_addresses(&self) -> Vec<(BootstrapAddr, Option<SocketAddr>)> {
+        self.read_links()
+            .iter()
+            .zip(&self.inner.config.bootstraps)
+            .map(|(link, b)| {
+                (
+                    *b,
+                    link.as_ref()
+                        .and_then(|l| *l.observed.lock().unwrap_or_else(PoisonError::into_inner)),
+                )
+            })
+            .collect()
+    }
+
+    /// Per-peer status.
+    pub fn status(&self) -> Vec<PeerStatus> {
+        let mut out: Vec<_> = self
+            .inner
+            .peers
+            .values()
+            .map(|slot| {
+                let paths = slot.read();
+                let (path, conn) = match (
+                    paths.direct.as_ref().filter(|c| alive(c)),
+                    paths.relay.as_ref().filter(|c| alive(c)),
+                ) {
+                    (Some(d), _) => (PathKind::Direct, Some(d)),
+                    (None, Some(r)) => (PathKind::Relay, Some(r)),
+                    (None, None) => (PathKind::None, None),
+                };
+                let remote = conn.map(|c| {
+                    let addr = canonical(c.remote_address());
+                    self.inner
+                        .node
+                        .socket()
+                        .relay_route(addr)
+                        .map_or(addr, |r| r.server)
+                });
+                let ms = |d: &Mutex<Option<Duration>>| {
+                    d.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .map(|d| d.as_millis() as u64)
+                };
+                PeerStatus {
+                    public_key: slot.id.to_string(),
+                    path,
+                    remote,
+                    rtt_ms: conn.map(|c| c.rtt().as_secs_f64() * 1000.0),
+                    bytes_in: slot.bytes_in.load(Ordering::Relaxed),
+                    bytes_out: slot.bytes_out.load(Ordering::Relaxed),
+                    last_handshake_unix: slot
+                        .last_handshake
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs()),
+                    first_connect_ms: ms(&slot.first_connect),
+                    first_direct_ms: ms(&slot.first_direct),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.public_key.cmp(&b.public_key));
+        out
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.inner.node.close().await;
+    }
+
+    fn lock_punches(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 16], mpsc::Sender<ProbeIn>>> {
+        self.inner
+            .punches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn read_links(&self) -> std::sync::RwLockReadGuard<'_, Vec<Option<Link>>> {
+        self.inner
+            .links
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn primary_link(&self) -> Option<Link> {
+        self.read_links()
+            .iter()
+            .flatten()
+            .find(|l| alive(&l.conn))
+            .cloned()
+    }
+
+    /// Whether we lead coordination with `peer` (smaller key).
+    fn leads(&self, peer: &PeerId) -> bool {
+        self.peer_id() < *peer
+    }
+
+    /// Puts a new connection into its peer's slot, resolving duplicates.
+    fn install(&self, conn: PeerConnection) {
+        let Some(slot) = self.inner.peers.get(&conn.peer_id()).cloned() else {
+            conn.close("not a configured peer");
+            return;
+        };
+        let relayed = conn.is_relayed();
+        let we_dialed = conn.quinn().side() == quinn::Side::Client;
+        let preferred = we_dialed == self.leads(&slot.id);
+        let replaced = {
+            let mut paths = slot.write();
+            let place = if relayed {
+                &mut paths.relay
+            } else {
+                &mut paths.direct
+            };
+            match place {
+                Some(existing) if alive(existing) && !preferred => {
+                    let keep_existing =
+                        (existing.quinn().side() == quinn::Side::Client) == self.leads(&slot.id);
+                    if keep_existing {
+                        drop(paths);
+                        close_later(conn, "duplicate connection");
+                        return;
+                    }
+                    place.replace(conn.clone())
+                }
+                _ => place.replace(conn.clone()),
+            }
+        };
+        if let Some(old) = replaced {
+            if old.quinn().stable_id() != conn.quinn().stable_id() && alive(&old) {
+                close_later(old, "duplicate connection");
+            }
+        }
+        let elapsed = self.inner.started.elapsed();
+        slot.first_connect
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(elapsed);
+        if !relayed {
+            slot.first_direct
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert(elapsed);
+        }
+        *slot
+            .last_handshake
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(SystemTime::now());
+        tracing::info!(peer = %slot.id.short(), path = if relayed { "relay" } else { "direct" }, remote = %canonical(conn.remote_address()), "connected");
+        self.spawn_reader(slot.clone(), conn);
+        slot.wake.notify_one();
+    }
+
+    fn spawn_reader(&self, slot: Arc<PeerSlot>, conn: PeerConnection) {
+        let tx = self.inner.incoming.clone();
+        tokio::spawn(async move {
+            loop {
+                match conn.recv_datagram().await {
+                    Ok(data) => {
+                        slot.bytes_in
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                        if tx.send((slot.id, data)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::info!(peer = %slot.id.short(), relayed = conn.is_relayed(), %error, "connection closed");
+                        slot.wake.notify_one();
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Keeps a peer's paths up: endpoint dialing, relay, punching.
+    async fn maintain(self, slot: Arc<PeerSlot>) {
+        let mut endpoint_backoff = Backoff::new();
+        let mut relay_backoff = Backoff::new();
+        let mut punch_backoff = Backoff::new();
+        let mut last_announce: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            // 1. Known endpoint.
+            if let Some(endpoint) = slot.endpoint {
+                if !slot.has_direct() && endpoint_backoff.ready(now) {
+                    endpoint_backoff.arm(now);
+                    let this = self.clone();
+                    let peer = slot.id;
+                    tokio::spawn(async move {
+                        match this.inner.node.connect(peer, &[endpoint]).await {
+                            Ok(conn) => this.install(conn),
+                            Err(error) => {
+                                tracing::debug!(%endpoint, %error, "endpoint dial failed")
+                            }
+                        }
+                    });
+                } else if slot.has_direct() {
+                    endpoint_backoff.reset();
+                }
+            }
+            if let Some(link) = self.primary_link() {
+                // 2. Relay: the leader asks at once, the other side after a while.
+                let wait = if self.leads(&slot.id) {
+                    Duration::ZERO
+                } else {
+                    Duration::from_secs(2)
+                };
+                if !slot.has_relay()
+                    && now.duration_since(self.inner.started) >= wait
+                    && relay_backoff.ready(now)
+                {
+                    relay_backoff.arm(now);
+                    let route = *slot
+                        .relay_route
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    match route {
+                        Some(virtual_addr)
+                            if self.inner.node.socket().relay_route(virtual_addr).is_some() =>
+                        {
+                            self.dial_relay(&slot, virtual_addr);
+                        }
+                        _ => {
+                            let _ = link.conn.control().try_send(ControlMessage::RelayRequest {
+                                peer: *slot.id.as_bytes(),
+                            });
+                        }
+                    }
+                } else if slot.has_relay() {
+                    relay_backoff.reset();
+                }
+                // 3. Candidates and punching.
+                if !slot.has_direct() {
+                    if last_announce.is_none_or(|t| now.duration_since(t) >= ANNOUNCE_INTERVAL) {
+                        last_announce = Some(now);
+                        self.announce(&link, &slot).await;
+                    }
+                    let have_candidates = !slot
+                        .candidates
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .is_empty();
+                    let busy = slot
+                        .punching
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .is_some_and(|t| now < t);
+                    if self.leads(&slot.id) && have_candidates && !busy && punch_backoff.ready(now)
+                    {
+                        punch_backoff.arm(now);
+                        self.initiate_punch(&link, &slot);
+                    }
+                } else {
+                    punch_backoff.reset();
+                }
+            }
+            tokio::select! {
+                () = slot.wake.notified() => {}
+                () = tokio::time::sleep(MAINTAIN_INTERVAL) => {}
+            }
+        }
+    }
+
+    fn dial_relay(&self, slot: &Arc<PeerSlot>, virtual_addr: SocketAddr) {
+        let this = self.clone();
+        let peer = slot.id;
+        tokio::spawn(async move {
+            match this.inner.node.connect(peer, &[virtual_addr]).await {
+                Ok(conn) => this.install(conn),
+                Err(error) => tracing::debug!(%error, "relay dial failed"),
+            }
+        });
+    }
+
+    /// Our candidates: host addresses and what the bootstraps observed.
+    async fn local_candidates(&self) -> Vec<Candidate> {
+        let port = self.local_addr().map(|a| a.port()).unwrap_or(0);
+        let loopback_only = self.inner.config.loopback_only;
+        let mut set = CandidateSet::new(CandidateSetConfig {
+            allow_loopback: loopback_only,
+            ..CandidateSetConfig::default()
+        });
+        set.exclude_ips(self.inner.config.exclude_ips.iter().copied());
+        let interfaces = if loopback_only {
+            Ok(Vec::new())
+        } else {
+            antq_platform::interfaces().await
+        };
+        match interfaces {
+            Ok(ifaces) => {
+                let addrs = ifaces
+                    .iter()
+                    .filter(|i| i.flags.up && !i.flags.loopback)
+                    .flat_map(|i| {
+                        i.addresses.iter().map(move |a| {
+                            (
+                                a.addr,
+                                InterfaceInfo {
+                                    name: i.name.clone(),
+                                    deprecated: a.deprecated,
+                                },
+                            )
+                        })
+                    });
+                set.add_host_addrs(port, addrs);
+            }
+            Err(error) => tracing::debug!(%error, "cannot list interfaces"),
+        }
+        let base = SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port);
+        for (_, observed) in self.observed_addresses() {
+            if let Some(mapped) = observed {
+                set.add_server_reflexive(mapped, base);
+            }
+        }
+        set.into_vec()
+    }
+
+    /// Sends our candidates to `slot`'s peer through the bootstrap.
+    async fn announce(&self, link: &Link, slot: &PeerSlot) {
+        for c in self.local_candidates().await {
+            let sequence = self.inner.announce_seq.fetch_add(1, Ordering::Relaxed);
+            let msg = ControlMessage::Forward {
+                peer: *slot.id.as_bytes(),
+                inner: Box::new(ControlMessage::AddAddress {
+                    sequence,
+                    addr: c.addr,
+                }),
+            };
+            if link.conn.control().try_send(msg).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn remote_candidates(slot: &PeerSlot) -> Vec<Candidate> {
+        let mut seen = Vec::new();
+        slot.candidates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|a| {
+                let fresh = !seen.contains(*a);
+                seen.push(**a);
+                fresh
+            })
+            .map(|a| Candidate::new(*a, CandidateKind::ServerReflexive, 65535))
+            .collect()
+    }
+
+    /// Leader side: starts a coordinated punch round with the peer.
+    fn initiate_punch(&self, link: &Link, slot: &Arc<PeerSlot>) {
+        let mut token = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut token);
+        let round = rand::rngs::OsRng.gen::<u32>() >> 1;
+        let rtt = link.conn.rtt();
+        let delay = Duration::from_millis(20) + rtt * 2;
+        let Some(addr) = self.observed_addresses().into_iter().find_map(|(_, o)| o) else {
+            return;
+        };
+        let msg = ControlMessage::Forward {
+            peer: *slot.id.as_bytes(),
+            inner: Box::new(ControlMessage::PunchMeNow {
+                round,
+                paired_with_sequence: 0,
+                addr,
+                delay_ms: delay.as_millis() as u64,
+                token,
+            }),
+        };
+        if link.conn.control().try_send(msg).is_err() {
+            return;
+        }
+        // The peer gets the message about one bootstrap round trip later
+        // (half our RTT there, half its own, assumed alike).
+        let start_at = Instant::now() + rtt + delay;
+        self.start_punch(slot, Role::Controlling, round, token, start_at);
+    }
+
+    fn start_punch(
+        &self,
+        slot: &Arc<PeerSlot>,
+        role: Role,
+        round: u32,
+        token: [u8; 16],
+        start_at: Instant,
+    ) {
+        let remote = Self::remote_candidates(slot);
+        if remote.is_empty() {
+            return;
+        }
+        let local = self
+            .observed_addresses()
+            .into_iter()
+            .filter_map(|(_, o)| o)
+            .map(|a| Candidate::new(a, CandidateKind::ServerReflexive, 65535))
+            .collect();
+        let config = self.inner.config.punch.clone();
+        let busy_until = start_at + config.max_duration + config.linger;
+        let session = match PunchSession::new(
+            PunchParams {
+                role,
+                round,
+                local,
+                remote,
+                start_at,
+            },
+            config,
+        ) {
+            Ok(s) => s,
+            Err(error) => {
+                tracing::warn!(%error, "invalid punch configuration");
+                return;
+            }
+        };
+        *slot.punching.lock().unwrap_or_else(PoisonError::into_inner) = Some(busy_until);
+        let (tx, rx) = mpsc::channel(256);
+        self.lock_punches().insert(token, tx);
+        let (outcome_tx, outcome_rx) = oneshot::channel();
+        let socket = self.inner.node.socket().clone();
+        let span = tracing::info_span!("punch", peer = %slot.id.short(), round);
+        tokio::spawn(
+            punch_driver::run(session, token, socket, rx, outcome_tx).instrument(span.clone()),
+        );
+        let this = self.clone();
+        let slot = slot.clone();
+        tokio::spawn(
+            async move {
+                match outcome_rx.await {
+                    Ok(PunchEvent::PathValidated { remote, rtt }) => {
+                        tracing::info!(%remote, ?rtt, "direct path validated");
+                        slot.punch_failures.store(0, Ordering::Relaxed);
+                        // The leader dials at once; the other side only if
+                        // no direct connection shows up.
+                        if !this.leads(&slot.id) {
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                        if !slot.has_direct() {
+                            match this.inner.node.connect(slot.id, &[remote]).await {
+                                Ok(conn) => this.install(conn),
+                                Err(error) => tracing::info!(%remote, %error, "direct dial after punch failed"),
+                            }
+                        }
+                    }
+                    Ok(PunchEvent::Failed { reason }) => {
+                        slot.punch_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(%reason, "hole punching failed");
+                    }
+                    Err(_) => {}
+                }
+                // Leave the token registered through the linger period.
+                tokio::time::sleep_until(busy_until.into()).await;
+                this.lock_punches().remove(&token);
+                let mut punching = slot.punching.lock().unwrap_or_else(PoisonError::into_inner);
+                if punching.is_some_and(|t| t <= Instant::now()) {
+                    *punching = None;
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Keeps one bootstrap link up, reconnecting with backoff and jitter.
+    async fn bootstrap_link(self, index: usize) {
+        let server = self.inner.config.bootstraps[index];
+        let span = tracing::info_span!("bootstrap", addr = %server.addr);
+        let mut delay = Duration::from_millis(250);
+        loop {
+            match self
+                .inner
+                .node
+                .connect(server.peer, &[server.addr])
+                .instrument(span.clone())
+                .await
+            {
+                Ok(conn) => {
+                    delay = Duration::from_millis(250);
+                    let link = Link {
+                        server,
+                        conn: conn.clone(),
+                        observed: Arc::default(),
+                    };
+                    self.inner
+                        .links
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner)[index] = Some(link.clone());
+                    tracing::info!(parent: &span, "bootstrap connected");
+                    for slot in self.inner.peers.values() {
+                        slot.wake.notify_one();
+                    }
+                    self.serve_link(&link).instrument(span.clone()).await;
+                    self.inner
+                        .links
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner)[index] = None;
+                    tracing::info!(parent: &span, "bootstrap connection lost");
+                }
+                Err(error) => tracing::debug!(parent: &span, %error, "bootstrap connect failed"),
+            }
+            let jitter = rand::thread_rng().gen_range(0.0..0.5);
+            tokio::time::sleep(delay.mul_f64(1.0 + jitter)).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    async fn serve_link(&self, link: &Link) {
+        while let Some(msg) = link.conn.control().recv().await {
+            match msg {
+                ControlMessage::ObservedAddress { addr, .. } => {
+                    let addr = canonical(addr);
+                    *link.observed.lock().unwrap_or_else(PoisonError::into_inner) = Some(addr);
+                    tracing::info!(%addr, "observed address");
+                    for slot in self.inner.peers.values() {
+                        slot.wake.notify_one();
+                    }
+                }
+                ControlMessage::RelayGrant { peer, channel } => {
+                    let Some(slot) = PeerId::from_bytes(peer)
+                        .ok()
+                        .and_then(|p| self.inner.peers.get(&p).cloned())
+                    else {
+                        continue;
+                    };
+                    let route = RelayRoute {
+                        server: canonical(link.server.addr),
+                        channel,
+                    };
+                    let virtual_addr = self.inner.node.socket().add_relay_route(route);
+                    let old = slot
+                        .relay_route
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .replace(virtual_addr);
+                    if let Some(old) = old.filter(|o| *o != virtual_addr) {
+                        self.inner.node.socket().remove_relay_route(old);
+                    }
+                    tracing::info!(peer = %slot.id.short(), channel, "relay granted");
+                    if self.leads(&slot.id) && !slot.has_relay() {
+                        self.dial_relay(&slot, virtual_addr);
+                    }
+                }
+                ControlMessage::RelayClose { channel } => {
+                    let route = RelayRoute {
+                        server: canonical(link.server.addr),
+                        channel,
+                    };
+                    for slot in self.inner.peers.values() {
+                        let mut r = slot
+                            .relay_route
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner);
+                        if r.and_then(|v| self.inner.node.socket().relay_route(v)) == Some(route) {
+                            if let Some(v) = r.take() {
+                                self.inner.node.socket().remove_relay_route(v);
+                            }
+                        }
+                    }
+                }
+                ControlMessage::Forward { peer, inner } => {
+                    let Some(slot) = PeerId::from_bytes(peer)
+                        .ok()
+                        .and_then(|p| self.inner.peers.get(&p).cloned())
+                    else {
+                        tracing::debug!("forwarded message from an unconfigured peer dropped");
+                        continue;
+                    };
+                    self.handle_forwarded(link, &slot, *inner);
+                }
+                ControlMessage::PeerUnavailable { peer, reason } => {
+                    if reason != UnavailableReason::NotConnected {
+                        tracing::debug!(?reason, peer = ?PeerId::from_bytes(peer).ok(), "bootstrap refused a request");
+                    }
+                }
+                other => tracing::debug!(?other, "unexpected message from bootstrap"),
+            }
+        }
+    }
+
+    fn handle_forwarded(&self, link: &Link, slot: &Arc<PeerSlot>, msg: ControlMessage) {
+        match msg {
+            ControlMessage::AddAddress { sequence, addr } => {
+                let mut c = slot
+                    .candidates
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if c.len() >= 64 {
+                    c.pop_first();
+                }
+                c.insert(sequence, canonical(addr));
+            }
+            ControlMessage::RemoveAddress { sequence } => {
+                slot.candidates
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&sequence);
+            }
+            ControlMessage::PunchMeNow {
+                round,
+                delay_ms,
+                token,
+                ..
+            } => {
+                if self.leads(&slot.id) || slot.has_direct() {
+                    return;
+                }
+                let delay = Duration::from_millis(delay_ms.min(5_000));
+                tracing::debug!(round, ?delay, "punch requested");
+                let _ = link;
+                self.start_punch(slot, Role::Controlled, round, token, Instant::now() + delay);
+            }
+            other => tracing::debug!(?other, "unexpected forwarded message"),
+        }
+    }
+}
+
+/// Closes a duplicate connection after a grace period, so packets already
+/// sent on it are not lost.
+fn close_later(conn: PeerConnection, reason: &'static str) {
+    tokio::spawn(async move {
+        tokio::time::sleep(DUPLICATE_GRACE).await;
+        conn.close(reason);
+    });
+}
+
+/// Exponential backoff between attempts: 0.5 s doubling to 30 s.
+struct Backoff {
+    next: Option<Instant>,
+    delay: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Self {
+            next: None,
+            delay: Duration::from_millis(500),
+        }
+    }
+
+    fn ready(&self, now: Instant) -> bool {
+        self.next.is_none_or(|t| now >= t)
+    }
+
+    fn arm(&mut self, now: Instant) {
+        self.next = Some(now + self.delay);
+        self.delay = (self.delay * 2).min(Duration::from_secs(30));
+    }
+
+    fn reset(&mut self) {
+        *self = Self::new();
+    }
+}

@@ -1,0 +1,144 @@
+//! The overlay on loopback: two peers and a bootstrap. They connect through
+//! the relay first, then directly after hole punching (trivial on loopback),
+//! and exchange datagrams; a peer whose key is not allowed gets nothing.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use antq::bootstrap::{Bootstrap, BootstrapSettings, Limits};
+use antq::identity::{Identity, PeerId};
+use antq::nat::PunchConfig;
+use antq::node::overlay::{Overlay, OverlayConfig, PathKind};
+use antq::node::TransportSettings;
+use antq::tunnel::config::BootstrapAddr;
+use bytes::Bytes;
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn bootstrap() -> Bootstrap {
+    Bootstrap::start(BootstrapSettings {
+        identity: Identity::generate(),
+        listen: loopback(),
+        relay: true,
+        allowed_keys: None,
+        limits: Limits::default(),
+    })
+    .unwrap()
+}
+
+fn overlay(identity: &Identity, peers: &[PeerId], boot: &Bootstrap) -> Overlay {
+    Overlay::start(OverlayConfig {
+        identity: identity.clone(),
+        bind: loopback(),
+        peers: peers.iter().map(|p| (*p, None)).collect(),
+        bootstraps: vec![BootstrapAddr {
+            peer: boot.peer_id(),
+            addr: boot.local_addr().unwrap(),
+        }],
+        exclude_ips: vec![],
+        transport: TransportSettings::default(),
+        punch: PunchConfig {
+            allow_loopback: true,
+            ..PunchConfig::default()
+        },
+        loopback_only: true,
+    })
+    .unwrap()
+}
+
+async fn wait_for_path(o: &Overlay, peer: PeerId, path: PathKind, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let status = o.status();
+        let s = status
+            .iter()
+            .find(|s| s.public_key == peer.to_string())
+            .unwrap();
+        if s.path == path {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "no {path:?} path to {peer} within {within:?}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn exchange(a: &Overlay, b: &Overlay, n: u32) {
+    for i in 0..n {
+        let payload = Bytes::from(format!("datagram {i}"));
+        a.send(&b.peer_id(), payload.clone()).unwrap();
+        let (from, got) = tokio::time::timeout(Duration::from_secs(2), b.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(from, a.peer_id());
+        assert_eq!(got, payload);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_first_then_direct() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let boot = bootstrap();
+    let (ka, kb) = (Identity::generate(), Identity::generate());
+    let a = overlay(&ka, &[kb.peer_id()], &boot);
+    let b = overlay(&kb, &[ka.peer_id()], &boot);
+
+    // Something connects fast: relay (or direct if punching won the race).
+    let start = Instant::now();
+    loop {
+        let s = &a.status()[0];
+        if s.path != PathKind::None {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "no path within 3 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    exchange(&a, &b, 20).await;
+    exchange(&b, &a, 20).await;
+
+    // Then the direct path takes over on both sides, the relay stays.
+    wait_for_path(&a, kb.peer_id(), PathKind::Direct, Duration::from_secs(10)).await;
+    wait_for_path(&b, ka.peer_id(), PathKind::Direct, Duration::from_secs(10)).await;
+    exchange(&a, &b, 100).await;
+    exchange(&b, &a, 100).await;
+    let s = &a.status()[0];
+    assert_eq!(s.remote, Some(b.local_addr().unwrap()));
+    assert!(s.first_connect_ms.is_some() && s.first_direct_ms.is_some());
+    assert!(
+        boot.stats()
+            .relays_granted
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlisted_key_gets_no_connection_direct_or_relayed() {
+    let boot = bootstrap();
+    let (ka, kc) = (Identity::generate(), Identity::generate());
+    // a knows nobody; c lists a and tries everything.
+    let a = overlay(&ka, &[], &boot);
+    let c = overlay(&kc, &[ka.peer_id()], &boot);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(c.status()[0].path, PathKind::None, "{:?}", c.status());
+    assert!(a.status().is_empty());
+    assert!(
+        a.node()
+            .stats()
+            .accepted
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+    );
+    assert!(c.send(&ka.peer_id(), Bytes::from_static(b"x")).is_err());
+}
