@@ -2,7 +2,15 @@
 //! destination to the peer that owns the address (AllowedIPs, longest-prefix
 //! match) and sends them as QUIC datagrams; checks the source of packets
 //! arriving from peers against that peer's allowed IPs.
+//!
+//! - [`config`]: the config file and its validation.
+//! - [`routing`]: the AllowedIPs prefix trie.
+//! - [`packet`]: IP address parsing and ICMP "packet too big".
+//! - [`device`]: the running tunnel (TUN pump).
+//! - [`control`]: the local control socket for `status` and `down`.
 
 pub mod config;
+pub mod control;
+pub mod device;
 pub mod packet;
 pub mod routing;

@@ -1,6 +1,9 @@
 //! `antq-tun`: the antq command line.
 
 mod keys;
+mod netcheck;
+mod run;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +29,49 @@ enum Command {
     },
     /// Read a private key (base64) on stdin and print its public key.
     Pubkey,
+    /// Bring the tunnel up and run it in the foreground until SIGINT/SIGTERM
+    /// or `antq-tun down`; then remove the device and routes and exit 0.
+    Up {
+        /// The tunnel's config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Stop the running tunnel of a config file.
+    Down {
+        /// The tunnel's config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Show the running tunnels: interface, addresses, and per peer the key,
+    /// allowed IPs, path (direct/relay/none), remote address, RTT, bytes
+    /// in/out and last handshake.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Only this interface.
+        #[arg(short, long, value_name = "NAME")]
+        interface: Option<String>,
+    },
+    /// Run a bootstrap / coordinator / relay node in the foreground.
+    Bootstrap {
+        /// The bootstrap's config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Print this host's addresses as seen by each bootstrap and the NAT
+    /// mapping behaviour inferred from them.
+    Netcheck {
+        /// Take the key and the bootstraps from this tunnel config.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// A bootstrap to ask, as PUBLICKEY@IP:PORT (repeatable).
+        #[arg(short, long, value_name = "KEY@ADDR")]
+        bootstrap: Vec<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -33,6 +79,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen { out } => keys::keygen(out.as_deref()),
         Command::Pubkey => keys::pubkey(),
+        Command::Up { config } => run::up(&config),
+        Command::Down { config } => run::down(&config),
+        Command::Status { json, interface } => status::status(json, interface.as_deref()),
+        Command::Bootstrap { config } => run::bootstrap(&config),
+        Command::Netcheck { config, bootstrap, json } => netcheck::netcheck(config.as_deref(), &bootstrap, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -41,4 +92,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default `info`.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A tokio runtime for one command.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }

@@ -1,0 +1,90 @@
+//! `netcheck`: our mapped address as each bootstrap sees it, from one
+//! socket, and the NAT mapping behaviour that follows.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use antq::identity::Identity;
+use antq::nat::{infer_mapping, Observation};
+use antq::node::{Node, NodeConfig};
+use antq::proto::ControlMessage;
+use antq::tls::{AcceptPolicy, Allowlist};
+use antq::tunnel::config::{BootstrapAddr, TunnelConfig};
+
+pub fn netcheck(config: Option<&Path>, extra: &[String], json: bool) -> anyhow::Result<()> {
+    let (identity, mut bootstraps) = match config {
+        Some(path) => {
+            let c = TunnelConfig::load(path)?;
+            (c.identity, c.bootstrap)
+        }
+        None => (Identity::generate(), Vec::new()),
+    };
+    for (i, text) in extra.iter().enumerate() {
+        let (key, addr) = text.split_once('@').with_context(|| format!("--bootstrap #{}: `{text}` is not KEY@IP:PORT", i + 1))?;
+        bootstraps.push(BootstrapAddr {
+            peer: key.parse().with_context(|| format!("--bootstrap #{}: bad key", i + 1))?,
+            addr: addr.parse().with_context(|| format!("--bootstrap #{}: bad address", i + 1))?,
+        });
+    }
+    if bootstraps.is_empty() {
+        bail!("no bootstrap to ask: give -c FILE with [interface] bootstrap, or --bootstrap KEY@IP:PORT");
+    }
+    super::runtime()?.block_on(async move {
+        let bind = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0);
+        let node = Node::bind(NodeConfig::new(identity, bind, AcceptPolicy::Allowlist(Allowlist::default())))
+            .or_else(|_| Node::bind(NodeConfig::new(Identity::generate(), "0.0.0.0:0".parse()?, AcceptPolicy::Allowlist(Allowlist::default()))).map_err(anyhow::Error::from))?;
+        let base = node.local_addr()?;
+        let mut observations = Vec::new();
+        let mut rows = Vec::new();
+        for b in &bootstraps {
+            let observed = observe(&node, b).await;
+            match &observed {
+                Ok(mapped) => observations.push(Observation { server: b.addr, base, mapped: *mapped }),
+                Err(_) => {}
+            }
+            rows.push((b, observed));
+        }
+        let mapping = infer_mapping(&observations);
+        if json {
+            let list: Vec<_> = rows
+                .iter()
+                .map(|(b, o)| match o {
+                    Ok(m) => serde_json::json!({"bootstrap": b.addr, "observed": m}),
+                    Err(e) => serde_json::json!({"bootstrap": b.addr, "error": format!("{e:#}")}),
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({"local": base, "bootstraps": list, "mapping": format!("{mapping:?}")}))?);
+        } else {
+            println!("local socket: {base}");
+            for (b, o) in &rows {
+                match o {
+                    Ok(m) => println!("bootstrap {}: sees us as {m}", b.addr),
+                    Err(e) => println!("bootstrap {}: unreachable ({e:#})", b.addr),
+                }
+            }
+            println!("NAT mapping: {mapping:?}");
+            if observations.len() < 2 {
+                println!("(one bootstrap cannot tell endpoint-independent from symmetric mapping; give two)");
+            }
+        }
+        node.close().await;
+        Ok(())
+    })
+}
+
+async fn observe(node: &Node, b: &BootstrapAddr) -> anyhow::Result<SocketAddr> {
+    let conn = node.connect(b.peer, &[b.addr]).await?;
+    let wait = async {
+        while let Some(msg) = conn.control().recv().await {
+            if let ControlMessage::ObservedAddress { addr, .. } = msg {
+                return Some(antq::socket::canonical(addr));
+            }
+        }
+        None
+    };
+    let observed = tokio::time::timeout(Duration::from_secs(5), wait).await.ok().flatten();
+    conn.close("netcheck done");
+    observed.context("the bootstrap sent no OBSERVED_ADDRESS")
+}

@@ -1,0 +1,106 @@
+//! `up`, `down` and `bootstrap`: the long-running commands.
+
+use std::path::Path;
+
+use anyhow::{bail, Context as _};
+use antq::bootstrap::config::BootstrapConfig;
+use antq::bootstrap::{Bootstrap, BootstrapSettings};
+use antq::tunnel::config::TunnelConfig;
+use antq::tunnel::control::{self, Request};
+use antq::tunnel::device::Tunnel;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Fails unless we may create devices and routes.
+fn require_privileges(what: &str) -> anyhow::Result<()> {
+    if !antq_platform::has_net_admin() {
+        bail!("{what} needs root (or CAP_NET_ADMIN) to create the TUN device and routes; run it with sudo");
+    }
+    Ok(())
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn terminated() -> anyhow::Result<&'static str> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+pub fn up(path: &Path) -> anyhow::Result<()> {
+    // Everything that can be checked is checked before the system is touched.
+    let config = TunnelConfig::load(path)?;
+    require_privileges("antq-tun up")?;
+    super::init_logging();
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    super::runtime()?.block_on(async move {
+        let listener = control::bind(&config.name).await?;
+        let name = config.name.clone();
+        let tunnel = Tunnel::start(config).await.with_context(|| format!("bringing up {name}"))?;
+        tracing::info!(interface = %name, listen = ?tunnel.overlay().local_addr().ok(), public_key = %tunnel.overlay().peer_id(), "tunnel up");
+        let stop = terminated();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                signal = &mut stop => {
+                    tracing::info!("{}, shutting down", signal?);
+                    break;
+                }
+                accepted = control::accept(&listener) => {
+                    let (request, stream) = accepted?;
+                    match request {
+                        Request::Status => {
+                            let json = serde_json::to_string_pretty(&tunnel.status())?;
+                            control::answer(stream, &json).await;
+                        }
+                        Request::Down => {
+                            control::answer(stream, "ok\n").await;
+                            tracing::info!("down requested, shutting down");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        tunnel.shutdown().await;
+        let _ = std::fs::remove_file(control::socket_path(&name));
+        tracing::info!(interface = %name, "tunnel down");
+        Ok(())
+    })
+}
+
+pub fn down(path: &Path) -> anyhow::Result<()> {
+    let config = TunnelConfig::load(path)?;
+    super::runtime()?.block_on(async {
+        control::request(&config.name, Request::Down).await?;
+        // Wait until the instance has removed its control socket.
+        for _ in 0..100 {
+            if !control::socket_path(&config.name).exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        println!("{} is down", config.name);
+        Ok(())
+    })
+}
+
+pub fn bootstrap(path: &Path) -> anyhow::Result<()> {
+    let config = BootstrapConfig::load(path)?;
+    super::init_logging();
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    super::runtime()?.block_on(async move {
+        let listen = config.listen;
+        let node = Bootstrap::start(BootstrapSettings::from(config)).with_context(|| format!("starting the bootstrap on {listen}"))?;
+        tracing::info!(listen = ?node.local_addr().ok(), public_key = %node.peer_id(), "bootstrap running");
+        let signal = terminated().await?;
+        tracing::info!("{signal}, shutting down");
+        node.close().await;
+        Ok(())
+    })
+}

@@ -1,0 +1,343 @@
+//! The running tunnel: a TUN device whose packets travel as QUIC datagrams
+//! to the peer that owns the destination.
+//!
+//! - TUN → peer: the destination's longest-prefix match over all peers'
+//!   allowed IPs picks the peer; a packet larger than the path's current
+//!   datagram size is answered with ICMP / ICMPv6 "packet too big" carrying
+//!   the usable MTU, so the sender's path-MTU discovery adapts.
+//! - peer → TUN: a packet is written only if its source address belongs to
+//!   the sending peer (longest match of the source is that peer); others are
+//!   dropped and counted, as WireGuard does.
+//!
+//! Dropping the [`Tunnel`] removes the TUN device and with it its routes.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ipnet::IpNet;
+
+use super::config::TunnelConfig;
+use super::packet::{self, packet_too_big};
+use super::routing::AllowedIps;
+use crate::identity::PeerId;
+use crate::nat::PunchConfig;
+use crate::node::overlay::{Overlay, OverlayConfig, PeerStatus, SendError};
+use crate::node::{NodeError, TransportSettings};
+
+/// Errors from starting the tunnel.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    /// The TUN device or its routes could not be set up.
+    #[error("{what}: {source}")]
+    Platform {
+        /// What we were doing.
+        what: String,
+        /// The platform error.
+        source: antq_platform::PlatformError,
+    },
+    /// The QUIC node could not start.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+/// Counters of the datapath.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct TunnelStats {
+    /// Packets read from the TUN device.
+    pub tun_packets_in: AtomicU64,
+    /// Packets written to the TUN device.
+    pub tun_packets_out: AtomicU64,
+    /// Packets dropped: no peer owns the destination.
+    pub drop_no_route: AtomicU64,
+    /// Packets dropped: the peer has no path yet.
+    pub drop_no_path: AtomicU64,
+    /// Packets answered with "packet too big".
+    pub drop_too_big: AtomicU64,
+    /// Packets from a peer whose source is outside its allowed IPs.
+    pub drop_bad_source: AtomicU64,
+    /// Packets that are not valid IP.
+    pub drop_malformed: AtomicU64,
+}
+
+/// Status of the whole tunnel, as `antq-tun status --json` prints it.
+#[derive(Debug, serde::Serialize)]
+pub struct TunnelStatus {
+    /// Interface name.
+    pub interface: String,
+    /// Interface addresses.
+    pub addresses: Vec<String>,
+    /// Our public key.
+    pub public_key: String,
+    /// The UDP address we listen on.
+    pub listen: Option<SocketAddr>,
+    /// Per peer.
+    pub peers: Vec<PeerReport>,
+    /// Our addresses as the bootstraps see them.
+    pub bootstraps: Vec<BootstrapReport>,
+    /// Datapath counters.
+    pub stats: serde_json::Value,
+}
+
+/// One peer in [`TunnelStatus`].
+#[derive(Debug, serde::Serialize)]
+pub struct PeerReport {
+    /// The peer's allowed IPs.
+    pub allowed_ips: Vec<String>,
+    /// Connection state.
+    #[serde(flatten)]
+    pub status: PeerStatus,
+}
+
+/// One bootstrap in [`TunnelStatus`].
+#[derive(Debug, serde::Serialize)]
+pub struct BootstrapReport {
+    /// The bootstrap's address.
+    pub address: SocketAddr,
+    /// Our address as it sees it, when connected.
+    pub observed: Option<SocketAddr>,
+}
+
+/// A running tunnel.
+pub struct Tunnel {
+    config: TunnelConfig,
+    overlay: Overlay,
+    tun: Arc<antq_platform::Tun>,
+    routes: Arc<AllowedIps<usize>>,
+    peers: Arc<Vec<PeerId>>,
+    stats: Arc<TunnelStats>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Tunnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tunnel").field("interface", &self.config.name).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// QUIC's initial packet size for a tunnel MTU: a full TUN packet plus
+/// QUIC's short header, datagram frame and AEAD tag (about 40 bytes), never
+/// below QUIC's 1200-byte minimum.
+pub fn initial_mtu_for(tun_mtu: u16) -> u16 {
+    tun_mtu.saturating_add(48).max(1200)
+}
+
+impl Tunnel {
+    /// Creates the TUN device, its routes and the overlay, and starts the
+    /// datapath. Must run inside a tokio runtime, with network privileges.
+    pub async fn start(config: TunnelConfig) -> Result<Self, TunnelError> {
+        let platform = |what: String| move |source| TunnelError::Platform { what, source };
+        let tun_config = antq_platform::TunConfig {
+            name: Some(config.name.clone()),
+            mtu: config.mtu,
+            addresses: config.addresses.iter().map(|n| (n.addr(), n.prefix_len())).collect(),
+            offload: false,
+        };
+        let tun = antq_platform::create_tun(&tun_config)
+            .await
+            .map_err(platform(format!("creating TUN device {}", config.name)))?;
+        for peer in &config.peers {
+            for net in &peer.allowed_ips {
+                match antq_platform::add_route(&tun, net.addr(), net.prefix_len()).await {
+                    Ok(()) | Err(antq_platform::PlatformError::AlreadyExists { .. }) => {}
+                    Err(e) => return Err(platform(format!("adding route {net} via {}", config.name))(e)),
+                }
+            }
+        }
+
+        let mut routes = AllowedIps::new();
+        for (i, peer) in config.peers.iter().enumerate() {
+            for net in &peer.allowed_ips {
+                routes.insert(*net, i);
+            }
+        }
+        let transport = TransportSettings {
+            initial_mtu: initial_mtu_for(config.mtu),
+            ..TransportSettings::default()
+        };
+        let overlay_config = |bind| OverlayConfig {
+            identity: config.identity.clone(),
+            bind,
+            peers: config.peers.iter().map(|p| (p.public_key, p.endpoint)).collect(),
+            bootstraps: config.bootstrap.clone(),
+            exclude_ips: config.addresses.iter().map(IpNet::addr).collect(),
+            transport: transport.clone(),
+            punch: PunchConfig::default(),
+            loopback_only: false,
+        };
+        let dual = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), config.listen_port);
+        let overlay = match Overlay::start(overlay_config(dual)) {
+            Ok(o) => o,
+            // Hosts without IPv6 bind IPv4 only.
+            Err(NodeError::Bind { .. }) => Overlay::start(overlay_config(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), config.listen_port)))?,
+            Err(e) => return Err(e.into()),
+        };
+
+        let mut tunnel = Self {
+            peers: Arc::new(config.peers.iter().map(|p| p.public_key).collect()),
+            config,
+            overlay,
+            tun: Arc::new(tun),
+            routes: Arc::new(routes),
+            stats: Arc::default(),
+            tasks: Vec::new(),
+        };
+        tunnel.tasks.push(tokio::spawn(tun_to_peers(
+            tunnel.tun.clone(),
+            tunnel.overlay.clone(),
+            tunnel.routes.clone(),
+            tunnel.peers.clone(),
+            tunnel.stats.clone(),
+            tunnel.config.addresses.clone(),
+        )));
+        tunnel.tasks.push(tokio::spawn(peers_to_tun(
+            tunnel.tun.clone(),
+            tunnel.overlay.clone(),
+            tunnel.routes.clone(),
+            tunnel.peers.clone(),
+            tunnel.stats.clone(),
+        )));
+        Ok(tunnel)
+    }
+
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The overlay carrying the tunnel.
+    pub fn overlay(&self) -> &Overlay {
+        &self.overlay
+    }
+
+    /// The current status.
+    pub fn status(&self) -> TunnelStatus {
+        let statuses = self.overlay.status();
+        let peers = self
+            .config
+            .peers
+            .iter()
+            .filter_map(|p| {
+                let key = p.public_key.to_string();
+                let status = statuses.iter().find(|s| s.public_key == key)?.clone();
+                Some(PeerReport {
+                    allowed_ips: p.allowed_ips.iter().map(ToString::to_string).collect(),
+                    status,
+                })
+            })
+            .collect();
+        TunnelStatus {
+            interface: self.config.name.clone(),
+            addresses: self.config.addresses.iter().map(ToString::to_string).collect(),
+            public_key: self.config.identity.peer_id().to_string(),
+            listen: self.overlay.local_addr().ok(),
+            peers,
+            bootstraps: self
+                .overlay
+                .observed_addresses()
+                .into_iter()
+                .map(|(b, observed)| BootstrapReport { address: b.addr, observed })
+                .collect(),
+            stats: serde_json::to_value(&*self.stats).unwrap_or_default(),
+        }
+    }
+
+    /// Closes the peers' connections; the device goes when `self` is dropped.
+    pub async fn shutdown(self) {
+        self.overlay.close().await;
+    }
+}
+
+/// Our tunnel address of `ip`'s family, the source of ICMP answers.
+fn own_address(addresses: &[IpNet], family_of: IpAddr) -> Option<IpAddr> {
+    addresses
+        .iter()
+        .map(IpNet::addr)
+        .find(|a| a.is_ipv4() == family_of.is_ipv4())
+}
+
+async fn tun_to_peers(
+    tun: Arc<antq_platform::Tun>,
+    overlay: Overlay,
+    routes: Arc<AllowedIps<usize>>,
+    peers: Arc<Vec<PeerId>>,
+    stats: Arc<TunnelStats>,
+    own: Vec<IpNet>,
+) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let n = match tun.recv(&mut buf).await {
+            Ok(n) => n,
+            Err(error) => {
+                tracing::warn!(%error, "reading the TUN device failed; datapath stopped");
+                return;
+            }
+        };
+        stats.tun_packets_in.fetch_add(1, Ordering::Relaxed);
+        let packet = &buf[..n];
+        let Some(addrs) = packet::addresses(packet) else {
+            stats.drop_malformed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let Some(peer) = routes.lookup(addrs.dst).and_then(|i| peers.get(*i)) else {
+            stats.drop_no_route.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        if let Some(max) = overlay.max_datagram_size(peer) {
+            if n > max {
+                stats.drop_too_big.fetch_add(1, Ordering::Relaxed);
+                let mtu = u16::try_from(max).unwrap_or(u16::MAX);
+                if let Some(answer) = own_address(&own, addrs.src).and_then(|from| packet_too_big(packet, from, mtu)) {
+                    let _ = tun.send(&answer).await;
+                }
+                continue;
+            }
+        }
+        match overlay.send(peer, Bytes::copy_from_slice(packet)) {
+            Ok(()) => {}
+            Err(SendError::NoPath(_)) => {
+                stats.drop_no_path.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => tracing::debug!(%error, "datagram not sent"),
+        }
+    }
+}
+
+async fn peers_to_tun(
+    tun: Arc<antq_platform::Tun>,
+    overlay: Overlay,
+    routes: Arc<AllowedIps<usize>>,
+    peers: Arc<Vec<PeerId>>,
+    stats: Arc<TunnelStats>,
+) {
+    while let Some((peer, packet)) = overlay.recv().await {
+        let Some(addrs) = packet::addresses(&packet) else {
+            stats.drop_malformed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let allowed = routes
+            .lookup(addrs.src)
+            .and_then(|i| peers.get(*i))
+            .is_some_and(|owner| *owner == peer);
+        if !allowed {
+            stats.drop_bad_source.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(peer = %peer.short(), src = %addrs.src, "packet with a source outside the peer's allowed IPs dropped");
+            continue;
+        }
+        match tun.send(&packet).await {
+            Ok(_) => {
+                stats.tun_packets_out.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => tracing::debug!(%error, "writing to the TUN device failed"),
+        }
+    }
+}
