@@ -139,6 +139,9 @@ struct PeerSlot {
     relay_route: Mutex<Option<SocketAddr>>,
     punching: Mutex<Option<Instant>>,
     punch_failures: AtomicU64,
+    /// Set when the peer's candidates arrive and ours should go out at once
+    /// (the peer may have missed our earlier announcement).
+    announce_now: std::sync::atomic::AtomicBool,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     last_handshake: Mutex<Option<SystemTime>>,
@@ -227,6 +230,7 @@ impl Overlay {
                     relay_route: Mutex::default(),
                     punching: Mutex::default(),
                     punch_failures: AtomicU64::new(0),
+                    announce_now: std::sync::atomic::AtomicBool::new(false),
                     bytes_in: AtomicU64::new(0),
                     bytes_out: AtomicU64::new(0),
                     last_handshake: Mutex::default(),
@@ -537,7 +541,10 @@ impl Overlay {
     async fn maintain(self, slot: Arc<PeerSlot>) {
         let mut endpoint_backoff = Backoff::new();
         let mut relay_backoff = Backoff::new();
-        let mut punch_backoff = Backoff::new();
+        // After a failed punch, wait until the NATs have forgotten the failed
+        // attempt's half-open entries (Linux: 30 s for unreplied UDP), else
+        // the next attempt runs into the same port clash.
+        let mut punch_backoff = Backoff::starting_at(Duration::from_secs(35));
         let mut last_announce: Option<Instant> = None;
         loop {
             let now = Instant::now();
@@ -591,8 +598,18 @@ impl Overlay {
                     relay_backoff.reset();
                 }
                 // 3. Candidates and punching.
-                if !slot.has_direct() {
-                    if last_announce.is_none_or(|t| now.duration_since(t) >= ANNOUNCE_INTERVAL) {
+                // Candidates go out once the bootstrap has told us our
+                // server-reflexive address, the one that matters behind NAT.
+                let observed = link
+                    .observed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_some();
+                if !slot.has_direct() && observed {
+                    let asked = slot.announce_now.swap(false, Ordering::Relaxed);
+                    if asked
+                        || last_announce.is_none_or(|t| now.duration_since(t) >= ANNOUNCE_INTERVAL)
+                    {
                         last_announce = Some(now);
                         self.announce(&link, &slot).await;
                     }
@@ -678,7 +695,9 @@ impl Overlay {
 
     /// Sends our candidates to `slot`'s peer through the bootstrap.
     async fn announce(&self, link: &Link, slot: &PeerSlot) {
-        for c in self.local_candidates().await {
+        let candidates = self.local_candidates().await;
+        tracing::debug!(peer = %slot.id.short(), ?candidates, "announcing candidates");
+        for c in candidates {
             let sequence = self.inner.announce_seq.fetch_add(1, Ordering::Relaxed);
             let msg = ControlMessage::Forward {
                 peer: *slot.id.as_bytes(),
@@ -704,7 +723,21 @@ impl Overlay {
                 seen.push(**a);
                 fresh
             })
-            .map(|a| Candidate::new(*a, CandidateKind::ServerReflexive, 65535))
+            .map(|a| {
+                // ADD_ADDRESS carries no kind: addresses that look public rank
+                // first, since probes to them are the ones that race NATs.
+                let private = match a.ip() {
+                    IpAddr::V4(v4) => {
+                        v4.is_private() || (v4.octets()[0] == 100 && v4.octets()[1] & 0xc0 == 64)
+                    }
+                    IpAddr::V6(v6) => v6.is_unique_local(),
+                };
+                Candidate::new(
+                    *a,
+                    CandidateKind::ServerReflexive,
+                    if private { 0 } else { 65535 },
+                )
+            })
             .collect()
     }
 
@@ -718,6 +751,11 @@ impl Overlay {
         let Some(addr) = self.observed_addresses().into_iter().find_map(|(_, o)| o) else {
             return;
         };
+        // The peer gets the message about one bootstrap round trip later
+        // (half our RTT there, half its own, assumed alike); with clocks that
+        // agree, both sides start at the same wall-clock instant instead.
+        let lead = rtt + delay;
+        let start_at = Instant::now() + lead;
         let msg = ControlMessage::Forward {
             peer: *slot.id.as_bytes(),
             inner: Box::new(ControlMessage::PunchMeNow {
@@ -726,14 +764,12 @@ impl Overlay {
                 addr,
                 delay_ms: delay.as_millis() as u64,
                 token,
+                start_at_unix_micros: unix_micros(SystemTime::now() + lead),
             }),
         };
         if link.conn.control().try_send(msg).is_err() {
             return;
         }
-        // The peer gets the message about one bootstrap round trip later
-        // (half our RTT there, half its own, assumed alike).
-        let start_at = Instant::now() + rtt + delay;
         self.start_punch(slot, Role::Controlling, round, token, start_at);
     }
 
@@ -937,12 +973,18 @@ impl Overlay {
     }
 
     fn handle_forwarded(&self, link: &Link, slot: &Arc<PeerSlot>, msg: ControlMessage) {
+        tracing::trace!(peer = %slot.id.short(), ?msg, "forwarded");
         match msg {
             ControlMessage::AddAddress { sequence, addr } => {
                 let mut c = slot
                     .candidates
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
+                if c.is_empty() {
+                    tracing::debug!(%addr, "first candidate of the peer");
+                    slot.announce_now.store(true, Ordering::Relaxed);
+                    slot.wake.notify_one();
+                }
                 if c.len() >= 64 {
                     c.pop_first();
                 }
@@ -958,18 +1000,47 @@ impl Overlay {
                 round,
                 delay_ms,
                 token,
+                start_at_unix_micros,
                 ..
             } => {
                 if self.leads(&slot.id) || slot.has_direct() {
                     return;
                 }
-                let delay = Duration::from_millis(delay_ms.min(5_000));
-                tracing::debug!(round, ?delay, "punch requested");
-                let _ = link;
-                self.start_punch(slot, Role::Controlled, round, token, Instant::now() + delay);
+                let start_at = punch_start(delay_ms, start_at_unix_micros, link.conn.rtt());
+                let in_ms = start_at
+                    .saturating_duration_since(Instant::now())
+                    .as_secs_f64()
+                    * 1e3;
+                tracing::debug!(round, in_ms, "punch requested");
+                self.start_punch(slot, Role::Controlled, round, token, start_at);
             }
             other => tracing::debug!(?other, "unexpected forwarded message"),
         }
+    }
+}
+
+fn unix_micros(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// When to start a punch the peer asked for: at its wall-clock start time if
+/// that lies in the window the relative delay allows (so the clocks agree
+/// within about one bootstrap round trip), else `delay_ms` from now.
+fn punch_start(delay_ms: u64, start_at_unix_micros: u64, rtt: Duration) -> Instant {
+    let now = Instant::now();
+    let delay = Duration::from_millis(delay_ms.min(5_000));
+    let by_delay = now + delay;
+    if start_at_unix_micros == 0 {
+        return by_delay;
+    }
+    let now_unix = unix_micros(SystemTime::now());
+    let until = Duration::from_micros(start_at_unix_micros.saturating_sub(now_unix));
+    let slack = rtt * 2 + Duration::from_millis(10);
+    if start_at_unix_micros >= now_unix && until <= delay + slack {
+        now + until
+    } else {
+        by_delay
     }
 }
 
@@ -982,18 +1053,29 @@ fn close_later(conn: PeerConnection, reason: &'static str) {
     });
 }
 
-/// Exponential backoff between attempts: 0.5 s doubling to 30 s.
+/// Exponential backoff between attempts: the first attempt at once, then
+/// `initial` doubling up to ten times `initial` (at least 30 s).
 struct Backoff {
     next: Option<Instant>,
+    initial: Duration,
     delay: Duration,
 }
 
 impl Backoff {
     fn new() -> Self {
+        Self::starting_at(Duration::from_millis(500))
+    }
+
+    fn starting_at(initial: Duration) -> Self {
         Self {
             next: None,
-            delay: Duration::from_millis(500),
+            initial,
+            delay: initial,
         }
+    }
+
+    fn max(&self) -> Duration {
+        (self.initial * 10).max(Duration::from_secs(30))
     }
 
     fn ready(&self, now: Instant) -> bool {
@@ -1002,10 +1084,10 @@ impl Backoff {
 
     fn arm(&mut self, now: Instant) {
         self.next = Some(now + self.delay);
-        self.delay = (self.delay * 2).min(Duration::from_secs(30));
+        self.delay = (self.delay * 2).min(self.max());
     }
 
     fn reset(&mut self) {
-        *self = Self::new();
+        *self = Self::starting_at(self.initial);
     }
 }

@@ -1,10 +1,20 @@
 //! Runs one [`PunchSession`] on the shared socket: encodes its probes and
 //! acks as raw frames, feeds it the authenticated probes that arrive, and
 //! reports the outcome.
+//!
+//! The first round is special. Behind two Linux NATs with port-restricted
+//! filtering, whichever peer's first probe reaches the other NAT before that
+//! NAT has a mapping toward it leaves a half-open conntrack entry there, and
+//! the other peer's own outgoing packet then gets a new port (the conntrack
+//! port clash). Both first probes must therefore leave within the NATs'
+//! one-way latency of each other, which can be tens of microseconds. So the
+//! first round is computed ahead of time (the session is sans-IO: it can be
+//! told the time of the round before it comes) and sent from a dedicated
+//! thread that sleeps until just before the agreed instant and then spins.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -12,11 +22,57 @@ use crate::nat::{self, PunchEvent, PunchSession};
 use crate::proto::raw::{Probe, ProbeKind};
 use crate::socket::AntqSocket;
 
+/// How long before a deadline the precise sender stops sleeping and spins
+/// (OS sleeps and tokio timers wake up late by up to about a millisecond).
+const SPIN: Duration = Duration::from_millis(3);
+
 /// A received probe or ack for a session, already matched by token.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ProbeIn {
     pub from: SocketAddr,
     pub probe: Probe,
+}
+
+/// Encodes every transmit the session has queued.
+fn drain(session: &mut PunchSession, token: [u8; 16]) -> Vec<(SocketAddr, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let Some(t) = session.poll_transmit() {
+        let probe = Probe {
+            kind: match t.probe.kind {
+                nat::ProbeKind::Probe => ProbeKind::Probe,
+                nat::ProbeKind::Ack => ProbeKind::Ack,
+            },
+            token,
+            round: t.probe.round,
+            seq: t.probe.seq,
+        };
+        let mut buf = Vec::with_capacity(t.size_hint.max(Probe::LEN));
+        probe.encode(t.size_hint, &mut buf);
+        out.push((t.dst, buf));
+    }
+    out
+}
+
+/// Sends `packets` back to back; no logging in between.
+fn send_all(socket: &AntqSocket, packets: &[(SocketAddr, Vec<u8>)]) -> usize {
+    packets
+        .iter()
+        .filter(|(dst, bytes)| socket.try_send_raw(*dst, bytes).is_ok())
+        .count()
+}
+
+/// Sleeps, then spins, until `at`, then sends `packets`.
+fn send_at(socket: &AntqSocket, at: Instant, packets: &[(SocketAddr, Vec<u8>)]) -> usize {
+    if let Some(early) = at.checked_sub(SPIN) {
+        let now = Instant::now();
+        if early > now {
+            std::thread::sleep(early - now);
+        }
+    }
+    while Instant::now() < at {
+        std::hint::spin_loop();
+    }
+    send_all(socket, packets)
 }
 
 /// Drives `session` until it is closed. Sends the first outcome on `outcome`.
@@ -28,23 +84,20 @@ pub(crate) async fn run(
     outcome: oneshot::Sender<PunchEvent>,
 ) {
     let mut outcome = Some(outcome);
-    let mut buf = Vec::with_capacity(256);
+    // The first round, precisely on time.
+    if let Some(first) = session.poll_timeout().filter(|t| *t > Instant::now()) {
+        session.handle_timeout(first);
+        let packets = drain(&mut session, token);
+        let sender = socket.clone();
+        let sent = tokio::task::spawn_blocking(move || send_at(&sender, first, &packets)).await;
+        let late = Instant::now().saturating_duration_since(first);
+        tracing::trace!(?sent, ?late, "first round sent");
+    }
     loop {
-        while let Some(t) = session.poll_transmit() {
-            let probe = Probe {
-                kind: match t.probe.kind {
-                    nat::ProbeKind::Probe => ProbeKind::Probe,
-                    nat::ProbeKind::Ack => ProbeKind::Ack,
-                },
-                token,
-                round: t.probe.round,
-                seq: t.probe.seq,
-            };
-            buf.clear();
-            probe.encode(t.size_hint, &mut buf);
-            if let Err(error) = socket.try_send_raw(t.dst, &buf) {
-                tracing::debug!(dst = %t.dst, %error, "probe not sent");
-            }
+        let packets = drain(&mut session, token);
+        if !packets.is_empty() {
+            let sent = send_all(&socket, &packets);
+            tracing::trace!(count = packets.len(), sent, "probes sent");
         }
         while let Some(event) = session.poll_event() {
             tracing::debug!(?event, "punch outcome");

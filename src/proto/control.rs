@@ -122,7 +122,8 @@ pub enum ControlMessage {
         addr: SocketAddr,
     },
     /// `PUNCH_ME_NOW`: punch towards `addr` in round `round`, starting
-    /// `delay_ms` milliseconds after receipt; the punch probes of this round
+    /// `delay_ms` milliseconds after receipt, or at `start_at_unix_micros`
+    /// when the clocks agree well enough; the punch probes of this round
     /// carry `token`.
     PunchMeNow {
         /// The hole-punching round (the probes carry it as a `u32`).
@@ -136,6 +137,11 @@ pub enum ControlMessage {
         /// Random value (from a CSPRNG, chosen by the sender) that the probes
         /// of this round carry.
         token: [u8; 16],
+        /// The sender's start time in microseconds since the Unix epoch (0 if
+        /// not given). Both sides sending their first probe at the same
+        /// instant keeps either probe from reaching the other NAT before that
+        /// NAT has a mapping (the Linux conntrack port clash).
+        start_at_unix_micros: u64,
     },
     /// `REMOVE_ADDRESS`: the address announced with `sequence` is gone.
     RemoveAddress {

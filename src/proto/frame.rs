@@ -61,12 +61,14 @@ impl ControlMessage {
                 addr,
                 delay_ms,
                 token,
+                start_at_unix_micros,
             } => {
                 encode_varint(u64::from(*round), out)?;
                 encode_varint(*paired_with_sequence, out)?;
                 put_addr(addr, out);
                 encode_varint(*delay_ms, out)?;
                 out.extend_from_slice(token);
+                encode_varint(*start_at_unix_micros, out)?;
             }
             Self::RemoveAddress { sequence } => {
                 encode_varint(*sequence, out)?;
@@ -217,6 +219,7 @@ fn decode_payload(frame_type: u64, payload: &[u8]) -> Result<ControlMessage, Dec
             addr: get_addr(&mut r, frame_type)?,
             delay_ms: r.varint()?,
             token: r.array()?,
+            start_at_unix_micros: r.varint()?,
         },
         ft::REMOVE_ADDRESS => ControlMessage::RemoveAddress {
             sequence: r.varint()?,

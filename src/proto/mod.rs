@@ -43,7 +43,7 @@
 //! | type (v4 / v6) | name | payload |
 //! |---|---|---|
 //! | `0x3d7e90` / `0x3d7e91` | `ADD_ADDRESS` | `sequence: varint, ip, port` |
-//! | `0x3d7e92` / `0x3d7e93` | `PUNCH_ME_NOW` | `round: varint, paired_with_sequence: varint, ip, port, delay_ms: varint, token: 16 bytes` |
+//! | `0x3d7e92` / `0x3d7e93` | `PUNCH_ME_NOW` | `round: varint, paired_with_sequence: varint, ip, port, delay_ms: varint, token: 16 bytes, start_at_unix_micros: varint` |
 //! | `0x3d7e94` | `REMOVE_ADDRESS` | `sequence: varint` |
 //! | `0x9f81a6` / `0x9f81a7` | `OBSERVED_ADDRESS` | `sequence: varint, ip, port` |
 //! | `0x3d7f00` | `FORWARD` | `peer: 32 bytes, inner: one complete framed message (not a FORWARD)` |

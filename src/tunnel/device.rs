@@ -112,7 +112,9 @@ pub struct Tunnel {
 
 impl std::fmt::Debug for Tunnel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tunnel").field("interface", &self.config.name).finish_non_exhaustive()
+        f.debug_struct("Tunnel")
+            .field("interface", &self.config.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -139,7 +141,11 @@ impl Tunnel {
         let tun_config = antq_platform::TunConfig {
             name: Some(config.name.clone()),
             mtu: config.mtu,
-            addresses: config.addresses.iter().map(|n| (n.addr(), n.prefix_len())).collect(),
+            addresses: config
+                .addresses
+                .iter()
+                .map(|n| (n.addr(), n.prefix_len()))
+                .collect(),
             offload: false,
         };
         let tun = antq_platform::create_tun(&tun_config)
@@ -149,7 +155,11 @@ impl Tunnel {
             for net in &peer.allowed_ips {
                 match antq_platform::add_route(&tun, net.addr(), net.prefix_len()).await {
                     Ok(()) | Err(antq_platform::PlatformError::AlreadyExists { .. }) => {}
-                    Err(e) => return Err(platform(format!("adding route {net} via {}", config.name))(e)),
+                    Err(e) => {
+                        return Err(platform(format!("adding route {net} via {}", config.name))(
+                            e,
+                        ))
+                    }
                 }
             }
         }
@@ -167,18 +177,30 @@ impl Tunnel {
         let overlay_config = |bind| OverlayConfig {
             identity: config.identity.clone(),
             bind,
-            peers: config.peers.iter().map(|p| (p.public_key, p.endpoint)).collect(),
+            peers: config
+                .peers
+                .iter()
+                .map(|p| (p.public_key, p.endpoint))
+                .collect(),
             bootstraps: config.bootstrap.clone(),
             exclude_ips: config.addresses.iter().map(IpNet::addr).collect(),
             transport: transport.clone(),
-            punch: PunchConfig::default(),
+            // Both sides start at the same wall-clock instant (see
+            // PUNCH_ME_NOW's start time): no stagger.
+            punch: PunchConfig {
+                controlled_stagger: std::time::Duration::ZERO,
+                ..PunchConfig::default()
+            },
             loopback_only: false,
         };
         let dual = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), config.listen_port);
         let overlay = match Overlay::start(overlay_config(dual)) {
             Ok(o) => o,
             // Hosts without IPv6 bind IPv4 only.
-            Err(NodeError::Bind { .. }) => Overlay::start(overlay_config(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), config.listen_port)))?,
+            Err(NodeError::Bind { .. }) => Overlay::start(overlay_config(SocketAddr::new(
+                IpAddr::from([0, 0, 0, 0]),
+                config.listen_port,
+            )))?,
             Err(e) => return Err(e.into()),
         };
 
@@ -237,7 +259,12 @@ impl Tunnel {
             .collect();
         TunnelStatus {
             interface: self.config.name.clone(),
-            addresses: self.config.addresses.iter().map(ToString::to_string).collect(),
+            addresses: self
+                .config
+                .addresses
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             public_key: self.config.identity.peer_id().to_string(),
             listen: self.overlay.local_addr().ok(),
             peers,
@@ -245,7 +272,10 @@ impl Tunnel {
                 .overlay
                 .observed_addresses()
                 .into_iter()
-                .map(|(b, observed)| BootstrapReport { address: b.addr, observed })
+                .map(|(b, observed)| BootstrapReport {
+                    address: b.addr,
+                    observed,
+                })
                 .collect(),
             stats: serde_json::to_value(&*self.stats).unwrap_or_default(),
         }
@@ -296,7 +326,9 @@ async fn tun_to_peers(
             if n > max {
                 stats.drop_too_big.fetch_add(1, Ordering::Relaxed);
                 let mtu = u16::try_from(max).unwrap_or(u16::MAX);
-                if let Some(answer) = own_address(&own, addrs.src).and_then(|from| packet_too_big(packet, from, mtu)) {
+                if let Some(answer) =
+                    own_address(&own, addrs.src).and_then(|from| packet_too_big(packet, from, mtu))
+                {
                     let _ = tun.send(&answer).await;
                 }
                 continue;

@@ -83,7 +83,11 @@ fn main() -> ExitCode {
         Command::Down { config } => run::down(&config),
         Command::Status { json, interface } => status::status(json, interface.as_deref()),
         Command::Bootstrap { config } => run::bootstrap(&config),
-        Command::Netcheck { config, bootstrap, json } => netcheck::netcheck(config.as_deref(), &bootstrap, json),
+        Command::Netcheck {
+            config,
+            bootstrap,
+            json,
+        } => netcheck::netcheck(config.as_deref(), &bootstrap, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -106,5 +110,7 @@ fn init_logging() {
 
 /// A tokio runtime for one command.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

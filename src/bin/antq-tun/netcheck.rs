@@ -5,13 +5,13 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
 use antq::identity::Identity;
 use antq::nat::{infer_mapping, Observation};
 use antq::node::{Node, NodeConfig};
 use antq::proto::ControlMessage;
 use antq::tls::{AcceptPolicy, Allowlist};
 use antq::tunnel::config::{BootstrapAddr, TunnelConfig};
+use anyhow::{bail, Context as _};
 
 pub fn netcheck(config: Option<&Path>, extra: &[String], json: bool) -> anyhow::Result<()> {
     let (identity, mut bootstraps) = match config {
@@ -22,10 +22,16 @@ pub fn netcheck(config: Option<&Path>, extra: &[String], json: bool) -> anyhow::
         None => (Identity::generate(), Vec::new()),
     };
     for (i, text) in extra.iter().enumerate() {
-        let (key, addr) = text.split_once('@').with_context(|| format!("--bootstrap #{}: `{text}` is not KEY@IP:PORT", i + 1))?;
+        let (key, addr) = text
+            .split_once('@')
+            .with_context(|| format!("--bootstrap #{}: `{text}` is not KEY@IP:PORT", i + 1))?;
         bootstraps.push(BootstrapAddr {
-            peer: key.parse().with_context(|| format!("--bootstrap #{}: bad key", i + 1))?,
-            addr: addr.parse().with_context(|| format!("--bootstrap #{}: bad address", i + 1))?,
+            peer: key
+                .parse()
+                .with_context(|| format!("--bootstrap #{}: bad key", i + 1))?,
+            addr: addr
+                .parse()
+                .with_context(|| format!("--bootstrap #{}: bad address", i + 1))?,
         });
     }
     if bootstraps.is_empty() {
@@ -40,10 +46,10 @@ pub fn netcheck(config: Option<&Path>, extra: &[String], json: bool) -> anyhow::
         let mut rows = Vec::new();
         for b in &bootstraps {
             let observed = observe(&node, b).await;
-            match &observed {
-                Ok(mapped) => observations.push(Observation { server: b.addr, base, mapped: *mapped }),
-                Err(_) => {}
+            if let Ok(mapped) = &observed {
+                observations.push(Observation { server: b.addr, base, mapped: *mapped });
             }
+
             rows.push((b, observed));
         }
         let mapping = infer_mapping(&observations);
@@ -84,7 +90,10 @@ async fn observe(node: &Node, b: &BootstrapAddr) -> anyhow::Result<SocketAddr> {
         }
         None
     };
-    let observed = tokio::time::timeout(Duration::from_secs(5), wait).await.ok().flatten();
+    let observed = tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .ok()
+        .flatten();
     conn.close("netcheck done");
     observed.context("the bootstrap sent no OBSERVED_ADDRESS")
 }

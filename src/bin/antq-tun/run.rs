@@ -2,12 +2,12 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context as _};
 use antq::bootstrap::config::BootstrapConfig;
 use antq::bootstrap::{Bootstrap, BootstrapSettings};
 use antq::tunnel::config::TunnelConfig;
 use antq::tunnel::control::{self, Request};
 use antq::tunnel::device::Tunnel;
+use anyhow::{bail, Context as _};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Fails unless we may create devices and routes.

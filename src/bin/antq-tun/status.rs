@@ -1,7 +1,7 @@
 //! `status`: asks each running tunnel over its control socket.
 
-use anyhow::bail;
 use antq::tunnel::control::{self, Request};
+use anyhow::bail;
 
 pub fn status(json: bool, only: Option<&str>) -> anyhow::Result<()> {
     let names = match only {
@@ -9,7 +9,10 @@ pub fn status(json: bool, only: Option<&str>) -> anyhow::Result<()> {
         None => control::running_interfaces(),
     };
     if names.is_empty() {
-        bail!("no antq-tun is running (no control socket in {})", control::SOCKET_DIR);
+        bail!(
+            "no antq-tun is running (no control socket in {})",
+            control::SOCKET_DIR
+        );
     }
     super::runtime()?.block_on(async {
         let mut reports = Vec::new();
@@ -18,7 +21,11 @@ pub fn status(json: bool, only: Option<&str>) -> anyhow::Result<()> {
             reports.push(serde_json::from_str::<serde_json::Value>(&text)?);
         }
         if json {
-            let out = if only.is_some() { reports.remove(0) } else { serde_json::Value::Array(reports) };
+            let out = if only.is_some() {
+                reports.remove(0)
+            } else {
+                serde_json::Value::Array(reports)
+            };
             println!("{}", serde_json::to_string_pretty(&out)?);
         } else {
             for report in &reports {
@@ -30,27 +37,53 @@ pub fn status(json: bool, only: Option<&str>) -> anyhow::Result<()> {
 }
 
 fn print_text(r: &serde_json::Value) {
-    let s = |v: &serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+    let s = |v: &serde_json::Value| {
+        v.as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| v.to_string())
+    };
     println!("interface: {}", s(&r["interface"]));
     println!("  public key: {}", s(&r["public_key"]));
-    println!("  addresses: {}", r["addresses"].as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(", ")).unwrap_or_default());
+    println!(
+        "  addresses: {}",
+        r["addresses"]
+            .as_array()
+            .map(|a| a.iter().map(s).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    );
     println!("  listening on: {}", s(&r["listen"]));
     for b in r["bootstraps"].as_array().into_iter().flatten() {
-        println!("  bootstrap {}: observed {}", s(&b["address"]), s(&b["observed"]));
+        println!(
+            "  bootstrap {}: observed {}",
+            s(&b["address"]),
+            s(&b["observed"])
+        );
     }
     for p in r["peers"].as_array().into_iter().flatten() {
         println!();
         println!("peer: {}", s(&p["public_key"]));
-        println!("  allowed ips: {}", p["allowed_ips"].as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(", ")).unwrap_or_default());
+        println!(
+            "  allowed ips: {}",
+            p["allowed_ips"]
+                .as_array()
+                .map(|a| a.iter().map(s).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default()
+        );
         println!("  path: {}", s(&p["path"]));
         println!("  remote: {}", s(&p["remote"]));
         if let Some(rtt) = p["rtt_ms"].as_f64() {
             println!("  rtt: {rtt:.2} ms");
         }
-        println!("  transfer: {} B received, {} B sent", p["bytes_in"], p["bytes_out"]);
+        println!(
+            "  transfer: {} B received, {} B sent",
+            p["bytes_in"], p["bytes_out"]
+        );
         match p["last_handshake_unix"].as_u64() {
             Some(t) => {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(t);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(t);
                 println!("  last handshake: {} s ago", now.saturating_sub(t));
             }
             None => println!("  last handshake: never"),

@@ -32,6 +32,7 @@ fn punch_v6() -> M {
         addr: addr("[2001:db8:1::2]:65535"),
         delay_ms: 0,
         token: TOKEN_B,
+        start_at_unix_micros: 1_795_000_000_123_456,
     }
 }
 
@@ -55,23 +56,26 @@ pub(crate) fn vectors() -> Vec<(&'static str, &'static str, M)> {
         ),
         (
             // round 3, paired 1, 198.51.100.7:50000 (0xc350), delay 250 = 40 fa,
-            // token; payload 1 + 1 + 4 + 2 + 2 + 16 = 26 = 0x1a
+            // token, no start time (00); payload 1 + 1 + 4 + 2 + 2 + 16 + 1 = 27 = 0x1b
             "PUNCH_ME_NOW v4",
-            "803d7e92 1a  03 01 c6336407 c350 40fa
-             00010203 04050607 08090a0b 0c0d0e0f",
+            "803d7e92 1b  03 01 c6336407 c350 40fa
+             00010203 04050607 08090a0b 0c0d0e0f 00",
             M::PunchMeNow {
                 round: 3,
                 paired_with_sequence: 1,
                 addr: addr("198.51.100.7:50000"),
                 delay_ms: 250,
                 token: TOKEN_A,
+                start_at_unix_micros: 0,
             },
         ),
         (
-            // round 70 = 40 46; payload 2 + 1 + 16 + 2 + 1 + 16 = 38 = 0x26
+            // round 70 = 40 46; start 1795000000123456 = 0x6608b01611240, an
+            // 8-byte varint c0 06 60 8b 01 61 12 40;
+            // payload 2 + 1 + 16 + 2 + 1 + 16 + 8 = 46 = 0x2e
             "PUNCH_ME_NOW v6",
-            "803d7e93 26  4046 00 20010db8 00010000 00000000 00000002 ffff 00
-             a0a1a2a3 a4a5a6a7 a8a9aaab acadaeaf",
+            "803d7e93 2e  4046 00 20010db8 00010000 00000000 00000002 ffff 00
+             a0a1a2a3 a4a5a6a7 a8a9aaab acadaeaf c006608b 01611240",
             punch_v6(),
         ),
         (
@@ -114,12 +118,12 @@ pub(crate) fn vectors() -> Vec<(&'static str, &'static str, M)> {
             },
         ),
         (
-            // peer 32 + inner PUNCH_ME_NOW v6 (4 + 1 + 38 = 43) = 75 = 0x4b -> 40 4b
+            // peer 32 + inner PUNCH_ME_NOW v6 (4 + 1 + 46 = 51) = 83 = 0x53 -> 40 53
             "FORWARD (PUNCH_ME_NOW v6)",
-            "803d7f00 404b
+            "803d7f00 4053
              55555555 55555555 55555555 55555555 55555555 55555555 55555555 55555555
-             803d7e93 26  4046 00 20010db8 00010000 00000000 00000002 ffff 00
-             a0a1a2a3 a4a5a6a7 a8a9aaab acadaeaf",
+             803d7e93 2e  4046 00 20010db8 00010000 00000000 00000002 ffff 00
+             a0a1a2a3 a4a5a6a7 a8a9aaab acadaeaf c006608b 01611240",
             M::Forward {
                 peer: [0x55; 32],
                 inner: Box::new(punch_v6()),

@@ -31,15 +31,26 @@ fn sock() -> impl Strategy<Value = SocketAddr> {
 fn leaf() -> impl Strategy<Value = M> {
     prop_oneof![
         (varint(), sock()).prop_map(|(sequence, addr)| M::AddAddress { sequence, addr }),
-        (any::<u32>(), varint(), sock(), varint(), any::<[u8; 16]>()).prop_map(
-            |(round, paired_with_sequence, addr, delay_ms, token)| M::PunchMeNow {
-                round,
-                paired_with_sequence,
-                addr,
-                delay_ms,
-                token
-            }
-        ),
+        (
+            any::<u32>(),
+            varint(),
+            sock(),
+            varint(),
+            any::<[u8; 16]>(),
+            varint()
+        )
+            .prop_map(
+                |(round, paired_with_sequence, addr, delay_ms, token, start_at_unix_micros)| {
+                    M::PunchMeNow {
+                        round,
+                        paired_with_sequence,
+                        addr,
+                        delay_ms,
+                        token,
+                        start_at_unix_micros,
+                    }
+                }
+            ),
         varint().prop_map(|sequence| M::RemoveAddress { sequence }),
         (varint(), sock()).prop_map(|(sequence, addr)| M::ObservedAddress { sequence, addr }),
         any::<[u8; 32]>().prop_map(|peer| M::RelayRequest { peer }),
