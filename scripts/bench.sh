@@ -228,6 +228,8 @@ print_versions() {
 }
 
 # ---------------------------------------------------------------- helpers
+# Daemons are started with "ip netns exec NS CMD &" (never through the nsx
+# function, which would fork a subshell): $! must be the daemon itself.
 nsx() {
 	local ns=$1
 	shift
@@ -246,7 +248,7 @@ wait_tcp_listen() { # NS PORT
 }
 
 start_iperf_server() { # NS
-	nsx "$1" iperf3 -s -p "$IPERF_PORT" >"$TMP/iperf-server-$1.log" 2>&1 &
+	ip netns exec "$1" iperf3 -s -p "$IPERF_PORT" >"$TMP/iperf-server-$1.log" 2>&1 &
 	SERVERS+=($!)
 	wait_tcp_listen "$1" "$IPERF_PORT" || die "iperf3 server in $1 did not start"
 }
@@ -256,16 +258,28 @@ stop_iperf_servers() {
 	SERVERS=()
 }
 
-# iperf3 client; prints the JSON or nothing
+# Long steps run in the background and are waited for: a trapped signal
+# (Ctrl-C, TERM) interrupts "wait" at once, where a foreground child or a
+# command substitution would delay the trap until the child ends.
+bgrun() { # OUTFILE CMD...: stdout to OUTFILE; returns CMD's status
+	local out=$1
+	shift
+	"$@" >"$out" 2>/dev/null &
+	wait $!
+}
+
+# iperf3 client; the JSON lands in $TMP/iperf.json (empty on failure)
 iperf_json() { # NS DST ARGS...
 	local ns=$1 dst=$2
 	shift 2
-	nsx "$ns" timeout $((DUR + 20)) iperf3 -c "$dst" -p "$IPERF_PORT" -t "$DUR" -J "$@" 2>/dev/null || true
+	bgrun "$TMP/iperf.json" ip netns exec "$ns" timeout $((DUR + 20)) \
+		iperf3 -c "$dst" -p "$IPERF_PORT" -t "$DUR" -J "$@" || true
 }
 
 measure_tcp() { # SCEN SYS NS DST STREAMS KEY
 	local j v
-	j=$(iperf_json "$3" "$4" -P "$5")
+	iperf_json "$3" "$4" -P "$5"
+	j=$(<"$TMP/iperf.json")
 	v=$(jq -r '.end.sum_received.bits_per_second // empty | . / 1e6 | . * 10 | round / 10' <<<"$j" 2>/dev/null || true)
 	if [[ -n $v ]]; then
 		rec "$1" "$2" "$6" "$v"
@@ -280,7 +294,8 @@ measure_tcp() { # SCEN SYS NS DST STREAMS KEY
 
 measure_udp() { # SCEN SYS NS DST
 	local j loss mbps
-	j=$(iperf_json "$3" "$4" -u -b "$UDP_RATE" -l "$UDP_LEN")
+	iperf_json "$3" "$4" -u -b "$UDP_RATE" -l "$UDP_LEN"
+	j=$(<"$TMP/iperf.json")
 	loss=$(jq -r '.end.sum.lost_percent // empty | . * 100 | round / 100' <<<"$j" 2>/dev/null || true)
 	mbps=$(jq -r '.end.sum.bits_per_second // empty | . / 1e6 | . * 10 | round / 10' <<<"$j" 2>/dev/null || true)
 	if [[ -n $loss ]]; then
@@ -296,7 +311,8 @@ measure_udp() { # SCEN SYS NS DST
 
 measure_ping() { # SCEN SYS NS DST
 	local out med summ loss
-	out=$(nsx "$3" timeout 20 ping -n -i 0.01 -c "$PING_COUNT" -W 1 "$4" 2>&1 || true)
+	bgrun "$TMP/ping.out" ip netns exec "$3" timeout 20 ping -n -i 0.01 -c "$PING_COUNT" -W 1 "$4" || true
+	out=$(<"$TMP/ping.out")
 	med=$(grep -o 'time=[0-9.]*' <<<"$out" | cut -d= -f2 | sort -g |
 		awk '{a[NR]=$1} END {if (NR==0) exit; if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}')
 	summ=$(sed -n 's|^rtt min/avg/max/mdev = \([0-9.]*\)/\([0-9.]*\)/\([0-9.]*\)/\([0-9.]*\) ms.*|\1 \2 \3 \4|p' <<<"$out")
@@ -316,19 +332,23 @@ measure_ping() { # SCEN SYS NS DST
 	fi
 }
 
-# Poll until the first ping reply; prints the ms since T0 or fails.
+# Poll until the first ping reply; sets FP_MS to the ms since T0 or fails.
+FP_MS=""
 first_ping_ms() { # NS DST T0
 	local t
+	FP_MS=""
 	# the loop runs inside the namespace: one fork of ping per try, no ip-netns overhead
-	t=$(nsx "$1" bash -c '
+	# shellcheck disable=SC2016 # expanded by the inner bash
+	bgrun "$TMP/fp.out" ip netns exec "$1" bash -c '
 		dst=$1 dl=$2
 		while :; do
 			if ping -n -c1 -W 0.1 -q "$dst" >/dev/null 2>&1; then echo "$EPOCHREALTIME"; exit 0; fi
 			n=$EPOCHREALTIME
 			(( ${n%.*} >= dl )) && exit 1
 			sleep 0.005
-		done' _ "$2" "$((${3%.*} + TTFP_TIMEOUT))") || return 1
-	awk -v a="$3" -v b="$t" 'BEGIN{printf "%.1f\n", (b-a)*1000}'
+		done' _ "$2" "$((${3%.*} + TTFP_TIMEOUT))" || return 1
+	t=$(<"$TMP/fp.out")
+	FP_MS=$(awk -v a="$3" -v b="$t" 'BEGIN{printf "%.1f\n", (b-a)*1000}')
 }
 
 median() { # numbers on stdin
@@ -405,9 +425,9 @@ WG_CFG=()
 wg_start() {
 	local run=$1
 	# -f: foreground, so that our pid is the daemon; userspace only (no kernel module involved)
-	nsx "$S_NS" env WG_PROCESS_FOREGROUND=1 wireguard-go -f "$WG_IF_A" >"$TMP/wg-a-$run.log" 2>&1 &
+	ip netns exec "$S_NS" env WG_PROCESS_FOREGROUND=1 wireguard-go -f "$WG_IF_A" >"$TMP/wg-a-$run.log" 2>&1 &
 	DAEMONS+=($!)
-	nsx "$C_NS" env WG_PROCESS_FOREGROUND=1 wireguard-go -f "$WG_IF_B" >"$TMP/wg-b-$run.log" 2>&1 &
+	ip netns exec "$C_NS" env WG_PROCESS_FOREGROUND=1 wireguard-go -f "$WG_IF_B" >"$TMP/wg-b-$run.log" 2>&1 &
 	DAEMONS+=($!)
 	wg_side "$S_NS" "$WG_IF_A" "$TMP/wg/a.conf" "$INNER_A" &
 	WG_CFG=($!)
@@ -433,8 +453,10 @@ wg_check() { # is it really the userspace implementation (a tun device)?
 NEB_IF_A=bnnebA
 NEB_IF_B=bnnebB
 NEB_IF_L=bnnebL
-neb_conf() { # NAME IF LIGHTHOUSE(true|false) STATIC_MAP_JSON LH_HOSTS_JSON
-	local d=$TMP/nebula
+neb_conf() { # NAME IF LIGHTHOUSE(true|false) STATIC_MAP_JSON LH_HOSTS_JSON [RELAYS_JSON]
+	local d=$TMP/nebula relays=${6:-} am_relay=false use_relays=false
+	[[ -n $relays ]] && use_relays=true
+	[[ $3 == true && -n $BOOT_NS ]] && am_relay=true use_relays=true
 	cat <<EOF
 pki:
   ca: $d/ca.crt
@@ -452,8 +474,9 @@ punchy:
   punch: true
   respond: true
 relay:
-  am_relay: false
-  use_relays: false
+  relays: ${relays:-[]}
+  am_relay: $am_relay
+  use_relays: $use_relays
 tun:
   dev: $2
   mtu: 1300
@@ -484,14 +507,15 @@ neb_setup() {
 		nebula-cert sign -name lighthouse -ip "$INNER_BOOT/24" -ca-crt "$d/ca.crt" -ca-key "$d/ca.key" \
 			-out-crt "$d/l.crt" -out-key "$d/l.key" >/dev/null
 		neb_conf l "$NEB_IF_L" true '{}' '[]' >"$d/l.yml"
-		neb_conf a "$NEB_IF_A" false "{\"$INNER_BOOT\": [\"$BOOT_UL:4242\"]}" "[\"$INNER_BOOT\"]" >"$d/a.yml"
-		neb_conf b "$NEB_IF_B" false "{\"$INNER_BOOT\": [\"$BOOT_UL:4242\"]}" "[\"$INNER_BOOT\"]" >"$d/b.yml"
+		# the lighthouse is also a relay (like antq's bootstrap with relay = true)
+		neb_conf a "$NEB_IF_A" false "{\"$INNER_BOOT\": [\"$BOOT_UL:4242\"]}" "[\"$INNER_BOOT\"]" "[\"$INNER_BOOT\"]" >"$d/a.yml"
+		neb_conf b "$NEB_IF_B" false "{\"$INNER_BOOT\": [\"$BOOT_UL:4242\"]}" "[\"$INNER_BOOT\"]" "[\"$INNER_BOOT\"]" >"$d/b.yml"
 	fi
 }
 
 neb_infra_start() { # lighthouse in boot (lab only), stays up across runs
 	[[ -n $BOOT_NS ]] || return 0
-	nsx "$BOOT_NS" nebula -config "$TMP/nebula/l.yml" >"$TMP/nebula-l.log" 2>&1 &
+	ip netns exec "$BOOT_NS" nebula -config "$TMP/nebula/l.yml" >"$TMP/nebula-l.log" 2>&1 &
 	INFRA+=($!)
 	local i
 	for ((i = 0; i < 100; i++)); do
@@ -505,9 +529,9 @@ neb_infra_start() { # lighthouse in boot (lab only), stays up across runs
 
 neb_start() {
 	local run=$1
-	nsx "$S_NS" nebula -config "$TMP/nebula/a.yml" >"$TMP/neb-a-$run.log" 2>&1 &
+	ip netns exec "$S_NS" nebula -config "$TMP/nebula/a.yml" >"$TMP/neb-a-$run.log" 2>&1 &
 	DAEMONS+=($!)
-	nsx "$C_NS" nebula -config "$TMP/nebula/b.yml" >"$TMP/neb-b-$run.log" 2>&1 &
+	ip netns exec "$C_NS" nebula -config "$TMP/nebula/b.yml" >"$TMP/neb-b-$run.log" 2>&1 &
 	DAEMONS+=($!)
 }
 neb_started() { true; }
@@ -561,7 +585,7 @@ EOF
 
 antq_infra_start() {
 	[[ -n $BOOT_NS ]] || return 0
-	nsx "$BOOT_NS" "$ANTQ_BIN" bootstrap -c "$TMP/antq/boot.toml" >"$TMP/antq-boot.log" 2>&1 &
+	ip netns exec "$BOOT_NS" "$ANTQ_BIN" bootstrap -c "$TMP/antq/boot.toml" >"$TMP/antq-boot.log" 2>&1 &
 	INFRA+=($!)
 	local i
 	for ((i = 0; i < 100; i++)); do
@@ -575,9 +599,9 @@ antq_infra_start() {
 
 antq_start() {
 	local run=$1
-	nsx "$S_NS" "$ANTQ_BIN" up -c "$TMP/antq/a.toml" >"$TMP/antq-a-$run.log" 2>&1 &
+	ip netns exec "$S_NS" "$ANTQ_BIN" up -c "$TMP/antq/a.toml" >"$TMP/antq-a-$run.log" 2>&1 &
 	DAEMONS+=($!)
-	nsx "$C_NS" "$ANTQ_BIN" up -c "$TMP/antq/b.toml" >"$TMP/antq-b-$run.log" 2>&1 &
+	ip netns exec "$C_NS" "$ANTQ_BIN" up -c "$TMP/antq/b.toml" >"$TMP/antq-b-$run.log" 2>&1 &
 	DAEMONS+=($!)
 }
 antq_started() { true; }
@@ -599,6 +623,22 @@ lab_flush() {
 	for l in a b; do "$LAB" flush-conntrack --prefix "$LAB_PREFIX" "r$l" >/dev/null 2>&1 || true; done
 }
 
+# NAT lab: did the traffic flow directly between the hosts or through boot?
+# Router B (always a NAT) has a replied UDP flow from host B to a peer other
+# than boot only when a direct path is in use.
+lab_path() { # SYS
+	((IN_LAB)) || return 0
+	local ct p=relayed
+	ct=$(nsx "$ROUTER_B_NS" conntrack -L -p udp 2>/dev/null || true)
+	if awk -v h="$HOST_B_LAN4" -v b1="$BOOT_IP4" -v b2="$BOOT_IP4_ALT" '
+		/UNREPLIED/ {next}
+		{ n=0; for (i=1;i<=NF;i++) if ($i ~ /^(src|dst)=/) { n++; split($i,kv,"="); f[n]=kv[2] } }
+		n>=2 && f[1]==h && f[2]!=b1 && f[2]!=b2 {found=1}
+		END {exit !found}' <<<"$ct"; then p=direct; fi
+	rec nat "$1" path "\"$p\""
+	log "  $1 path: $p"
+}
+
 # Bring the tunnel up RUNS times (time to first ping each run), leave the
 # last one up and measure over it.  FULL=1: also 4 streams and UDP.
 measure_tunnel() { # SYS FULL
@@ -618,7 +658,8 @@ measure_tunnel() { # SYS FULL
 		lab_flush
 		t0=$(now)
 		"${f}_start" "$run"
-		if t=$(first_ping_ms "$C_NS" "$INNER_A" "$t0"); then
+		if first_ping_ms "$C_NS" "$INNER_A" "$t0"; then
+			t=$FP_MS
 			times+=("$t")
 			ok=1
 			log "  $sys run $run: first ping after $t ms"
@@ -639,6 +680,7 @@ measure_tunnel() { # SYS FULL
 	med=$(printf '%s\n' "${times[@]}" | grep -v null | median || true)
 	if [[ -n $med ]]; then
 		rec "$SCEN" "$sys" first_ping_median_ms "$med"
+		rec "$SCEN" "$sys" first_ping_min_ms "$(printf '%s\n' "${times[@]}" | grep -v null | sort -g | head -n1)"
 	else
 		rec "$SCEN" "$sys" first_ping_median_ms '"timeout"'
 	fi
@@ -647,6 +689,7 @@ measure_tunnel() { # SYS FULL
 		"${f}_check"
 		measure_ping "$SCEN" "$sys" "$C_NS" "$INNER_A"
 		measure_tcp "$SCEN" "$sys" "$C_NS" "$INNER_A" 1 tcp1_mbps
+		lab_path "$sys"
 		if ((full)); then
 			measure_tcp "$SCEN" "$sys" "$C_NS" "$INNER_A" 4 tcp4_mbps
 			measure_udp "$SCEN" "$sys" "$C_NS" "$INNER_A"
@@ -699,7 +742,7 @@ lab_up() { # KINDS
 	# shellcheck disable=SC1090
 	source "/run/antq-lab/$LAB_PREFIX.env"
 	# shellcheck disable=SC2153 # set by the state file
-	S_NS=$HOST_A_NS C_NS=$HOST_B_NS BOOT_NS=$BOOT_NS BOOT_UL=$BOOT_IP4
+	S_NS=$HOST_A_NS C_NS=$HOST_B_NS BOOT_UL=$BOOT_IP4 # BOOT_NS comes from the state file too
 	S_UL=$HOST_A_LAN4 # only reachable from outside for kind none
 	C_UL=""           # B is always behind a NAT here
 	start_iperf_server "$S_NS"
@@ -779,7 +822,7 @@ print_table() { # SCEN "SYS..." "KEY:LABEL..."
 		printf '%-24s' "${label//_/ }"
 		local a wgv nb
 		for sys in "${cols[@]}"; do
-			if [[ $sys == veth && $key == first_ping_median_ms ]]; then c="-"; else c=$(fmt_val "$(get "$scen" "$sys" "$key")"); fi
+			if [[ $sys == veth && $key == first_ping_* ]]; then c="-"; else c=$(fmt_val "$(get "$scen" "$sys" "$key")"); fi
 			printf ' %*s' $w "${c:0:$w}"
 		done
 		a=$(fmt_val "$(get "$scen" antq "$key")")
@@ -795,7 +838,7 @@ report() {
 	if want_scen veth; then
 		echo
 		echo "== scenario veth: $NS_A <-> $NS_B, one veth pair, no NAT (iperf3 ${DUR}s, B -> A)"
-		print_table veth "$systems" "first_ping_median_ms:first_ping_ms_(median) tcp1_mbps:TCP_1_stream_Mbit/s \
+		print_table veth "$systems" "first_ping_median_ms:first_ping_ms_(median) first_ping_min_ms:first_ping_ms_(min) tcp1_mbps:TCP_1_stream_Mbit/s \
 tcp4_mbps:TCP_4_streams_Mbit/s udp_loss_pct:UDP_${UDP_RATE}_loss_% udp_recv_mbps:UDP_received_Mbit/s \
 rtt_median_ms:ping_RTT_median_ms rtt_min_ms:ping_RTT_min_ms rtt_max_ms:ping_RTT_max_ms rtt_mdev_ms:ping_RTT_mdev_ms"
 	fi
@@ -805,8 +848,8 @@ rtt_median_ms:ping_RTT_median_ms rtt_min_ms:ping_RTT_min_ms rtt_max_ms:ping_RTT_
 		if [[ -n $systems ]]; then
 			echo
 			echo "== scenario nat: lab $LAB_PREFIX (wireguard-go: none,home; nebula, antq: home,home)"
-			print_table nat "$systems" "first_ping_median_ms:first_ping_ms_(median) tcp1_mbps:TCP_1_stream_Mbit/s \
-rtt_median_ms:ping_RTT_median_ms"
+			print_table nat "$systems" "first_ping_median_ms:first_ping_ms_(median) first_ping_min_ms:first_ping_ms_(min) tcp1_mbps:TCP_1_stream_Mbit/s \
+rtt_median_ms:ping_RTT_median_ms path:path"
 		fi
 	fi
 	echo
