@@ -33,7 +33,7 @@ IPERF_PORT=5201
 UDP_RATE=200M
 UDP_LEN=1200
 PING_COUNT=50
-TTFP_TIMEOUT=20 # s: give up waiting for the first ping reply
+TTFP_TIMEOUT=${BENCH_TTFP_TIMEOUT:-20} # s: give up waiting for the first ping reply
 ALL_SYSTEMS="veth wireguard-go nebula antq"
 
 QUICK=0
@@ -648,7 +648,7 @@ measure_tunnel() { # SYS FULL
 	"${f}_setup"
 	INFRA=()
 	if ! "${f}_infra_start"; then
-		rec "$SCEN" "$sys" status '"infrastructure failed to start"'
+		rec "$SCEN" "$sys" status '"infra failed"'
 		((${#INFRA[@]})) && stop_pids "${INFRA[@]}"
 		INFRA=()
 		return 0
@@ -666,6 +666,10 @@ measure_tunnel() { # SYS FULL
 		else
 			log "  $sys run $run: no ping reply within ${TTFP_TIMEOUT}s"
 			times+=("null")
+			if ((!ok)); then
+				"${f}_started" || true
+				break # never came up: do not wait through the other runs
+			fi
 		fi
 		"${f}_started" || log "  $sys run $run: configuration step failed"
 		if ((run < RUNS)); then
@@ -695,7 +699,7 @@ measure_tunnel() { # SYS FULL
 			measure_udp "$SCEN" "$sys" "$C_NS" "$INNER_A"
 		fi
 	else
-		rec "$SCEN" "$sys" status '"tunnel did not come up"'
+		rec "$SCEN" "$sys" status '"tunnel down"'
 		log "  $sys: tunnel did not come up; last logs:"
 		tail -n 5 "$TMP/$f"-[ab]-"$RUNS".log 2>/dev/null | sed 's/^/    /' >&2 || true
 	fi
@@ -804,7 +808,7 @@ ratio() { # A B -> A/B or -
 }
 
 print_table() { # SCEN "SYS..." "KEY:LABEL..."
-	local scen=$1 systems=$2 metrics=$3 sys m key label w=16 c
+	local scen=$1 systems=$2 metrics=$3 sys m key label w=17 c
 	local -a cols=()
 	for sys in $systems; do cols+=("$sys"); done
 	printf '%-24s' "metric"
