@@ -567,16 +567,15 @@ impl Overlay {
                 }
             }
             if let Some(link) = self.primary_link() {
-                // 2. Relay: the leader asks at once, the other side after a while.
-                let wait = if self.leads(&slot.id) {
+                // 2. Relay: both sides ask at once (the bootstrap grants one
+                // channel pair to both, whoever asks); the leader dials it,
+                // the other side only if no connection came after a while.
+                let dial_wait = if self.leads(&slot.id) {
                     Duration::ZERO
                 } else {
                     Duration::from_secs(2)
                 };
-                if !slot.has_relay()
-                    && now.duration_since(self.inner.started) >= wait
-                    && relay_backoff.ready(now)
-                {
+                if !slot.has_relay() && relay_backoff.ready(now) {
                     relay_backoff.arm(now);
                     let route = *slot
                         .relay_route
@@ -586,8 +585,11 @@ impl Overlay {
                         Some(virtual_addr)
                             if self.inner.node.socket().relay_route(virtual_addr).is_some() =>
                         {
-                            self.dial_relay(&slot, virtual_addr);
+                            if now.duration_since(self.inner.started) >= dial_wait {
+                                self.dial_relay(&slot, virtual_addr);
+                            }
                         }
+
                         _ => {
                             let _ = link.conn.control().try_send(ControlMessage::RelayRequest {
                                 peer: *slot.id.as_bytes(),

@@ -24,7 +24,7 @@ use crate::socket::AntqSocket;
 
 /// How long before a deadline the precise sender stops sleeping and spins
 /// (OS sleeps and tokio timers wake up late by up to about a millisecond).
-const SPIN: Duration = Duration::from_millis(3);
+const SPIN: Duration = Duration::from_millis(10);
 
 /// A received probe or ack for a session, already matched by token.
 #[derive(Clone, Copy, Debug)]
