@@ -1,0 +1,36 @@
+//! The example configs in `configs/` are valid (with a real key file put in
+//! place of the example path).
+
+use antq::bootstrap::config::BootstrapConfig;
+use antq::identity::Identity;
+use antq::tunnel::config::TunnelConfig;
+
+fn with_key(example: &str, key_path: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    Identity::generate()
+        .save_new(&dir.path().join("k"))
+        .unwrap();
+    let text = std::fs::read_to_string(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/configs/").to_owned() + example,
+    )
+    .unwrap()
+    .replace(key_path, "k");
+    let path = dir.path().join(example);
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn peer_example_loads() {
+    let (_dir, path) = with_key("peer.toml", "/etc/antq/host.key");
+    let config = TunnelConfig::load(&path).unwrap();
+    assert_eq!(config.peers.len(), 2);
+    assert_eq!(config.bootstrap.len(), 1);
+}
+
+#[test]
+fn bootstrap_example_loads() {
+    let (_dir, path) = with_key("bootstrap.toml", "/etc/antq/bootstrap.key");
+    let config = BootstrapConfig::load(&path).unwrap();
+    assert!(config.relay);
+}
