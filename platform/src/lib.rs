@@ -431,6 +431,22 @@ pub fn is_root() -> bool {
     imp::is_root()
 }
 
+/// Runs `f` on the calling thread at real-time scheduling priority, where
+/// the OS and our privileges allow (Linux: `SCHED_FIFO` priority 1, which
+/// needs root or `CAP_SYS_NICE`), so that ordinary threads cannot preempt
+/// it; then restores normal scheduling. Returns `f`'s result and whether the
+/// priority was raised. For short, timing-critical work only (hole-punch
+/// probes that must leave at an agreed microsecond).
+pub fn with_realtime_priority<T>(f: impl FnOnce() -> T) -> (T, bool) {
+    let raised = imp::raise_thread_priority();
+    let out = f();
+    if raised {
+        imp::restore_thread_priority();
+    }
+    (out, raised)
+}
+
+
 /// Whether the process may configure the network: root, or (Linux)
 /// `CAP_NET_ADMIN` in the effective capability set.
 pub fn has_net_admin() -> bool {

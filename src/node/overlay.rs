@@ -749,15 +749,19 @@ impl Overlay {
         rand::rngs::OsRng.fill_bytes(&mut token);
         let round = rand::rngs::OsRng.gen::<u32>() >> 1;
         let rtt = link.conn.rtt();
-        let delay = Duration::from_millis(20) + rtt * 2;
+        // Long enough for both sides to set up the session and its sending
+        // thread before the instant (a few ms even in debug builds).
+        let delay = Duration::from_millis(60) + rtt * 2;
         let Some(addr) = self.observed_addresses().into_iter().find_map(|(_, o)| o) else {
             return;
         };
         // The peer gets the message about one bootstrap round trip later
         // (half our RTT there, half its own, assumed alike); with clocks that
         // agree, both sides start at the same wall-clock instant instead.
+        let (now, now_unix) = clock_pair();
         let lead = rtt + delay;
-        let start_at = Instant::now() + lead;
+        let start_at = now + lead;
+        let start_unix = now_unix + lead.as_micros() as u64;
         let msg = ControlMessage::Forward {
             peer: *slot.id.as_bytes(),
             inner: Box::new(ControlMessage::PunchMeNow {
@@ -766,7 +770,7 @@ impl Overlay {
                 addr,
                 delay_ms: delay.as_millis() as u64,
                 token,
-                start_at_unix_micros: unix_micros(SystemTime::now() + lead),
+                start_at_unix_micros: start_unix,
             }),
         };
         if link.conn.control().try_send(msg).is_err() {
@@ -1026,17 +1030,39 @@ fn unix_micros(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// The monotonic clock and the wall clock (µs since the epoch) read at the
+/// same moment, give or take a few microseconds: both peers turn the agreed
+/// wall-clock start into their own monotonic instant, and a read that was
+/// interrupted in between would shift it.
+fn clock_pair() -> (Instant, u64) {
+    let mut best: Option<(Duration, Instant, u64)> = None;
+    for _ in 0..5 {
+        let before = Instant::now();
+        let wall = unix_micros(SystemTime::now());
+        let after = Instant::now();
+        let spread = after - before;
+        if best.as_ref().is_none_or(|(s, _, _)| spread < *s) {
+            best = Some((spread, before + spread / 2, wall));
+        }
+        if spread < Duration::from_micros(5) {
+            break;
+        }
+    }
+    let (_, instant, wall) = best.unwrap_or_else(|| (Duration::ZERO, Instant::now(), unix_micros(SystemTime::now())));
+    (instant, wall)
+}
+
 /// When to start a punch the peer asked for: at its wall-clock start time if
 /// that lies in the window the relative delay allows (so the clocks agree
 /// within about one bootstrap round trip), else `delay_ms` from now.
 fn punch_start(delay_ms: u64, start_at_unix_micros: u64, rtt: Duration) -> Instant {
-    let now = Instant::now();
+    let (now, now_unix) = clock_pair();
     let delay = Duration::from_millis(delay_ms.min(5_000));
     let by_delay = now + delay;
     if start_at_unix_micros == 0 {
         return by_delay;
     }
-    let now_unix = unix_micros(SystemTime::now());
+
     let until = Duration::from_micros(start_at_unix_micros.saturating_sub(now_unix));
     let slack = rtt * 2 + Duration::from_millis(10);
     if start_at_unix_micros >= now_unix && until <= delay + slack {

@@ -61,19 +61,28 @@ fn send_all(socket: &AntqSocket, packets: &[(SocketAddr, Vec<u8>)]) -> usize {
         .count()
 }
 
-/// Sleeps, then spins, until `at`, then sends `packets`.
-fn send_at(socket: &AntqSocket, at: Instant, packets: &[(SocketAddr, Vec<u8>)]) -> usize {
+/// Sleeps, then spins, until `at`, then sends `packets`. Returns how many
+/// were sent and how late the first one left.
+fn send_at(socket: &AntqSocket, at: Instant, packets: &[(SocketAddr, Vec<u8>)]) -> (usize, Duration) {
     if let Some(early) = at.checked_sub(SPIN) {
         let now = Instant::now();
         if early > now {
             std::thread::sleep(early - now);
         }
     }
-    while Instant::now() < at {
+    let mut now = Instant::now();
+    while now < at {
         std::hint::spin_loop();
+        now = Instant::now();
     }
-    send_all(socket, packets)
+    let sent = send_all(socket, packets);
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    tracing::trace!(wall_us = wall.as_micros() as u64, "first round left");
+    (sent, now - at)
 }
+
 
 /// Drives `session` until it is closed. Sends the first outcome on `outcome`.
 pub(crate) async fn run(
@@ -89,9 +98,13 @@ pub(crate) async fn run(
         session.handle_timeout(first);
         let packets = drain(&mut session, token);
         let sender = socket.clone();
-        let sent = tokio::task::spawn_blocking(move || send_at(&sender, first, &packets)).await;
-        let late = Instant::now().saturating_duration_since(first);
-        tracing::trace!(?sent, ?late, "first round sent");
+        let precise = move || antq_platform::with_realtime_priority(|| send_at(&sender, first, &packets));
+        match tokio::task::spawn_blocking(precise).await {
+            Ok(((sent, late), realtime)) => tracing::trace!(sent, ?late, realtime, "first round sent"),
+
+            Err(error) => tracing::warn!(%error, "first-round sender failed"),
+        }
+
     }
     loop {
         let packets = drain(&mut session, token);

@@ -180,3 +180,20 @@ mod tests {
         }
     }
 }
+
+/// Puts the calling thread in `SCHED_FIFO` at priority 1.
+pub(crate) fn raise_thread_priority() -> bool {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: sched_setscheduler with pid 0 changes only the calling thread;
+    // `param` is a valid, initialized sched_param.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
+}
+
+/// Puts the calling thread back in `SCHED_OTHER`.
+pub(crate) fn restore_thread_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: as above; SCHED_OTHER requires priority 0.
+    unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
+    }
+}

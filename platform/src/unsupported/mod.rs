@@ -110,3 +110,11 @@ pub(crate) fn is_root() -> bool {
 pub(crate) fn has_net_admin() -> bool {
     false
 }
+
+/// Real-time scheduling is not available here.
+pub(crate) fn raise_thread_priority() -> bool {
+    false
+}
+
+/// Nothing to restore.
+pub(crate) fn restore_thread_priority() {}
