@@ -23,7 +23,11 @@ impl Netns {
             .args(["netns", "add", &name])
             .output()
             .expect("ip netns add");
-        assert!(out.status.success(), "ip netns add {name}: {}", describe(&out));
+        assert!(
+            out.status.success(),
+            "ip netns add {name}: {}",
+            describe(&out)
+        );
         Netns(name)
     }
 
@@ -44,7 +48,12 @@ impl Netns {
             .args(["-n", &self.0, "-o", "link", "show"])
             .output()
             .expect("ip link show");
-        assert!(out.status.success(), "ip -n {} link show: {}", self.0, describe(&out));
+        assert!(
+            out.status.success(),
+            "ip -n {} link show: {}",
+            self.0,
+            describe(&out)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
@@ -79,7 +88,11 @@ fn run_bin(args: &[&str], stdin: &str) -> String {
         .write_all(stdin.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "antq-tun {args:?}: {}", describe(&out));
+    assert!(
+        out.status.success(),
+        "antq-tun {args:?}: {}",
+        describe(&out)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
@@ -138,7 +151,11 @@ fn expect_refused(fx: &Fixture, case: &str, text: &str, field: &str, fix: bool) 
     let file = fx.config(&format!("{case}.toml"), text);
     let out = ns.exec(&[BIN, "up", "-c", file.to_str().unwrap()], fx.dir.path());
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    eprintln!("--- {case}: exit {:?}\n{}", out.status.code(), stderr.trim_end());
+    eprintln!(
+        "--- {case}: exit {:?}\n{}",
+        out.status.code(),
+        stderr.trim_end()
+    );
     let links = ns.links();
     assert!(
         !out.status.success(),
@@ -150,11 +167,17 @@ fn expect_refused(fx: &Fixture, case: &str, text: &str, field: &str, fix: bool) 
         "{case}: stderr does not name the file {}: {stderr}",
         file.display()
     );
-    assert!(stderr.contains(field), "{case}: stderr does not name `{field}`: {stderr}");
+    assert!(
+        stderr.contains(field),
+        "{case}: stderr does not name `{field}`: {stderr}"
+    );
     if fix {
         assert!(stderr.contains("fix:"), "{case}: no `fix:` hint: {stderr}");
     }
-    assert!(!links.contains("antq0"), "{case}: antq0 was created: {links}");
+    assert!(
+        !links.contains("antq0"),
+        "{case}: antq0 was created: {links}"
+    );
     stderr
 }
 
@@ -165,7 +188,13 @@ fn missing_key_file() {
     }
     let fx = Fixture::new();
     let text = GOOD.replace("host.key", "missing.key");
-    let e = expect_refused(&fx, "missing_key", &text, "interface.private_key_file", true);
+    let e = expect_refused(
+        &fx,
+        "missing_key",
+        &text,
+        "interface.private_key_file",
+        true,
+    );
     assert!(e.contains("missing.key"), "{e}");
 }
 
@@ -189,7 +218,13 @@ fn bad_base64_private_key_inline() {
         "private_key_file = \"host.key\"",
         "private_key = \"not base64 at all!\"",
     );
-    expect_refused(&fx, "bad_base64_inline", &text, "interface.private_key", true);
+    expect_refused(
+        &fx,
+        "bad_base64_inline",
+        &text,
+        "interface.private_key",
+        true,
+    );
 }
 
 #[test]
@@ -202,7 +237,13 @@ fn bad_base64_key_file_contents() {
     std::fs::write(&garbage, "%%%% this is not a key %%%%\n").unwrap();
     std::fs::set_permissions(&garbage, std::fs::Permissions::from_mode(0o600)).unwrap();
     let text = GOOD.replace("host.key", "garbage.key");
-    expect_refused(&fx, "bad_base64_file", &text, "interface.private_key_file", true);
+    expect_refused(
+        &fx,
+        "bad_base64_file",
+        &text,
+        "interface.private_key_file",
+        true,
+    );
 }
 
 #[test]
@@ -299,7 +340,10 @@ fn not_root() {
     let bin = fx.dir.path().join("antq-tun");
     std::fs::copy(BIN, &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let text = GOOD.replace("private_key_file = \"host.key\"", "private_key = \"{OWNPRIV}\"");
+    let text = GOOD.replace(
+        "private_key_file = \"host.key\"",
+        "private_key = \"{OWNPRIV}\"",
+    );
     let file = fx.config("not_root.toml", &text);
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
 
@@ -318,9 +362,20 @@ fn not_root() {
         fx.dir.path(),
     );
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    eprintln!("--- not_root: exit {:?}\n{}", out.status.code(), stderr.trim_end());
+    eprintln!(
+        "--- not_root: exit {:?}\n{}",
+        out.status.code(),
+        stderr.trim_end()
+    );
     let links = ns.links();
-    assert!(!out.status.success(), "up as uid 65534 succeeded: {}", describe(&out));
-    assert!(stderr.contains("root"), "stderr does not mention root: {stderr}");
+    assert!(
+        !out.status.success(),
+        "up as uid 65534 succeeded: {}",
+        describe(&out)
+    );
+    assert!(
+        stderr.contains("root"),
+        "stderr does not mention root: {stderr}"
+    );
     assert!(!links.contains("antq0"), "antq0 was created: {links}");
 }

@@ -114,15 +114,14 @@ fn three_nat_kinds_ping_iperf_http_paths() {
     }
 
     // 3. The path per NAT pairing.
-    let expected: Vec<(String, String, &str)> = hosts
-        .iter()
-        .flat_map(|h| {
-            hosts.iter().filter(move |p| *p != h).map(move |p| {
-                let kind = |x: &str| mesh.kinds[Mesh::index(x)].clone();
-                (h.clone(), p.clone(), expected_path(&kind(h), &kind(p)))
-            })
-        })
-        .collect();
+    let kinds = &mesh.kinds;
+    let mut expected: Vec<(String, String, &str)> = Vec::new();
+    for h in &hosts {
+        for p in hosts.iter().filter(|p| *p != h) {
+            let want = expected_path(&kinds[Mesh::index(h)], &kinds[Mesh::index(p)]);
+            expected.push((h.clone(), p.clone(), want));
+        }
+    }
     let mut last = Vec::new();
     let start = Instant::now();
     let settled = wait_until(Duration::from_secs(10), || {
@@ -167,7 +166,18 @@ fn three_nat_kinds_ping_iperf_http_paths() {
     });
     let out = mesh.exec(
         "a",
-        &["iperf3", "-c", &c4, "-p", "5201", "-t", "10", "-J", "--connect-timeout", "5000"],
+        &[
+            "iperf3",
+            "-c",
+            &c4,
+            "-p",
+            "5201",
+            "-t",
+            "10",
+            "-J",
+            "--connect-timeout",
+            "5000",
+        ],
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     let received = &report["end"]["sum_received"];
@@ -177,7 +187,9 @@ fn three_nat_kinds_ping_iperf_http_paths() {
         .as_f64()
         .unwrap_or(0.0)
         / 1e6;
-    let retransmits = report["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
+    let retransmits = report["end"]["sum_sent"]["retransmits"]
+        .as_u64()
+        .unwrap_or(0);
     eprintln!(
         "iperf3 a -> c ({} path): {bytes} bytes received, {mbps:.1} Mbit/s (sender {sent_mbps:.1} Mbit/s, {retransmits} retransmits)",
         expected_path(&mesh.kinds[0], &mesh.kinds[2])
@@ -241,7 +253,10 @@ fn three_nat_kinds_ping_iperf_http_paths() {
         .output()
         .expect("sha256sum");
     let sums = String::from_utf8_lossy(&sums.stdout).into_owned();
-    let hashes: Vec<&str> = sums.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    let hashes: Vec<&str> = sums
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
     let same = hashes.len() == 2 && hashes[0] == hashes[1];
     eprintln!(
         "http a <- b: curl {}, {:.1} s, sha256 {} ({})",
@@ -281,8 +296,14 @@ fn sigterm_removes_device_and_exits_zero() {
     };
 
     // The mesh's own instance on host a (not our child: no exit status).
-    let pid = mesh.pid("a").to_string();
-    let kill = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    let pid = mesh
+        .pid("a")
+        .expect("antq-tun up runs in host a's namespace")
+        .to_string();
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
     assert!(kill.success(), "kill -TERM {pid}");
     let start = Instant::now();
     assert!(
@@ -295,8 +316,12 @@ fn sigterm_removes_device_and_exits_zero() {
         start.elapsed().as_secs_f64() * 1e3
     );
     assert!(
-        wait_until(Duration::from_secs(3), || !std::path::Path::new(&format!("/proc/{pid}")).exists()
-            || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))),
+        wait_until(Duration::from_secs(3), || !std::path::Path::new(&format!(
+            "/proc/{pid}"
+        ))
+        .exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))),
         "process {pid} still running 3 s after SIGTERM"
     );
 
@@ -312,9 +337,15 @@ fn sigterm_removes_device_and_exits_zero() {
     let mut guard = ChildGuard(Some(child));
     let child_pid = guard.0.as_ref().unwrap().id().to_string();
     let up = wait_until(Duration::from_secs(10), || {
-        mesh.paths("a").iter().all(|(_, p)| p == "direct" || p == "relay")
+        mesh.paths("a")
+            .iter()
+            .all(|(_, p)| p == "direct" || p == "relay")
     });
-    assert!(up, "restarted instance on a did not connect\n{}", mesh.dump());
+    assert!(
+        up,
+        "restarted instance on a did not connect\n{}",
+        mesh.dump()
+    );
     let ping = mesh.exec("a", &["ping", "-c", "1", "-W", "2", &mesh.ip4("b")]);
     assert!(ping.status.success(), "ping a -> b: {}", describe(&ping));
 
@@ -338,9 +369,18 @@ fn sigterm_removes_device_and_exits_zero() {
         "own instance {child_pid}: antq0 gone: {gone} ({gone_ms:.0} ms), exit {:?}",
         out.status.code()
     );
-    assert!(gone, "antq0 still in {ns} 3 s after SIGTERM: {}", describe(&out));
+    assert!(
+        gone,
+        "antq0 still in {ns} 3 s after SIGTERM: {}",
+        describe(&out)
+    );
     assert!(exited, "antq-tun up did not exit within 5 s of SIGTERM");
-    assert_eq!(out.status.code(), Some(0), "exit status: {}", describe(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "exit status: {}",
+        describe(&out)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("SIGTERM") && stderr.contains("tunnel down"),

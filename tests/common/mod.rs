@@ -80,6 +80,24 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// `text` without ANSI escape sequences (`ESC [ ... letter`).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Stdout and stderr of `out`, for assertion messages.
 pub fn describe(out: &Output) -> String {
     format!(
@@ -108,18 +126,25 @@ impl Mesh {
             kinds: kinds.iter().map(|k| (*k).to_owned()).collect(),
         };
         let started = Instant::now();
-        let out = Command::new("bash")
+        // mesh.sh leaves background subshells that keep its stdout/stderr
+        // open, so they go to a file: a pipe would never see EOF.
+        let log_path = std::env::temp_dir().join(format!("{}.mesh-up.log", mesh.prefix));
+        let log = std::fs::File::create(&log_path).expect("create mesh.sh log");
+        let status = Command::new("bash")
             .arg(root_dir().join("scripts/mesh.sh"))
             .args(["up", "--prefix", &mesh.prefix, "--hosts", &kinds.join(",")])
             .args(["--bin", BIN])
             .stdin(Stdio::null())
-            .output()
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .status()
             .expect("run scripts/mesh.sh");
+        let output = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let _ = std::fs::remove_file(&log_path);
         assert!(
-            out.status.success(),
-            "mesh.sh up --prefix {} failed: {}",
-            mesh.prefix,
-            describe(&out)
+            status.success(),
+            "mesh.sh up --prefix {} failed ({status}):\n{output}",
+            mesh.prefix
         );
         eprintln!(
             "mesh {} up in {:.1} s: {}",
@@ -180,19 +205,32 @@ impl Mesh {
             .find(|h| self.public_key(h) == public_key)
     }
 
-    /// Log of `host`'s daemon.
+    /// Log of `host`'s daemon, without colour escapes.
     pub fn log(&self, host: &str) -> String {
-        std::fs::read_to_string(self.dir().join(format!("{host}.log"))).unwrap_or_default()
+        let text =
+            std::fs::read_to_string(self.dir().join(format!("{host}.log"))).unwrap_or_default();
+        strip_ansi(&text)
     }
 
-    /// The `antq-tun up` pid of `host`, from the mesh's pid file (line 0 is
-    /// the bootstrap, then hosts in order).
-    pub fn pid(&self, host: &str) -> u32 {
-        let pids = std::fs::read_to_string(self.dir().join("pids")).expect("read pids");
-        pids.lines()
-            .nth(Self::index(host) + 1)
-            .and_then(|l| l.trim().parse().ok())
-            .expect("pid of host")
+    /// The pid of the `antq-tun` daemon (`up`, or `bootstrap` in `boot`)
+    /// running in `host`'s namespace. Found with `ip netns pids`: mesh.sh's
+    /// pid file holds the pids of its wrapper subshells, not of antq-tun.
+    pub fn pid(&self, host: &str) -> Option<u32> {
+        let out = Command::new("ip")
+            .args(["netns", "pids", &self.ns(host)])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+            .find(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+                args.first().is_some_and(|a| a.ends_with(b"antq-tun"))
+                    && args
+                        .get(1)
+                        .is_some_and(|a| *a == b"up" || *a == b"bootstrap")
+            })
     }
 
     /// `ip netns exec P-host ARGS...`, killed after 120 s.
@@ -256,7 +294,10 @@ impl Mesh {
                 Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
                 Err(e) => e,
             };
-            text += &format!("=== host {h} ({}) status\n{status}\n", self.kinds[Self::index(&h)]);
+            text += &format!(
+                "=== host {h} ({}) status\n{status}\n",
+                self.kinds[Self::index(&h)]
+            );
             let log = self.log(&h);
             let tail: Vec<&str> = log.lines().rev().take(30).collect();
             text += &format!("=== host {h} log (last 30 lines)\n");
@@ -278,7 +319,11 @@ impl Drop for Mesh {
             .output();
         match out {
             Ok(o) if o.status.success() => {}
-            Ok(o) => eprintln!("mesh.sh down --prefix {} failed: {}", self.prefix, describe(&o)),
+            Ok(o) => eprintln!(
+                "mesh.sh down --prefix {} failed: {}",
+                self.prefix,
+                describe(&o)
+            ),
             Err(e) => eprintln!("mesh.sh down --prefix {}: {e}", self.prefix),
         }
     }
