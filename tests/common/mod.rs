@@ -1,0 +1,349 @@
+//! Shared harness of the root-only network-namespace tests: an antq mesh in
+//! the NAT lab (`scripts/mesh.sh`), commands inside its namespaces, status
+//! queries and polling.
+//!
+//! Every [`Mesh`] has its own short prefix and is torn down by `Drop`
+//! (`scripts/mesh.sh down`), also when the test panics.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The `antq-tun` binary built for the tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_antq-tun");
+
+/// The repository root.
+pub fn root_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// True when running as root; otherwise prints why the test is skipped.
+pub fn require_root() -> bool {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if uid.as_deref() == Some("0") {
+        true
+    } else {
+        eprintln!("skipping: needs root");
+        false
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// True if any network namespace or lab state file uses `prefix`.
+fn prefix_in_use(prefix: &str) -> bool {
+    let listed = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    listed
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .any(|ns| ns == prefix || ns.starts_with(&format!("{prefix}-")))
+        || Path::new(&format!("/run/antq-lab/{prefix}.env")).exists()
+        || Path::new(&format!("/run/antq-lab/{prefix}.mesh")).exists()
+}
+
+/// A fresh short name `<tag><pid%1000><n>` (at most 6 characters for a
+/// two-letter tag) that no namespace or lab uses yet.
+pub fn unique_prefix(tag: &str) -> String {
+    let pid = std::process::id() % 1000;
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        // After ten of ours are taken (by someone else), shift the pid part.
+        let prefix = format!("{tag}{:03}{}", (pid + n / 10) % 1000, n % 10);
+        if !prefix_in_use(&prefix) {
+            return prefix;
+        }
+    }
+}
+
+/// Polls `cond` every 100 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `text` without ANSI escape sequences (`ESC [ ... letter`).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Stdout and stderr of `out`, for assertion messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        String::from_utf8_lossy(&out.stderr).trim_end()
+    )
+}
+
+/// A running antq mesh in the NAT lab: bootstrap in `P-boot`, `antq-tun up`
+/// on hosts `P-a`, `P-b`, ... Host i has 10.90.0.(i+1) and fd90::(i+1).
+pub struct Mesh {
+    /// The lab prefix.
+    pub prefix: String,
+    /// NAT kind of each host, in order a, b, c, ...
+    pub kinds: Vec<String>,
+}
+
+impl Mesh {
+    /// Builds the lab and the mesh with the test binary. Panics (after
+    /// tearing down) if `mesh.sh up` fails.
+    pub fn up(kinds: &[&str]) -> Mesh {
+        let mesh = Mesh {
+            prefix: unique_prefix("ae"),
+            kinds: kinds.iter().map(|k| (*k).to_owned()).collect(),
+        };
+        let started = Instant::now();
+        // mesh.sh leaves background subshells that keep its stdout/stderr
+        // open, so they go to a file: a pipe would never see EOF.
+        let log_path = std::env::temp_dir().join(format!("{}.mesh-up.log", mesh.prefix));
+        let log = std::fs::File::create(&log_path).expect("create mesh.sh log");
+        let status = Command::new("bash")
+            .arg(root_dir().join("scripts/mesh.sh"))
+            .args(["up", "--prefix", &mesh.prefix, "--hosts", &kinds.join(",")])
+            .args(["--bin", BIN])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .status()
+            .expect("run scripts/mesh.sh");
+        let output = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let _ = std::fs::remove_file(&log_path);
+        assert!(
+            status.success(),
+            "mesh.sh up --prefix {} failed ({status}):\n{output}",
+            mesh.prefix
+        );
+        eprintln!(
+            "mesh {} up in {:.1} s: {}",
+            mesh.prefix,
+            started.elapsed().as_secs_f64(),
+            kinds.join(",")
+        );
+        mesh
+    }
+
+    /// Host letter of index `i` (0 = a).
+    pub fn letter(i: usize) -> String {
+        ((b'a' + i as u8) as char).to_string()
+    }
+
+    /// Index of host `letter`.
+    pub fn index(host: &str) -> usize {
+        (host.as_bytes()[0] - b'a') as usize
+    }
+
+    /// Host letters a, b, ...
+    pub fn hosts(&self) -> Vec<String> {
+        (0..self.kinds.len()).map(Self::letter).collect()
+    }
+
+    /// Namespace of `host` (`a`, `b`, ..., `boot`, `ra`, ...).
+    pub fn ns(&self, host: &str) -> String {
+        format!("{}-{host}", self.prefix)
+    }
+
+    /// Tunnel IPv4 address of `host`.
+    pub fn ip4(&self, host: &str) -> String {
+        format!("10.90.0.{}", Self::index(host) + 1)
+    }
+
+    /// Tunnel IPv6 address of `host`.
+    pub fn ip6(&self, host: &str) -> String {
+        format!("fd90::{}", Self::index(host) + 1)
+    }
+
+    /// The mesh's file directory (keys, configs, logs, pids).
+    pub fn dir(&self) -> PathBuf {
+        PathBuf::from(format!("/run/antq-lab/{}.mesh", self.prefix))
+    }
+
+    /// Public key of `host` (or `boot`).
+    pub fn public_key(&self, host: &str) -> String {
+        std::fs::read_to_string(self.dir().join(format!("{host}.pub")))
+            .expect("read public key")
+            .trim()
+            .to_owned()
+    }
+
+    /// Host letter owning `public_key`.
+    pub fn host_of_key(&self, public_key: &str) -> Option<String> {
+        self.hosts()
+            .into_iter()
+            .find(|h| self.public_key(h) == public_key)
+    }
+
+    /// Log of `host`'s daemon, without colour escapes.
+    pub fn log(&self, host: &str) -> String {
+        let text =
+            std::fs::read_to_string(self.dir().join(format!("{host}.log"))).unwrap_or_default();
+        strip_ansi(&text)
+    }
+
+    /// The pid of the `antq-tun` daemon (`up`, or `bootstrap` in `boot`)
+    /// running in `host`'s namespace. Found with `ip netns pids`: mesh.sh's
+    /// pid file holds the pids of its wrapper subshells, not of antq-tun.
+    pub fn pid(&self, host: &str) -> Option<u32> {
+        let out = Command::new("ip")
+            .args(["netns", "pids", &self.ns(host)])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+            .find(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+                args.first().is_some_and(|a| a.ends_with(b"antq-tun"))
+                    && args
+                        .get(1)
+                        .is_some_and(|a| *a == b"up" || *a == b"bootstrap")
+            })
+    }
+
+    /// `ip netns exec P-host ARGS...`, killed after 120 s.
+    pub fn exec(&self, host: &str, args: &[&str]) -> Output {
+        let mut full = vec!["timeout", "-k", "5", "120"];
+        full.extend_from_slice(args);
+        self.command(host, &full)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ip netns exec")
+    }
+
+    /// `ip netns exec P-host ARGS...` (no time limit), for background
+    /// processes: `ip` execs ARGS, so the child's pid is the program's.
+    pub fn command(&self, host: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns(host)]).args(args);
+        cmd
+    }
+
+    /// `antq-tun status --json -i antq0` of `host`.
+    pub fn try_status(&self, host: &str) -> Result<serde_json::Value, String> {
+        let out = self.exec(host, &[BIN, "status", "--json", "-i", "antq0"]);
+        if !out.status.success() {
+            return Err(describe(&out));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", describe(&out)))
+    }
+
+    /// `antq-tun status --json -i antq0` of `host`; panics on failure.
+    pub fn status(&self, host: &str) -> serde_json::Value {
+        self.try_status(host)
+            .unwrap_or_else(|e| panic!("status of host {host}: {e}"))
+    }
+
+    /// `(peer host letter, path)` for every peer in `host`'s status; peers
+    /// missing from the status are reported with path `missing`.
+    pub fn paths(&self, host: &str) -> Vec<(String, String)> {
+        let status = self.try_status(host).unwrap_or_default();
+        let peers = status["peers"].as_array().cloned().unwrap_or_default();
+        self.hosts()
+            .into_iter()
+            .filter(|h| h != host)
+            .map(|h| {
+                let key = self.public_key(&h);
+                let path = peers
+                    .iter()
+                    .find(|p| p["public_key"] == key.as_str())
+                    .and_then(|p| p["path"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "missing".to_owned());
+                (h, path)
+            })
+            .collect()
+    }
+
+    /// Status of every host, pretty-printed, for failure messages.
+    pub fn dump(&self) -> String {
+        let mut text = String::new();
+        for h in self.hosts() {
+            let status = match self.try_status(&h) {
+                Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
+                Err(e) => e,
+            };
+            text += &format!(
+                "=== host {h} ({}) status\n{status}\n",
+                self.kinds[Self::index(&h)]
+            );
+            let log = self.log(&h);
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            text += &format!("=== host {h} log (last 30 lines)\n");
+            for line in tail.into_iter().rev() {
+                text += line;
+                text.push('\n');
+            }
+        }
+        text
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        let out = Command::new("bash")
+            .arg(root_dir().join("scripts/mesh.sh"))
+            .args(["down", "--prefix", &self.prefix])
+            .stdin(Stdio::null())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => eprintln!(
+                "mesh.sh down --prefix {} failed: {}",
+                self.prefix,
+                describe(&o)
+            ),
+            Err(e) => eprintln!("mesh.sh down --prefix {}: {e}", self.prefix),
+        }
+    }
+}
+
+/// Kills (SIGKILL) and reaps a background child when dropped.
+pub struct ChildGuard(pub Option<std::process::Child>);
+
+impl ChildGuard {
+    /// Takes the child out of the guard (it is then no longer killed).
+    pub fn take(&mut self) -> std::process::Child {
+        self.0.take().expect("child already taken")
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
