@@ -3,6 +3,12 @@
 
 use std::process::Command;
 
+/// `ANTQ_TUN_BIN` when set (`scripts/test.sh`: a fresh release build), else
+/// this build's binary.
+fn bin() -> String {
+    std::env::var("ANTQ_TUN_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_antq-tun").to_owned())
+}
+
 fn is_root() -> bool {
     antq_platform::is_root()
 }

@@ -10,7 +10,7 @@ use std::io::Read as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{describe, require_root, wait_until, ChildGuard, Mesh, BIN};
+use common::{bin, describe, require_root, wait_until, ChildGuard, Mesh};
 
 /// The path antq should settle on between two NAT kinds.
 fn expected_path(a: &str, b: &str) -> &'static str {
@@ -327,7 +327,7 @@ fn sigterm_removes_device_and_exits_zero() {
 
     // Our own instance with the same config, so that we see the exit code.
     let child = mesh
-        .command("a", &[BIN, "up", "-c", "a.toml"])
+        .command("a", &[bin(), "up", "-c", "a.toml"])
         .current_dir(mesh.dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

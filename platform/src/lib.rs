@@ -446,7 +446,6 @@ pub fn with_realtime_priority<T>(f: impl FnOnce() -> T) -> (T, bool) {
     (out, raised)
 }
 
-
 /// Whether the process may configure the network: root, or (Linux)
 /// `CAP_NET_ADMIN` in the effective capability set.
 pub fn has_net_admin() -> bool {

@@ -1048,7 +1048,13 @@ fn clock_pair() -> (Instant, u64) {
             break;
         }
     }
-    let (_, instant, wall) = best.unwrap_or_else(|| (Duration::ZERO, Instant::now(), unix_micros(SystemTime::now())));
+    let (_, instant, wall) = best.unwrap_or_else(|| {
+        (
+            Duration::ZERO,
+            Instant::now(),
+            unix_micros(SystemTime::now()),
+        )
+    });
     (instant, wall)
 }
 

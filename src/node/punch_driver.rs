@@ -63,7 +63,11 @@ fn send_all(socket: &AntqSocket, packets: &[(SocketAddr, Vec<u8>)]) -> usize {
 
 /// Sleeps, then spins, until `at`, then sends `packets`. Returns how many
 /// were sent and how late the first one left.
-fn send_at(socket: &AntqSocket, at: Instant, packets: &[(SocketAddr, Vec<u8>)]) -> (usize, Duration) {
+fn send_at(
+    socket: &AntqSocket,
+    at: Instant,
+    packets: &[(SocketAddr, Vec<u8>)],
+) -> (usize, Duration) {
     if let Some(early) = at.checked_sub(SPIN) {
         let now = Instant::now();
         if early > now {
@@ -83,7 +87,6 @@ fn send_at(socket: &AntqSocket, at: Instant, packets: &[(SocketAddr, Vec<u8>)]) 
     (sent, now - at)
 }
 
-
 /// Drives `session` until it is closed. Sends the first outcome on `outcome`.
 pub(crate) async fn run(
     mut session: PunchSession,
@@ -98,13 +101,15 @@ pub(crate) async fn run(
         session.handle_timeout(first);
         let packets = drain(&mut session, token);
         let sender = socket.clone();
-        let precise = move || antq_platform::with_realtime_priority(|| send_at(&sender, first, &packets));
+        let precise =
+            move || antq_platform::with_realtime_priority(|| send_at(&sender, first, &packets));
         match tokio::task::spawn_blocking(precise).await {
-            Ok(((sent, late), realtime)) => tracing::trace!(sent, ?late, realtime, "first round sent"),
+            Ok(((sent, late), realtime)) => {
+                tracing::trace!(sent, ?late, realtime, "first round sent")
+            }
 
             Err(error) => tracing::warn!(%error, "first-round sender failed"),
         }
-
     }
     loop {
         let packets = drain(&mut session, token);

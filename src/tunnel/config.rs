@@ -42,7 +42,7 @@ pub const DEFAULT_NAME: &str = "antq0";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}: {source}\n  fix: check the path given with -c and that the file is readable")]
     Read {
         /// The config file.
         path: PathBuf,
@@ -50,7 +50,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML or has unknown or missing fields.
-    #[error("config {path}: {message}")]
+    #[error("config {path}: {message}\n  fix: correct the line shown above; the accepted fields are listed in the message and in configs/ of the antq sources")]
     Parse {
         /// The config file.
         path: PathBuf,

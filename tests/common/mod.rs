@@ -13,7 +13,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The `antq-tun` binary built for the tests.
-pub const BIN: &str = env!("CARGO_BIN_EXE_antq-tun");
+/// The `antq-tun` binary the tests run: `ANTQ_TUN_BIN` when set
+/// (`scripts/test.sh` points it at a fresh release build, since hole punching
+/// between two home NATs is timing-sensitive), else this build's binary.
+pub fn bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("ANTQ_TUN_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_antq-tun").to_owned())
+    })
+}
 
 /// The repository root.
 pub fn root_dir() -> PathBuf {
@@ -133,7 +141,7 @@ impl Mesh {
         let status = Command::new("bash")
             .arg(root_dir().join("scripts/mesh.sh"))
             .args(["up", "--prefix", &mesh.prefix, "--hosts", &kinds.join(",")])
-            .args(["--bin", BIN])
+            .args(["--bin", bin()])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
@@ -253,7 +261,7 @@ impl Mesh {
 
     /// `antq-tun status --json -i antq0` of `host`.
     pub fn try_status(&self, host: &str) -> Result<serde_json::Value, String> {
-        let out = self.exec(host, &[BIN, "status", "--json", "-i", "antq0"]);
+        let out = self.exec(host, &[bin(), "status", "--json", "-i", "antq0"]);
         if !out.status.success() {
             return Err(describe(&out));
         }
