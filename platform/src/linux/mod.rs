@@ -121,6 +121,23 @@ fn cap_eff(status: &str) -> Option<u64> {
         .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
 }
 
+/// Puts the calling thread in `SCHED_FIFO` at priority 1.
+pub(crate) fn raise_thread_priority() -> bool {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: sched_setscheduler with pid 0 changes only the calling thread;
+    // `param` is a valid, initialized sched_param.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
+}
+
+/// Puts the calling thread back in `SCHED_OTHER`.
+pub(crate) fn restore_thread_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: as above; SCHED_OTHER requires priority 0.
+    unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,22 +195,5 @@ mod tests {
             PlatformError::Netlink { source, .. } => assert_eq!(source.raw_os_error(), Some(22)),
             other => panic!("unexpected {other:?}"),
         }
-    }
-}
-
-/// Puts the calling thread in `SCHED_FIFO` at priority 1.
-pub(crate) fn raise_thread_priority() -> bool {
-    let param = libc::sched_param { sched_priority: 1 };
-    // SAFETY: sched_setscheduler with pid 0 changes only the calling thread;
-    // `param` is a valid, initialized sched_param.
-    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
-}
-
-/// Puts the calling thread back in `SCHED_OTHER`.
-pub(crate) fn restore_thread_priority() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: as above; SCHED_OTHER requires priority 0.
-    unsafe {
-        libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
     }
 }
