@@ -49,7 +49,7 @@ fn run(kinds: &str, prefix: &str) -> Vec<Row> {
             "--settle",
             "5",
             "--bin",
-            env!("CARGO_BIN_EXE_antq-tun"),
+            &bin(),
         ])
         .arg("--json")
         .arg(&json)
