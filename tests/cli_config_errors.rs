@@ -335,9 +335,9 @@ fn not_root() {
     // an inline key (a 0600 key file would fail first) and our own copy of
     // the binary (the target directory may not be).
     std::fs::set_permissions(fx.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = fx.dir.path().join("antq-tun");
-    std::fs::copy(bin(), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = fx.dir.path().join("antq-tun");
+    std::fs::copy(bin(), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
     let text = GOOD.replace(
         "private_key_file = \"host.key\"",
         "private_key = \"{OWNPRIV}\"",
@@ -352,7 +352,7 @@ fn not_root() {
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
-            bin.to_str().unwrap(),
+            copy.to_str().unwrap(),
             "up",
             "-c",
             file.to_str().unwrap(),
