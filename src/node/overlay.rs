@@ -31,8 +31,8 @@ use super::punch_driver::{self, ProbeIn};
 use super::{Node, NodeConfig, NodeError, PeerConnection, TransportSettings};
 use crate::identity::{Identity, PeerId};
 use crate::nat::{
-    Candidate, CandidateKind, CandidateSet, CandidateSetConfig, InterfaceInfo, PunchConfig,
-    PunchEvent, PunchParams, PunchSession, Role,
+    predict_ports, Candidate, CandidateKind, CandidateSet, CandidateSetConfig, InterfaceInfo,
+    Observation, PredictionConfig, PunchConfig, PunchEvent, PunchParams, PunchSession, Role,
 };
 use crate::proto::raw::Probe;
 use crate::proto::{ControlMessage, UnavailableReason};
@@ -687,10 +687,21 @@ impl Overlay {
             Err(error) => tracing::debug!(%error, "cannot list interfaces"),
         }
         let base = SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port);
-        for (_, observed) in self.observed_addresses() {
+        let mut observations = Vec::new();
+        for (server, observed) in self.observed_addresses() {
             if let Some(mapped) = observed {
                 set.add_server_reflexive(mapped, base);
+                observations.push(Observation {
+                    server: server.addr,
+                    base,
+                    mapped,
+                });
             }
+        }
+        // Behind a symmetric NAT that allocates ports in a pattern (seen
+        // across several bootstraps), the next ports are candidates too.
+        for p in predict_ports(&observations, &PredictionConfig::default()) {
+            set.add_predicted(p.addr, Some(base), p.confidence);
         }
         set.into_vec()
     }
