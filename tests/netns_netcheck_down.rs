@@ -1,0 +1,86 @@
+//! `antq-tun netcheck` and `antq-tun down` in the NAT lab (root only).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{bin, describe, require_root, wait_until, Mesh};
+
+#[test]
+fn netcheck_tells_endpoint_independent_from_symmetric_mapping() {
+    if !require_root() {
+        return;
+    }
+    let mesh = Mesh::up(&["home", "symmetric"]);
+    let boot = std::fs::read_to_string(mesh.dir().join("boot.pub")).unwrap();
+    let boot = boot.trim();
+    // The bootstrap answers on both of its lab addresses: two observations
+    // from one socket tell the mapping behaviour.
+    let ask = |host: &str| {
+        let out = mesh.exec(
+            host,
+            &[
+                bin(),
+                "netcheck",
+                "--json",
+                "--bootstrap",
+                &format!("{boot}@198.18.0.10:9000"),
+                "--bootstrap",
+                &format!("{boot}@198.18.0.11:9000"),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "netcheck on {host}: {}",
+            describe(&out)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let home = ask("a");
+    assert_eq!(home["mapping"], "EndpointIndependent", "{home}");
+    let seen: Vec<_> = home["bootstraps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["observed"].clone())
+        .collect();
+    assert_eq!(
+        seen[0], seen[1],
+        "one mapping for both destinations: {home}"
+    );
+    assert!(
+        seen[0].as_str().unwrap().starts_with("198.18.0.20:"),
+        "{home}"
+    );
+    let symmetric = ask("b");
+    assert!(
+        symmetric["mapping"]
+            .as_str()
+            .unwrap()
+            .starts_with("Symmetric"),
+        "{symmetric}"
+    );
+}
+
+#[test]
+fn down_stops_the_instance_and_removes_the_device() {
+    if !require_root() {
+        return;
+    }
+    let mesh = Mesh::up(&["home", "full-cone"]);
+    let config = mesh.dir().join("a.toml");
+    let out = mesh.exec("a", &[bin(), "down", "-c", config.to_str().unwrap()]);
+    assert!(out.status.success(), "down: {}", describe(&out));
+    let gone = wait_until(Duration::from_secs(3), || {
+        !mesh
+            .exec("a", &["ip", "link", "show", "antq0"])
+            .status
+            .success()
+    });
+    assert!(gone, "antq0 still exists after down:\n{}", mesh.dump());
+    assert!(mesh.pid("a").is_none(), "antq-tun up still runs after down");
+    // A second down finds nothing running and says so.
+    let again = mesh.exec("a", &[bin(), "down", "-c", config.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no antq-tun runs interface antq0"));
+}
