@@ -78,7 +78,13 @@ fn down_stops_the_instance_and_removes_the_device() {
             .success()
     });
     assert!(gone, "antq0 still exists after down:\n{}", mesh.dump());
-    assert!(mesh.pid("a").is_none(), "antq-tun up still runs after down");
+    let exited = wait_until(Duration::from_secs(3), || mesh.pid("a").is_none());
+    assert!(
+        exited,
+        "antq-tun up still runs after down:\n{}",
+        mesh.dump()
+    );
+
     // A second down finds nothing running and says so.
     let again = mesh.exec("a", &[bin(), "down", "-c", config.to_str().unwrap()]);
     assert!(!again.status.success());

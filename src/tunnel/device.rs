@@ -99,14 +99,21 @@ pub struct BootstrapReport {
     pub observed: Option<SocketAddr>,
 }
 
+/// What both directions of the datapath share.
+struct Datapath {
+    tun: antq_platform::Tun,
+    overlay: Overlay,
+    routes: AllowedIps<usize>,
+    peers: Vec<PeerId>,
+    stats: TunnelStats,
+    /// Our tunnel addresses (sources of ICMP answers).
+    own: Vec<IpNet>,
+}
+
 /// A running tunnel.
 pub struct Tunnel {
     config: TunnelConfig,
-    overlay: Overlay,
-    tun: Arc<antq_platform::Tun>,
-    routes: Arc<AllowedIps<usize>>,
-    peers: Arc<Vec<PeerId>>,
-    stats: Arc<TunnelStats>,
+    datapath: Arc<Datapath>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -204,30 +211,22 @@ impl Tunnel {
             Err(e) => return Err(e.into()),
         };
 
-        let mut tunnel = Self {
-            peers: Arc::new(config.peers.iter().map(|p| p.public_key).collect()),
-            config,
+        let datapath = Arc::new(Datapath {
+            tun,
             overlay,
-            tun: Arc::new(tun),
-            routes: Arc::new(routes),
-            stats: Arc::default(),
-            tasks: Vec::new(),
+            routes,
+            peers: config.peers.iter().map(|p| p.public_key).collect(),
+            stats: TunnelStats::default(),
+            own: config.addresses.clone(),
+        });
+        let tunnel = Self {
+            config,
+            tasks: vec![
+                tokio::spawn(tun_to_peers(datapath.clone())),
+                tokio::spawn(peers_to_tun(datapath.clone())),
+            ],
+            datapath,
         };
-        tunnel.tasks.push(tokio::spawn(tun_to_peers(
-            tunnel.tun.clone(),
-            tunnel.overlay.clone(),
-            tunnel.routes.clone(),
-            tunnel.peers.clone(),
-            tunnel.stats.clone(),
-            tunnel.config.addresses.clone(),
-        )));
-        tunnel.tasks.push(tokio::spawn(peers_to_tun(
-            tunnel.tun.clone(),
-            tunnel.overlay.clone(),
-            tunnel.routes.clone(),
-            tunnel.peers.clone(),
-            tunnel.stats.clone(),
-        )));
         Ok(tunnel)
     }
 
@@ -238,12 +237,12 @@ impl Tunnel {
 
     /// The overlay carrying the tunnel.
     pub fn overlay(&self) -> &Overlay {
-        &self.overlay
+        &self.datapath.overlay
     }
 
     /// The current status.
     pub fn status(&self) -> TunnelStatus {
-        let statuses = self.overlay.status();
+        let statuses = self.datapath.overlay.status();
         let peers = self
             .config
             .peers
@@ -266,9 +265,10 @@ impl Tunnel {
                 .map(ToString::to_string)
                 .collect(),
             public_key: self.config.identity.peer_id().to_string(),
-            listen: self.overlay.local_addr().ok(),
+            listen: self.datapath.overlay.local_addr().ok(),
             peers,
             bootstraps: self
+                .datapath
                 .overlay
                 .observed_addresses()
                 .into_iter()
@@ -277,13 +277,13 @@ impl Tunnel {
                     observed,
                 })
                 .collect(),
-            stats: serde_json::to_value(&*self.stats).unwrap_or_default(),
+            stats: serde_json::to_value(&self.datapath.stats).unwrap_or_default(),
         }
     }
 
     /// Closes the peers' connections; the device goes when `self` is dropped.
     pub async fn shutdown(self) {
-        self.overlay.close().await;
+        self.datapath.overlay.close().await;
     }
 }
 
@@ -295,14 +295,15 @@ fn own_address(addresses: &[IpNet], family_of: IpAddr) -> Option<IpAddr> {
         .find(|a| a.is_ipv4() == family_of.is_ipv4())
 }
 
-async fn tun_to_peers(
-    tun: Arc<antq_platform::Tun>,
-    overlay: Overlay,
-    routes: Arc<AllowedIps<usize>>,
-    peers: Arc<Vec<PeerId>>,
-    stats: Arc<TunnelStats>,
-    own: Vec<IpNet>,
-) {
+async fn tun_to_peers(dp: Arc<Datapath>) {
+    let Datapath {
+        tun,
+        overlay,
+        routes,
+        peers,
+        stats,
+        own,
+    } = &*dp;
     let mut buf = vec![0u8; 65536];
     loop {
         let n = match tun.recv(&mut buf).await {
@@ -327,7 +328,7 @@ async fn tun_to_peers(
                 stats.drop_too_big.fetch_add(1, Ordering::Relaxed);
                 let mtu = u16::try_from(max).unwrap_or(u16::MAX);
                 if let Some(answer) =
-                    own_address(&own, addrs.src).and_then(|from| packet_too_big(packet, from, mtu))
+                    own_address(own, addrs.src).and_then(|from| packet_too_big(packet, from, mtu))
                 {
                     let _ = tun.send(&answer).await;
                 }
@@ -344,13 +345,15 @@ async fn tun_to_peers(
     }
 }
 
-async fn peers_to_tun(
-    tun: Arc<antq_platform::Tun>,
-    overlay: Overlay,
-    routes: Arc<AllowedIps<usize>>,
-    peers: Arc<Vec<PeerId>>,
-    stats: Arc<TunnelStats>,
-) {
+async fn peers_to_tun(dp: Arc<Datapath>) {
+    let Datapath {
+        tun,
+        overlay,
+        routes,
+        peers,
+        stats,
+        ..
+    } = &*dp;
     while let Some((peer, packet)) = overlay.recv().await {
         let Some(addrs) = packet::addresses(&packet) else {
             stats.drop_malformed.fetch_add(1, Ordering::Relaxed);
