@@ -641,6 +641,31 @@ impl Overlay {
         }
     }
 
+    /// A relay channel is gone (the bootstrap closed it, or granted a new
+    /// one): forget its route and close the connection that ran over it.
+    /// That connection is dead even if no close reached us (the peer may have
+    /// restarted), and keeping it would hide the new relay connection.
+    fn retire_relay(&self, slot: &PeerSlot, virtual_addr: SocketAddr) {
+        self.inner.node.socket().remove_relay_route(virtual_addr);
+        let stale = {
+            let mut paths = slot.write();
+            let on_route = paths
+                .relay
+                .as_ref()
+                .is_some_and(|c| canonical(c.remote_address()) == virtual_addr);
+            if on_route {
+                paths.relay.take()
+            } else {
+                None
+            }
+        };
+        if let Some(conn) = stale {
+            tracing::info!(peer = %slot.id.short(), "relay channel closed; dropping its connection");
+            conn.close("relay channel closed");
+            slot.wake.notify_one();
+        }
+    }
+
     fn dial_relay(&self, slot: &Arc<PeerSlot>, virtual_addr: SocketAddr) {
         let this = self.clone();
         let peer = slot.id;
@@ -945,7 +970,7 @@ impl Overlay {
                         .unwrap_or_else(PoisonError::into_inner)
                         .replace(virtual_addr);
                     if let Some(old) = old.filter(|o| *o != virtual_addr) {
-                        self.inner.node.socket().remove_relay_route(old);
+                        self.retire_relay(&slot, old);
                     }
                     tracing::info!(peer = %slot.id.short(), channel, "relay granted");
                     if self.leads(&slot.id) && !slot.has_relay() {
@@ -958,14 +983,21 @@ impl Overlay {
                         channel,
                     };
                     for slot in self.inner.peers.values() {
-                        let mut r = slot
-                            .relay_route
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner);
-                        if r.and_then(|v| self.inner.node.socket().relay_route(v)) == Some(route) {
-                            if let Some(v) = r.take() {
-                                self.inner.node.socket().remove_relay_route(v);
+                        let closed = {
+                            let mut r = slot
+                                .relay_route
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner);
+                            if r.and_then(|v| self.inner.node.socket().relay_route(v))
+                                == Some(route)
+                            {
+                                r.take()
+                            } else {
+                                None
                             }
+                        };
+                        if let Some(v) = closed {
+                            self.retire_relay(slot, v);
                         }
                     }
                 }
