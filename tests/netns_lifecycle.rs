@@ -1,4 +1,5 @@
-//! `antq-tun netcheck` and `antq-tun down` in the NAT lab (root only).
+//! `antq-tun netcheck`, `antq-tun down` and a peer restart in the NAT lab
+//! (root only).
 
 mod common;
 
@@ -89,4 +90,51 @@ fn down_stops_the_instance_and_removes_the_device() {
     let again = mesh.exec("a", &[bin(), "down", "-c", config.to_str().unwrap()]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("no antq-tun runs interface antq0"));
+}
+
+#[test]
+fn restarted_peer_is_reachable_again_through_the_relay() {
+    if !require_root() {
+        return;
+    }
+    // home ↔ symmetric: relay only, so the new instance must get a new relay
+    // connection while the old one is still remembered by the other side.
+    let mesh = Mesh::up(&["home", "symmetric"]);
+    let ping = |from: &str, to: &str| {
+        mesh.exec(from, &["ping", "-c", "1", "-W", "1", &mesh.ip4(to)])
+            .status
+            .success()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || ping("b", "a")),
+        "no first ping:\n{}",
+        mesh.dump()
+    );
+    let pid = mesh.pid("a").expect("antq-tun up runs on a");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(
+        wait_until(Duration::from_secs(5), || mesh.pid("a").is_none()),
+        "a did not exit"
+    );
+    let config = mesh.dir().join("a.toml");
+    let log = std::fs::File::create(mesh.dir().join("a-restarted.log")).unwrap();
+    let _restarted = common::ChildGuard(Some(
+        mesh.command("a", &[bin(), "up", "-c", config.to_str().unwrap()])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    ));
+    // Before the fix the other side kept the dead relay connection until
+    // its 30 s idle timeout; now the relay channel's close retires it.
+    let back = wait_until(Duration::from_secs(10), || ping("b", "a"));
+    assert!(
+        back,
+        "restarted peer not reachable within 10 s:\n{}",
+        mesh.dump()
+    );
 }
