@@ -26,7 +26,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, IoSliceMut};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV6};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -38,12 +38,10 @@ use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, Runtime as _, UdpPoller};
 use tokio::sync::mpsc;
 
+use crate::proto::raw::{
+    self, classify, encode_relay_header, parse_relay, PacketClass, RelayHeader,
+};
 use crate::ratelimit::TokenBucket;
-
-/// First byte of a relay data frame.
-pub const RELAY_DATA: u8 = 0x01;
-/// Length of the relay data frame header: type byte and channel id.
-pub const RELAY_HEADER_LEN: usize = 5;
 
 /// Capacity of the queue of raw frames waiting for the NAT driver.
 const RAW_QUEUE: usize = 1024;
@@ -74,12 +72,6 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
         },
         SocketAddr::V4(_) => addr,
     }
-}
-
-/// Whether a datagram starting with `first` is QUIC (either header bit set)
-/// rather than one of antq's raw frames (`0x00..=0x3f`).
-pub fn is_quic(first: u8) -> bool {
-    first & 0xc0 != 0
 }
 
 /// Whether `addr` is one of the virtual addresses of relay paths.
@@ -330,7 +322,9 @@ impl AntqSocket {
             return true;
         }
         let mut frame = segment.to_vec();
-        frame[1..RELAY_HEADER_LEN].copy_from_slice(&forward.to.channel.to_be_bytes());
+        if let Some(header) = frame.first_chunk_mut::<{ RelayHeader::LEN }>() {
+            encode_relay_header(forward.to.channel, header);
+        }
         // Best effort, like any router: a full socket buffer drops the frame.
         if self.try_send_raw(forward.to.server, &frame).is_ok() {
             self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
@@ -359,17 +353,20 @@ impl AntqSocket {
             .unwrap_or(transmit.contents.len())
             .max(1);
         let count = transmit.contents.len().div_ceil(segment);
-        let mut buf = Vec::with_capacity(transmit.contents.len() + count * RELAY_HEADER_LEN);
+        let header = RelayHeader {
+            channel: route.channel,
+        }
+        .to_bytes();
+        let mut buf = Vec::with_capacity(transmit.contents.len() + count * RelayHeader::LEN);
         for chunk in transmit.contents.chunks(segment) {
-            buf.push(RELAY_DATA);
-            buf.extend_from_slice(&route.channel.to_be_bytes());
+            buf.extend_from_slice(&header);
             buf.extend_from_slice(chunk);
         }
         self.inner.try_send(&Transmit {
             destination: self.to_wire(route.server),
             ecn: transmit.ecn,
             contents: &buf,
-            segment_size: transmit.segment_size.map(|s| s + RELAY_HEADER_LEN),
+            segment_size: transmit.segment_size.map(|s| s + RelayHeader::LEN),
             src_ip: transmit.src_ip,
         })?;
         self.stats
@@ -382,21 +379,17 @@ impl AntqSocket {
     /// should see it, `None` if it was consumed here.
     fn classify(&self, from: SocketAddr, segment: &[u8]) -> Option<(SocketAddr, usize)> {
         let first = *segment.first()?;
-        if is_quic(first) {
+        if classify(first) == PacketClass::Quic {
             return Some((from, 0));
         }
-        if first == RELAY_DATA {
-            let channel = segment
-                .get(1..RELAY_HEADER_LEN)
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                .map(u32::from_be_bytes);
-            let route = channel.map(|channel| RelayRoute {
-                server: canonical(from),
-                channel,
-            });
-            let Some(route) = route else {
+        if first == raw::RELAY_DATA {
+            let Ok((channel, _)) = parse_relay(segment) else {
                 self.stats.relay_unknown.fetch_add(1, Ordering::Relaxed);
                 return None;
+            };
+            let route = RelayRoute {
+                server: canonical(from),
+                channel,
             };
             let virtual_addr = self
                 .relays
@@ -408,7 +401,7 @@ impl AntqSocket {
             return match virtual_addr {
                 Some(addr) => {
                     self.stats.relay_in.fetch_add(1, Ordering::Relaxed);
-                    Some((self.to_wire(addr), RELAY_HEADER_LEN))
+                    Some((self.to_wire(addr), RelayHeader::LEN))
                 }
                 None if self.forward(route, segment) => None,
                 None => {
@@ -439,7 +432,7 @@ impl AntqSocket {
             let stride = m.stride.max(1);
             let all_quic = data
                 .chunks(stride)
-                .all(|s| s.first().copied().is_some_and(is_quic));
+                .all(|s| s.first().is_some_and(|b| classify(*b) == PacketClass::Quic));
             if all_quic {
                 if kept != i {
                     let (head, tail) = bufs.split_at_mut(i);
@@ -539,11 +532,6 @@ impl AsyncUdpSocket for AntqSocket {
     fn may_fragment(&self) -> bool {
         self.inner.may_fragment()
     }
-}
-
-/// The unspecified dual-stack address with `port`.
-pub fn any_addr(port: u16) -> SocketAddr {
-    SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)
 }
 
 #[cfg(test)]

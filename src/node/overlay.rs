@@ -131,6 +131,20 @@ struct Paths {
     relay: Option<PeerConnection>,
 }
 
+impl Paths {
+    /// The path traffic takes: direct while it is alive, else the relay.
+    fn active(&self) -> (PathKind, Option<&PeerConnection>) {
+        match (
+            self.direct.as_ref().filter(|c| alive(c)),
+            self.relay.as_ref().filter(|c| alive(c)),
+        ) {
+            (Some(d), _) => (PathKind::Direct, Some(d)),
+            (None, Some(r)) => (PathKind::Relay, Some(r)),
+            (None, None) => (PathKind::None, None),
+        }
+    }
+}
+
 struct PeerSlot {
     id: PeerId,
     endpoint: Option<SocketAddr>,
@@ -138,7 +152,6 @@ struct PeerSlot {
     candidates: Mutex<BTreeMap<u64, SocketAddr>>,
     relay_route: Mutex<Option<SocketAddr>>,
     punching: Mutex<Option<Instant>>,
-    punch_failures: AtomicU64,
     /// Set when the peer's candidates arrive and ours should go out at once
     /// (the peer may have missed our earlier announcement).
     announce_now: std::sync::atomic::AtomicBool,
@@ -229,7 +242,6 @@ impl Overlay {
                     candidates: Mutex::default(),
                     relay_route: Mutex::default(),
                     punching: Mutex::default(),
-                    punch_failures: AtomicU64::new(0),
                     announce_now: std::sync::atomic::AtomicBool::new(false),
                     bytes_in: AtomicU64::new(0),
                     bytes_out: AtomicU64::new(0),
@@ -330,12 +342,7 @@ impl Overlay {
             .ok_or(SendError::UnknownPeer(*peer))?;
         let len = data.len() as u64;
         let paths = slot.read();
-        let conn = paths
-            .direct
-            .as_ref()
-            .filter(|c| alive(c))
-            .or(paths.relay.as_ref().filter(|c| alive(c)))
-            .ok_or(SendError::NoPath(*peer))?;
+        let conn = paths.active().1.ok_or(SendError::NoPath(*peer))?;
         conn.send_datagram(data)
             .map_err(|source| SendError::Datagram {
                 peer: *peer,
@@ -349,12 +356,7 @@ impl Overlay {
     pub fn max_datagram_size(&self, peer: &PeerId) -> Option<usize> {
         let slot = self.inner.peers.get(peer)?;
         let paths = slot.read();
-        paths
-            .direct
-            .as_ref()
-            .filter(|c| alive(c))
-            .or(paths.relay.as_ref().filter(|c| alive(c)))
-            .and_then(PeerConnection::max_datagram_size)
+        paths.active().1.and_then(PeerConnection::max_datagram_size)
     }
 
     /// Receives the next datagram from any peer.
@@ -385,14 +387,7 @@ impl Overlay {
             .values()
             .map(|slot| {
                 let paths = slot.read();
-                let (path, conn) = match (
-                    paths.direct.as_ref().filter(|c| alive(c)),
-                    paths.relay.as_ref().filter(|c| alive(c)),
-                ) {
-                    (Some(d), _) => (PathKind::Direct, Some(d)),
-                    (None, Some(r)) => (PathKind::Relay, Some(r)),
-                    (None, None) => (PathKind::None, None),
-                };
+                let (path, conn) = paths.active();
                 let remote = conn.map(|c| {
                     let addr = canonical(c.remote_address());
                     self.inner
@@ -867,7 +862,6 @@ impl Overlay {
                 match outcome_rx.await {
                     Ok(PunchEvent::PathValidated { remote, rtt }) => {
                         tracing::info!(%remote, ?rtt, "direct path validated");
-                        slot.punch_failures.store(0, Ordering::Relaxed);
                         // The leader dials at once; the other side only if
                         // no direct connection shows up.
                         if !this.leads(&slot.id) {
@@ -881,7 +875,6 @@ impl Overlay {
                         }
                     }
                     Ok(PunchEvent::Failed { reason }) => {
-                        slot.punch_failures.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(%reason, "hole punching failed");
                     }
                     Err(_) => {}
