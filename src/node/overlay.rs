@@ -46,6 +46,9 @@ const RECV_QUEUE: usize = 4096;
 const MAINTAIN_INTERVAL: Duration = Duration::from_millis(250);
 /// Candidate announcements are repeated this often while there is no direct path.
 const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(3);
+/// How long the peer's candidate set must stay unchanged before the leader
+/// punches with it (an announcement arrives within microseconds).
+const CANDIDATES_SETTLE: Duration = Duration::from_millis(30);
 /// A duplicate connection is closed after this grace period.
 const DUPLICATE_GRACE: Duration = Duration::from_secs(2);
 
@@ -150,6 +153,9 @@ struct PeerSlot {
     endpoint: Option<SocketAddr>,
     paths: RwLock<Paths>,
     candidates: Mutex<BTreeMap<u64, SocketAddr>>,
+    /// When the peer's candidates last changed: a punch starts only once an
+    /// announcement has fully arrived, not on its first address.
+    candidates_changed: Mutex<Option<Instant>>,
     relay_route: Mutex<Option<SocketAddr>>,
     punching: Mutex<Option<Instant>>,
     /// Set when the peer's candidates arrive and ours should go out at once
@@ -240,6 +246,7 @@ impl Overlay {
                     endpoint: *endpoint,
                     paths: RwLock::default(),
                     candidates: Mutex::default(),
+                    candidates_changed: Mutex::default(),
                     relay_route: Mutex::default(),
                     punching: Mutex::default(),
                     announce_now: std::sync::atomic::AtomicBool::new(false),
@@ -543,6 +550,7 @@ impl Overlay {
         let mut last_announce: Option<Instant> = None;
         loop {
             let now = Instant::now();
+            let mut recheck = MAINTAIN_INTERVAL;
             // 1. Known endpoint.
             if let Some(endpoint) = slot.endpoint {
                 if !slot.has_direct() && endpoint_backoff.ready(now) {
@@ -610,11 +618,20 @@ impl Overlay {
                         last_announce = Some(now);
                         self.announce(&link, &slot).await;
                     }
-                    let have_candidates = !slot
-                        .candidates
+                    let changed = *slot
+                        .candidates_changed
                         .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .is_empty();
+                        .unwrap_or_else(PoisonError::into_inner);
+                    let settled = changed.is_some_and(|t| t.elapsed() >= CANDIDATES_SETTLE);
+                    if changed.is_some() && !settled {
+                        recheck = CANDIDATES_SETTLE;
+                    }
+                    let have_candidates = settled
+                        && !slot
+                            .candidates
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .is_empty();
                     let busy = slot
                         .punching
                         .lock()
@@ -631,7 +648,7 @@ impl Overlay {
             }
             tokio::select! {
                 () = slot.wake.notified() => {}
-                () = tokio::time::sleep(MAINTAIN_INTERVAL) => {}
+                () = tokio::time::sleep(recheck) => {}
             }
         }
     }
@@ -1031,12 +1048,20 @@ impl Overlay {
                     c.pop_first();
                 }
                 c.insert(sequence, canonical(addr));
+                *slot
+                    .candidates_changed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
             }
             ControlMessage::RemoveAddress { sequence } => {
                 slot.candidates
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .remove(&sequence);
+                *slot
+                    .candidates_changed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
             }
             ControlMessage::PunchMeNow {
                 round,
