@@ -31,6 +31,7 @@ usage: lab.sh COMMAND [--prefix P] ARGS...
   flush-conntrack [--prefix P] ROUTER   flush conntrack (IPv4+IPv6) in ROUTER (ra or a)
   set-kind [--prefix P] ROUTER KIND     swap the NAT rules live, flush conntrack
   renumber [--prefix P] HOST [N]        move HOST to LAN address .N (default: next)
+  renumber-wan [--prefix P] ROUTER [N]  give a NAT router public address .N (default: +100)
   status [--prefix P]                   show namespaces and the state file
 Default prefix: $DEFAULT_PREFIX.  State file: $STATE_DIR/PREFIX.env
 EOF
@@ -463,17 +464,47 @@ cmd_renumber() {
 	if ((new < 2 || new > 254)); then die "renumber: N must be 2..254"; fi
 	((new != cur)) || die "renumber: host already has .$new"
 	local new4=${old4%.*}.$new new6=${old6%::*}::$new h=$PREFIX-$l
+	# IPv6 may be off on the host's LAN side (mesh.sh --outer ipv4): renumber
+	# it only where the host has it
+	local has6=
+	if nsx "$h" ip -6 addr show dev eth0 2>/dev/null | grep -q "inet6 $old6/"; then has6=1; fi
 	nsx "$h" ip addr del "$old4/24" dev eth0
-	nsx "$h" ip -6 addr del "$old6/64" dev eth0 2>/dev/null || true
+	[[ -z $has6 ]] || nsx "$h" ip -6 addr del "$old6/64" dev eth0
 	nsx "$h" ip addr add "$new4/24" dev eth0
-	nsx "$h" ip -6 addr add "$new6/64" dev eth0 nodad
+	[[ -z $has6 ]] || nsx "$h" ip -6 addr add "$new6/64" dev eth0 nodad
 	nsx "$h" ip route replace default via "${!gw4}"
-	nsx "$h" ip -6 route replace default via "${!gw6}"
+	[[ -z $has6 ]] || nsx "$h" ip -6 route replace default via "${!gw6}"
 	# a full-cone router forwards to the host's address: follow it (no conntrack flush)
 	if [[ ${!k} == full-cone ]]; then apply_kind "$PREFIX-r$l" full-cone "$new4"; fi
 	state_set "HOST_${L}_LAN4" "$new4"
 	state_set "HOST_${L}_LAN6" "$new6"
 	echo "$new4 $new6"
+}
+
+cmd_renumber_wan() {
+	check_prefix
+	(($# == 1 || $# == 2)) || die "renumber-wan: ROUTER [N]"
+	local l L
+	l=$(router_letter "$1")
+	L=$(upper "$l")
+	load_state
+	local w4=ROUTER_${L}_WAN4 k=KIND_$L r=$PREFIX-r$l
+	[[ -n ${!w4:-} ]] || die "renumber-wan: no router 'r$l' in lab '$PREFIX'"
+	# kind none routes its LAN through this address from everywhere else
+	[[ ${!k} != none ]] || die "renumber-wan: router r$l has kind none (routed, not NATed)"
+	local old4=${!w4} cur new
+	cur=${old4##*.}
+	new=${2:-$((cur + 100))}
+	[[ $new =~ ^[0-9]+$ ]] && ((new >= 2 && new <= 254 && new != cur)) ||
+		die "renumber-wan: N must be 2..254 and differ from .$cur"
+	local new4=${old4%.*}.$new
+	# MASQUERADE forgets the mappings of a deleted address (its conntrack
+	# entries go with it): like an ISP handing out a new public address.
+	# (deleting a primary address takes its secondaries along: old one first)
+	nsx "$r" ip addr del "$old4/24" dev wan
+	nsx "$r" ip addr add "$new4/24" dev wan
+	state_set "ROUTER_${L}_WAN4" "$new4"
+	echo "$new4"
 }
 
 cmd_status() {
@@ -523,6 +554,7 @@ main() {
 	flush-conntrack) cmd_flush_conntrack "${rest[@]}" ;;
 	set-kind) cmd_set_kind "${rest[@]}" ;;
 	renumber) cmd_renumber "${rest[@]}" ;;
+	renumber-wan) cmd_renumber_wan "${rest[@]}" ;;
 	status) cmd_status ;;
 	-h | --help | help) usage ;;
 	*)

@@ -4,11 +4,16 @@
 # end-to-end tests and the benchmarks.
 #
 #   mesh.sh up   [--prefix P] --hosts K1,K2[,K3...] [--bin PATH] [--outer ipv4|dual]
+#                [--bootstraps 1|2]
 #   mesh.sh down [--prefix P]
+#   mesh.sh stop-boot  [--prefix P] [--index 1|2]   (SIGKILL, like a crash)
+#   mesh.sh start-boot [--prefix P] [--index 1|2]   (same key and config)
 #
 # Tunnel addresses: host i (a, b, c, ...) gets 10.90.0.(i+1)/24 and
 # fd90::(i+1)/64 on interface antq0; every other host is a peer with its /32
-# and /128. The bootstrap listens on BOOT_IP4:9000 with relay on.
+# and /128. The bootstrap listens on BOOT_IP4:9000 with relay on; with
+# `--bootstraps 2` a second one (own key) listens on BOOT_IP4_ALT:9000 and
+# every host lists both, in that order.
 # `--outer ipv4` (default) turns IPv6 off on the hosts' LAN side so that peers
 # meet over the IPv4 NATs (the lab routes IPv6 without NAT).
 # Files (keys, configs, logs, pids) go to /run/antq-lab/P.mesh/.
@@ -21,9 +26,11 @@ PREFIX=aqlab
 HOSTS=
 BIN=
 OUTER=ipv4
+BOOTS=1
+INDEX=1
 
 usage() {
-	sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
 	exit 2
 }
 
@@ -34,6 +41,8 @@ parse() {
 		--hosts) HOSTS=${2:?}; shift 2 ;;
 		--bin) BIN=${2:?}; shift 2 ;;
 		--outer) OUTER=${2:?}; shift 2 ;;
+		--bootstraps) BOOTS=${2:?}; shift 2 ;;
+		--index) INDEX=${2:?}; shift 2 ;;
 		*) usage ;;
 		esac
 	done
@@ -59,8 +68,48 @@ cmd_down() {
 	rm -rf "$dir"
 }
 
+# boot_name INDEX: file name of bootstrap INDEX (boot, boot2)
+boot_name() {
+	if [ "$1" = 1 ]; then echo boot; else echo "boot$1"; fi
+}
+
+# Starts bootstrap INDEX of the mesh and waits until it listens.
+start_boot() {
+	local dir=/run/antq-lab/$PREFIX.mesh n
+	n=$(boot_name "$1")
+	# shellcheck disable=SC1090
+	source "/run/antq-lab/$PREFIX.env"
+	# Key paths in the configs are relative to the config files.
+	ip netns exec "$BOOT_NS" "$BIN" bootstrap -c "$dir/$n.toml" >>"$dir/$n.log" 2>&1 </dev/null &
+	echo $! >"$dir/$n.pid"
+	echo $! >>"$dir/pids"
+	local listen
+	listen=$(sed -n 's/^listen = "\(.*\)"$/\1/p' "$dir/$n.toml")
+	listen=${listen#0.0.0.0}
+	for _ in $(seq 1 50); do
+		ip netns exec "$BOOT_NS" ss -Huln 2>/dev/null | grep -q "$listen " && break
+		sleep 0.05
+	done
+}
+
+cmd_stop_boot() {
+	local dir=/run/antq-lab/$PREFIX.mesh n
+	n=$(boot_name "$INDEX")
+	[ -f "$dir/$n.pid" ] || { echo "mesh.sh: no $n.pid in $dir" >&2; exit 1; }
+	local pid
+	pid=$(cat "$dir/$n.pid")
+	kill -KILL "$pid" 2>/dev/null || true
+	while kill -0 "$pid" 2>/dev/null; do sleep 0.02; done
+}
+
+cmd_start_boot() {
+	find_bin
+	start_boot "$INDEX"
+}
+
 cmd_up() {
 	[ -n "$HOSTS" ] || usage
+	case "$BOOTS" in 1 | 2) ;; *) usage ;; esac
 	find_bin
 	cmd_down >/dev/null 2>&1 || true
 	bash "$HERE/lab.sh" up --prefix "$PREFIX" --hosts "$HOSTS" >/dev/null 2>&1
@@ -72,17 +121,20 @@ cmd_up() {
 	: >"$dir/pids"
 
 	local names=(boot)
+	[ "$BOOTS" = 2 ] && names+=(boot2)
 	for h in $LAB_HOSTS; do names+=("$h"); done
 	for n in "${names[@]}"; do
 		"$BIN" keygen --out "$dir/$n.key" >/dev/null
 		"$BIN" pubkey <"$dir/$n.key" >"$dir/$n.pub"
 	done
-	cat >"$dir/boot.toml" <<-EOF
-		[bootstrap]
-		private_key_file = "boot.key"
-		listen = "0.0.0.0:9000"
-		relay = true
-	EOF
+	local boot_list="\"$(cat "$dir/boot.pub")@$BOOT_IP4:9000\""
+	if [ "$BOOTS" = 1 ]; then
+		write_boot_config boot 0.0.0.0
+	else
+		write_boot_config boot "$BOOT_IP4"
+		write_boot_config boot2 "$BOOT_IP4_ALT"
+		boot_list="$boot_list, \"$(cat "$dir/boot2.pub")@$BOOT_IP4_ALT:9000\""
+	fi
 	local i=0
 	for h in $LAB_HOSTS; do
 		i=$((i + 1))
@@ -91,7 +143,7 @@ cmd_up() {
 			echo "name = \"antq0\""
 			echo "private_key_file = \"$h.key\""
 			echo "address = [\"10.90.0.$i/24\", \"fd90::$i/64\"]"
-			echo "bootstrap = [\"$(cat "$dir/boot.pub")@$BOOT_IP4:9000\"]"
+			echo "bootstrap = [$boot_list]"
 			local j=0
 			for p in $LAB_HOSTS; do
 				j=$((j + 1))
@@ -108,13 +160,7 @@ cmd_up() {
 		fi
 	done
 
-	# Key paths in the configs are relative to the config files.
-	ip netns exec "$BOOT_NS" "$BIN" bootstrap -c "$dir/boot.toml" >"$dir/boot.log" 2>&1 </dev/null &
-	echo $! >>"$dir/pids"
-	for _ in $(seq 1 50); do
-		ip netns exec "$BOOT_NS" ss -uln 2>/dev/null | grep -q ':9000 ' && break
-		sleep 0.05
-	done
+	for i in $(seq 1 "$BOOTS"); do start_boot "$i"; done
 	for h in $LAB_HOSTS; do
 		local ns_var="HOST_${h^^}_NS"
 		ip netns exec "${!ns_var}" "$BIN" up -c "$dir/$h.toml" >"$dir/$h.log" 2>&1 </dev/null &
@@ -135,6 +181,16 @@ cmd_up() {
 	echo "mesh $PREFIX up: hosts $LAB_HOSTS ($HOSTS), files in $dir"
 }
 
+# write_boot_config NAME IP: a relaying bootstrap on IP:9000 with key NAME.key
+write_boot_config() {
+	cat >"/run/antq-lab/$PREFIX.mesh/$1.toml" <<-EOF
+		[bootstrap]
+		private_key_file = "$1.key"
+		listen = "$2:9000"
+		relay = true
+	EOF
+}
+
 cmd=${1:-}
 [ -n "$cmd" ] || usage
 shift
@@ -142,5 +198,7 @@ parse "$@"
 case "$cmd" in
 up) cmd_up ;;
 down) cmd_down ;;
+stop-boot) cmd_stop_boot ;;
+start-boot) cmd_start_boot ;;
 *) usage ;;
 esac

@@ -23,7 +23,7 @@
 //!   out per frame in (no amplification), within a per-direction bandwidth
 //!   limit. This happens inside the receive path, without a task hop.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV6};
@@ -38,6 +38,7 @@ use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, Runtime as _, UdpPoller};
 use tokio::sync::mpsc;
 
+use crate::nat::canonical_ip;
 use crate::proto::raw::{
     self, classify, encode_relay_header, parse_relay, PacketClass, RelayHeader,
 };
@@ -157,6 +158,10 @@ pub struct AntqSocket {
     forwards: RwLock<HashMap<RelayRoute, Forward>>,
     next_virtual: AtomicU32,
     pending: Mutex<VecDeque<PendingPacket>>,
+    /// The host's addresses, once known: a source address quinn pinned for a
+    /// connection (the destination of the packet that opened it) that is no
+    /// longer among them is left to the kernel's choice instead.
+    local_ips: RwLock<Option<HashSet<IpAddr>>>,
     stats: SocketStats,
 }
 
@@ -183,6 +188,7 @@ impl AntqSocket {
             forwards: RwLock::new(HashMap::new()),
             next_virtual: AtomicU32::new(1),
             pending: Mutex::new(VecDeque::new()),
+            local_ips: RwLock::new(None),
             stats: SocketStats::default(),
         }))
     }
@@ -335,6 +341,32 @@ impl AntqSocket {
         true
     }
 
+    /// Sets the host's current addresses (after a network change). quinn
+    /// sends each server-side connection's packets from the address its
+    /// first packet arrived at; once that address is gone from the host such
+    /// sends would fail, so they go out with the kernel's choice of source
+    /// instead (the other end sees a migration).
+    pub fn set_local_ips(&self, ips: impl IntoIterator<Item = IpAddr>) {
+        let set = ips.into_iter().map(canonical_ip).collect();
+        *self
+            .local_ips
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(set);
+    }
+
+    /// The source address to send from: `src` unless the host no longer has it.
+    fn source_ip(&self, src: Option<IpAddr>) -> Option<IpAddr> {
+        let ip = src?;
+        let known = self
+            .local_ips
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        match &*known {
+            Some(set) if !set.contains(&canonical_ip(ip)) => None,
+            _ => Some(ip),
+        }
+    }
+
     /// The address form the underlying socket uses (IPv4-mapped on a
     /// dual-stack IPv6 socket).
     fn to_wire(&self, addr: SocketAddr) -> SocketAddr {
@@ -367,7 +399,7 @@ impl AntqSocket {
             ecn: transmit.ecn,
             contents: &buf,
             segment_size: transmit.segment_size.map(|s| s + RelayHeader::LEN),
-            src_ip: transmit.src_ip,
+            src_ip: self.source_ip(transmit.src_ip),
         })?;
         self.stats
             .relay_out
@@ -495,7 +527,15 @@ impl AsyncUdpSocket for AntqSocket {
                 }
             };
         }
-        self.inner.try_send(transmit)
+        let src_ip = self.source_ip(transmit.src_ip);
+        if src_ip == transmit.src_ip {
+            self.inner.try_send(transmit)
+        } else {
+            self.inner.try_send(&Transmit {
+                src_ip,
+                ..*transmit
+            })
+        }
     }
 
     fn poll_recv(

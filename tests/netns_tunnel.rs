@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::io::Read as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, describe, require_root, wait_until, ChildGuard, Mesh};
+use common::{bin, describe, require_root, wait_listening, wait_until, ChildGuard, HttpBlob, Mesh};
 
 /// The path antq should settle on between two NAT kinds.
 fn expected_path(a: &str, b: &str) -> &'static str {
@@ -50,14 +49,6 @@ impl Failures {
 }
 
 /// Waits until `host` has a TCP listener on `addr:port`.
-fn wait_listening(mesh: &Mesh, host: &str, addr: &str, port: u16) -> bool {
-    let needle = format!("{addr}:{port} ");
-    wait_until(Duration::from_secs(10), || {
-        let out = mesh.exec(host, &["ss", "-Htln"]);
-        String::from_utf8_lossy(&out.stdout).contains(&needle)
-    })
-}
-
 /// Ping over the tunnel between every pair of hosts, both ways, IPv4 and
 /// IPv6; iperf3 TCP a -> c; HTTP download a <- b with checksum; the path
 /// chosen for each NAT pairing.
@@ -201,72 +192,16 @@ fn three_nat_kinds_ping_iperf_http_paths() {
     });
 
     // 5. HTTP: a ~5 MB random file served on b's tunnel address, fetched by a.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut blob = vec![0u8; 5 * 1024 * 1024];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut blob))
-        .expect("random data");
-    std::fs::write(dir.path().join("blob"), &blob).expect("write blob");
-    let b4 = mesh.ip4("b");
-    let http = mesh
-        .command(
-            "b",
-            &[
-                "python3",
-                "-m",
-                "http.server",
-                "8080",
-                "--bind",
-                &b4,
-                "--directory",
-                dir.path().to_str().unwrap(),
-            ],
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn http.server");
-    let _http = ChildGuard(Some(http));
-    failures.check(wait_listening(&mesh, "b", &b4, 8080), || {
-        "http.server on b did not listen".to_owned()
-    });
-    let fetched = dir.path().join("fetched");
-    let start = Instant::now();
-    let out = mesh.exec(
-        "a",
-        &[
-            "curl",
-            "-sS",
-            "--fail",
-            "--max-time",
-            "60",
-            "-o",
-            fetched.to_str().unwrap(),
-            &format!("http://{b4}:8080/blob"),
-        ],
-    );
-    let took = start.elapsed().as_secs_f64();
-    let sums = Command::new("sha256sum")
-        .arg(dir.path().join("blob"))
-        .arg(&fetched)
-        .output()
-        .expect("sha256sum");
-    let sums = String::from_utf8_lossy(&sums.stdout).into_owned();
-    let hashes: Vec<&str> = sums
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    let same = hashes.len() == 2 && hashes[0] == hashes[1];
+    let blob = HttpBlob::serve(&mesh, "b", 5 * 1024 * 1024);
+    let fetch = blob.fetch(&mesh, "a");
     eprintln!(
-        "http a <- b: curl {}, {:.1} s, sha256 {} ({})",
-        if out.status.success() { "ok" } else { "failed" },
-        took,
-        if same { "equal" } else { "DIFFERENT" },
-        hashes.first().copied().unwrap_or("-")
+        "http a <- b: curl {}, {:.1} s, sha256 {}",
+        if fetch.ok { "ok" } else { "failed" },
+        fetch.secs,
+        if fetch.same { "equal" } else { "DIFFERENT" },
     );
-    failures.check(out.status.success() && same, || {
-        format!("http a <- b: {} sha256: {sums}", describe(&out))
+    failures.check(fetch.ok && fetch.same, || {
+        format!("http a <- b: {}", fetch.detail)
     });
 
     eprintln!("test took {:.1} s", test_start.elapsed().as_secs_f64());

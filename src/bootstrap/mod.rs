@@ -36,7 +36,7 @@ use crate::tls::{AcceptPolicy, Allowlist};
 /// How many candidates a peer may announce.
 const MAX_CANDIDATES: usize = 16;
 /// How often a session checks whether the peer's address changed.
-const OBSERVE_INTERVAL: Duration = Duration::from_millis(500);
+const OBSERVE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Rate limits of a bootstrap node.
 #[derive(Clone, Copy, Debug)]

@@ -10,6 +10,9 @@
 //!   (RFC 4787) and port prediction for symmetric NATs.
 //! - [`punch`]: one coordinated hole-punch attempt ([`PunchSession`]).
 //! - [`path`]: relay/direct path choice per peer ([`PathSelector`]).
+//! - [`liveness`]: dead-path detection from a connection's counters
+//!   ([`Liveness`]).
+
 //!
 //! A typical flow: gather host candidates and bootstrap observations into a
 //! [`CandidateSet`] (adding [`predict_ports`] results when
@@ -20,6 +23,7 @@
 //! once validated.
 
 pub mod candidate;
+pub mod liveness;
 pub mod path;
 pub mod prediction;
 pub mod punch;
@@ -33,6 +37,7 @@ pub use candidate::{
     canonical_addr, canonical_ip, check_list, pair_priority, Candidate, CandidateKind,
     CandidatePair, CandidateSet, CandidateSetConfig, HostAddr, InterfaceInfo, Role,
 };
+pub use liveness::{Liveness, LivenessConfig, PathCounters, PathHealth};
 pub use path::{PathConfig, PathEvent, PathInfo, PathKind, PathSelector, PathState};
 pub use prediction::{
     infer_mapping, predict_ports, MappingBehaviour, Observation, PortAllocation, PredictedPort,

@@ -246,7 +246,9 @@ impl Node {
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
         server.transport_config(transport.clone());
 
-        let mut endpoint_config = quinn::EndpointConfig::default();
+        let mut endpoint_config =
+            quinn::EndpointConfig::new(Arc::new(config.identity.stateless_reset_key()));
+
         // Our raw frames share the socket; they are told apart from QUIC by
         // the fixed bit, so it must never be greased.
         endpoint_config.grease_quic_bit(false);
@@ -298,6 +300,23 @@ impl Node {
     /// The node's counters.
     pub fn stats(&self) -> &NodeStats {
         &self.inner.stats
+    }
+
+    /// Tells every connection that the local network changed: each switches
+    /// to a fresh connection ID and sends a PING at once, so the other ends
+    /// learn our new address (a server-side peer or bootstrap migrates to it)
+    /// and a dead path shows up within a round trip instead of at the next
+    /// keep-alive. Implemented as quinn's rebind onto the same socket: our
+    /// socket is bound to the wildcard address and keeps working across
+    /// address changes, so nothing needs a new one.
+    pub fn network_changed(&self) {
+        if let Err(error) = self
+            .inner
+            .endpoint
+            .rebind_abstract(self.inner.socket.clone())
+        {
+            tracing::debug!(%error, "rebind after a network change failed");
+        }
     }
 
     /// Connects to `peer`, trying `addrs` in order with staggered starts;
@@ -595,6 +614,25 @@ impl PeerConnection {
     /// Transport statistics.
     pub fn stats(&self) -> quinn::ConnectionStats {
         self.conn.stats()
+    }
+
+    /// The counters dead-path detection needs ([`crate::nat::Liveness`]).
+    pub fn path_counters(&self) -> crate::nat::PathCounters {
+        let stats = self.conn.stats();
+        let f = &stats.frame_tx;
+        crate::nat::PathCounters {
+            eliciting_sent: f.datagram
+                + f.stream
+                + f.ping
+                + f.crypto
+                + f.max_data
+                + f.max_stream_data
+                + f.new_connection_id
+                + f.retire_connection_id
+                + f.path_challenge
+                + f.path_response,
+            datagrams_received: stats.udp_rx.datagrams,
+        }
     }
 
     /// The connection's control channel.

@@ -27,6 +27,8 @@ use rand::{Rng as _, RngCore as _};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::Instrument as _;
 
+mod network;
+
 use super::punch_driver::{self, ProbeIn};
 use super::{Node, NodeConfig, NodeError, PeerConnection, TransportSettings};
 use crate::identity::{Identity, PeerId};
@@ -42,8 +44,9 @@ use crate::tunnel::config::BootstrapAddr;
 
 /// Queue of datagrams received from all peers.
 const RECV_QUEUE: usize = 4096;
-/// How often the per-peer task re-checks its paths.
-const MAINTAIN_INTERVAL: Duration = Duration::from_millis(250);
+/// How often the per-peer task re-checks its paths (and samples their
+/// liveness: this adds to the time a dead path takes to notice).
+const MAINTAIN_INTERVAL: Duration = Duration::from_millis(200);
 /// Candidate announcements are repeated this often while there is no direct path.
 const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(3);
 /// How long the peer's candidate set must stay unchanged before the leader
@@ -51,6 +54,9 @@ const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(3);
 const CANDIDATES_SETTLE: Duration = Duration::from_millis(30);
 /// A duplicate connection is closed after this grace period.
 const DUPLICATE_GRACE: Duration = Duration::from_secs(2);
+/// A peer announces candidates only while it has no direct path: one that
+/// arrives while ours is older than this means the peer lost that path.
+const STALE_DIRECT_AFTER: Duration = Duration::from_secs(2);
 
 /// Everything an overlay needs.
 #[derive(Clone, Debug)]
@@ -131,6 +137,8 @@ pub enum SendError {
 #[derive(Default)]
 struct Paths {
     direct: Option<PeerConnection>,
+    /// When the direct connection was installed.
+    direct_since: Option<Instant>,
     relay: Option<PeerConnection>,
 }
 
@@ -153,6 +161,9 @@ struct PeerSlot {
     endpoint: Option<SocketAddr>,
     paths: RwLock<Paths>,
     candidates: Mutex<BTreeMap<u64, SocketAddr>>,
+    /// Our candidates as last announced to this peer, with their sequence
+    /// numbers (so a vanished address can be withdrawn).
+    announced: Mutex<HashMap<SocketAddr, u64>>,
     /// When the peer's candidates last changed: a punch starts only once an
     /// announcement has fully arrived, not on its first address.
     candidates_changed: Mutex<Option<Instant>>,
@@ -209,6 +220,7 @@ struct Inner {
     incoming: mpsc::Sender<(PeerId, Bytes)>,
     incoming_rx: tokio::sync::Mutex<mpsc::Receiver<(PeerId, Bytes)>>,
     announce_seq: AtomicU64,
+    last_poke: Mutex<Option<Instant>>,
 }
 
 /// A running overlay.
@@ -246,6 +258,7 @@ impl Overlay {
                     endpoint: *endpoint,
                     paths: RwLock::default(),
                     candidates: Mutex::default(),
+                    announced: Mutex::default(),
                     candidates_changed: Mutex::default(),
                     relay_route: Mutex::default(),
                     punching: Mutex::default(),
@@ -272,6 +285,7 @@ impl Overlay {
             incoming: tx,
             incoming_rx: tokio::sync::Mutex::new(rx),
             announce_seq: AtomicU64::new(0),
+            last_poke: Mutex::default(),
         });
         let overlay = Self { inner };
         overlay.spawn_tasks();
@@ -315,6 +329,11 @@ impl Overlay {
         for index in 0..inner.config.bootstraps.len() {
             let this = self.clone();
             tokio::spawn(async move { this.bootstrap_link(index).await });
+        }
+        // Network changes.
+        if !inner.config.loopback_only {
+            let this = self.clone();
+            tokio::spawn(async move { this.watch_network().await });
         }
         // Per-peer maintenance.
         for slot in inner.peers.values() {
@@ -478,7 +497,7 @@ impl Overlay {
             } else {
                 &mut paths.direct
             };
-            match place {
+            let replaced = match place {
                 Some(existing) if alive(existing) && !preferred => {
                     let keep_existing =
                         (existing.quinn().side() == quinn::Side::Client) == self.leads(&slot.id);
@@ -490,7 +509,11 @@ impl Overlay {
                     place.replace(conn.clone())
                 }
                 _ => place.replace(conn.clone()),
+            };
+            if !relayed {
+                paths.direct_since = Some(Instant::now());
             }
+            replaced
         };
         if let Some(old) = replaced {
             if old.quinn().stable_id() != conn.quinn().stable_id() && alive(&old) {
@@ -548,9 +571,13 @@ impl Overlay {
         // the next attempt runs into the same port clash.
         let mut punch_backoff = Backoff::starting_at(Duration::from_secs(35));
         let mut last_announce: Option<Instant> = None;
+        let mut monitors = network::PathMonitors::default();
+        // The peer's and our candidates when the last punch started.
+        let mut last_punched: (Vec<SocketAddr>, Vec<SocketAddr>) = Default::default();
         loop {
             let now = Instant::now();
             let mut recheck = MAINTAIN_INTERVAL;
+            self.check_paths(&slot, &mut monitors, now);
             // 1. Known endpoint.
             if let Some(endpoint) = slot.endpoint {
                 if !slot.has_direct() && endpoint_backoff.ready(now) {
@@ -626,20 +653,38 @@ impl Overlay {
                     if changed.is_some() && !settled {
                         recheck = CANDIDATES_SETTLE;
                     }
-                    let have_candidates = settled
-                        && !slot
-                            .candidates
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .is_empty();
+                    let remote: Vec<SocketAddr> = slot
+                        .candidates
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .values()
+                        .copied()
+                        .collect();
+                    let have_candidates = settled && !remote.is_empty();
                     let busy = slot
                         .punching
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .is_some_and(|t| now < t);
-                    if self.leads(&slot.id) && have_candidates && !busy && punch_backoff.ready(now)
+                    let mut ours: Vec<SocketAddr> = slot
+                        .announced
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .keys()
+                        .copied()
+                        .collect();
+                    ours.sort_unstable();
+                    let candidates = (remote, ours);
+                    // New candidates (either side moved) are punched at once,
+                    // even over a running or failed attempt on the old ones:
+                    // the backoff is for retrying the same addresses.
+                    let fresh = candidates != last_punched;
+                    if self.leads(&slot.id)
+                        && have_candidates
+                        && (fresh || (!busy && punch_backoff.ready(now)))
                     {
                         punch_backoff.arm(now);
+                        last_punched = candidates;
                         self.initiate_punch(&link, &slot);
                     }
                 } else {
@@ -743,18 +788,27 @@ impl Overlay {
         set.into_vec()
     }
 
-    /// Sends our candidates to `slot`'s peer through the bootstrap.
+    /// Sends our candidates to `slot`'s peer through the bootstrap,
+    /// withdrawing the ones we no longer have. Only done while there is no
+    /// direct path: the peer reads an announcement as "my direct path is
+    /// gone" (see `handle_forwarded`).
     async fn announce(&self, link: &Link, slot: &PeerSlot) {
         let candidates = self.local_candidates().await;
         tracing::debug!(peer = %slot.id.short(), ?candidates, "announcing candidates");
-        for c in candidates {
-            let sequence = self.inner.announce_seq.fetch_add(1, Ordering::Relaxed);
+        let addrs: Vec<_> = candidates.iter().map(|c| c.addr).collect();
+        let (withdrawn, added) = self.announcement(slot, &addrs);
+        let messages = withdrawn
+            .into_iter()
+            .map(|sequence| ControlMessage::RemoveAddress { sequence })
+            .chain(
+                added
+                    .into_iter()
+                    .map(|(sequence, addr)| ControlMessage::AddAddress { sequence, addr }),
+            );
+        for inner in messages {
             let msg = ControlMessage::Forward {
                 peer: *slot.id.as_bytes(),
-                inner: Box::new(ControlMessage::AddAddress {
-                    sequence,
-                    addr: c.addr,
-                }),
+                inner: Box::new(inner),
             };
             if link.conn.control().try_send(msg).is_err() {
                 return;
@@ -942,6 +996,13 @@ impl Overlay {
                         .write()
                         .unwrap_or_else(PoisonError::into_inner)[index] = None;
                     tracing::info!(parent: &span, "bootstrap connection lost");
+                    // Its relay channels went with it; peers ask the next
+                    // bootstrap (or this one, once back) for new ones.
+                    let server_addr = canonical(server.addr);
+                    self.retire_relays_where(|r| r.server == server_addr);
+                    for slot in self.inner.peers.values() {
+                        slot.wake.notify_one();
+                    }
                 }
                 Err(error) => tracing::debug!(parent: &span, %error, "bootstrap connect failed"),
             }
@@ -952,13 +1013,39 @@ impl Overlay {
     }
 
     async fn serve_link(&self, link: &Link) {
-        while let Some(msg) = link.conn.control().recv().await {
+        let mut monitor = network::LinkMonitor::new();
+        let mut tick = tokio::time::interval(MAINTAIN_INTERVAL);
+        loop {
+            let msg = tokio::select! {
+                msg = link.conn.control().recv() => match msg {
+                    Some(msg) => msg,
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    if monitor.stalled(&link.conn) {
+                        tracing::info!("bootstrap link stalled");
+                        link.conn.close("stalled");
+                        return;
+                    }
+                    continue;
+                }
+            };
             match msg {
                 ControlMessage::ObservedAddress { addr, .. } => {
                     let addr = canonical(addr);
-                    *link.observed.lock().unwrap_or_else(PoisonError::into_inner) = Some(addr);
+                    let previous = link
+                        .observed
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .replace(addr);
                     tracing::info!(%addr, "observed address");
+                    // A new public address (our NAT renumbered or remapped
+                    // us): peers without a direct path need it now.
+                    let moved = previous.is_some_and(|p| p != addr);
                     for slot in self.inner.peers.values() {
+                        if moved {
+                            slot.announce_now.store(true, Ordering::Relaxed);
+                        }
                         slot.wake.notify_one();
                     }
                 }
@@ -992,24 +1079,7 @@ impl Overlay {
                         server: canonical(link.server.addr),
                         channel,
                     };
-                    for slot in self.inner.peers.values() {
-                        let closed = {
-                            let mut r = slot
-                                .relay_route
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner);
-                            if r.and_then(|v| self.inner.node.socket().relay_route(v))
-                                == Some(route)
-                            {
-                                r.take()
-                            } else {
-                                None
-                            }
-                        };
-                        if let Some(v) = closed {
-                            self.retire_relay(slot, v);
-                        }
-                    }
+                    self.retire_relays_where(|r| r == route);
                 }
                 ControlMessage::Forward { peer, inner } => {
                     let Some(slot) = PeerId::from_bytes(peer)
@@ -1035,6 +1105,20 @@ impl Overlay {
         tracing::trace!(peer = %slot.id.short(), ?msg, "forwarded");
         match msg {
             ControlMessage::AddAddress { sequence, addr } => {
+                // The peer announces only while it has no direct path: if
+                // ours is established (not just racing this message), the
+                // peer lost it (it moved, or its NAT did) and so did we.
+                let stale = {
+                    let paths = slot.read();
+                    paths.direct.clone().filter(|_| {
+                        paths
+                            .direct_since
+                            .is_some_and(|t| t.elapsed() >= STALE_DIRECT_AFTER)
+                    })
+                };
+                if let Some(conn) = stale {
+                    self.drop_direct(slot, &conn, "the peer lost its direct path");
+                }
                 let mut c = slot
                     .candidates
                     .lock()

@@ -129,6 +129,12 @@ impl Mesh {
     /// Builds the lab and the mesh with the test binary. Panics (after
     /// tearing down) if `mesh.sh up` fails.
     pub fn up(kinds: &[&str]) -> Mesh {
+        Self::up_with(kinds, &[])
+    }
+
+    /// Like [`Mesh::up`], with more `mesh.sh up` options (e.g.
+    /// `["--bootstraps", "2"]`).
+    pub fn up_with(kinds: &[&str], options: &[&str]) -> Mesh {
         let mesh = Mesh {
             prefix: unique_prefix("ae"),
             kinds: kinds.iter().map(|k| (*k).to_owned()).collect(),
@@ -142,6 +148,7 @@ impl Mesh {
             .arg(root_dir().join("scripts/mesh.sh"))
             .args(["up", "--prefix", &mesh.prefix, "--hosts", &kinds.join(",")])
             .args(["--bin", bin()])
+            .args(options)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
@@ -239,6 +246,36 @@ impl Mesh {
                         .get(1)
                         .is_some_and(|a| *a == b"up" || *a == b"bootstrap")
             })
+    }
+
+    /// Runs `scripts/lab.sh COMMAND --prefix P ARGS...` (renumber,
+    /// set-kind, flush-conntrack, ...); panics if it fails.
+    pub fn lab(&self, command: &str, args: &[&str]) -> String {
+        self.script("lab.sh", command, args)
+    }
+
+    /// Runs `scripts/mesh.sh COMMAND --prefix P ARGS...` (stop-boot,
+    /// start-boot); panics if it fails.
+    pub fn mesh(&self, command: &str, args: &[&str]) -> String {
+        self.script("mesh.sh", command, &[&["--bin", bin()], args].concat())
+    }
+
+    fn script(&self, script: &str, command: &str, args: &[&str]) -> String {
+        let out = Command::new("bash")
+            .arg(root_dir().join("scripts").join(script))
+            .args([command, "--prefix", &self.prefix])
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .stdout(Stdio::piped())
+            .output()
+            .expect("run a lab script");
+        assert!(
+            out.status.success(),
+            "{script} {command} {args:?}: {}",
+            describe(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     /// `ip netns exec P-host ARGS...`, killed after 120 s.
@@ -352,6 +389,220 @@ impl Drop for ChildGuard {
         if let Some(child) = self.0.as_mut() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// Waits (up to 10 s) until a TCP socket listens on `addr:port` in `host`.
+pub fn wait_listening(mesh: &Mesh, host: &str, addr: &str, port: u16) -> bool {
+    let needle = format!("{addr}:{port} ");
+    wait_until(Duration::from_secs(10), || {
+        let out = mesh.exec(host, &["ss", "-Htln"]);
+        String::from_utf8_lossy(&out.stdout).contains(&needle)
+    })
+}
+
+/// `python3 -c HTTP_SERVER ADDR PORT DIR`: `http.server` without its
+/// reverse DNS lookup of the bind address (`getfqdn`), which in a lab
+/// namespace waits for a resolver that is unreachable (and must stay so:
+/// tests send nothing outside their namespaces).
+const HTTP_SERVER: &str = r#"
+import functools, http.server, socketserver, sys
+class Server(http.server.ThreadingHTTPServer):
+    def server_bind(self):
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[3])
+Server((sys.argv[1], int(sys.argv[2])), handler).serve_forever()
+"#;
+
+/// A file of random bytes served over HTTP on a host's tunnel address.
+pub struct HttpBlob {
+    dir: tempfile::TempDir,
+    url: String,
+    _server: ChildGuard,
+}
+
+/// What fetching an [`HttpBlob`] gave.
+#[derive(Debug)]
+pub struct Fetch {
+    /// curl exited 0.
+    pub ok: bool,
+    /// The fetched file's SHA-256 equals the served one's.
+    pub same: bool,
+    /// Wall time of the transfer.
+    pub secs: f64,
+    /// curl's output, for failure messages.
+    pub detail: String,
+}
+
+impl HttpBlob {
+    /// Serves `size` random bytes at `http://<host's tunnel IPv4>:8080/blob`
+    /// (python3 http.server, one TCP connection per fetch).
+    pub fn serve(mesh: &Mesh, host: &str, size: usize) -> HttpBlob {
+        use std::io::Read as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut blob = vec![0u8; size];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut blob))
+            .expect("random data");
+        std::fs::write(dir.path().join("blob"), &blob).expect("write blob");
+        let addr = mesh.ip4(host);
+        let server = mesh
+            .command(
+                host,
+                &[
+                    "python3",
+                    "-c",
+                    HTTP_SERVER,
+                    &addr,
+                    "8080",
+                    dir.path().to_str().unwrap(),
+                ],
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn http.server");
+        let server = ChildGuard(Some(server));
+        assert!(
+            wait_listening(mesh, host, &addr, 8080),
+            "http.server on {host} did not listen"
+        );
+        HttpBlob {
+            url: format!("http://{addr}:8080/blob"),
+            dir,
+            _server: server,
+        }
+    }
+
+    /// The curl command that fetches the blob in `host` (at most
+    /// `limit_rate`, curl's syntax, e.g. "1M") into a file of its own.
+    pub fn fetch_command(&self, mesh: &Mesh, host: &str, limit_rate: Option<&str>) -> Command {
+        let out = self.dir.path().join(format!("fetched-{host}"));
+        let mut args = vec![
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "120",
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        if let Some(rate) = limit_rate {
+            args.extend(["--limit-rate", rate]);
+        }
+        args.push(&self.url);
+        let mut cmd = mesh.command(host, &args);
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// Fetches the blob in `host` and compares checksums.
+    pub fn fetch(&self, mesh: &Mesh, host: &str) -> Fetch {
+        let started = Instant::now();
+        let out = self
+            .fetch_command(mesh, host, None)
+            .output()
+            .expect("run curl");
+        self.check(host, &out, started)
+    }
+
+    /// Compares the file fetched by `host`'s curl (which gave `out`, and
+    /// started at `started`) with the served one.
+    pub fn check(&self, host: &str, out: &Output, started: Instant) -> Fetch {
+        let secs = started.elapsed().as_secs_f64();
+        let sums = Command::new("sha256sum")
+            .arg(self.dir.path().join("blob"))
+            .arg(self.dir.path().join(format!("fetched-{host}")))
+            .output()
+            .expect("sha256sum");
+        let sums = String::from_utf8_lossy(&sums.stdout).into_owned();
+        let hashes: Vec<&str> = sums
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        Fetch {
+            ok: out.status.success(),
+            same: hashes.len() == 2 && hashes[0] == hashes[1],
+            secs,
+            detail: format!("{} sha256: {sums}", describe(out)),
+        }
+    }
+}
+
+/// A `ping -D -i 0.01` stream (100 packets a second) from one host, for
+/// measuring outages.
+pub struct PingStream {
+    child: ChildGuard,
+    started: Instant,
+}
+
+/// What a [`PingStream`] saw.
+#[derive(Debug)]
+pub struct PingSummary {
+    /// Replies received.
+    pub replies: usize,
+    /// Longest time without a reply: between two replies, or from the start
+    /// to the first or from the last to the end.
+    pub max_gap: Duration,
+}
+
+impl PingStream {
+    /// Starts pinging `dest` from `host` for `seconds`.
+    pub fn start(mesh: &Mesh, host: &str, dest: &str, seconds: u32) -> PingStream {
+        let child = mesh
+            .command(
+                host,
+                &[
+                    "ping",
+                    "-D",
+                    "-n",
+                    "-i",
+                    "0.01",
+                    "-w",
+                    &seconds.to_string(),
+                    dest,
+                ],
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ping");
+        PingStream {
+            child: ChildGuard(Some(child)),
+            started: Instant::now(),
+        }
+    }
+
+    /// Waits for the stream to end and measures it.
+    pub fn finish(mut self) -> PingSummary {
+        let started_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+            - self.started.elapsed().as_secs_f64();
+        let out = self.child.take().wait_with_output().expect("wait for ping");
+        let ended_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let replies: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("bytes from"))
+            .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+            .collect();
+        let mut max_gap = 0f64;
+        let mut last = started_unix;
+        for t in replies.iter().copied().chain([ended_unix]) {
+            max_gap = max_gap.max(t - last);
+            last = t;
+        }
+        PingSummary {
+            replies: replies.len(),
+            max_gap: Duration::from_secs_f64(max_gap.max(0.0)),
         }
     }
 }
