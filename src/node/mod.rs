@@ -105,6 +105,9 @@ pub enum NodeError {
     /// TLS configuration failed.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The TCP listener (bootstrap) could not be bound.
+    #[error(transparent)]
+    Stream(#[from] socket::StreamError),
     /// A transport setting is out of range.
     #[error("invalid transport setting: {0}")]
     Transport(String),
