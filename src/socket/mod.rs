@@ -113,7 +113,7 @@ pub struct RelayRoute {
 }
 
 /// Counters of the shared socket.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct SocketStats {
     /// Raw frames dropped because the NAT driver's queue was full or gone.
     pub raw_dropped: AtomicU64,

@@ -79,6 +79,8 @@ pub struct TunnelStatus {
     pub bootstraps: Vec<BootstrapReport>,
     /// Datapath counters.
     pub stats: serde_json::Value,
+    /// Counters of the shared socket (relay and TCP stream paths).
+    pub socket: serde_json::Value,
 }
 
 /// One peer in [`TunnelStatus`].
@@ -283,6 +285,8 @@ impl Tunnel {
                 })
                 .collect(),
             stats: serde_json::to_value(&self.datapath.stats).unwrap_or_default(),
+            socket: serde_json::to_value(self.datapath.overlay.node().socket().stats())
+                .unwrap_or_default(),
         }
     }
 
