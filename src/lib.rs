@@ -9,7 +9,8 @@
 //! - [`tls`]: rustls raw-public-key configs and verifiers.
 //! - [`proto`]: control messages and their codecs.
 //! - [`nat`]: sans-IO NAT traversal state machines.
-//! - [`socket`]: the UDP socket shared by QUIC, punch probes and relay paths.
+//! - [`socket`]: the UDP socket shared by QUIC, punch probes and relay paths,
+//!   and the TCP stream paths for networks that drop UDP.
 //! - [`node`]: the high-level peer-to-peer API.
 //! - [`bootstrap`]: the bootstrap / coordinator / relay node.
 //! - [`tunnel`]: TUN pump and AllowedIPs routing.

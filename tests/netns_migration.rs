@@ -122,11 +122,20 @@ fn nat_conntrack_flush_and_public_address_change() {
         gap.as_secs_f64() * 1e3
     );
     assert_outage(&mesh, "NAT public address change", gap);
-    // Both NATs are still endpoint-independent: a new hole is punched.
+    // Both NATs are still endpoint-independent, so a new hole can be
+    // punched, but not at once: while the direct path was dying, a's packets
+    // from its new address reached b's NAT unasked and left half-open
+    // entries there that make it map b's next packets to a new port. They
+    // expire after 30 s; the punch retry after a failure waits 35 s.
+    let started = Instant::now();
     assert!(
-        wait_path(&mesh, "a", "b", "direct", Duration::from_secs(15)),
+        wait_path(&mesh, "a", "b", "direct", Duration::from_secs(60)),
         "no direct path again after the NAT's new address:\n{}",
         mesh.dump()
+    );
+    eprintln!(
+        "direct again {:.0} s after the NAT's new address",
+        started.elapsed().as_secs_f64() + 7.5
     );
 }
 
@@ -163,8 +172,8 @@ fn bootstrap_crash_and_restart() {
     if !require_root() {
         return;
     }
-    // a ↔ b direct (home, home), a ↔ c relayed (home, symmetric).
-    let mesh = Mesh::up(&["home", "home", "symmetric"]);
+    // a ↔ b direct (home, full-cone), a ↔ c relayed (home, symmetric).
+    let mesh = Mesh::up(&["home", "full-cone", "symmetric"]);
     assert!(
         wait_path(&mesh, "a", "b", "direct", Duration::from_secs(10))
             && wait_path(&mesh, "a", "c", "relay", Duration::from_secs(10)),
@@ -216,19 +225,31 @@ fn relay_fails_over_to_the_second_bootstrap() {
         "no relay path first:\n{}",
         mesh.dump()
     );
+    // Whichever bootstrap relays (the first one to answer) is killed.
+    let relay_server = |mesh: &Mesh| {
+        mesh.status("a")["peers"][0]["remote"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (used, other, spare) = if relay_server(&mesh).starts_with("198.18.0.10:") {
+        ("1", "198.18.0.11:", "2")
+    } else {
+        ("2", "198.18.0.10:", "1")
+    };
+    eprintln!("relay through bootstrap {used}; killing it, {spare} takes over");
     let gap = through_change(&mesh, "a", "b", || {
-        mesh.mesh("stop-boot", &["--index", "1"]);
+        mesh.mesh("stop-boot", &["--index", used]);
     });
     eprintln!(
         "OUTAGE relay failover to the second bootstrap: {:.0} ms",
         gap.as_secs_f64() * 1e3
     );
     assert_outage(&mesh, "relay failover", gap);
-    let status = mesh.status("a");
-    let remote = status["peers"][0]["remote"].as_str().unwrap_or_default();
+    let remote = relay_server(&mesh);
     assert!(
-        remote.starts_with("198.18.0.11:"),
-        "relay not through the second bootstrap: {status}\n{}",
+        remote.starts_with(other),
+        "relay not through the other bootstrap: {remote}\n{}",
         mesh.dump()
     );
 }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use antq::bootstrap::{Bootstrap, BootstrapSettings, Limits};
+use antq::bootstrap::{Bootstrap, BootstrapSettings, Limits, TcpListen};
 use antq::identity::{Identity, PeerId};
 use antq::nat::PunchConfig;
 use antq::node::overlay::{Overlay, OverlayConfig, PathKind};
@@ -21,6 +21,7 @@ fn bootstrap() -> Bootstrap {
     Bootstrap::start(BootstrapSettings {
         identity: Identity::generate(),
         listen: loopback(),
+        tcp_listen: TcpListen::Off,
         relay: true,
         allowed_keys: None,
         limits: Limits::default(),

@@ -4,10 +4,14 @@
 //! [bootstrap]
 //! private_key_file = "/etc/antq/bootstrap.key"   # or private_key = "base64"
 //! listen = "0.0.0.0:9000"
+//! tcp_listen = "0.0.0.0:9000"   # optional; default: the `listen` address and
+//!                               # port; "off" = no TCP (hosts behind networks
+//!                               # that drop UDP cannot then connect)
 //! relay = true
 //! allowed_keys = ["BASE64PUBKEY", ...]            # optional: serve only these
 //! coordination_per_sec = 20                      # optional rate limits
 //! relay_bytes_per_sec = 12500000
+//! tcp_max_streams = 4096                         # optional: open TCP streams at most
 //! ```
 
 use std::net::SocketAddr;
@@ -15,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::Limits;
+use super::{Limits, TcpListen};
 use crate::identity::{Identity, PeerId};
 use crate::tunnel::config::{invalid, load_private_key, read_toml, ConfigError};
 
@@ -31,6 +35,7 @@ struct Section {
     private_key_file: Option<PathBuf>,
     private_key: Option<String>,
     listen: Option<String>,
+    tcp_listen: Option<String>,
     relay: Option<bool>,
     allowed_keys: Option<Vec<String>>,
     coordination_per_sec: Option<f64>,
@@ -38,6 +43,7 @@ struct Section {
     relay_bytes_per_sec: Option<f64>,
     relay_burst_bytes: Option<f64>,
     connections_per_sec_per_ip: Option<f64>,
+    tcp_max_streams: Option<i64>,
 }
 
 /// A validated bootstrap configuration.
@@ -49,6 +55,8 @@ pub struct BootstrapConfig {
     pub identity: Identity,
     /// UDP address to listen on.
     pub listen: SocketAddr,
+    /// TCP listener for peers whose network drops UDP.
+    pub tcp_listen: TcpListen,
     /// Whether to relay traffic between peers.
     pub relay: bool,
     /// If set, only these keys may use the bootstrap (and its relay).
@@ -63,6 +71,7 @@ impl BootstrapConfig {
     /// Reads and validates a bootstrap config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file: File = read_toml(path)?;
+        let defaults = Limits::default();
         let s = file.bootstrap;
         let (identity, warning) = load_private_key(
             path,
@@ -79,6 +88,34 @@ impl BootstrapConfig {
                 "write it as IP:PORT, e.g. \"0.0.0.0:9000\" or \"[::]:9000\"",
             )
         })?;
+        let tcp_listen = match s.tcp_listen.as_deref().map(str::trim) {
+            None => TcpListen::SameAsUdp,
+            Some("off") => TcpListen::Off,
+            Some(text) => TcpListen::At(text.parse::<SocketAddr>().map_err(|e| {
+                invalid(
+                    path,
+                    "bootstrap.tcp_listen",
+                    format!("`{text}`: {e}"),
+                    "write it as IP:PORT, e.g. \"0.0.0.0:9000\", or \"off\" for no TCP \
+                     listener; leave it out to use the `listen` address",
+                )
+            })?),
+        };
+        let tcp_max_streams = match s.tcp_max_streams {
+            None => defaults.tcp_max_streams,
+            Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
+            Some(n) => {
+                return Err(invalid(
+                    path,
+                    "bootstrap.tcp_max_streams",
+                    format!("{n} is not a positive number"),
+                    format!(
+                        "use a positive whole number (default {})",
+                        defaults.tcp_max_streams
+                    ),
+                ))
+            }
+        };
         let allowed_keys = s
             .allowed_keys
             .map(|keys| {
@@ -97,7 +134,6 @@ impl BootstrapConfig {
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()?;
-        let defaults = Limits::default();
         let positive =
             |field: &str, value: Option<f64>, default: f64| -> Result<f64, ConfigError> {
                 match value {
@@ -137,15 +173,65 @@ impl BootstrapConfig {
                 s.connections_per_sec_per_ip,
                 defaults.connections_per_sec_per_ip,
             )?,
+            tcp_max_streams,
         };
         Ok(Self {
             path: path.to_owned(),
             identity,
             listen,
+            tcp_listen,
             relay: s.relay.unwrap_or(true),
             allowed_keys,
             limits,
             warnings: warning.into_iter().collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(extra: &str) -> Result<BootstrapConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Identity::generate().to_base64().to_string();
+        let path = dir.path().join("boot.toml");
+        std::fs::write(
+            &path,
+            format!("[bootstrap]\nprivate_key = \"{key}\"\nlisten = \"127.0.0.1:9000\"\n{extra}"),
+        )
+        .unwrap();
+        BootstrapConfig::load(&path)
+    }
+
+    #[test]
+    fn tcp_listen_defaults_to_the_udp_address() {
+        let c = load("").unwrap();
+        assert_eq!(c.tcp_listen, TcpListen::SameAsUdp);
+        assert_eq!(c.limits.tcp_max_streams, Limits::default().tcp_max_streams);
+    }
+
+    #[test]
+    fn tcp_listen_can_be_moved_or_turned_off() {
+        let c = load("tcp_listen = \"0.0.0.0:443\"\ntcp_max_streams = 10\n").unwrap();
+        assert_eq!(c.tcp_listen, TcpListen::At("0.0.0.0:443".parse().unwrap()));
+        assert_eq!(c.limits.tcp_max_streams, 10);
+        assert_eq!(
+            load("tcp_listen = \"off\"\n").unwrap().tcp_listen,
+            TcpListen::Off
+        );
+    }
+
+    #[test]
+    fn bad_tcp_fields_name_file_field_and_fix() {
+        let e = load("tcp_listen = \"nowhere\"\n").unwrap_err().to_string();
+        assert!(e.contains("boot.toml"), "{e}");
+        assert!(e.contains("`bootstrap.tcp_listen`"), "{e}");
+        assert!(e.contains("\"off\""), "{e}");
+        let e = load("tcp_max_streams = 0\n").unwrap_err().to_string();
+        assert!(e.contains("`bootstrap.tcp_max_streams`"), "{e}");
+        assert!(e.contains("positive whole number"), "{e}");
+        let e = load("tcp_listen = false\n").unwrap_err().to_string();
+        assert!(e.contains("tcp_listen"), "{e}");
     }
 }

@@ -15,6 +15,12 @@
 //!
 //! Sessions, candidates and relay allocations of a peer go away when its
 //! connection closes.
+//!
+//! Peers whose network drops UDP reach the bootstrap over TCP
+//! ([`crate::socket::tcp`]; by default on the same address and port as UDP).
+//! Such a peer's QUIC connection runs from a virtual stream-path address: it
+//! is never reported as `OBSERVED_ADDRESS` nor accepted as a candidate, so
+//! the peer gets no direct path and is reached through the relay only.
 
 pub mod config;
 
@@ -30,7 +36,10 @@ use crate::identity::{Identity, PeerId};
 use crate::node::{Node, NodeConfig, NodeError, PeerConnection};
 use crate::proto::{ControlMessage, UnavailableReason};
 use crate::ratelimit::TokenBucket;
-use crate::socket::{canonical, RelayLimit, RelayRoute};
+use crate::socket::{
+    bind_tcp, canonical, is_stream_addr, is_virtual, RelayLimit, RelayRoute, StreamLimits,
+    Transport,
+};
 use crate::tls::{AcceptPolicy, Allowlist};
 
 /// How many candidates a peer may announce.
@@ -49,8 +58,11 @@ pub struct Limits {
     pub relay_bytes_per_sec: f64,
     /// Relay burst per direction, bytes.
     pub relay_burst_bytes: f64,
-    /// New connections per second per source IP.
+    /// New connections per second per source IP (QUIC handshakes, and
+    /// separately new TCP streams).
     pub connections_per_sec_per_ip: f64,
+    /// Most TCP streams open at once.
+    pub tcp_max_streams: usize,
 }
 
 impl Default for Limits {
@@ -61,8 +73,20 @@ impl Default for Limits {
             relay_bytes_per_sec: 25_000_000.0,
             relay_burst_bytes: 2_000_000.0,
             connections_per_sec_per_ip: 20.0,
+            tcp_max_streams: 4096,
         }
     }
+}
+
+/// Where a bootstrap listens for TCP streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpListen {
+    /// The same IP and port as the UDP socket (the port actually bound).
+    SameAsUdp,
+    /// This address.
+    At(SocketAddr),
+    /// No TCP listener.
+    Off,
 }
 
 /// What a bootstrap server needs to start.
@@ -72,6 +96,8 @@ pub struct BootstrapSettings {
     pub identity: Identity,
     /// UDP address to listen on.
     pub listen: SocketAddr,
+    /// TCP listener for peers whose network drops UDP.
+    pub tcp_listen: TcpListen,
     /// Whether to relay traffic.
     pub relay: bool,
     /// If set, only these keys may connect.
@@ -85,6 +111,7 @@ impl From<config::BootstrapConfig> for BootstrapSettings {
         Self {
             identity: c.identity,
             listen: c.listen,
+            tcp_listen: c.tcp_listen,
             relay: c.relay,
             allowed_keys: c.allowed_keys,
             limits: c.limits,
@@ -131,10 +158,24 @@ struct Registry {
     relays: HashMap<(PeerId, PeerId), Allocation>,
 }
 
+/// Aborts the TCP listener task when the last bootstrap handle goes.
+#[derive(Debug)]
+struct TcpServer {
+    local: SocketAddr,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for TcpServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// A running bootstrap node.
 #[derive(Clone)]
 pub struct Bootstrap {
     node: Node,
+    tcp: Option<Arc<TcpServer>>,
     settings: Arc<BootstrapSettings>,
     registry: Arc<Mutex<Registry>>,
     stats: Arc<BootstrapStats>,
@@ -170,8 +211,29 @@ impl Bootstrap {
             settings.limits.connections_per_sec_per_ip * 3.0,
         ));
         let node = Node::bind(config)?;
+        let tcp_addr = match settings.tcp_listen {
+            TcpListen::Off => None,
+            TcpListen::At(addr) => Some(addr),
+            TcpListen::SameAsUdp => Some(node.local_addr().map_err(NodeError::Endpoint)?),
+        };
+        let tcp = match tcp_addr {
+            Some(addr) => {
+                let listener = bind_tcp(addr)?;
+                let local = listener.local_addr().map_err(NodeError::Endpoint)?;
+                let limits = StreamLimits {
+                    per_ip_per_sec: settings.limits.connections_per_sec_per_ip,
+                    per_ip_burst: settings.limits.connections_per_sec_per_ip * 3.0,
+                    max_streams: settings.limits.tcp_max_streams,
+                };
+                let task = node.socket().serve_tcp(listener, limits).abort_handle();
+                tracing::debug!(%local, "TCP listener up");
+                Some(Arc::new(TcpServer { local, task }))
+            }
+            None => None,
+        };
         let this = Self {
             node,
+            tcp,
             settings: Arc::new(settings),
             registry: Arc::default(),
             stats: Arc::default(),
@@ -195,6 +257,11 @@ impl Bootstrap {
     /// The bound UDP address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.node.local_addr()
+    }
+
+    /// The bound TCP address, if the TCP listener is on.
+    pub fn tcp_local_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().map(|t| t.local)
     }
 
     /// Counters.
@@ -223,7 +290,11 @@ impl Bootstrap {
 
     /// Closes every connection.
     pub async fn close(&self) {
+        if let Some(tcp) = &self.tcp {
+            tcp.task.abort();
+        }
         self.node.close().await;
+        self.node.socket().close_all_streams();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -248,19 +319,24 @@ impl Bootstrap {
             },
         );
         match previous {
-            Some(old) => old.conn.close("replaced by a new connection"),
+            Some(old) => {
+                old.conn.close("replaced by a new connection");
+                // The peer reconnected, maybe over another transport (TCP
+                // back to UDP): its relays follow it to the new address.
+                if old.observed != observed {
+                    self.address_changed(peer, observed);
+                }
+            }
             None => {
                 self.stats.peers.fetch_add(1, Ordering::Relaxed);
             }
         }
-        tracing::info!(%observed, "peer connected");
-        let _ = conn
-            .control()
-            .send(ControlMessage::ObservedAddress {
-                sequence,
-                addr: observed,
-            })
-            .await;
+        let transport = Transport::of(observed);
+        tracing::info!(%observed, %transport, "peer connected");
+        if let Some(tcp_peer) = self.node.socket().stream_peer(observed) {
+            tracing::info!(%tcp_peer, "peer is on TCP: relay only, no observed address");
+        }
+        self.send_observed(&conn, sequence, observed).await;
 
         let mut tick = tokio::time::interval(OBSERVE_INTERVAL);
         loop {
@@ -276,17 +352,39 @@ impl Bootstrap {
                         sequence += 1;
                         tracing::info!(%observed, "peer address changed");
                         self.address_changed(peer, observed);
-                        let _ = conn.control().send(ControlMessage::ObservedAddress { sequence, addr: observed }).await;
+                        self.send_observed(&conn, sequence, observed).await;
+                    }
+                    if is_stream_addr(observed) && !self.node.socket().has_stream(observed) {
+                        conn.close("TCP stream closed");
+                        break;
                     }
                 }
                 _ = conn.closed() => break,
             }
         }
         self.disconnected(peer, &conn);
+        if is_stream_addr(observed) {
+            self.node.socket().close_stream(observed);
+        }
+    }
+
+    /// Tells the peer its observed address, unless it is a virtual one (a
+    /// TCP stream path), which means nothing to anyone else.
+    async fn send_observed(&self, conn: &PeerConnection, sequence: u64, addr: SocketAddr) {
+        if is_virtual(addr) {
+            return;
+        }
+        let _ = conn
+            .control()
+            .send(ControlMessage::ObservedAddress { sequence, addr })
+            .await;
     }
 
     async fn handle(&self, peer: PeerId, conn: &PeerConnection, msg: ControlMessage) {
         match msg {
+            ControlMessage::AddAddress { sequence, addr } if is_virtual(addr) => {
+                tracing::debug!(sequence, %addr, "virtual address refused as a candidate");
+            }
             ControlMessage::AddAddress { sequence, addr } => {
                 let mut reg = self.lock();
                 if let Some(entry) = reg.peers.get_mut(&peer) {
@@ -355,12 +453,15 @@ impl Bootstrap {
         target: PeerId,
         inner: ControlMessage,
     ) -> Result<(), UnavailableReason> {
-        if !matches!(
-            inner,
-            ControlMessage::AddAddress { .. }
-                | ControlMessage::RemoveAddress { .. }
-                | ControlMessage::PunchMeNow { .. }
-        ) {
+        let allowed = match &inner {
+            // A virtual address is no punch candidate.
+            ControlMessage::AddAddress { addr, .. } | ControlMessage::PunchMeNow { addr, .. } => {
+                !is_virtual(*addr)
+            }
+            ControlMessage::RemoveAddress { .. } => true,
+            _ => false,
+        };
+        if !allowed {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
             return Err(UnavailableReason::NotAllowed);
         }

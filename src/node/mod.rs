@@ -47,7 +47,10 @@ pub struct TransportSettings {
     /// How long `connect` waits for a handshake and welcome.
     pub connect_timeout: Duration,
     /// Initial UDP payload size; MTU discovery probes upwards from here.
-    /// Must be at least 1200 (the QUIC minimum).
+    /// Must be at least 1200 (the QUIC minimum). It is also the floor:
+    /// quinn's black-hole detection never goes below it, since the tunnel
+    /// promises its devices datagrams of this size (a lossy path would
+    /// otherwise shrink them below the TUN MTU for minutes).
     pub initial_mtu: u16,
 }
 
@@ -105,6 +108,9 @@ pub enum NodeError {
     /// TLS configuration failed.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The TCP listener (bootstrap) could not be bound.
+    #[error(transparent)]
+    Stream(#[from] socket::StreamError),
     /// A transport setting is out of range.
     #[error("invalid transport setting: {0}")]
     Transport(String),
@@ -466,6 +472,7 @@ fn transport_config(settings: &TransportSettings) -> Result<quinn::TransportConf
         .keep_alive_interval(Some(settings.keep_alive))
         .max_idle_timeout(Some(idle))
         .initial_mtu(settings.initial_mtu)
+        .min_mtu(settings.initial_mtu)
         .datagram_receive_buffer_size(Some(4 << 20))
         .datagram_send_buffer_size(4 << 20);
     Ok(transport)

@@ -38,7 +38,7 @@ use crate::nat::{
 };
 use crate::proto::raw::Probe;
 use crate::proto::{ControlMessage, UnavailableReason};
-use crate::socket::{canonical, RelayRoute};
+use crate::socket::{canonical, is_virtual, AntqSocket, RelayRoute, Transport};
 use crate::tls::{AcceptPolicy, Allowlist};
 use crate::tunnel::config::BootstrapAddr;
 
@@ -52,6 +52,24 @@ const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(3);
 /// How long the peer's candidate set must stay unchanged before the leader
 /// punches with it (an announcement arrives within microseconds).
 const CANDIDATES_SETTLE: Duration = Duration::from_millis(30);
+/// How long UDP to a bootstrap may take before TCP is tried in parallel.
+const TCP_FALLBACK_DELAY: Duration = Duration::from_secs(1);
+/// While a bootstrap is reached over TCP, UDP is retried this often (plus up
+/// to 30 % jitter).
+const UDP_RETRY: Duration = Duration::from_secs(30);
+/// For this long after losing a bootstrap link, reconnect attempts are
+/// short and frequent (a restarting bootstrap is back within seconds)...
+const FAST_RECONNECT_WINDOW: Duration = Duration::from_secs(60);
+/// ...each attempt gets this long (quinn retransmits its Initial within it)...
+const FAST_RECONNECT_ATTEMPT: Duration = Duration::from_secs(2);
+/// ...and they are at most this far apart (plus jitter); later, up to 30 s.
+const FAST_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
+/// After a direct path is lost, the leader waits this long before punching
+/// again: the bootstrap must first see (and tell us) where our NAT maps us
+/// now. A punch where one side probes stale addresses is worse than none:
+/// the other side's probes leave half-open entries in the NAT that spoil
+/// the next attempts (see `PeerSlot::direct_lost`).
+const REPUNCH_SETTLE: Duration = Duration::from_millis(500);
 /// A duplicate connection is closed after this grace period.
 const DUPLICATE_GRACE: Duration = Duration::from_secs(2);
 /// A peer announces candidates only while it has no direct path: one that
@@ -101,6 +119,9 @@ pub struct PeerStatus {
     pub path: PathKind,
     /// The remote address of that path (the relay server for relayed paths).
     pub remote: Option<SocketAddr>,
+    /// What carries the path: `udp`, or `tcp` for a relay reached over a
+    /// TCP stream.
+    pub transport: Option<Transport>,
     /// Round-trip time in milliseconds.
     pub rtt_ms: Option<f64>,
     /// Bytes received from the peer (datagram payloads).
@@ -169,6 +190,8 @@ struct PeerSlot {
     candidates_changed: Mutex<Option<Instant>>,
     relay_route: Mutex<Option<SocketAddr>>,
     punching: Mutex<Option<Instant>>,
+    /// When the last direct path was dropped as dead.
+    direct_lost: Mutex<Option<Instant>>,
     /// Set when the peer's candidates arrive and ours should go out at once
     /// (the peer may have missed our earlier announcement).
     announce_now: std::sync::atomic::AtomicBool,
@@ -205,9 +228,54 @@ fn alive(conn: &PeerConnection) -> bool {
 /// One connected bootstrap.
 #[derive(Clone)]
 struct Link {
-    server: BootstrapAddr,
     conn: PeerConnection,
+    /// The address the connection runs to: the bootstrap's UDP address, or
+    /// a stream path's virtual address on TCP. Relay routes through this
+    /// bootstrap use it as their server.
+    addr: SocketAddr,
+    transport: Transport,
     observed: Arc<Mutex<Option<SocketAddr>>>,
+}
+
+impl Link {
+    fn new(conn: PeerConnection) -> Self {
+        let addr = canonical(conn.remote_address());
+        Self {
+            conn,
+            addr,
+            transport: Transport::of(addr),
+            observed: Arc::default(),
+        }
+    }
+}
+
+/// Closes a stream path when dropped, unless [`StreamGuard::keep`] was called.
+struct StreamGuard {
+    socket: Arc<AntqSocket>,
+    addr: Option<SocketAddr>,
+}
+
+impl StreamGuard {
+    fn keep(mut self) {
+        self.addr = None;
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if let Some(addr) = self.addr {
+            self.socket.close_stream(addr);
+        }
+    }
+}
+
+/// Closes a stream path a little later, so that the CONNECTION_CLOSE of the
+/// connection over it still goes out.
+fn close_stream_later(socket: Arc<AntqSocket>, addr: SocketAddr) {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        socket.close_stream(addr);
+    });
 }
 
 struct Inner {
@@ -262,6 +330,7 @@ impl Overlay {
                     candidates_changed: Mutex::default(),
                     relay_route: Mutex::default(),
                     punching: Mutex::default(),
+                    direct_lost: Mutex::default(),
                     announce_now: std::sync::atomic::AtomicBool::new(false),
                     bytes_in: AtomicU64::new(0),
                     bytes_out: AtomicU64::new(0),
@@ -405,6 +474,22 @@ impl Overlay {
             .collect()
     }
 
+    /// The transport of each bootstrap link (`None` when not connected).
+    pub fn bootstrap_transports(&self) -> Vec<(BootstrapAddr, Option<Transport>)> {
+        self.read_links()
+            .iter()
+            .zip(&self.inner.config.bootstraps)
+            .map(|(link, b)| {
+                (
+                    *b,
+                    link.as_ref()
+                        .filter(|l| alive(&l.conn))
+                        .map(|l| l.transport),
+                )
+            })
+            .collect()
+    }
+
     /// Per-peer status.
     pub fn status(&self) -> Vec<PeerStatus> {
         let mut out: Vec<_> = self
@@ -414,14 +499,15 @@ impl Overlay {
             .map(|slot| {
                 let paths = slot.read();
                 let (path, conn) = paths.active();
-                let remote = conn.map(|c| {
+                let socket = self.inner.node.socket();
+                // The relay server's address for a relayed path; over TCP
+                // the stream path's virtual address stands for the server.
+                let hop = conn.map(|c| {
                     let addr = canonical(c.remote_address());
-                    self.inner
-                        .node
-                        .socket()
-                        .relay_route(addr)
-                        .map_or(addr, |r| r.server)
+                    socket.relay_route(addr).map_or(addr, |r| r.server)
                 });
+                let transport = hop.map(Transport::of);
+                let remote = hop.map(|a| socket.stream_peer(a).unwrap_or(a));
                 let ms = |d: &Mutex<Option<Duration>>| {
                     d.lock()
                         .unwrap_or_else(PoisonError::into_inner)
@@ -431,6 +517,7 @@ impl Overlay {
                     public_key: slot.id.to_string(),
                     path,
                     remote,
+                    transport,
                     rtt_ms: conn.map(|c| c.rtt().as_secs_f64() * 1000.0),
                     bytes_in: slot.bytes_in.load(Ordering::Relaxed),
                     bytes_out: slot.bytes_out.load(Ordering::Relaxed),
@@ -679,7 +766,17 @@ impl Overlay {
                     // even over a running or failed attempt on the old ones:
                     // the backoff is for retrying the same addresses.
                     let fresh = candidates != last_punched;
+                    let settling = slot
+                        .direct_lost
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .map(|t| REPUNCH_SETTLE.saturating_sub(now.duration_since(t)))
+                        .filter(|left| !left.is_zero());
+                    if let Some(left) = settling {
+                        recheck = recheck.min(left);
+                    }
                     if self.leads(&slot.id)
+                        && settling.is_none()
                         && have_candidates
                         && (fresh || (!busy && punch_backoff.ready(now)))
                     {
@@ -822,6 +919,7 @@ impl Overlay {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
+            .filter(|a| !is_virtual(**a))
             .filter(|a| {
                 let fresh = !seen.contains(*a);
                 seen.push(**a);
@@ -878,7 +976,7 @@ impl Overlay {
         if link.conn.control().try_send(msg).is_err() {
             return;
         }
-        self.start_punch(slot, Role::Controlling, round, token, start_at);
+        self.start_punch(slot, Role::Controlling, round, token, start_at, None);
     }
 
     fn start_punch(
@@ -888,8 +986,12 @@ impl Overlay {
         round: u32,
         token: [u8; 16],
         start_at: Instant,
+        also: Option<SocketAddr>,
     ) {
-        let remote = Self::remote_candidates(slot);
+        let mut remote = Self::remote_candidates(slot);
+        if let Some(addr) = also.filter(|a| !remote.iter().any(|c| c.addr == *a)) {
+            remote.push(Candidate::new(addr, CandidateKind::ServerReflexive, 65535));
+        }
         if remote.is_empty() {
             return;
         }
@@ -963,53 +1065,170 @@ impl Overlay {
     }
 
     /// Keeps one bootstrap link up, reconnecting with backoff and jitter.
+    /// Connects over UDP, or over TCP when UDP does not get through (see
+    /// [`Self::connect_bootstrap`]); while on TCP, UDP is retried every
+    /// [`UDP_RETRY`] and the link moves back to it when it works.
     async fn bootstrap_link(self, index: usize) {
         let server = self.inner.config.bootstraps[index];
         let span = tracing::info_span!("bootstrap", addr = %server.addr);
         let mut delay = Duration::from_millis(250);
+        let mut lost_at: Option<Instant> = None;
         loop {
-            match self
-                .inner
-                .node
-                .connect(server.peer, &[server.addr])
-                .instrument(span.clone())
-                .await
-            {
+            let recent = lost_at.is_some_and(|t| t.elapsed() < FAST_RECONNECT_WINDOW);
+            let attempt = self.connect_bootstrap(server).instrument(span.clone());
+            let result = if recent {
+                tokio::time::timeout(FAST_RECONNECT_ATTEMPT, attempt)
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no answer within {FAST_RECONNECT_ATTEMPT:?}")))
+            } else {
+                attempt.await
+            };
+            match result {
                 Ok(conn) => {
                     delay = Duration::from_millis(250);
-                    let link = Link {
-                        server,
-                        conn: conn.clone(),
-                        observed: Arc::default(),
-                    };
-                    self.inner
-                        .links
-                        .write()
-                        .unwrap_or_else(PoisonError::into_inner)[index] = Some(link.clone());
-                    tracing::info!(parent: &span, "bootstrap connected");
-                    for slot in self.inner.peers.values() {
-                        slot.wake.notify_one();
+                    let mut link = Link::new(conn);
+                    loop {
+                        self.inner
+                            .links
+                            .write()
+                            .unwrap_or_else(PoisonError::into_inner)[index] = Some(link.clone());
+                        tracing::info!(parent: &span, transport = %link.transport, "bootstrap connected");
+                        for slot in self.inner.peers.values() {
+                            slot.wake.notify_one();
+                        }
+                        let upgraded = match link.transport {
+                            Transport::Udp => {
+                                self.serve_link(&link).instrument(span.clone()).await;
+                                None
+                            }
+                            Transport::Tcp => {
+                                tokio::select! {
+                                    () = self.serve_link(&link).instrument(span.clone()) => None,
+                                    () = self.watch_stream(&link) => None,
+                                    conn = self.retry_udp(server).instrument(span.clone()) => Some(conn),
+                                }
+                            }
+                        };
+                        let Some(conn) = upgraded else { break };
+                        // Back on UDP: relay routes through the stream move
+                        // to the UDP address under the same virtual
+                        // addresses, so relayed connections carry on (the
+                        // bootstrap moves its forwarding when it sees the new
+                        // connection).
+                        let socket = self.inner.node.socket();
+                        let moved = socket.repoint_relay_routes(link.addr, canonical(server.addr));
+                        tracing::info!(parent: &span, relay_routes = moved, "bootstrap reachable over UDP again; leaving TCP");
+                        link.conn.close("moved to UDP");
+                        close_stream_later(socket.clone(), link.addr);
+                        link = Link::new(conn);
                     }
-                    self.serve_link(&link).instrument(span.clone()).await;
                     self.inner
                         .links
                         .write()
                         .unwrap_or_else(PoisonError::into_inner)[index] = None;
+                    if link.transport == Transport::Tcp {
+                        self.inner.node.socket().close_stream(link.addr);
+                    }
                     tracing::info!(parent: &span, "bootstrap connection lost");
-                    // Its relay channels went with it; peers ask the next
-                    // bootstrap (or this one, once back) for new ones.
-                    let server_addr = canonical(server.addr);
-                    self.retire_relays_where(|r| r.server == server_addr);
+                    // Its relay channels went with it (over UDP or the TCP
+                    // stream): drop them now rather than at their idle
+                    // timeout; peers ask the next bootstrap (or this one,
+                    // once back) for new ones.
+                    let via = link.addr;
+                    self.retire_relays_where(|r| r.server == via);
                     for slot in self.inner.peers.values() {
                         slot.wake.notify_one();
                     }
+                    lost_at = Some(Instant::now());
                 }
                 Err(error) => tracing::debug!(parent: &span, %error, "bootstrap connect failed"),
             }
             let jitter = rand::thread_rng().gen_range(0.0..0.5);
             tokio::time::sleep(delay.mul_f64(1.0 + jitter)).await;
-            delay = (delay * 2).min(Duration::from_secs(30));
+            let max = if lost_at.is_some_and(|t| t.elapsed() < FAST_RECONNECT_WINDOW) {
+                FAST_RECONNECT_MAX_DELAY
+            } else {
+                Duration::from_secs(30)
+            };
+            delay = (delay * 2).min(max);
         }
+    }
+
+    /// Connects to a bootstrap, happy-eyeballs style: UDP first; if it has
+    /// not connected after [`TCP_FALLBACK_DELAY`] (or failed), a TCP stream
+    /// path is tried in parallel; the first to connect wins.
+    async fn connect_bootstrap(&self, server: BootstrapAddr) -> Result<PeerConnection, String> {
+        let node = &self.inner.node;
+        let (failed_tx, failed_rx) = oneshot::channel::<()>();
+        let udp = async move {
+            let result = node.connect(server.peer, &[server.addr]).await;
+            if result.is_err() {
+                let _ = failed_tx.send(());
+            }
+            result
+        };
+        let tcp = async move {
+            let _ = tokio::time::timeout(TCP_FALLBACK_DELAY, failed_rx).await;
+            tracing::debug!("trying the bootstrap over TCP");
+            let socket = node.socket();
+            let timeout = self.inner.config.transport.connect_timeout;
+            let addr = socket
+                .connect_stream(server.addr, timeout)
+                .await
+                .map_err(|e| e.to_string())?;
+            // Closes the stream unless the connection over it wins.
+            let guard = StreamGuard {
+                socket: socket.clone(),
+                addr: Some(addr),
+            };
+            let conn = node
+                .connect(server.peer, &[addr])
+                .await
+                .map_err(|e| e.to_string())?;
+            guard.keep();
+            Ok::<_, String>(conn)
+        };
+        tokio::pin!(udp, tcp);
+        let (mut udp_error, mut tcp_error) = (None, None);
+        loop {
+            tokio::select! {
+                result = &mut udp, if udp_error.is_none() => match result {
+                    Ok(conn) => return Ok(conn),
+                    Err(e) => udp_error = Some(e.to_string()),
+                },
+                result = &mut tcp, if tcp_error.is_none() => match result {
+                    Ok(conn) => return Ok(conn),
+                    Err(e) => tcp_error = Some(e),
+                },
+            }
+            if let (Some(u), Some(t)) = (&udp_error, &tcp_error) {
+                return Err(format!("over UDP: {u}; over TCP: {t}"));
+            }
+        }
+    }
+
+    /// While the link is on TCP: tries UDP every [`UDP_RETRY`] (with jitter)
+    /// and returns the first connection that completes.
+    async fn retry_udp(&self, server: BootstrapAddr) -> PeerConnection {
+        loop {
+            let jitter = rand::thread_rng().gen_range(0.0..0.3);
+            tokio::time::sleep(UDP_RETRY.mul_f64(1.0 + jitter)).await;
+            match self.inner.node.connect(server.peer, &[server.addr]).await {
+                Ok(conn) => return conn,
+                Err(error) => tracing::debug!(%error, "bootstrap still unreachable over UDP"),
+            }
+        }
+    }
+
+    /// Returns when the link's TCP stream has closed (the QUIC connection
+    /// over it would otherwise only notice at its idle timeout).
+    async fn watch_stream(&self, link: &Link) {
+        let socket = self.inner.node.socket();
+        while socket.has_stream(link.addr) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        tracing::info!("TCP stream to the bootstrap closed");
+        link.conn.close("TCP stream closed");
     }
 
     async fn serve_link(&self, link: &Link) {
@@ -1031,6 +1250,9 @@ impl Overlay {
                 }
             };
             match msg {
+                ControlMessage::ObservedAddress { addr, .. } if is_virtual(addr) => {
+                    tracing::debug!(%addr, "virtual observed address ignored");
+                }
                 ControlMessage::ObservedAddress { addr, .. } => {
                     let addr = canonical(addr);
                     let previous = link
@@ -1057,7 +1279,7 @@ impl Overlay {
                         continue;
                     };
                     let route = RelayRoute {
-                        server: canonical(link.server.addr),
+                        server: link.addr,
                         channel,
                     };
                     let virtual_addr = self.inner.node.socket().add_relay_route(route);
@@ -1076,7 +1298,7 @@ impl Overlay {
                 }
                 ControlMessage::RelayClose { channel } => {
                     let route = RelayRoute {
-                        server: canonical(link.server.addr),
+                        server: link.addr,
                         channel,
                     };
                     self.retire_relays_where(|r| r == route);
@@ -1104,6 +1326,9 @@ impl Overlay {
     fn handle_forwarded(&self, link: &Link, slot: &Arc<PeerSlot>, msg: ControlMessage) {
         tracing::trace!(peer = %slot.id.short(), ?msg, "forwarded");
         match msg {
+            ControlMessage::AddAddress { addr, .. } if is_virtual(addr) => {
+                tracing::debug!(%addr, "virtual address is no punch candidate; ignored");
+            }
             ControlMessage::AddAddress { sequence, addr } => {
                 // The peer announces only while it has no direct path: if
                 // ours is established (not just racing this message), the
@@ -1149,6 +1374,7 @@ impl Overlay {
             }
             ControlMessage::PunchMeNow {
                 round,
+                addr,
                 delay_ms,
                 token,
                 start_at_unix_micros,
@@ -1163,7 +1389,10 @@ impl Overlay {
                     .as_secs_f64()
                     * 1e3;
                 tracing::debug!(round, in_ms, "punch requested");
-                self.start_punch(slot, Role::Controlled, round, token, start_at);
+                // `addr` is where the leader's NAT maps it now, which its
+                // announcement may not have told us yet.
+                let also = Some(canonical(addr)).filter(|a| !is_virtual(*a));
+                self.start_punch(slot, Role::Controlled, round, token, start_at, also);
             }
             other => tracing::debug!(?other, "unexpected forwarded message"),
         }

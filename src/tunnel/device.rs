@@ -25,6 +25,7 @@ use crate::identity::PeerId;
 use crate::nat::PunchConfig;
 use crate::node::overlay::{Overlay, OverlayConfig, PeerStatus, SendError};
 use crate::node::{NodeError, TransportSettings};
+use crate::socket::Transport;
 
 /// Errors from starting the tunnel.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +79,8 @@ pub struct TunnelStatus {
     pub bootstraps: Vec<BootstrapReport>,
     /// Datapath counters.
     pub stats: serde_json::Value,
+    /// Counters of the shared socket (relay and TCP stream paths).
+    pub socket: serde_json::Value,
 }
 
 /// One peer in [`TunnelStatus`].
@@ -95,8 +98,10 @@ pub struct PeerReport {
 pub struct BootstrapReport {
     /// The bootstrap's address.
     pub address: SocketAddr,
-    /// Our address as it sees it, when connected.
+    /// Our address as it sees it, when connected (none over TCP).
     pub observed: Option<SocketAddr>,
+    /// How we reach it: `udp`, `tcp` (UDP blocked), none when not connected.
+    pub transport: Option<Transport>,
 }
 
 /// What both directions of the datapath share.
@@ -272,12 +277,16 @@ impl Tunnel {
                 .overlay
                 .observed_addresses()
                 .into_iter()
-                .map(|(b, observed)| BootstrapReport {
+                .zip(self.datapath.overlay.bootstrap_transports())
+                .map(|((b, observed), (_, transport))| BootstrapReport {
                     address: b.addr,
                     observed,
+                    transport,
                 })
                 .collect(),
             stats: serde_json::to_value(&self.datapath.stats).unwrap_or_default(),
+            socket: serde_json::to_value(self.datapath.overlay.node().socket().stats())
+                .unwrap_or_default(),
         }
     }
 

@@ -97,7 +97,7 @@ pub fn bootstrap(path: &Path) -> anyhow::Result<()> {
     super::runtime()?.block_on(async move {
         let listen = config.listen;
         let node = Bootstrap::start(BootstrapSettings::from(config)).with_context(|| format!("starting the bootstrap on {listen}"))?;
-        tracing::info!(listen = ?node.local_addr().ok(), public_key = %node.peer_id(), "bootstrap running");
+        tracing::info!(listen = ?node.local_addr().ok(), tcp_listen = ?node.tcp_local_addr(), public_key = %node.peer_id(), "bootstrap running");
         let signal = terminated().await?;
         tracing::info!("{signal}, shutting down");
         node.close().await;

@@ -54,9 +54,10 @@ fn print_text(r: &serde_json::Value) {
     println!("  listening on: {}", s(&r["listen"]));
     for b in r["bootstraps"].as_array().into_iter().flatten() {
         println!(
-            "  bootstrap {}: observed {}",
+            "  bootstrap {}: observed {}, transport {}",
             s(&b["address"]),
-            s(&b["observed"])
+            s(&b["observed"]),
+            s(&b["transport"])
         );
     }
     for p in r["peers"].as_array().into_iter().flatten() {
@@ -71,6 +72,9 @@ fn print_text(r: &serde_json::Value) {
         );
         println!("  path: {}", s(&p["path"]));
         println!("  remote: {}", s(&p["remote"]));
+        if !p["transport"].is_null() {
+            println!("  transport: {}", s(&p["transport"]));
+        }
         if let Some(rtt) = p["rtt_ms"].as_f64() {
             println!("  rtt: {rtt:.2} ms");
         }

@@ -189,6 +189,10 @@ impl Overlay {
         let Some(conn) = removed else { return };
         tracing::info!(peer = %slot.id.short(), remote = %canonical(conn.remote_address()), reason = why, "direct path dropped; traffic moves to the relay");
         conn.close(why);
+        *slot
+            .direct_lost
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         slot.candidates
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -22,6 +22,16 @@
 //!   peer's channel and sent to the other peer's validated address, one frame
 //!   out per frame in (no amplification), within a per-direction bandwidth
 //!   limit. This happens inside the receive path, without a task hop.
+//! - **Stream paths** ([`tcp`]): a TCP stream to a bootstrap, for networks
+//!   that drop UDP, is a virtual address in `241.0.0.0/8` (relay paths use
+//!   `240.0.0.0/8`); datagrams to it are framed onto the stream
+//!   ([`framing`]), frames from it are handed to quinn, relay-unwrapped or
+//!   forwarded exactly like UDP datagrams.
+
+pub mod framing;
+pub mod tcp;
+
+pub use tcp::{bind_tcp, is_stream_addr, StreamError, StreamLimits, Transport};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -30,7 +40,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV6};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -75,7 +85,9 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Whether `addr` is one of the virtual addresses of relay paths.
+/// Whether `addr` is a virtual address (`240.0.0.0/4` but the broadcast
+/// address): a relay path (`240.0.0.0/8`) or a stream path (`241.0.0.0/8`).
+/// Virtual addresses are never punch candidates nor observed addresses.
 pub fn is_virtual(addr: SocketAddr) -> bool {
     match canonical(addr).ip() {
         IpAddr::V4(v4) => v4.octets()[0] >= 240 && v4 != Ipv4Addr::BROADCAST,
@@ -102,7 +114,7 @@ pub struct RelayRoute {
 }
 
 /// Counters of the shared socket.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct SocketStats {
     /// Raw frames dropped because the NAT driver's queue was full or gone.
     pub raw_dropped: AtomicU64,
@@ -120,6 +132,18 @@ pub struct SocketStats {
     pub forwarded_bytes: AtomicU64,
     /// Relay frames dropped by the bandwidth limit (bootstrap side).
     pub forward_limited: AtomicU64,
+    /// Frames received on stream paths.
+    pub stream_frames_in: AtomicU64,
+    /// Frames queued on stream paths.
+    pub stream_frames_out: AtomicU64,
+    /// Datagrams for a stream path dropped (write queue full, too large, or
+    /// a raw frame other than `RELAY_DATA` received on a stream).
+    pub stream_dropped: AtomicU64,
+    /// Streams closed for a framing error (bad preface, bad length,
+    /// truncated).
+    pub stream_errors: AtomicU64,
+    /// Incoming TCP streams refused by the listener's limits.
+    pub streams_refused: AtomicU64,
 }
 
 /// One direction of a relay allocation on a bootstrap node.
@@ -162,6 +186,10 @@ pub struct AntqSocket {
     /// connection (the destination of the packet that opened it) that is no
     /// longer among them is left to the kernel's choice instead.
     local_ips: RwLock<Option<HashSet<IpAddr>>>,
+    /// Waker of quinn's receive task, for packets arriving on stream paths.
+    recv_waker: Mutex<Option<Waker>>,
+    streams: Mutex<tcp::StreamTable>,
+    next_stream: AtomicU32,
     stats: SocketStats,
 }
 
@@ -189,6 +217,9 @@ impl AntqSocket {
             next_virtual: AtomicU32::new(1),
             pending: Mutex::new(VecDeque::new()),
             local_ips: RwLock::new(None),
+            recv_waker: Mutex::new(None),
+            streams: Mutex::default(),
+            next_stream: AtomicU32::new(1),
             stats: SocketStats::default(),
         }))
     }
@@ -209,7 +240,13 @@ impl AntqSocket {
 
     /// Sends a raw frame from the shared socket now, or fails with
     /// `WouldBlock` when the socket buffer is full (the frame is dropped).
+    /// To a stream path, the frame is queued on the stream (dropped if the
+    /// queue is full).
     pub fn try_send_raw(&self, to: SocketAddr, data: &[u8]) -> io::Result<()> {
+        if is_stream_addr(to) {
+            self.send_stream(to, std::iter::once(data));
+            return Ok(());
+        }
         self.inner.try_send(&Transmit {
             destination: self.to_wire(to),
             ecn: None,
@@ -262,6 +299,31 @@ impl AntqSocket {
         if let Some(route) = table.by_virtual.remove(&canonical(virtual_addr)) {
             table.by_route.remove(&route);
         }
+    }
+
+    /// Moves every relay route whose server is `from` to server `to`,
+    /// keeping their virtual addresses (so connections over them carry on),
+    /// e.g. when the bootstrap link moves from TCP back to UDP. Returns how
+    /// many routes moved.
+    pub fn repoint_relay_routes(&self, from: SocketAddr, to: SocketAddr) -> usize {
+        let (from, to) = (canonical(from), canonical(to));
+        let mut table = self.relays.write().unwrap_or_else(PoisonError::into_inner);
+        let moved: Vec<(SocketAddr, RelayRoute)> = table
+            .by_virtual
+            .iter()
+            .filter(|(_, r)| r.server == from)
+            .map(|(v, r)| (*v, *r))
+            .collect();
+        for (virtual_addr, old) in &moved {
+            let new = RelayRoute {
+                server: to,
+                channel: old.channel,
+            };
+            table.by_route.remove(old);
+            table.by_route.insert(new, *virtual_addr);
+            table.by_virtual.insert(*virtual_addr, new);
+        }
+        moved.len()
     }
 
     /// The relay route behind a virtual address.
@@ -389,6 +451,20 @@ impl AntqSocket {
             channel: route.channel,
         }
         .to_bytes();
+        if is_stream_addr(route.server) {
+            let frames = transmit.contents.chunks(segment).map(|chunk| {
+                let mut frame = Vec::with_capacity(RelayHeader::LEN + chunk.len());
+                frame.extend_from_slice(&header);
+                frame.extend_from_slice(chunk);
+                frame
+            });
+            let frames: Vec<Vec<u8>> = frames.collect();
+            self.send_stream(route.server, frames.iter().map(Vec::as_slice));
+            self.stats
+                .relay_out
+                .fetch_add(count as u64, Ordering::Relaxed);
+            return Ok(());
+        }
         let mut buf = Vec::with_capacity(transmit.contents.len() + count * RelayHeader::LEN);
         for chunk in transmit.contents.chunks(segment) {
             buf.extend_from_slice(&header);
@@ -451,6 +527,46 @@ impl AntqSocket {
             self.stats.raw_dropped.fetch_add(1, Ordering::Relaxed);
         }
         None
+    }
+
+    /// A datagram read from stream path `addr`: queued for quinn (QUIC, or an
+    /// unwrapped relay packet) or forwarded. Returns whether something was
+    /// queued for quinn (then call [`Self::wake_recv`]).
+    fn ingest_stream(&self, addr: SocketAddr, datagram: &[u8]) -> bool {
+        self.stats.stream_frames_in.fetch_add(1, Ordering::Relaxed);
+        let Some(&first) = datagram.first() else {
+            return false;
+        };
+        // No hole punching over TCP: only QUIC and relay frames are taken.
+        if classify(first) == PacketClass::Raw && first != raw::RELAY_DATA {
+            self.stats.stream_dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let Some((from, offset)) = self.classify(self.to_wire(addr), datagram) else {
+            return false;
+        };
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.len() >= PENDING_QUEUE {
+            return false;
+        }
+        pending.push_back((
+            from,
+            None,
+            datagram.get(offset..).unwrap_or_default().to_vec(),
+        ));
+        true
+    }
+
+    /// Wakes quinn's receive task after packets were queued from a stream.
+    fn wake_recv(&self) {
+        let waker = self
+            .recv_waker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     /// Rewrites the `n` received buffers in place so that quinn sees only
@@ -518,6 +634,14 @@ impl AsyncUdpSocket for AntqSocket {
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
         if is_virtual(transmit.destination) {
+            if is_stream_addr(transmit.destination) {
+                let segment = transmit
+                    .segment_size
+                    .unwrap_or(transmit.contents.len())
+                    .max(1);
+                self.send_stream(transmit.destination, transmit.contents.chunks(segment));
+                return Ok(());
+            }
             return match self.relay_route(transmit.destination) {
                 Some(route) => self.send_relayed(transmit, route),
                 None => {
@@ -544,6 +668,17 @@ impl AsyncUdpSocket for AntqSocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
+        {
+            // Register before looking at the pending queue, so a stream
+            // packet queued after the look wakes us.
+            let mut waker = self
+                .recv_waker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
+            }
+        }
         loop {
             let n = self.fill_from_pending(bufs, meta);
             if n > 0 {
@@ -613,5 +748,45 @@ mod tests {
         assert_ne!(other, a);
         socket.remove_relay_route(a);
         assert_eq!(socket.relay_route(a), None);
+    }
+
+    #[test]
+    fn stream_paths_have_their_own_range() {
+        let stream: SocketAddr = "241.0.0.1:9000".parse().unwrap();
+        assert!(is_virtual(stream) && is_stream_addr(stream));
+        assert!(is_stream_addr("[::ffff:241.0.0.1]:1".parse().unwrap()));
+        assert!(!is_stream_addr("240.0.0.1:1".parse().unwrap()));
+        assert_eq!(Transport::of(stream), Transport::Tcp);
+        assert_eq!(
+            Transport::of("198.18.0.10:9000".parse().unwrap()),
+            Transport::Udp
+        );
+    }
+
+    #[tokio::test]
+    async fn relay_routes_move_to_another_server_keeping_their_address() {
+        let socket = AntqSocket::new(bind_udp("127.0.0.1:0".parse().unwrap()).unwrap()).unwrap();
+        let tcp: SocketAddr = "241.0.0.1:9000".parse().unwrap();
+        let udp: SocketAddr = "198.18.0.10:9000".parse().unwrap();
+        let v1 = socket.add_relay_route(RelayRoute {
+            server: tcp,
+            channel: 1,
+        });
+        let other = socket.add_relay_route(RelayRoute {
+            server: "198.18.0.99:9000".parse().unwrap(),
+            channel: 2,
+        });
+        assert_eq!(socket.repoint_relay_routes(tcp, udp), 1);
+        let moved = RelayRoute {
+            server: udp,
+            channel: 1,
+        };
+        assert_eq!(socket.relay_route(v1), Some(moved));
+        assert_eq!(socket.add_relay_route(moved), v1);
+        assert_eq!(socket.relay_route(other).map(|r| r.channel), Some(2));
+        // Nothing is routed to a stream path that is not open.
+        assert!(!socket.has_stream(tcp));
+        assert!(socket.try_send_raw(tcp, b"\x01\0\0\0\x01x").is_ok());
+        assert_eq!(socket.stats().relay_unroutable.load(Ordering::Relaxed), 1);
     }
 }

@@ -1,0 +1,230 @@
+//! A host whose network drops all UDP (`udp-blocked`) in the NAT lab (root
+//! only): it reaches the bootstrap over TCP and its peer (behind a `home`
+//! NAT) through the bootstrap's relay. Ping both ways, a checksum-verified
+//! HTTP download, `status --json` showing the relay path and the TCP
+//! transport; then UDP is unblocked and the host moves back to UDP.
+//!
+//! Run: `cargo nextest run --test netns_tcp_relay` as root (`ANTQ_TUN_BIN`
+//! pointing at a release build, like `scripts/test.sh` does).
+
+mod common;
+
+use std::io::Read as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{describe, require_root, wait_until, ChildGuard, Mesh};
+
+/// Collects failures so that one run reports every broken step.
+#[derive(Default)]
+struct Failures(Vec<String>);
+
+impl Failures {
+    fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            let text = what();
+            eprintln!("FAIL: {text}");
+            self.0.push(text);
+        }
+    }
+
+    fn finish(self, mesh: &Mesh) {
+        if !self.0.is_empty() {
+            panic!(
+                "{} failure(s):\n- {}\n\n{}\n=== boot log\n{}",
+                self.0.len(),
+                self.0.join("\n- "),
+                mesh.dump(),
+                mesh.log("boot")
+            );
+        }
+    }
+}
+
+/// `(bootstrap transport, peer path, peer transport, peer remote)` from
+/// `host`'s status.
+fn summary(mesh: &Mesh, host: &str) -> (String, String, String, String) {
+    let status = mesh.try_status(host).unwrap_or_default();
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    let peer = &status["peers"][0];
+    (
+        text(&status["bootstraps"][0]["transport"]),
+        text(&peer["path"]),
+        text(&peer["transport"]),
+        text(&peer["remote"]),
+    )
+}
+
+fn ping(mesh: &Mesh, from: &str, family: &str, addr: &str, failures: &mut Failures) {
+    let out = mesh.exec(
+        from,
+        &["ping", family, "-c", "5", "-i", "0.2", "-W", "2", addr],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("packets transmitted") || l.starts_with("rtt"))
+        .collect();
+    eprintln!("ping {from} -> {addr}: {}", summary.join(" / "));
+    failures.check(out.status.success(), || {
+        format!("ping {from} -> {addr} failed: {}", describe(&out))
+    });
+}
+
+#[test]
+fn udp_blocked_host_reaches_its_peer_through_the_tcp_relay() {
+    if !require_root() {
+        return;
+    }
+    let test_start = Instant::now();
+    let mesh = Mesh::up(&["udp-blocked", "home"]);
+    let mut failures = Failures::default();
+
+    // 1. Both sides get the relay path; a is on TCP, b on UDP.
+    let start = Instant::now();
+    let (mut sa, mut sb) = Default::default();
+    let connected = wait_until(Duration::from_secs(20), || {
+        sa = summary(&mesh, "a");
+        sb = summary(&mesh, "b");
+        sa.1 == "relay" && sb.1 == "relay"
+    });
+    eprintln!(
+        "connected: {connected} after {:.1} s; a (udp-blocked): {sa:?}; b (home): {sb:?}",
+        start.elapsed().as_secs_f64()
+    );
+    failures.check(connected, || {
+        format!("no relay path within 20 s: a {sa:?}, b {sb:?}")
+    });
+    failures.check(sa.0 == "tcp" && sa.2 == "tcp", || {
+        format!("a should reach the bootstrap and the relay over TCP: {sa:?}")
+    });
+    failures.check(sa.3 == "198.18.0.10:9000", || {
+        format!("a's relay remote should be the bootstrap's address: {sa:?}")
+    });
+    failures.check(sb.0 == "udp" && sb.2 == "udp", || {
+        format!("b should be on UDP: {sb:?}")
+    });
+    let status_a = mesh.try_status("a").unwrap_or_default();
+    failures.check(status_a["bootstraps"][0]["observed"].is_null(), || {
+        format!("a must not have an observed address over TCP: {status_a}")
+    });
+
+    // 2. Ping both ways, IPv4 and IPv6 inside the tunnel.
+    for (from, to) in [("a", "b"), ("b", "a")] {
+        ping(&mesh, from, "-4", &mesh.ip4(to), &mut failures);
+        ping(&mesh, from, "-6", &mesh.ip6(to), &mut failures);
+    }
+
+    // 3. HTTP: a ~5 MB random file on b, fetched by a, checksummed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut blob = vec![0u8; 5 * 1024 * 1024];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut blob))
+        .expect("random data");
+    std::fs::write(dir.path().join("blob"), &blob).expect("write blob");
+    let b4 = mesh.ip4("b");
+    let http = mesh
+        .command(
+            "b",
+            &[
+                "python3",
+                "-m",
+                "http.server",
+                "8080",
+                "--bind",
+                &b4,
+                "--directory",
+                dir.path().to_str().unwrap(),
+            ],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn http.server");
+    let _http = ChildGuard(Some(http));
+    let needle = format!("{b4}:8080 ");
+    let listening = wait_until(Duration::from_secs(10), || {
+        let out = mesh.exec("b", &["ss", "-Htln"]);
+        String::from_utf8_lossy(&out.stdout).contains(&needle)
+    });
+    failures.check(listening, || "http.server on b did not listen".to_owned());
+    let fetched = dir.path().join("fetched");
+    let start = Instant::now();
+    let out = mesh.exec(
+        "a",
+        &[
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "60",
+            "-o",
+            fetched.to_str().unwrap(),
+            &format!("http://{b4}:8080/blob"),
+        ],
+    );
+    let took = start.elapsed().as_secs_f64();
+    let sums = Command::new("sha256sum")
+        .arg(dir.path().join("blob"))
+        .arg(&fetched)
+        .output()
+        .expect("sha256sum");
+    let sums = String::from_utf8_lossy(&sums.stdout).into_owned();
+    let hashes: Vec<&str> = sums
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let same = hashes.len() == 2 && hashes[0] == hashes[1];
+    eprintln!(
+        "http a <- b over the TCP relay: curl {}, {took:.1} s ({:.1} Mbit/s), sha256 {}",
+        if out.status.success() { "ok" } else { "failed" },
+        blob.len() as f64 * 8.0 / took / 1e6,
+        if same { "equal" } else { "DIFFERENT" },
+    );
+    failures.check(out.status.success() && same, || {
+        format!("http a <- b: {} sha256: {sums}", describe(&out))
+    });
+    // Still relay-only over TCP after the transfer.
+    let sa = summary(&mesh, "a");
+    failures.check(sa.1 == "relay" && sa.2 == "tcp", || {
+        format!("a left the TCP relay: {sa:?}")
+    });
+
+    // 4. UDP comes back (the router's UDP drop rules go; conntrack is left
+    // alone, so the TCP stream lives on): a retries UDP every 30-39 s and
+    // moves its bootstrap link and its relay path back to UDP.
+    let ra = mesh.ns("ra");
+    for tool in ["iptables", "ip6tables"] {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &ra, tool, "-D", "LAB_FWD", "-p", "udp", "-j", "DROP",
+            ])
+            .output()
+            .expect("iptables");
+        failures.check(out.status.success(), || {
+            format!("{tool} -D LAB_FWD in {ra}: {}", describe(&out))
+        });
+    }
+    let start = Instant::now();
+    let mut now = summary(&mesh, "a");
+    let back = wait_until(Duration::from_secs(60), || {
+        now = summary(&mesh, "a");
+        now.0 == "udp" && (now.1 == "direct" || (now.1 == "relay" && now.2 == "udp"))
+    });
+    eprintln!(
+        "back on UDP: {back} after {:.1} s: {now:?}",
+        start.elapsed().as_secs_f64()
+    );
+    failures.check(back, || {
+        format!("a did not move back to UDP within 60 s: {now:?}")
+    });
+    failures.check(mesh.log("a").contains("leaving TCP"), || {
+        "a's log does not show the move from TCP to UDP".to_owned()
+    });
+    ping(&mesh, "a", "-4", &mesh.ip4("b"), &mut failures);
+    ping(&mesh, "b", "-4", &mesh.ip4("a"), &mut failures);
+
+    eprintln!("test took {:.1} s", test_start.elapsed().as_secs_f64());
+    failures.finish(&mesh);
+}
