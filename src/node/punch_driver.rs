@@ -13,6 +13,7 @@
 //! thread that sleeps until just before the agreed instant and then spins.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,30 @@ use crate::socket::AntqSocket;
 /// How long before a deadline the precise sender stops sleeping and spins
 /// (OS sleeps and tokio timers wake up late by up to about a millisecond).
 const SPIN: Duration = Duration::from_millis(10);
+
+/// Whether a first round is spinning right now. Only one may (at real-time
+/// priority, a spinning thread owns its core): when many punches start
+/// together (a node with many peers, or a restart of a big mesh), the
+/// others only sleep until their instant, up to a millisecond late.
+static SPINNING: AtomicBool = AtomicBool::new(false);
+
+/// The right to spin, released on drop.
+struct SpinSlot;
+
+impl SpinSlot {
+    fn take() -> Option<Self> {
+        SPINNING
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| SpinSlot)
+    }
+}
+
+impl Drop for SpinSlot {
+    fn drop(&mut self) {
+        SPINNING.store(false, Ordering::Release);
+    }
+}
 
 /// A received probe or ack for a session, already matched by token.
 #[derive(Clone, Copy, Debug)]
@@ -61,13 +86,19 @@ fn send_all(socket: &AntqSocket, packets: &[(SocketAddr, Vec<u8>)]) -> usize {
         .count()
 }
 
-/// Sleeps, then spins, until `at`, then sends `packets`. Returns how many
-/// were sent and how late the first one left.
+/// Sleeps, then spins (if no other first round does), until `at`, then
+/// sends `packets`. Returns how many were sent and how late the first one
+/// left.
 fn send_at(
     socket: &AntqSocket,
     at: Instant,
     packets: &[(SocketAddr, Vec<u8>)],
 ) -> (usize, Duration) {
+    let Some(_slot) = SpinSlot::take() else {
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        let late = Instant::now().saturating_duration_since(at);
+        return (send_all(socket, packets), late);
+    };
     if let Some(early) = at.checked_sub(SPIN) {
         let now = Instant::now();
         if early > now {
