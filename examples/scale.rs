@@ -248,9 +248,9 @@ async fn main() {
         n,
         my_rss_after.saturating_sub(my_rss_before) as f64 / n as f64
     );
-    for o in &overlays {
-        o.close().await;
-    }
+    // No orderly close: each would wait for its peer's acknowledgement, and
+    // the process exit frees everything at once.
     let _ = boot.kill();
     let _ = boot.wait();
+    std::process::exit(0);
 }
