@@ -1362,7 +1362,7 @@ impl Overlay {
         tracing::trace!(peer = %slot.id.short(), ?msg, "forwarded");
         match msg {
             ControlMessage::AddAddress { addr, .. } if is_virtual(addr) => {
-                tracing::debug!(%addr, "virtual address is no punch candidate; ignored");
+                tracing::debug!(peer = %slot.id.short(), %addr, "virtual address is no punch candidate; ignored");
             }
             ControlMessage::AddAddress { sequence, addr } => {
                 // The peer announces only while it has no direct path: if
@@ -1384,7 +1384,7 @@ impl Overlay {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
                 if c.is_empty() {
-                    tracing::debug!(%addr, "first candidate of the peer");
+                    tracing::debug!(peer = %slot.id.short(), %addr, "first candidate of the peer");
                     slot.announce_now.store(true, Ordering::Relaxed);
                     slot.wake.notify_one();
                 }
