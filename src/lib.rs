@@ -15,10 +15,12 @@
 //! - [`bootstrap`]: the bootstrap / coordinator / relay node.
 //! - [`tunnel`]: TUN pump and AllowedIPs routing.
 //! - [`ratelimit`]: token buckets used by the socket layer and bootstrap.
+//! - [`metrics`]: Prometheus text exposition and its loopback HTTP server.
 #![warn(missing_docs)]
 
 pub mod bootstrap;
 pub mod identity;
+pub mod metrics;
 pub mod nat;
 pub mod node;
 pub mod proto;

@@ -11,6 +11,7 @@
 //!   key removed from an allowlist cannot come back through a ticket.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -50,6 +51,7 @@ pub enum TlsError {
 #[derive(Clone, Debug, Default)]
 pub struct Allowlist {
     keys: Arc<RwLock<HashSet<PeerId>>>,
+    refused: Arc<AtomicU64>,
 }
 
 impl Allowlist {
@@ -57,6 +59,7 @@ impl Allowlist {
     pub fn new(keys: impl IntoIterator<Item = PeerId>) -> Self {
         Self {
             keys: Arc::new(RwLock::new(keys.into_iter().collect())),
+            refused: Arc::default(),
         }
     }
 
@@ -82,6 +85,12 @@ impl Allowlist {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .contains(peer)
+    }
+
+    /// How many client keys were refused because they are not on the list
+    /// (shared by every clone).
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 }
 
@@ -303,6 +312,9 @@ impl ClientCertVerifier for ClientKeyVerifier {
     ) -> Result<ClientCertVerified, rustls::Error> {
         let peer = presented_key(end_entity, intermediates)?;
         if !self.policy.allows(&peer) {
+            if let AcceptPolicy::Allowlist(list) = &self.policy {
+                list.refused.fetch_add(1, Ordering::Relaxed);
+            }
             tracing::debug!(presented = %peer, "refused a client key that is not allowed");
             return Err(rustls::Error::InvalidCertificate(
                 CertificateError::ApplicationVerificationFailure,

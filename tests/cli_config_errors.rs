@@ -268,6 +268,17 @@ fn overlapping_allowed_ips_between_peers() {
 }
 
 #[test]
+fn metrics_on_a_public_address() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let text = GOOD.replace("bootstrap = [", "metrics = \"0.0.0.0:9900\"\nbootstrap = [");
+    let e = expect_refused(&fx, "metrics", &text, "interface.metrics", true);
+    assert!(e.contains("not a loopback address"), "{e}");
+}
+
+#[test]
 fn peer_with_our_own_key() {
     if !require_root() {
         return;

@@ -34,3 +34,22 @@ fn bootstrap_example_loads() {
     let config = BootstrapConfig::load(&path).unwrap();
     assert!(config.relay);
 }
+
+#[test]
+fn commented_metrics_lines_are_valid() {
+    for (example, key) in [
+        ("peer.toml", "/etc/antq/host.key"),
+        ("bootstrap.toml", "/etc/antq/bootstrap.key"),
+    ] {
+        let (_dir, path) = with_key(example, key);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\n# metrics = \"127.0.0.1:"), "{example}");
+        std::fs::write(&path, text.replace("\n# metrics = ", "\nmetrics = ")).unwrap();
+        let metrics = if example == "peer.toml" {
+            TunnelConfig::load(&path).unwrap().metrics
+        } else {
+            BootstrapConfig::load(&path).unwrap().metrics
+        };
+        assert!(metrics.is_some_and(|m| m.ip().is_loopback()), "{example}");
+    }
+}

@@ -12,6 +12,7 @@
 //! coordination_per_sec = 20                      # optional rate limits
 //! relay_bytes_per_sec = 12500000
 //! tcp_max_streams = 4096                         # optional: open TCP streams at most
+//! metrics = "127.0.0.1:9901"                     # optional: Prometheus, loopback only
 //! ```
 
 use std::net::SocketAddr;
@@ -21,7 +22,7 @@ use serde::Deserialize;
 
 use super::{Limits, TcpListen};
 use crate::identity::{Identity, PeerId};
-use crate::tunnel::config::{invalid, load_private_key, read_toml, ConfigError};
+use crate::tunnel::config::{invalid, load_private_key, parse_metrics, read_toml, ConfigError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +45,7 @@ struct Section {
     relay_burst_bytes: Option<f64>,
     connections_per_sec_per_ip: Option<f64>,
     tcp_max_streams: Option<i64>,
+    metrics: Option<String>,
 }
 
 /// A validated bootstrap configuration.
@@ -63,6 +65,8 @@ pub struct BootstrapConfig {
     pub allowed_keys: Option<Vec<PeerId>>,
     /// Rate limits.
     pub limits: Limits,
+    /// Address of the Prometheus metrics listener (loopback only), if on.
+    pub metrics: Option<SocketAddr>,
     /// Warnings for the operator.
     pub warnings: Vec<String>,
 }
@@ -175,6 +179,11 @@ impl BootstrapConfig {
             )?,
             tcp_max_streams,
         };
+        let metrics = s
+            .metrics
+            .as_deref()
+            .map(|m| parse_metrics(path, "bootstrap.metrics", m, "127.0.0.1:9901"))
+            .transpose()?;
         Ok(Self {
             path: path.to_owned(),
             identity,
@@ -183,6 +192,7 @@ impl BootstrapConfig {
             relay: s.relay.unwrap_or(true),
             allowed_keys,
             limits,
+            metrics,
             warnings: warning.into_iter().collect(),
         })
     }
@@ -233,5 +243,31 @@ mod tests {
         assert!(e.contains("positive whole number"), "{e}");
         let e = load("tcp_listen = false\n").unwrap_err().to_string();
         assert!(e.contains("tcp_listen"), "{e}");
+    }
+
+    #[test]
+    fn metrics_only_on_loopback() {
+        assert_eq!(load("").unwrap().metrics, None);
+        let c = load("metrics = \"127.0.0.1:9901\"\n").unwrap();
+        assert_eq!(c.metrics, Some("127.0.0.1:9901".parse().unwrap()));
+        let c = load("metrics = \"[::1]:9901\"\n").unwrap();
+        assert_eq!(c.metrics, Some("[::1]:9901".parse().unwrap()));
+        for bad in ["0.0.0.0:9901", "203.0.113.10:9901", "[::]:9901"] {
+            let e = load(&format!("metrics = \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("boot.toml"), "{e}");
+            assert!(e.contains("`bootstrap.metrics`"), "{e}");
+            assert!(e.contains("not a loopback address"), "{e}");
+            assert!(
+                e.contains("fix: use a loopback address, e.g. metrics = \"127.0.0.1:9901\""),
+                "{e}"
+            );
+        }
+        let e = load("metrics = \"localhost\"\n").unwrap_err().to_string();
+        assert!(
+            e.contains("`bootstrap.metrics`") && e.contains("fix:"),
+            "{e}"
+        );
     }
 }

@@ -23,6 +23,7 @@
 //! the peer gets no direct path and is reached through the relay only.
 
 pub mod config;
+mod metrics;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

@@ -188,6 +188,32 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    /// Every value [`Self::kind`] returns.
+    pub const KINDS: [&'static str; 8] = [
+        "no_address",
+        "wrong_key",
+        "refused",
+        "protocol",
+        "connection",
+        "dial",
+        "tls",
+        "timeout",
+    ];
+
+    /// A short name of the error's kind, e.g. `wrong_key` (a metrics label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NoAddress { .. } => "no_address",
+            Self::WrongKey { .. } => "wrong_key",
+            Self::Refused { .. } => "refused",
+            Self::Protocol { .. } => "protocol",
+            Self::Connection { .. } => "connection",
+            Self::Dial { .. } => "dial",
+            Self::Tls(_) => "tls",
+            Self::Timeout { .. } => "timeout",
+        }
+    }
+
     /// How much this error says about the peer: when every attempt fails,
     /// the most telling error is reported.
     fn weight(&self) -> u8 {
@@ -211,6 +237,29 @@ pub struct NodeStats {
     pub handshakes_failed: AtomicU64,
     /// Incoming handshakes ignored by the per-IP rate limit.
     pub handshakes_limited: AtomicU64,
+    /// Outgoing connections that failed, by error.
+    pub connect_errors: ConnectErrorCounts,
+}
+
+/// Failed [`Node::connect`] calls, counted by [`ConnectError::kind`].
+#[derive(Debug, Default)]
+pub struct ConnectErrorCounts([AtomicU64; ConnectError::KINDS.len()]);
+
+impl ConnectErrorCounts {
+    /// Counts one failure.
+    pub fn record(&self, error: &ConnectError) {
+        if let Some(i) = ConnectError::KINDS.iter().position(|k| *k == error.kind()) {
+            self.0[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every kind with its count.
+    pub fn counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        ConnectError::KINDS
+            .iter()
+            .zip(&self.0)
+            .map(|(k, c)| (*k, c.load(Ordering::Relaxed)))
+    }
 }
 
 /// A QUIC endpoint with a raw-public-key identity.
@@ -226,6 +275,7 @@ struct NodeInner {
     socket: Arc<AntqSocket>,
     transport: Arc<quinn::TransportConfig>,
     settings: TransportSettings,
+    accept: AcceptPolicy,
     incoming: Mutex<mpsc::Receiver<PeerConnection>>,
     stats: Arc<NodeStats>,
     accept_task: tokio::task::JoinHandle<()>,
@@ -281,6 +331,7 @@ impl Node {
                 socket,
                 transport,
                 settings: config.transport,
+                accept: config.accept,
                 incoming: Mutex::new(rx),
                 stats,
                 accept_task,
@@ -308,6 +359,15 @@ impl Node {
         &self.inner.stats
     }
 
+    /// Incoming handshakes refused because the client's key is not on the
+    /// allowlist (0 for a node that accepts any key).
+    pub fn keys_refused(&self) -> u64 {
+        match &self.inner.accept {
+            AcceptPolicy::Allowlist(list) => list.refused(),
+            AcceptPolicy::AnyKey => 0,
+        }
+    }
+
     /// Tells every connection that the local network changed: each switches
     /// to a fresh connection ID and sends a PING at once, so the other ends
     /// learn our new address (a server-side peer or bootstrap migrates to it)
@@ -333,7 +393,9 @@ impl Node {
         addrs: &[SocketAddr],
     ) -> Result<PeerConnection, ConnectError> {
         if addrs.is_empty() {
-            return Err(ConnectError::NoAddress { peer });
+            let error = ConnectError::NoAddress { peer };
+            self.inner.stats.connect_errors.record(&error);
+            return Err(error);
         }
         let timeout = self.inner.settings.connect_timeout;
         let span = tracing::info_span!("peer", id = %peer.short());
@@ -369,7 +431,9 @@ impl Node {
                 () = &mut deadline => break,
             }
         }
-        Err(best.unwrap_or(ConnectError::Timeout { peer, timeout }))
+        let error = best.unwrap_or(ConnectError::Timeout { peer, timeout });
+        self.inner.stats.connect_errors.record(&error);
+        Err(error)
     }
 
     async fn connect_one(

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::Instrument as _;
 
 mod network;
+mod stats;
 
 use super::punch_driver::{self, ProbeIn};
 use super::{Node, NodeConfig, NodeError, PeerConnection, TransportSettings};
@@ -289,6 +290,7 @@ struct Inner {
     incoming_rx: tokio::sync::Mutex<mpsc::Receiver<(PeerId, Bytes)>>,
     announce_seq: AtomicU64,
     last_poke: Mutex<Option<Instant>>,
+    stats: stats::OverlayStats,
 }
 
 /// A running overlay.
@@ -344,6 +346,7 @@ impl Overlay {
             .collect();
         let (tx, rx) = mpsc::channel(RECV_QUEUE);
         let links = RwLock::new(vec![None; config.bootstraps.len()]);
+        let stats = stats::OverlayStats::new(config.bootstraps.len());
         let inner = Arc::new(Inner {
             node,
             config,
@@ -355,6 +358,7 @@ impl Overlay {
             incoming_rx: tokio::sync::Mutex::new(rx),
             announce_seq: AtomicU64::new(0),
             last_poke: Mutex::default(),
+            stats,
         });
         let overlay = Self { inner };
         overlay.spawn_tasks();
@@ -607,16 +611,15 @@ impl Overlay {
                 close_later(old, "duplicate connection");
             }
         }
+        self.note_connection(relayed);
         let elapsed = self.inner.started.elapsed();
-        slot.first_connect
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert(elapsed);
-        if !relayed {
-            slot.first_direct
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get_or_insert(elapsed);
+        let firsts = [(false, &slot.first_connect), (true, &slot.first_direct)];
+        for (direct, first) in firsts.into_iter().filter(|(d, _)| !*d || !relayed) {
+            let mut first = first.lock().unwrap_or_else(PoisonError::into_inner);
+            if first.is_none() {
+                *first = Some(elapsed);
+                self.inner.stats.first(direct, elapsed);
+            }
         }
         *slot
             .last_handshake
@@ -669,13 +672,14 @@ impl Overlay {
             if let Some(endpoint) = slot.endpoint {
                 if !slot.has_direct() && endpoint_backoff.ready(now) {
                     endpoint_backoff.arm(now);
+                    self.note_attempt(false);
                     let this = self.clone();
                     let peer = slot.id;
                     tokio::spawn(async move {
                         match this.inner.node.connect(peer, &[endpoint]).await {
                             Ok(conn) => this.install(conn),
                             Err(error) => {
-                                tracing::debug!(%endpoint, %error, "endpoint dial failed")
+                                tracing::debug!(peer = %peer.short(), %endpoint, %error, "endpoint dial failed")
                             }
                         }
                     });
@@ -814,6 +818,10 @@ impl Overlay {
             }
         };
         if let Some(conn) = stale {
+            self.inner
+                .stats
+                .relay_retired
+                .fetch_add(1, Ordering::Relaxed);
             tracing::info!(peer = %slot.id.short(), "relay channel closed; dropping its connection");
             conn.close("relay channel closed");
             slot.wake.notify_one();
@@ -821,12 +829,13 @@ impl Overlay {
     }
 
     fn dial_relay(&self, slot: &Arc<PeerSlot>, virtual_addr: SocketAddr) {
+        self.note_attempt(true);
         let this = self.clone();
         let peer = slot.id;
         tokio::spawn(async move {
             match this.inner.node.connect(peer, &[virtual_addr]).await {
                 Ok(conn) => this.install(conn),
-                Err(error) => tracing::debug!(%error, "relay dial failed"),
+                Err(error) => tracing::debug!(peer = %peer.short(), %error, "relay dial failed"),
             }
         });
     }
@@ -1001,6 +1010,8 @@ impl Overlay {
             .filter_map(|(_, o)| o)
             .map(|a| Candidate::new(a, CandidateKind::ServerReflexive, 65535))
             .collect();
+        let span = tracing::info_span!("punch", peer = %slot.id.short(), round);
+        tracing::info!(parent: &span, ?role, candidates = remote.len(), "hole punching starts");
         let config = self.inner.config.punch.clone();
         let busy_until = start_at + config.max_duration + config.linger;
         let session = match PunchSession::new(
@@ -1020,11 +1031,14 @@ impl Overlay {
             }
         };
         *slot.punching.lock().unwrap_or_else(PoisonError::into_inner) = Some(busy_until);
+        self.inner
+            .stats
+            .punches_started
+            .fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(256);
         self.lock_punches().insert(token, tx);
         let (outcome_tx, outcome_rx) = oneshot::channel();
         let socket = self.inner.node.socket().clone();
-        let span = tracing::info_span!("punch", peer = %slot.id.short(), round);
         tokio::spawn(
             punch_driver::run(session, token, socket, rx, outcome_tx).instrument(span.clone()),
         );
@@ -1034,6 +1048,10 @@ impl Overlay {
             async move {
                 match outcome_rx.await {
                     Ok(PunchEvent::PathValidated { remote, rtt }) => {
+                        this.inner
+                            .stats
+                            .punches_succeeded
+                            .fetch_add(1, Ordering::Relaxed);
                         tracing::info!(%remote, ?rtt, "direct path validated");
                         // The leader dials at once; the other side only if
                         // no direct connection shows up.
@@ -1041,6 +1059,7 @@ impl Overlay {
                             tokio::time::sleep(Duration::from_millis(500)).await;
                         }
                         if !slot.has_direct() {
+                            this.note_attempt(false);
                             match this.inner.node.connect(slot.id, &[remote]).await {
                                 Ok(conn) => this.install(conn),
                                 Err(error) => tracing::info!(%remote, %error, "direct dial after punch failed"),
@@ -1048,6 +1067,10 @@ impl Overlay {
                         }
                     }
                     Ok(PunchEvent::Failed { reason }) => {
+                        this.inner
+                            .stats
+                            .punches_failed
+                            .fetch_add(1, Ordering::Relaxed);
                         tracing::info!(%reason, "hole punching failed");
                     }
                     Err(_) => {}
@@ -1083,8 +1106,13 @@ impl Overlay {
             } else {
                 attempt.await
             };
+            let counters = &self.inner.stats.links[index];
             match result {
                 Ok(conn) => {
+                    counters.connects.fetch_add(1, Ordering::Relaxed);
+                    if lost_at.is_some() {
+                        counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                    }
                     delay = Duration::from_millis(250);
                     let mut link = Link::new(conn);
                     loop {
@@ -1098,12 +1126,12 @@ impl Overlay {
                         }
                         let upgraded = match link.transport {
                             Transport::Udp => {
-                                self.serve_link(&link).instrument(span.clone()).await;
+                                self.serve_link(&link, index).instrument(span.clone()).await;
                                 None
                             }
                             Transport::Tcp => {
                                 tokio::select! {
-                                    () = self.serve_link(&link).instrument(span.clone()) => None,
+                                    () = self.serve_link(&link, index).instrument(span.clone()) => None,
                                     () = self.watch_stream(&link) => None,
                                     conn = self.retry_udp(server).instrument(span.clone()) => Some(conn),
                                 }
@@ -1129,6 +1157,7 @@ impl Overlay {
                     if link.transport == Transport::Tcp {
                         self.inner.node.socket().close_stream(link.addr);
                     }
+                    counters.lost.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(parent: &span, "bootstrap connection lost");
                     // Its relay channels went with it (over UDP or the TCP
                     // stream): drop them now rather than at their idle
@@ -1141,7 +1170,10 @@ impl Overlay {
                     }
                     lost_at = Some(Instant::now());
                 }
-                Err(error) => tracing::debug!(parent: &span, %error, "bootstrap connect failed"),
+                Err(error) => {
+                    counters.connect_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(parent: &span, %error, "bootstrap connect failed");
+                }
             }
             let jitter = rand::thread_rng().gen_range(0.0..0.5);
             tokio::time::sleep(delay.mul_f64(1.0 + jitter)).await;
@@ -1231,7 +1263,7 @@ impl Overlay {
         link.conn.close("TCP stream closed");
     }
 
-    async fn serve_link(&self, link: &Link) {
+    async fn serve_link(&self, link: &Link, index: usize) {
         let mut monitor = network::LinkMonitor::new();
         let mut tick = tokio::time::interval(MAINTAIN_INTERVAL);
         loop {
@@ -1242,6 +1274,9 @@ impl Overlay {
                 },
                 _ = tick.tick() => {
                     if monitor.stalled(&link.conn) {
+                        self.inner.stats.links[index]
+                            .stalled
+                            .fetch_add(1, Ordering::Relaxed);
                         tracing::info!("bootstrap link stalled");
                         link.conn.close("stalled");
                         return;
@@ -1327,7 +1362,7 @@ impl Overlay {
         tracing::trace!(peer = %slot.id.short(), ?msg, "forwarded");
         match msg {
             ControlMessage::AddAddress { addr, .. } if is_virtual(addr) => {
-                tracing::debug!(%addr, "virtual address is no punch candidate; ignored");
+                tracing::debug!(peer = %slot.id.short(), %addr, "virtual address is no punch candidate; ignored");
             }
             ControlMessage::AddAddress { sequence, addr } => {
                 // The peer announces only while it has no direct path: if
@@ -1342,14 +1377,14 @@ impl Overlay {
                     })
                 };
                 if let Some(conn) = stale {
-                    self.drop_direct(slot, &conn, "the peer lost its direct path");
+                    self.drop_direct(slot, &conn, stats::PEER_LOST);
                 }
                 let mut c = slot
                     .candidates
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
                 if c.is_empty() {
-                    tracing::debug!(%addr, "first candidate of the peer");
+                    tracing::debug!(peer = %slot.id.short(), %addr, "first candidate of the peer");
                     slot.announce_now.store(true, Ordering::Relaxed);
                     slot.wake.notify_one();
                 }
@@ -1388,7 +1423,7 @@ impl Overlay {
                     .saturating_duration_since(Instant::now())
                     .as_secs_f64()
                     * 1e3;
-                tracing::debug!(round, in_ms, "punch requested");
+                tracing::debug!(peer = %slot.id.short(), round, in_ms, "punch requested");
                 // `addr` is where the leader's NAT maps it now, which its
                 // announcement may not have told us yet.
                 let also = Some(canonical(addr)).filter(|a| !is_virtual(*a));

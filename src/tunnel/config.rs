@@ -8,6 +8,7 @@
 //! listen_port = 9000                        # optional, 0 = any
 //! mtu = 1280                                # optional
 //! bootstrap = ["BASE64PUBKEY@203.0.113.10:9000"]
+//! metrics = "127.0.0.1:9900"                # optional: Prometheus, loopback only
 //!
 //! [[peer]]
 //! public_key = "BASE64PUBKEY"
@@ -234,6 +235,33 @@ pub(crate) fn load_private_key(
     }
 }
 
+/// Parses the address of a metrics listener: IP:PORT on a loopback address
+/// (`example` is shown in the fix).
+pub(crate) fn parse_metrics(
+    path: &Path,
+    field: &str,
+    text: &str,
+    example: &str,
+) -> Result<SocketAddr, ConfigError> {
+    let fix = format!(
+        "use a loopback address, e.g. metrics = \"{example}\" (scrape it from this host, \
+         or put a reverse proxy with access control in front), or remove the line"
+    );
+    let addr = text
+        .trim()
+        .parse::<SocketAddr>()
+        .map_err(|e| invalid(path, field, format!("`{text}` is not IP:PORT: {e}"), &fix))?;
+    if !addr.ip().is_loopback() {
+        return Err(invalid(
+            path,
+            field,
+            format!("{addr} is not a loopback address; metrics are served on localhost only"),
+            fix,
+        ));
+    }
+    Ok(addr)
+}
+
 /// Parses `KEY@ADDR:PORT`.
 pub(crate) fn parse_bootstrap(
     path: &Path,
@@ -343,21 +371,8 @@ impl TunnelConfig {
 
         let metrics = iface
             .metrics
-            .map(|m| {
-                let fix = "use a loopback address, e.g. metrics = \"127.0.0.1:9900\"";
-                let addr = m
-                    .parse::<SocketAddr>()
-                    .map_err(|e| invalid(path, "interface.metrics", format!("`{m}`: {e}"), fix))?;
-                if !addr.ip().is_loopback() {
-                    return Err(invalid(
-                        path,
-                        "interface.metrics",
-                        format!("{addr} is not a loopback address; metrics are served on localhost only"),
-                        fix,
-                    ));
-                }
-                Ok(addr)
-            })
+            .as_deref()
+            .map(|m| parse_metrics(path, "interface.metrics", m, "127.0.0.1:9900"))
             .transpose()?;
 
         let own = identity.peer_id();
@@ -549,6 +564,31 @@ endpoint = "198.51.100.7:9000"
                 "{field}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn metrics_only_on_loopback() {
+        let f = Fixture::new();
+        assert_eq!(f.load(GOOD).unwrap().metrics, None);
+        let with =
+            |m: &str| GOOD.replace("listen_port", &format!("metrics = \"{m}\"\nlisten_port"));
+        let c = f.load(&with("127.0.0.1:9900")).unwrap();
+        assert_eq!(c.metrics, Some("127.0.0.1:9900".parse().unwrap()));
+        for bad in ["0.0.0.0:9900", "198.51.100.1:9900", "[::]:9900"] {
+            let e = f.error(&with(bad));
+            assert!(
+                e.contains("peer.toml")
+                    && e.contains("`interface.metrics`")
+                    && e.contains("not a loopback address")
+                    && e.contains("fix: use a loopback address, e.g. metrics = \"127.0.0.1:9900\""),
+                "{e}"
+            );
+        }
+        let e = f.error(&with("127.0.0.1"));
+        assert!(
+            e.contains("`interface.metrics`") && e.contains("is not IP:PORT"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -60,6 +60,43 @@ pub struct TunnelStats {
     pub drop_bad_source: AtomicU64,
     /// Packets that are not valid IP.
     pub drop_malformed: AtomicU64,
+    /// Packets QUIC refused to send (datagram too large for the path, the
+    /// connection closed).
+    pub drop_send_failed: AtomicU64,
+    /// Packets from peers that could not be written to the TUN device.
+    pub drop_tun_write: AtomicU64,
+}
+
+impl TunnelStats {
+    /// Adds the datapath counters to `r`.
+    pub fn collect(&self, r: &mut crate::metrics::Registry) {
+        use crate::metrics::load;
+        let f = r.counter(
+            "antq_tun_packets_total",
+            "Packets read from (in) and written to (out) the TUN device.",
+        );
+        f.int(&[("direction", "in")], load(&self.tun_packets_in));
+        f.int(&[("direction", "out")], load(&self.tun_packets_out));
+        let f = r.counter(
+            "antq_tun_dropped_total",
+            "Packets the datapath dropped, by reason: no_route (no peer owns the \
+             destination), no_path (the peer is not connected), too_big (answered \
+             with ICMP packet too big), bad_source (source outside the peer's \
+             allowed IPs), malformed, send_failed (QUIC refused the datagram), \
+             tun_write (the TUN device refused it).",
+        );
+        for (reason, c) in [
+            ("no_route", &self.drop_no_route),
+            ("no_path", &self.drop_no_path),
+            ("too_big", &self.drop_too_big),
+            ("bad_source", &self.drop_bad_source),
+            ("malformed", &self.drop_malformed),
+            ("send_failed", &self.drop_send_failed),
+            ("tun_write", &self.drop_tun_write),
+        ] {
+            f.int(&[("reason", reason)], load(c));
+        }
+    }
 }
 
 /// Status of the whole tunnel, as `antq-tun status --json` prints it.
@@ -290,6 +327,18 @@ impl Tunnel {
         }
     }
 
+    /// A renderer of the tunnel's metrics (datapath, overlay, node, socket)
+    /// for [`crate::metrics::serve`].
+    pub fn metrics(&self) -> crate::metrics::http::Render {
+        let datapath = self.datapath.clone();
+        Arc::new(move || {
+            let mut r = crate::metrics::Registry::new();
+            datapath.stats.collect(&mut r);
+            datapath.overlay.collect_metrics(&mut r);
+            r.render()
+        })
+    }
+
     /// Closes the peers' connections; the device goes when `self` is dropped.
     pub async fn shutdown(self) {
         self.datapath.overlay.close().await;
@@ -349,7 +398,10 @@ async fn tun_to_peers(dp: Arc<Datapath>) {
             Err(SendError::NoPath(_)) => {
                 stats.drop_no_path.fetch_add(1, Ordering::Relaxed);
             }
-            Err(error) => tracing::debug!(%error, "datagram not sent"),
+            Err(error) => {
+                stats.drop_send_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%error, "datagram not sent");
+            }
         }
     }
 }
@@ -381,7 +433,10 @@ async fn peers_to_tun(dp: Arc<Datapath>) {
             Ok(_) => {
                 stats.tun_packets_out.fetch_add(1, Ordering::Relaxed);
             }
-            Err(error) => tracing::debug!(%error, "writing to the TUN device failed"),
+            Err(error) => {
+                stats.drop_tun_write.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%error, "writing to the TUN device failed");
+            }
         }
     }
 }

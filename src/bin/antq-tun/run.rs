@@ -1,9 +1,12 @@
 //! `up`, `down` and `bootstrap`: the long-running commands.
 
+use std::net::SocketAddr;
 use std::path::Path;
 
 use antq::bootstrap::config::BootstrapConfig;
 use antq::bootstrap::{Bootstrap, BootstrapSettings};
+use antq::metrics::http::Render;
+use antq::metrics::MetricsServer;
 use antq::tunnel::config::TunnelConfig;
 use antq::tunnel::control::{self, Request};
 use antq::tunnel::device::Tunnel;
@@ -28,6 +31,34 @@ async fn terminated() -> anyhow::Result<&'static str> {
     })
 }
 
+/// Aborts the metrics server when dropped.
+struct MetricsTask(tokio::task::JoinHandle<()>);
+
+impl Drop for MetricsTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Binds the metrics listener if configured (before anything else is set
+/// up, so a busy port fails early).
+async fn bind_metrics(addr: Option<SocketAddr>) -> anyhow::Result<Option<MetricsServer>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let server = MetricsServer::bind(addr)
+        .await
+        .with_context(|| format!("serving metrics on {addr}"))?;
+    Ok(Some(server))
+}
+
+/// Serves metrics on a bound listener until the task is dropped.
+fn serve_metrics(server: Option<MetricsServer>, render: Render) -> Option<MetricsTask> {
+    let server = server?;
+    if let Ok(local) = server.local_addr() {
+        tracing::info!("metrics at http://{local}/metrics");
+    }
+    Some(MetricsTask(server.spawn(render)))
+}
+
 pub fn up(path: &Path) -> anyhow::Result<()> {
     // Everything that can be checked is checked before the system is touched.
     let config = TunnelConfig::load(path)?;
@@ -37,10 +68,12 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
         tracing::warn!("{warning}");
     }
     super::runtime()?.block_on(async move {
+        let metrics = bind_metrics(config.metrics).await?;
         let listener = control::bind(&config.name).await?;
         let name = config.name.clone();
         let tunnel = Tunnel::start(config).await.with_context(|| format!("bringing up {name}"))?;
         tracing::info!(interface = %name, listen = ?tunnel.overlay().local_addr().ok(), public_key = %tunnel.overlay().peer_id(), "tunnel up");
+        let _metrics = serve_metrics(metrics, tunnel.metrics());
         let stop = terminated();
         tokio::pin!(stop);
         loop {
@@ -96,8 +129,10 @@ pub fn bootstrap(path: &Path) -> anyhow::Result<()> {
     }
     super::runtime()?.block_on(async move {
         let listen = config.listen;
+        let metrics = bind_metrics(config.metrics).await?;
         let node = Bootstrap::start(BootstrapSettings::from(config)).with_context(|| format!("starting the bootstrap on {listen}"))?;
         tracing::info!(listen = ?node.local_addr().ok(), tcp_listen = ?node.tcp_local_addr(), public_key = %node.peer_id(), "bootstrap running");
+        let _metrics = serve_metrics(metrics, node.metrics());
         let signal = terminated().await?;
         tracing::info!("{signal}, shutting down");
         node.close().await;

@@ -104,6 +104,10 @@ impl Overlay {
                     () = &mut window => break,
                 }
             }
+            self.inner
+                .stats
+                .network_changes
+                .fetch_add(1, Ordering::Relaxed);
             tracing::info!(events = events.len(), "network changed");
             tracing::debug!(?events, "network change events");
             self.refresh_local_ips().await;
@@ -156,7 +160,7 @@ impl Overlay {
         };
         match direct.filter(super::alive) {
             Some(conn) if stalled(&mut monitors.direct, &conn, now) => {
-                self.drop_direct(slot, &conn, "direct path stalled");
+                self.drop_direct(slot, &conn, super::stats::STALLED);
             }
             Some(_) => {}
             None => monitors.direct = None,
@@ -187,6 +191,7 @@ impl Overlay {
             }
         };
         let Some(conn) = removed else { return };
+        self.inner.stats.direct_dropped(why);
         tracing::info!(peer = %slot.id.short(), remote = %canonical(conn.remote_address()), reason = why, "direct path dropped; traffic moves to the relay");
         conn.close(why);
         *slot
@@ -205,6 +210,10 @@ impl Overlay {
     /// Drops a stalled relay connection and its channel; a new channel is
     /// asked for on the next maintenance round.
     fn drop_relay(&self, slot: &PeerSlot, conn: &PeerConnection) {
+        self.inner
+            .stats
+            .relay_stalled
+            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(peer = %slot.id.short(), "relay path stalled; asking for a new channel");
         self.poke();
         let route = slot

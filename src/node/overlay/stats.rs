@@ -1,0 +1,320 @@
+//! The overlay's counters and their Prometheus names.
+//!
+//! Events are counted where they happen (atomics only); per-peer values
+//! (path, RTT, bytes) and the bootstrap links' state are read at scrape
+//! time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::{alive, Overlay, PathKind};
+use crate::metrics::{self, load, Histogram, Registry, CONNECT_SECONDS};
+use crate::nat::{infer_mapping, MappingBehaviour, Observation};
+
+/// Labels of our NAT's mapping behaviour, as far as the bootstraps' views
+/// tell (`unknown` with fewer than two bootstraps connected).
+const NAT_KINDS: [&str; 4] = [
+    "endpoint_independent",
+    "address_dependent",
+    "symmetric",
+    "unknown",
+];
+/// Labels of the two kinds of connection.
+const PATHS: [&str; 2] = ["direct", "relay"];
+
+/// Why a direct path was dropped, as passed to `drop_direct`.
+pub(super) const STALLED: &str = "direct path stalled";
+/// The peer announced candidates while we had a direct path.
+pub(super) const PEER_LOST: &str = "the peer lost its direct path";
+
+/// Counters of one bootstrap link.
+#[derive(Debug, Default)]
+pub(super) struct LinkStats {
+    /// Connections made.
+    pub connects: AtomicU64,
+    /// Connections made after a lost link.
+    pub reconnects: AtomicU64,
+    /// Attempts that failed.
+    pub connect_failures: AtomicU64,
+    /// Links lost (closed, stalled, TCP stream gone).
+    pub lost: AtomicU64,
+    /// Links found stalled (a subset of `lost`).
+    pub stalled: AtomicU64,
+}
+
+/// Counters of an overlay.
+#[derive(Debug)]
+pub(super) struct OverlayStats {
+    attempts: [[AtomicU64; NAT_KINDS.len()]; 2],
+    connections: [[AtomicU64; NAT_KINDS.len()]; 2],
+    pub punches_started: AtomicU64,
+    pub punches_succeeded: AtomicU64,
+    pub punches_failed: AtomicU64,
+    direct_dropped_stalled: AtomicU64,
+    direct_dropped_peer_lost: AtomicU64,
+    pub relay_stalled: AtomicU64,
+    pub relay_retired: AtomicU64,
+    pub network_changes: AtomicU64,
+    first_connect: Histogram,
+    first_direct: Histogram,
+    pub links: Vec<LinkStats>,
+}
+
+impl OverlayStats {
+    pub(super) fn new(bootstraps: usize) -> Self {
+        Self {
+            attempts: Default::default(),
+            connections: Default::default(),
+            punches_started: AtomicU64::new(0),
+            punches_succeeded: AtomicU64::new(0),
+            punches_failed: AtomicU64::new(0),
+            direct_dropped_stalled: AtomicU64::new(0),
+            direct_dropped_peer_lost: AtomicU64::new(0),
+            relay_stalled: AtomicU64::new(0),
+            relay_retired: AtomicU64::new(0),
+            network_changes: AtomicU64::new(0),
+            first_connect: Histogram::new(CONNECT_SECONDS),
+            first_direct: Histogram::new(CONNECT_SECONDS),
+            links: (0..bootstraps).map(|_| LinkStats::default()).collect(),
+        }
+    }
+
+    /// A direct path was dropped for `why`.
+    pub(super) fn direct_dropped(&self, why: &str) {
+        let c = if why == PEER_LOST {
+            &self.direct_dropped_peer_lost
+        } else {
+            &self.direct_dropped_stalled
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A peer's first connection (`direct`: its first direct one) came
+    /// `after` the overlay started.
+    pub(super) fn first(&self, direct: bool, after: Duration) {
+        let h = if direct {
+            &self.first_direct
+        } else {
+            &self.first_connect
+        };
+        h.observe(after.as_secs_f64());
+    }
+}
+
+fn nat_index(m: MappingBehaviour) -> usize {
+    match m {
+        MappingBehaviour::EndpointIndependent => 0,
+        MappingBehaviour::AddressDependent { .. } => 1,
+        MappingBehaviour::Symmetric { .. } => 2,
+        MappingBehaviour::Unknown => 3,
+    }
+}
+
+impl Overlay {
+    /// Our NAT's mapping behaviour from the bootstraps' observations.
+    fn nat_kind(&self) -> usize {
+        let port = self.local_addr().map(|a| a.port()).unwrap_or(0);
+        let base = std::net::SocketAddr::new(std::net::IpAddr::from([0, 0, 0, 0]), port);
+        let observations: Vec<Observation> = self
+            .observed_addresses()
+            .into_iter()
+            .filter_map(|(b, o)| {
+                o.map(|mapped| Observation {
+                    server: b.addr,
+                    base,
+                    mapped,
+                })
+            })
+            .collect();
+        nat_index(infer_mapping(&observations))
+    }
+
+    /// Counts a connection attempt we start (`relayed`: over a relay).
+    pub(super) fn note_attempt(&self, relayed: bool) {
+        self.inner.stats.attempts[usize::from(relayed)][self.nat_kind()]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection that became a peer's path (dialed or accepted).
+    pub(super) fn note_connection(&self, relayed: bool) {
+        self.inner.stats.connections[usize::from(relayed)][self.nat_kind()]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The overlay's metrics, its node's and its socket's, as exposition text.
+    pub fn metrics_text(&self) -> String {
+        let mut r = Registry::new();
+        self.collect_metrics(&mut r);
+        r.render()
+    }
+
+    /// Adds the overlay's metrics (and its node's and socket's) to `r`.
+    pub fn collect_metrics(&self, r: &mut Registry) {
+        let s = &self.inner.stats;
+        for (family, help, table) in [
+            (
+                "antq_connection_attempts_total",
+                "Connections we dialed to peers, by path and by our NAT mapping kind.",
+                &s.attempts,
+            ),
+            (
+                "antq_connections_total",
+                "Connections that became a peer's path (dialed or accepted), by path and by our NAT mapping kind.",
+                &s.connections,
+            ),
+        ] {
+            let f = r.counter(family, help);
+            for (path, row) in PATHS.iter().zip(table) {
+                for (nat, c) in NAT_KINDS.iter().zip(row) {
+                    f.int(&[("path", path), ("nat", nat)], load(c));
+                }
+            }
+        }
+        r.histogram(
+            "antq_peer_first_connection_seconds",
+            "Time from overlay start to a peer's first connection (any path).",
+        )
+        .histogram(&[], &s.first_connect.snapshot());
+        r.histogram(
+            "antq_peer_first_direct_seconds",
+            "Time from overlay start to a peer's first direct connection.",
+        )
+        .histogram(&[], &s.first_direct.snapshot());
+        let f = r.counter(
+            "antq_punches_total",
+            "Hole punching attempts, by result (started, succeeded, failed).",
+        );
+        f.int(&[("result", "started")], load(&s.punches_started));
+        f.int(&[("result", "succeeded")], load(&s.punches_succeeded));
+        f.int(&[("result", "failed")], load(&s.punches_failed));
+        let f = r.counter(
+            "antq_direct_paths_dropped_total",
+            "Direct paths dropped as dead (traffic moved to the relay), by reason.",
+        );
+        f.int(&[("reason", "stalled")], load(&s.direct_dropped_stalled));
+        f.int(
+            &[("reason", "peer_lost")],
+            load(&s.direct_dropped_peer_lost),
+        );
+        r.counter(
+            "antq_relay_paths_stalled_total",
+            "Relay connections dropped as stalled (a new channel is asked for).",
+        )
+        .int(&[], load(&s.relay_stalled));
+        r.counter(
+            "antq_relay_channels_closed_total",
+            "Relay connections dropped because their channel was closed or replaced.",
+        )
+        .int(&[], load(&s.relay_retired));
+        r.counter(
+            "antq_network_changes_total",
+            "Local network changes handled (address, route or link events).",
+        )
+        .int(&[], load(&s.network_changes));
+        self.collect_peers(r);
+        self.collect_links(r);
+        metrics::collect_node(&self.inner.node, r);
+    }
+
+    fn collect_peers(&self, r: &mut Registry) {
+        let statuses = self.status();
+        let f = r.gauge(
+            "antq_peer_path",
+            "The path a peer's traffic takes now: 1 for the current one of direct, relay, none.",
+        );
+        for st in &statuses {
+            let peer = short(&st.public_key);
+            for (kind, name) in [
+                (PathKind::Direct, "direct"),
+                (PathKind::Relay, "relay"),
+                (PathKind::None, "none"),
+            ] {
+                f.int(
+                    &[("peer", peer), ("path", name)],
+                    u64::from(st.path == kind),
+                );
+            }
+        }
+        let f = r.gauge(
+            "antq_peer_rtt_seconds",
+            "Round-trip time of a peer's current path.",
+        );
+        for st in &statuses {
+            if let Some(ms) = st.rtt_ms {
+                f.sample(&[("peer", short(&st.public_key))], ms / 1000.0);
+            }
+        }
+        let f = r.counter(
+            "antq_peer_received_bytes_total",
+            "Datagram payload bytes received from a peer.",
+        );
+        for st in &statuses {
+            f.int(&[("peer", short(&st.public_key))], st.bytes_in);
+        }
+        let f = r.counter(
+            "antq_peer_sent_bytes_total",
+            "Datagram payload bytes sent to a peer.",
+        );
+        for st in &statuses {
+            f.int(&[("peer", short(&st.public_key))], st.bytes_out);
+        }
+    }
+
+    fn collect_links(&self, r: &mut Registry) {
+        let links: Vec<_> = self
+            .read_links()
+            .iter()
+            .map(|l| l.as_ref().filter(|l| alive(&l.conn)).map(|l| l.transport))
+            .collect();
+        let boots = &self.inner.config.bootstraps;
+        let f = r.gauge(
+            "antq_bootstrap_up",
+            "Whether the link to a bootstrap is connected, by transport (udp, tcp).",
+        );
+        for (b, transport) in boots.iter().zip(&links) {
+            let addr = b.addr.to_string();
+            for name in ["udp", "tcp"] {
+                let up = transport.is_some_and(|t| t.to_string() == name);
+                f.int(&[("bootstrap", &addr), ("transport", name)], u64::from(up));
+            }
+        }
+        let stats = &self.inner.stats.links;
+        for (name, help, get) in [
+            (
+                "antq_bootstrap_connects_total",
+                "Connections made to a bootstrap.",
+                (|l: &LinkStats| &l.connects) as fn(&LinkStats) -> &AtomicU64,
+            ),
+            (
+                "antq_bootstrap_reconnects_total",
+                "Connections made to a bootstrap after its link was lost.",
+                |l| &l.reconnects,
+            ),
+            (
+                "antq_bootstrap_connect_failures_total",
+                "Failed connection attempts to a bootstrap.",
+                |l| &l.connect_failures,
+            ),
+            (
+                "antq_bootstrap_lost_total",
+                "Bootstrap links lost (closed, stalled, or their TCP stream gone).",
+                |l| &l.lost,
+            ),
+            (
+                "antq_bootstrap_stalled_total",
+                "Bootstrap links closed because they stalled (sends unanswered).",
+                |l| &l.stalled,
+            ),
+        ] {
+            let f = r.counter(name, help);
+            for (b, l) in boots.iter().zip(stats) {
+                f.int(&[("bootstrap", &b.addr.to_string())], load(get(l)));
+            }
+        }
+    }
+}
+
+/// The short key form the logs use (first 8 base64 characters).
+fn short(key: &str) -> &str {
+    key.get(..8).unwrap_or(key)
+}
