@@ -574,3 +574,63 @@ async fn punch_me_now_toward_a_third_party_sends_a_bounded_number_of_bytes() {
         "{to_third} B toward a silent third party, more than one session's {budget} B"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_over_the_per_ip_limit_are_ignored_and_counted() {
+    let limits = Limits {
+        connections_per_sec_per_ip: 2.0,
+        ..Limits::default()
+    };
+    // Burst: three times the rate (Bootstrap::start), so 6 at once.
+    let boot = bootstrap(limits, None);
+    let nodes: Vec<Node> = (0..20).map(|_| raw_node(&Identity::generate())).collect();
+    let to = [boot.local_addr().unwrap()];
+    let attempts = nodes
+        .iter()
+        .map(|n| tokio::time::timeout(Duration::from_secs(2), n.connect(boot.peer_id(), &to)));
+    let start = Instant::now();
+    let results = futures_join_all_local(attempts).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    let connected = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count() as f64;
+    let s = boot.node().stats();
+    println!(
+        "20 handshakes from one IP in {elapsed:.1} s: {connected} connected, {} limited, {} retries",
+        stat(&s.handshakes_limited),
+        stat(&s.retries)
+    );
+    assert!(connected >= 6.0, "the burst gets through");
+    assert!(
+        connected <= 6.0 + 2.0 * elapsed + 1.0,
+        "{connected} connected"
+    );
+    assert!(stat(&s.handshakes_limited) >= 20 - connected as u64 - 2);
+    // Every handshake was validated by a Retry first, so only validated
+    // addresses spent the allowance.
+    assert!(stat(&s.retries) >= 20);
+}
+
+/// Polls the futures together on this task, keeping their order.
+async fn futures_join_all_local<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut pending: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (f, slot) in pending.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.into_iter().map(Option::unwrap).collect()
+}
