@@ -7,7 +7,7 @@
 //! base64 text of the 32-byte secret seed and are created with mode 0600.
 
 use std::fmt;
-use std::io::Write;
+use std::io::{Read as _, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -18,6 +18,10 @@ use zeroize::Zeroizing;
 
 /// Length in bytes of a raw Ed25519 public or private key.
 pub const KEY_LEN: usize = 32;
+
+/// Largest private key file we read: the key is 44 characters, so anything
+/// much longer (or a device such as `/dev/zero`) is not a key file.
+pub const MAX_KEY_FILE_LEN: u64 = 4096;
 
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410): the 32 key bytes
 /// follow it.
@@ -53,6 +57,12 @@ pub enum IdentityError {
         path: PathBuf,
         /// The underlying I/O error.
         source: std::io::Error,
+    },
+    /// A key file is larger than [`MAX_KEY_FILE_LEN`] bytes.
+    #[error("key file {path} is larger than {MAX_KEY_FILE_LEN} bytes; a key file holds one 44-character key")]
+    FileTooLarge {
+        /// The file in question.
+        path: PathBuf,
     },
     /// A key file holds something that is not a key.
     #[error("key file {path}: {source}")]
@@ -197,7 +207,15 @@ impl Identity {
             path: path.to_owned(),
             source,
         };
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(file_err)?);
+        let mut text = Zeroizing::new(String::new());
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_KEY_FILE_LEN + 1).read_to_string(&mut text))
+            .map_err(file_err)?;
+        if text.len() as u64 > MAX_KEY_FILE_LEN {
+            return Err(IdentityError::FileTooLarge {
+                path: path.to_owned(),
+            });
+        }
         let perms = KeyFilePermissions::of(path).map_err(file_err)?;
         let id = Self::from_base64(&text).map_err(|e| IdentityError::FileContent {
             path: path.to_owned(),
@@ -335,6 +353,55 @@ mod tests {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
             let (_, perms) = Identity::load(&path).unwrap();
             assert_eq!(perms, KeyFilePermissions::Readable { mode: 0o644 });
+        }
+    }
+
+    #[test]
+    fn oversized_key_file_is_refused_without_reading_it_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.key");
+        std::fs::write(&path, "A".repeat(10_000)).unwrap();
+        assert!(matches!(
+            Identity::load(&path),
+            Err(IdentityError::FileTooLarge { .. })
+        ));
+        #[cfg(target_os = "linux")]
+        assert!(matches!(
+            Identity::load(Path::new("/dev/zero")),
+            Err(IdentityError::FileTooLarge { .. })
+        ));
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn private_key_text_round_trips(seed in any::<[u8; 32]>()) {
+                let id = Identity::from_secret_bytes(&seed);
+                let again = Identity::from_base64(&id.to_base64()).unwrap();
+                prop_assert_eq!(again.peer_id(), id.peer_id());
+            }
+
+            #[test]
+            fn peer_id_text_and_spki_round_trip(seed in any::<[u8; 32]>()) {
+                let peer = Identity::from_secret_bytes(&seed).peer_id();
+                let text = peer.to_string();
+                prop_assert_eq!(text.len(), 44);
+                prop_assert_eq!(text.parse::<PeerId>().unwrap(), peer);
+                prop_assert_eq!(format!(" {text}\n").parse::<PeerId>().unwrap(), peer);
+                prop_assert_eq!(PeerId::from_spki_der(&peer.to_spki_der()).unwrap(), peer);
+            }
+
+            #[test]
+            fn arbitrary_text_and_der_never_panic(text in ".{0,64}", der in proptest::collection::vec(any::<u8>(), 0..64)) {
+                let _ = text.parse::<PeerId>();
+                let _ = Identity::from_base64(&text);
+                if let Ok(peer) = PeerId::from_spki_der(&der) {
+                    prop_assert_eq!(peer.to_spki_der(), der);
+                }
+            }
         }
     }
 

@@ -22,7 +22,9 @@ use serde::Deserialize;
 
 use super::{Limits, TcpListen};
 use crate::identity::{Identity, PeerId};
-use crate::tunnel::config::{invalid, load_private_key, parse_metrics, read_toml, ConfigError};
+use crate::tunnel::config::{
+    invalid, load_private_key, parse_metrics, parse_toml, read_text, ConfigError,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,7 +76,15 @@ pub struct BootstrapConfig {
 impl BootstrapConfig {
     /// Reads and validates a bootstrap config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let file: File = read_toml(path)?;
+        Self::from_toml(path, &read_text(path)?)
+    }
+
+    /// Validates config `text` as if it had been read from `path` (errors
+    /// name it; a relative `private_key_file` is looked up next to it).
+    /// [`BootstrapConfig::load`] is this after reading the file; the fuzz
+    /// target `bootstrap_config` drives it directly.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let file: File = parse_toml(path, text)?;
         let defaults = Limits::default();
         let s = file.bootstrap;
         let (identity, warning) = load_private_key(

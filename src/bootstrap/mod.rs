@@ -127,12 +127,19 @@ pub struct BootstrapStats {
     pub peers: AtomicU64,
     /// Messages forwarded between peers.
     pub forwarded: AtomicU64,
-    /// Requests refused by the rate limit.
+    /// Coordination requests (FORWARD, RELAY_REQUEST) the rate limit let
+    /// through.
+    pub admitted: AtomicU64,
+    /// Coordination requests refused by the rate limit.
     pub rate_limited: AtomicU64,
     /// Relay allocations made.
     pub relays_granted: AtomicU64,
-    /// Messages refused for other reasons (unknown target, not forwardable).
+    /// Messages refused for other reasons (unknown or invalid target key,
+    /// not forwardable, relay disabled).
     pub refused: AtomicU64,
+    /// Admitted messages dropped because the target's control queue was
+    /// full (it reads slower than others write to it).
+    pub target_queue_full: AtomicU64,
 }
 
 struct PeerEntry {
@@ -408,7 +415,10 @@ impl Bootstrap {
                 let target = PeerId::from_bytes(target).ok();
                 let reply = match target {
                     Some(target) => self.forward(peer, target, *inner),
-                    None => Err(UnavailableReason::NotConnected),
+                    None => {
+                        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        Err(UnavailableReason::NotConnected)
+                    }
                 };
                 if let (Err(reason), Some(target)) = (reply, target) {
                     let _ = conn.control().try_send(ControlMessage::PeerUnavailable {
@@ -419,6 +429,7 @@ impl Bootstrap {
             }
             ControlMessage::RelayRequest { peer: target } => {
                 let Ok(target) = PeerId::from_bytes(target) else {
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
                     return;
                 };
                 if let Err(reason) = self.relay(peer, target) {
@@ -441,6 +452,7 @@ impl Bootstrap {
             .get_mut(&peer)
             .is_some_and(|e| e.coordination.try_take(1.0, Instant::now()));
         if ok {
+            self.stats.admitted.fetch_add(1, Ordering::Relaxed);
             Ok(())
         } else {
             self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
@@ -476,17 +488,17 @@ impl Bootstrap {
             peer: *from.as_bytes(),
             inner: Box::new(inner),
         };
-        entry
-            .conn
-            .control()
-            .try_send(msg)
-            .map_err(|_| UnavailableReason::RateLimited)?;
+        entry.conn.control().try_send(msg).map_err(|_| {
+            self.stats.target_queue_full.fetch_add(1, Ordering::Relaxed);
+            UnavailableReason::RateLimited
+        })?;
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     fn relay(&self, from: PeerId, target: PeerId) -> Result<(), UnavailableReason> {
         if !self.settings.relay {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
             return Err(UnavailableReason::RelayDisabled);
         }
         let mut reg = self.lock();

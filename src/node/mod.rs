@@ -79,6 +79,17 @@ pub struct NodeConfig {
     /// Rate limit of new incoming connections per source IP: (per second,
     /// burst). Excess handshakes are ignored without an answer.
     pub incoming_per_ip: Option<(f64, f64)>,
+    /// Validate a client's address with a QUIC Retry before answering its
+    /// handshake (on by default). Without it, quinn answers an Initial from
+    /// any (possibly spoofed) source with up to three times its size plus
+    /// one datagram (its anti-amplification check lets the last datagram
+    /// overshoot); with it, the only answer to an unvalidated address is a
+    /// Retry smaller than the Initial, at the cost of one round trip per
+    /// incoming handshake. Relay paths (virtual addresses) are exempt: the
+    /// relay only forwards between addresses it validated itself. The
+    /// per-IP limit counts validated addresses only, so spoofed Initials
+    /// cannot use up another host's allowance.
+    pub validate_addresses: bool,
 }
 
 impl NodeConfig {
@@ -90,6 +101,7 @@ impl NodeConfig {
             accept,
             transport: TransportSettings::default(),
             incoming_per_ip: None,
+            validate_addresses: true,
         }
     }
 }
@@ -237,6 +249,9 @@ pub struct NodeStats {
     pub handshakes_failed: AtomicU64,
     /// Incoming handshakes ignored by the per-IP rate limit.
     pub handshakes_limited: AtomicU64,
+    /// Retry packets sent to validate a client's address
+    /// ([`NodeConfig::validate_addresses`]).
+    pub retries: AtomicU64,
     /// Outgoing connections that failed, by error.
     pub connect_errors: ConnectErrorCounts,
 }
@@ -323,6 +338,7 @@ impl Node {
             tx,
             stats.clone(),
             config.incoming_per_ip,
+            config.validate_addresses,
         ));
         Ok(Self {
             inner: Arc::new(NodeInner {
@@ -551,10 +567,23 @@ async fn accept_loop(
     tx: mpsc::Sender<PeerConnection>,
     stats: Arc<NodeStats>,
     per_ip: Option<(f64, f64)>,
+    validate_addresses: bool,
 ) {
     let mut buckets: HashMap<IpAddr, TokenBucket> = HashMap::new();
     while let Some(incoming) = endpoint.accept().await {
         let remote = incoming.remote_address();
+        if validate_addresses
+            && !socket::is_virtual(remote)
+            && !incoming.remote_address_validated()
+            && incoming.may_retry()
+        {
+            stats.retries.fetch_add(1, Ordering::Relaxed);
+            if let Err(error) = incoming.retry() {
+                tracing::debug!(%remote, "cannot send a Retry; handshake ignored");
+                error.into_incoming().ignore();
+            }
+            continue;
+        }
         if let Some((rate, burst)) = per_ip {
             let now = std::time::Instant::now();
             if buckets.len() >= MAX_TRACKED_IPS {

@@ -953,6 +953,13 @@ impl Overlay {
     }
 
     /// Leader side: starts a coordinated punch round with the peer.
+    ///
+    /// The round and the 16-byte token come from `OsRng` (the operating
+    /// system's CSPRNG, `getrandom`): the token authenticates the session's
+    /// probes and acks, so someone who sees neither bootstrap connection
+    /// cannot guess it and forge a validating ack. (`rand::thread_rng`, used
+    /// elsewhere only for backoff jitter, would also do: in rand 0.8 it is
+    /// ChaCha12 reseeded from the OS, a CSPRNG.)
     fn initiate_punch(&self, link: &Link, slot: &Arc<PeerSlot>) {
         let mut token = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut token);
@@ -1416,6 +1423,20 @@ impl Overlay {
                 ..
             } => {
                 if self.leads(&slot.id) || slot.has_direct() {
+                    return;
+                }
+                // One session per peer at a time: each session may spend its
+                // anti-amplification budget on every candidate the peer
+                // named, so a peer repeating PUNCH_ME_NOW (with a new round
+                // each time) would otherwise multiply the bytes we send to
+                // addresses that never answered, possibly someone else's.
+                let busy = slot
+                    .punching
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_some_and(|t| Instant::now() < t);
+                if busy {
+                    tracing::debug!(round, "punch requested while one is running; ignored");
                     return;
                 }
                 let start_at = punch_start(delay_ms, start_at_unix_micros, link.conn.rtt());

@@ -164,14 +164,21 @@ pub(crate) fn invalid(
     }
 }
 
-/// Reads a TOML file into `T`, reporting unknown fields and syntax errors
-/// with the file name.
-pub(crate) fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+/// Reads a config file's text.
+pub(crate) fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
-    })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+    })
+}
+
+/// Parses TOML `text` (the content of `path`) into `T`, reporting unknown
+/// fields and syntax errors with the file name.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
         message: e.to_string().trim_end().to_owned(),
     })
@@ -314,7 +321,15 @@ fn parse_nets(
 impl TunnelConfig {
     /// Reads and validates a tunnel config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let file: File = read_toml(path)?;
+        Self::from_toml(path, &read_text(path)?)
+    }
+
+    /// Validates config `text` as if it had been read from `path`: errors
+    /// name `path`, and a relative `private_key_file` is looked up next to
+    /// it. [`TunnelConfig::load`] is this after reading the file; the fuzz
+    /// target `tunnel_config` drives it directly.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let file: File = parse_toml(path, text)?;
         let iface = file.interface;
         let mut warnings = Vec::new();
         let (identity, warning) = load_private_key(

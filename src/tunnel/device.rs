@@ -406,6 +406,32 @@ async fn tun_to_peers(dp: Arc<Datapath>) {
     }
 }
 
+/// Whether a packet `peer` sent may be written to the TUN device: it must be
+/// IP and its source's longest match in `routes` must be `peer` itself (no
+/// peer can send as another or from outside its allowed IPs). Refused
+/// packets are counted in `drop_malformed` / `drop_bad_source`.
+fn admit_inbound(
+    routes: &AllowedIps<usize>,
+    peers: &[PeerId],
+    stats: &TunnelStats,
+    peer: PeerId,
+    packet: &[u8],
+) -> bool {
+    let Some(addrs) = packet::addresses(packet) else {
+        stats.drop_malformed.fetch_add(1, Ordering::Relaxed);
+        return false;
+    };
+    let allowed = routes
+        .lookup(addrs.src)
+        .and_then(|i| peers.get(*i))
+        .is_some_and(|owner| *owner == peer);
+    if !allowed {
+        stats.drop_bad_source.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(peer = %peer.short(), src = %addrs.src, "packet with a source outside the peer's allowed IPs dropped");
+    }
+    allowed
+}
+
 async fn peers_to_tun(dp: Arc<Datapath>) {
     let Datapath {
         tun,
@@ -416,17 +442,7 @@ async fn peers_to_tun(dp: Arc<Datapath>) {
         ..
     } = &*dp;
     while let Some((peer, packet)) = overlay.recv().await {
-        let Some(addrs) = packet::addresses(&packet) else {
-            stats.drop_malformed.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        let allowed = routes
-            .lookup(addrs.src)
-            .and_then(|i| peers.get(*i))
-            .is_some_and(|owner| *owner == peer);
-        if !allowed {
-            stats.drop_bad_source.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(peer = %peer.short(), src = %addrs.src, "packet with a source outside the peer's allowed IPs dropped");
+        if !admit_inbound(routes, peers, stats, peer, &packet) {
             continue;
         }
         match tun.send(&packet).await {
@@ -438,5 +454,80 @@ async fn peers_to_tun(dp: Arc<Datapath>) {
                 tracing::debug!(%error, "writing to the TUN device failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    fn ipv4(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+        let mut p = vec![0u8; 28];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&28u16.to_be_bytes());
+        p[8] = 64;
+        p[9] = 17;
+        p[12..16].copy_from_slice(&src);
+        p[16..20].copy_from_slice(&dst);
+        p
+    }
+
+    fn ipv6(src: &str, dst: &str) -> Vec<u8> {
+        let mut p = vec![0u8; 48];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&8u16.to_be_bytes());
+        p[6] = 17;
+        p[7] = 64;
+        p[8..24].copy_from_slice(&src.parse::<Ipv6Addr>().unwrap().octets());
+        p[24..40].copy_from_slice(&dst.parse::<Ipv6Addr>().unwrap().octets());
+        p
+    }
+
+    #[test]
+    fn spoofed_inner_sources_are_dropped_and_counted() {
+        let (a, b, stranger) = (
+            Identity::generate().peer_id(),
+            Identity::generate().peer_id(),
+            Identity::generate().peer_id(),
+        );
+        let peers = vec![a, b];
+        let mut routes = AllowedIps::new();
+        for (net, owner) in [
+            ("10.90.0.2/32", 0),
+            ("fd90::2/128", 0),
+            ("10.90.0.3/32", 1),
+            ("192.168.50.0/24", 1),
+            // A more specific range inside b's belongs to a.
+            ("192.168.50.128/25", 0),
+        ] {
+            routes.insert(net.parse().unwrap(), owner);
+        }
+        let stats = TunnelStats::default();
+        let me = [10, 90, 0, 1];
+        let cases: [(PeerId, Vec<u8>, bool); 10] = [
+            (a, ipv4([10, 90, 0, 2], me), true),
+            (a, ipv6("fd90::2", "fd90::1"), true),
+            (b, ipv4([10, 90, 0, 3], me), true),
+            (b, ipv4([192, 168, 50, 7], me), true),
+            (a, ipv4([192, 168, 50, 200], me), true),
+            // a sending as b, b as a (longest match), anyone from outside
+            // every range, a key that is not a peer at all.
+            (a, ipv4([10, 90, 0, 3], me), false),
+            (b, ipv4([192, 168, 50, 200], me), false),
+            (a, ipv4([10, 90, 0, 77], me), false),
+            (b, ipv6("fd90::2", "fd90::1"), false),
+            (stranger, ipv4([10, 90, 0, 2], me), false),
+        ];
+        for (i, (peer, packet, expected)) in cases.iter().enumerate() {
+            assert_eq!(
+                admit_inbound(&routes, &peers, &stats, *peer, packet),
+                *expected,
+                "case {i}"
+            );
+        }
+        assert_eq!(stats.drop_bad_source.load(Ordering::Relaxed), 5);
+        assert!(!admit_inbound(&routes, &peers, &stats, a, &[0x45; 10]));
+        assert_eq!(stats.drop_malformed.load(Ordering::Relaxed), 1);
     }
 }

@@ -157,6 +157,38 @@ mod tests {
         p
     }
 
+    mod props {
+        use super::super::*;
+        use super::{ipv4_udp, ipv6_udp};
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn addresses_round_trip(src in any::<[u8; 4]>(), dst in any::<[u8; 4]>(), src6 in any::<[u8; 16]>(), dst6 in any::<[u8; 16]>(), extra in 0usize..100) {
+                let mut p = ipv4_udp(20 + extra);
+                p[12..16].copy_from_slice(&src);
+                p[16..20].copy_from_slice(&dst);
+                prop_assert_eq!(addresses(&p), Some(Addresses { src: IpAddr::from(src), dst: IpAddr::from(dst) }));
+                let mut p = ipv6_udp(40 + extra);
+                p[8..24].copy_from_slice(&src6);
+                p[24..40].copy_from_slice(&dst6);
+                prop_assert_eq!(addresses(&p), Some(Addresses { src: IpAddr::from(src6), dst: IpAddr::from(dst6) }));
+            }
+
+            #[test]
+            fn answers_go_back_to_the_source_and_are_never_answered(packet in proptest::collection::vec(any::<u8>(), 0..1600), v6 in any::<bool>(), mtu in any::<u16>()) {
+                let from: IpAddr = if v6 { "fd90::fe".parse().unwrap() } else { "10.90.0.254".parse().unwrap() };
+                if let Some(answer) = packet_too_big(&packet, from, mtu) {
+                    let original = addresses(&packet).unwrap();
+                    prop_assert_eq!(addresses(&answer), Some(Addresses { src: from, dst: original.src }));
+                    let limit = if v6 { 1280 } else { 576 };
+                    prop_assert!(answer.len() <= limit);
+                    prop_assert_eq!(packet_too_big(&answer, from, mtu), None);
+                }
+            }
+        }
+    }
+
     #[test]
     fn reads_addresses_and_rejects_garbage() {
         let a = addresses(&ipv4_udp(40)).unwrap();

@@ -1,0 +1,40 @@
+//! Fuzzes the bootstrap config parser: TOML text → validated
+//! `BootstrapConfig`, through `BootstrapConfig::from_toml`, the same code
+//! `BootstrapConfig::load` runs after reading the file.
+//!
+//! As for `tunnel_config`, a relative `private_key_file` resolves into a
+//! directory that does not exist and fails. Accepted configs must have
+//! positive, finite limits; refused ones must name the file.
+#![no_main]
+
+use std::path::Path;
+
+use antq::bootstrap::config::BootstrapConfig;
+use libfuzzer_sys::fuzz_target;
+
+const PATH: &str = "/nonexistent/antq-fuzz/bootstrap.toml";
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let path = Path::new(PATH);
+    match BootstrapConfig::from_toml(path, text) {
+        Ok(c) => {
+            let l = c.limits;
+            for v in [
+                l.coordination_per_sec,
+                l.coordination_burst,
+                l.relay_bytes_per_sec,
+                l.relay_burst_bytes,
+                l.connections_per_sec_per_ip,
+            ] {
+                assert!(v.is_finite() && v > 0.0, "limit {v}");
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            assert!(message.contains(PATH), "{message}");
+        }
+    }
+});
