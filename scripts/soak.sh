@@ -49,10 +49,20 @@ for pair in "c 10.90.0.1" "b 10.90.0.1" "a 10.90.0.2"; do
 		sleep 0.1
 	done
 done
-for h in a b c; do
-	echo "$h: $(ip netns exec "$(ns "$h")" "$BIN" status --json -i antq0 | python3 -c \
-		'import json,sys; print(", ".join(p["path"] for p in json.load(sys.stdin)["peers"]))')"
-done
+# paths: every host's path to each other host
+paths() {
+	local h
+	for h in a b c; do
+		ip netns exec "$(ns "$h")" "$BIN" status --json -i antq0 | python3 -c '
+import json, sys
+keys = dict(reversed(l.split()) for l in sys.argv[2:])
+peers = json.load(sys.stdin)["peers"]
+print(sys.argv[1] + ": " + ", ".join(keys.get(p["public_key"], "?") + " " + p["path"] for p in peers))
+' "$h" "a $(cat "$DIR/a.pub")" "b $(cat "$DIR/b.pub")" "c $(cat "$DIR/c.pub")"
+	done
+}
+sleep 2
+paths
 
 ip netns exec "$(ns a)" iperf3 -s -B 10.90.0.1 -D </dev/null >/dev/null 2>&1
 sleep 0.5
@@ -91,6 +101,7 @@ wait "$PING1" || true
 wait "$PING2" || true
 
 echo
+paths
 echo "RSS KiB per process: first / min / max / last"
 for n in "${NAMES[@]}"; do
 	sort -n "$OUT/rss.$n" | awk -v n="$n" -v first="$(head -1 "$OUT/rss.$n")" -v last="$(tail -1 "$OUT/rss.$n")" \
@@ -104,7 +115,7 @@ for log in "$DIR"/*.log; do
 	w=$(grep -c ' WARN ' "$log" || true)
 	e=$(grep -c ' ERROR ' "$log" || true)
 	echo "log $(basename "$log"): $w WARN, $e ERROR lines"
-	grep -E ' (WARN|ERROR) ' "$log" | sed 's/^/    /' | head -5
+	{ grep -E ' (WARN|ERROR) ' "$log" || true; } | sed 's/^/    /' | head -5
 	errors=$((errors + e))
 done
 status=0
