@@ -5,19 +5,20 @@
 //! is fetched over TCP, checked to be valid exposition text line by line,
 //! and its values asserted on.
 
+mod loopback;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use antq::identity::{Identity, PeerId};
-use antq::nat::PunchConfig;
-use antq::node::overlay::{Overlay, OverlayConfig};
-use antq::node::TransportSettings;
+use antq::identity::Identity;
+use antq::node::overlay::Overlay;
 use antq::tunnel::config::BootstrapAddr;
 use bytes::Bytes;
+use loopback::{overlay_via, wait_for};
 
 /// One sample: metric name, labels, value.
 #[derive(Debug)]
@@ -254,35 +255,6 @@ fn free_tcp_port() -> u16 {
         .port()
 }
 
-fn overlay(
-    identity: &Identity,
-    peers: Vec<(PeerId, Option<SocketAddr>)>,
-    boot: BootstrapAddr,
-) -> Overlay {
-    Overlay::start(OverlayConfig {
-        identity: identity.clone(),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        peers,
-        bootstraps: vec![boot],
-        exclude_ips: vec![],
-        transport: TransportSettings::default(),
-        punch: PunchConfig {
-            allow_loopback: true,
-            ..PunchConfig::default()
-        },
-        loopback_only: true,
-    })
-    .unwrap()
-}
-
-async fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_of_bootstrap_and_peers() {
     let dir = tempfile::tempdir().unwrap();
@@ -318,8 +290,8 @@ async fn metrics_of_bootstrap_and_peers() {
     };
 
     let (ka, kb) = (Identity::generate(), Identity::generate());
-    let a = overlay(&ka, vec![(kb.peer_id(), None)], boot);
-    let b = overlay(&kb, vec![(ka.peer_id(), None)], boot);
+    let a = overlay_via(&ka, vec![(kb.peer_id(), None)], boot);
+    let b = overlay_via(&kb, vec![(ka.peer_id(), None)], boot);
     let served = |o: &Overlay| {
         let o = o.clone();
         async move {
@@ -336,12 +308,12 @@ async fn metrics_of_bootstrap_and_peers() {
     // An unlisted key dialing a's address, and a peer expecting another key
     // there.
     let a_addr = a.local_addr().unwrap();
-    let unlisted = overlay(
+    let unlisted = overlay_via(
         &Identity::generate(),
         vec![(ka.peer_id(), Some(a_addr))],
         boot,
     );
-    let wrong = overlay(
+    let wrong = overlay_via(
         &Identity::generate(),
         vec![(Identity::generate().peer_id(), Some(a_addr))],
         boot,

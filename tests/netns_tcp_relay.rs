@@ -9,37 +9,10 @@
 
 mod common;
 
-use std::io::Read as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{describe, require_root, wait_until, ChildGuard, Mesh};
-
-/// Collects failures so that one run reports every broken step.
-#[derive(Default)]
-struct Failures(Vec<String>);
-
-impl Failures {
-    fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
-        if !ok {
-            let text = what();
-            eprintln!("FAIL: {text}");
-            self.0.push(text);
-        }
-    }
-
-    fn finish(self, mesh: &Mesh) {
-        if !self.0.is_empty() {
-            panic!(
-                "{} failure(s):\n- {}\n\n{}\n=== boot log\n{}",
-                self.0.len(),
-                self.0.join("\n- "),
-                mesh.dump(),
-                mesh.log("boot")
-            );
-        }
-    }
-}
+use common::{describe, require_root, wait_until, Failures, HttpBlob, Mesh};
 
 /// `(bootstrap transport, peer path, peer transport, peer remote)` from
 /// `host`'s status.
@@ -116,74 +89,18 @@ fn udp_blocked_host_reaches_its_peer_through_the_tcp_relay() {
     }
 
     // 3. HTTP: a ~5 MB random file on b, fetched by a, checksummed.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut blob = vec![0u8; 5 * 1024 * 1024];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut blob))
-        .expect("random data");
-    std::fs::write(dir.path().join("blob"), &blob).expect("write blob");
-    let b4 = mesh.ip4("b");
-    let http = mesh
-        .command(
-            "b",
-            &[
-                "python3",
-                "-m",
-                "http.server",
-                "8080",
-                "--bind",
-                &b4,
-                "--directory",
-                dir.path().to_str().unwrap(),
-            ],
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn http.server");
-    let _http = ChildGuard(Some(http));
-    let needle = format!("{b4}:8080 ");
-    let listening = wait_until(Duration::from_secs(10), || {
-        let out = mesh.exec("b", &["ss", "-Htln"]);
-        String::from_utf8_lossy(&out.stdout).contains(&needle)
-    });
-    failures.check(listening, || "http.server on b did not listen".to_owned());
-    let fetched = dir.path().join("fetched");
-    let start = Instant::now();
-    let out = mesh.exec(
-        "a",
-        &[
-            "curl",
-            "-sS",
-            "--fail",
-            "--max-time",
-            "60",
-            "-o",
-            fetched.to_str().unwrap(),
-            &format!("http://{b4}:8080/blob"),
-        ],
-    );
-    let took = start.elapsed().as_secs_f64();
-    let sums = Command::new("sha256sum")
-        .arg(dir.path().join("blob"))
-        .arg(&fetched)
-        .output()
-        .expect("sha256sum");
-    let sums = String::from_utf8_lossy(&sums.stdout).into_owned();
-    let hashes: Vec<&str> = sums
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    let same = hashes.len() == 2 && hashes[0] == hashes[1];
+    let size = 5 * 1024 * 1024;
+    let blob = HttpBlob::serve(&mesh, "b", size);
+    let fetch = blob.fetch(&mesh, "a");
     eprintln!(
-        "http a <- b over the TCP relay: curl {}, {took:.1} s ({:.1} Mbit/s), sha256 {}",
-        if out.status.success() { "ok" } else { "failed" },
-        blob.len() as f64 * 8.0 / took / 1e6,
-        if same { "equal" } else { "DIFFERENT" },
+        "http a <- b over the TCP relay: curl {}, {:.1} s ({:.1} Mbit/s), sha256 {}",
+        if fetch.ok { "ok" } else { "failed" },
+        fetch.secs,
+        size as f64 * 8.0 / fetch.secs / 1e6,
+        if fetch.same { "equal" } else { "DIFFERENT" },
     );
-    failures.check(out.status.success() && same, || {
-        format!("http a <- b: {} sha256: {sums}", describe(&out))
+    failures.check(fetch.ok && fetch.same, || {
+        format!("http a <- b: {}", fetch.detail)
     });
     // Still relay-only over TCP after the transfer.
     let sa = summary(&mesh, "a");

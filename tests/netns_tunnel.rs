@@ -9,7 +9,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, describe, require_root, wait_listening, wait_until, ChildGuard, HttpBlob, Mesh};
+use common::{
+    bin, describe, require_root, wait_listening, wait_until, ChildGuard, Failures, HttpBlob, Mesh,
+};
 
 /// The path antq should settle on between two NAT kinds.
 fn expected_path(a: &str, b: &str) -> &'static str {
@@ -23,32 +25,6 @@ fn expected_path(a: &str, b: &str) -> &'static str {
     }
 }
 
-/// Collects failures so that one run reports every broken step.
-#[derive(Default)]
-struct Failures(Vec<String>);
-
-impl Failures {
-    fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
-        if !ok {
-            let text = what();
-            eprintln!("FAIL: {text}");
-            self.0.push(text);
-        }
-    }
-
-    fn finish(self, mesh: &Mesh) {
-        if !self.0.is_empty() {
-            panic!(
-                "{} failure(s):\n- {}\n\n{}",
-                self.0.len(),
-                self.0.join("\n- "),
-                mesh.dump()
-            );
-        }
-    }
-}
-
-/// Waits until `host` has a TCP listener on `addr:port`.
 /// Ping over the tunnel between every pair of hosts, both ways, IPv4 and
 /// IPv6; iperf3 TCP a -> c; HTTP download a <- b with checksum; the path
 /// chosen for each NAT pairing.

@@ -2,52 +2,14 @@
 //! the relay first, then directly after hole punching (trivial on loopback),
 //! and exchange datagrams; a peer whose key is not allowed gets nothing.
 
-use std::net::SocketAddr;
+mod loopback;
+
 use std::time::{Duration, Instant};
 
-use antq::bootstrap::{Bootstrap, BootstrapSettings, Limits, TcpListen};
 use antq::identity::{Identity, PeerId};
-use antq::nat::PunchConfig;
-use antq::node::overlay::{Overlay, OverlayConfig, PathKind};
-use antq::node::TransportSettings;
-use antq::tunnel::config::BootstrapAddr;
+use antq::node::overlay::{Overlay, PathKind};
 use bytes::Bytes;
-
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-fn bootstrap() -> Bootstrap {
-    Bootstrap::start(BootstrapSettings {
-        identity: Identity::generate(),
-        listen: loopback(),
-        tcp_listen: TcpListen::Off,
-        relay: true,
-        allowed_keys: None,
-        limits: Limits::default(),
-    })
-    .unwrap()
-}
-
-fn overlay(identity: &Identity, peers: &[PeerId], boot: &Bootstrap) -> Overlay {
-    Overlay::start(OverlayConfig {
-        identity: identity.clone(),
-        bind: loopback(),
-        peers: peers.iter().map(|p| (*p, None)).collect(),
-        bootstraps: vec![BootstrapAddr {
-            peer: boot.peer_id(),
-            addr: boot.local_addr().unwrap(),
-        }],
-        exclude_ips: vec![],
-        transport: TransportSettings::default(),
-        punch: PunchConfig {
-            allow_loopback: true,
-            ..PunchConfig::default()
-        },
-        loopback_only: true,
-    })
-    .unwrap()
-}
+use loopback::{bootstrap, overlay};
 
 async fn wait_for_path(o: &Overlay, peer: PeerId, path: PathKind, within: Duration) -> Duration {
     let start = Instant::now();

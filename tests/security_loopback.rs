@@ -5,59 +5,25 @@
 //!
 //! The measured numbers are printed; run with `--no-capture` to see them.
 
+mod loopback;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use antq::bootstrap::{Bootstrap, BootstrapSettings, Limits, TcpListen};
-use antq::identity::{Identity, PeerId};
+use antq::bootstrap::{Bootstrap, Limits, TcpListen};
+use antq::identity::Identity;
 use antq::nat::PunchConfig;
-use antq::node::overlay::{Overlay, OverlayConfig, PathKind};
-use antq::node::{Node, NodeConfig, PeerConnection, TransportSettings};
+use antq::node::overlay::PathKind;
+use antq::node::{Node, NodeConfig, PeerConnection};
 use antq::proto::raw::{encode_relay_header, Probe, ProbeKind, RelayHeader};
 use antq::proto::{ControlMessage, UnavailableReason};
 use antq::tls::AcceptPolicy;
-use antq::tunnel::config::BootstrapAddr;
 use bytes::Bytes;
+use loopback::{bootstrap_with, exchange, loopback, overlay, path_of, wait_for};
 use rand::{Rng as _, RngCore as _};
 use tokio::net::UdpSocket;
-
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-fn bootstrap(limits: Limits, allowed_keys: Option<Vec<PeerId>>) -> Bootstrap {
-    Bootstrap::start(BootstrapSettings {
-        identity: Identity::generate(),
-        listen: loopback(),
-        tcp_listen: TcpListen::Off,
-        relay: true,
-        allowed_keys,
-        limits,
-    })
-    .unwrap()
-}
-
-fn overlay(identity: &Identity, peers: &[PeerId], boot: &Bootstrap) -> Overlay {
-    Overlay::start(OverlayConfig {
-        identity: identity.clone(),
-        bind: loopback(),
-        peers: peers.iter().map(|p| (*p, None)).collect(),
-        bootstraps: vec![BootstrapAddr {
-            peer: boot.peer_id(),
-            addr: boot.local_addr().unwrap(),
-        }],
-        exclude_ips: vec![],
-        transport: TransportSettings::default(),
-        punch: PunchConfig {
-            allow_loopback: true,
-            ..PunchConfig::default()
-        },
-        loopback_only: true,
-    })
-    .unwrap()
-}
 
 /// A bare node that speaks the control protocol directly: the attacker.
 fn raw_node(identity: &Identity) -> Node {
@@ -73,35 +39,6 @@ async fn connect_to(node: &Node, boot: &Bootstrap) -> PeerConnection {
     node.connect(boot.peer_id(), &[boot.local_addr().unwrap()])
         .await
         .expect("connect to the bootstrap")
-}
-
-async fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    start.elapsed()
-}
-
-fn path_of(o: &Overlay, peer: PeerId) -> PathKind {
-    o.status()
-        .iter()
-        .find(|s| s.public_key == peer.to_string())
-        .map_or(PathKind::None, |s| s.path)
-}
-
-async fn exchange(a: &Overlay, b: &Overlay, n: u32) {
-    for i in 0..n {
-        let payload = Bytes::from(format!("datagram {i}"));
-        a.send(&b.peer_id(), payload.clone()).unwrap();
-        let (from, got) = tokio::time::timeout(Duration::from_secs(2), b.recv())
-            .await
-            .expect("datagram within 2 s")
-            .unwrap();
-        assert_eq!(from, a.peer_id());
-        assert_eq!(got, payload);
-    }
 }
 
 fn stat(counter: &AtomicU64) -> u64 {
@@ -127,7 +64,7 @@ async fn coordination_flood_is_limited_and_other_peers_still_connect() {
         coordination_burst: 60.0,
         ..Limits::default()
     };
-    let boot = bootstrap(limits, None);
+    let boot = bootstrap_with(limits, None, TcpListen::Off);
     let (kf, kt) = (Identity::generate(), Identity::generate());
     let (flooder, target) = (raw_node(&kf), raw_node(&kt));
     let fconn = connect_to(&flooder, &boot).await;
@@ -214,8 +151,8 @@ async fn coordination_flood_is_limited_and_other_peers_still_connect() {
         path_of(&a, kb.peer_id()) != PathKind::None && path_of(&b, ka.peer_id()) != PathKind::None
     })
     .await;
-    exchange(&a, &b, 20).await;
-    exchange(&b, &a, 20).await;
+    exchange(&a, &b, 20, 0).await;
+    exchange(&b, &a, 20, 0).await;
 
     flood.await.unwrap();
     let s = boot.stats();
@@ -264,7 +201,11 @@ async fn unlisted_key_gets_no_coordination_or_relay() {
         Identity::generate(),
         Identity::generate(),
     );
-    let boot = bootstrap(Limits::default(), Some(vec![ka.peer_id(), kb.peer_id()]));
+    let boot = bootstrap_with(
+        Limits::default(),
+        Some(vec![ka.peer_id(), kb.peer_id()]),
+        TcpListen::Off,
+    );
 
     // c cannot even connect to the bootstrap: no control channel at all.
     let c_raw = raw_node(&kc);
@@ -284,7 +225,7 @@ async fn unlisted_key_gets_no_coordination_or_relay() {
         path_of(&a, kb.peer_id()) != PathKind::None
     })
     .await;
-    exchange(&a, &b, 5).await;
+    exchange(&a, &b, 5, 0).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(path_of(&c, ka.peer_id()), PathKind::None);
     assert_eq!(path_of(&a, kc.peer_id()), PathKind::None);
@@ -433,7 +374,7 @@ async fn hostile_datagrams() -> Vec<(&'static str, Vec<Vec<u8>>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unvalidated_sources_get_at_most_three_times_their_bytes() {
-    let boot = bootstrap(Limits::default(), None);
+    let boot = bootstrap_with(Limits::default(), None, TcpListen::Off);
     let (ka, kb) = (Identity::generate(), Identity::generate());
     let peer = overlay(&ka, &[kb.peer_id()], &boot);
     let victims = [
@@ -494,7 +435,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn punch_me_now_toward_a_third_party_sends_a_bounded_number_of_bytes() {
-    let boot = bootstrap(Limits::default(), None);
+    let boot = bootstrap_with(Limits::default(), None, TcpListen::Off);
     // The hostile peer must not lead coordination, or the victim would
     // ignore its PUNCH_ME_NOW: smaller key.
     let (kh, kv) = ordered_keys();
@@ -581,7 +522,7 @@ async fn handshakes_over_the_per_ip_limit_are_ignored_and_counted() {
         ..Limits::default()
     };
     // Burst: three times the rate (Bootstrap::start), so 6 at once.
-    let boot = bootstrap(limits, None);
+    let boot = bootstrap_with(limits, None, TcpListen::Off);
     let nodes: Vec<Node> = (0..20).map(|_| raw_node(&Identity::generate())).collect();
     let to = [boot.local_addr().unwrap()];
     let attempts = nodes

@@ -4,78 +4,32 @@
 //! to TCP after its UDP attempt gets no answer. The two exchange datagrams
 //! through the relay: `a` over UDP, `b` over its TCP stream.
 
+mod loopback;
+
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use antq::bootstrap::{Bootstrap, BootstrapSettings, Limits, TcpListen};
 use antq::identity::{Identity, PeerId};
-use antq::nat::PunchConfig;
-use antq::node::overlay::{Overlay, OverlayConfig, PathKind};
-use antq::node::TransportSettings;
+use antq::node::overlay::{Overlay, PathKind};
 use antq::socket::framing::MAX_DATAGRAM;
 use antq::socket::Transport;
 use antq::tunnel::config::BootstrapAddr;
-use bytes::Bytes;
+use loopback::{bootstrap_with, exchange, loopback, overlay_via, wait_for};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-fn bootstrap() -> Bootstrap {
-    Bootstrap::start(BootstrapSettings {
-        identity: Identity::generate(),
-        listen: loopback(),
-        tcp_listen: TcpListen::At(loopback()),
-        relay: true,
-        allowed_keys: None,
-        limits: Limits::default(),
-    })
-    .unwrap()
-}
-
+/// An overlay with one peer that reaches the bootstrap at `boot_addr` (its
+/// UDP or its TCP address).
 fn overlay(identity: &Identity, peer: PeerId, boot: &Bootstrap, boot_addr: SocketAddr) -> Overlay {
-    Overlay::start(OverlayConfig {
-        identity: identity.clone(),
-        bind: loopback(),
-        peers: vec![(peer, None)],
-        bootstraps: vec![BootstrapAddr {
+    overlay_via(
+        identity,
+        vec![(peer, None)],
+        BootstrapAddr {
             peer: boot.peer_id(),
             addr: boot_addr,
-        }],
-        exclude_ips: vec![],
-        transport: TransportSettings::default(),
-        punch: PunchConfig {
-            allow_loopback: true,
-            ..PunchConfig::default()
         },
-        loopback_only: true,
-    })
-    .unwrap()
-}
-
-async fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn exchange(a: &Overlay, b: &Overlay, n: u32, size: usize) {
-    for i in 0..n {
-        let mut payload = format!("datagram {i} ").into_bytes();
-        payload.resize(size.max(payload.len()), b'x');
-        let payload = Bytes::from(payload);
-        a.send(&b.peer_id(), payload.clone()).unwrap();
-        let (from, got) = tokio::time::timeout(Duration::from_secs(3), b.recv())
-            .await
-            .expect("datagram through the relay")
-            .unwrap();
-        assert_eq!(from, a.peer_id());
-        assert_eq!(got, payload);
-    }
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,7 +38,7 @@ async fn tcp_only_peer_talks_through_the_relay() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let boot = bootstrap();
+    let boot = bootstrap_with(Limits::default(), None, TcpListen::At(loopback()));
     let udp_addr = boot.local_addr().unwrap();
     let tcp_addr = boot.tcp_local_addr().unwrap();
     assert_ne!(udp_addr.port(), tcp_addr.port());
@@ -154,7 +108,7 @@ async fn tcp_only_peer_talks_through_the_relay() {
 
 #[tokio::test]
 async fn bad_streams_are_closed_and_counted() {
-    let boot = bootstrap();
+    let boot = bootstrap_with(Limits::default(), None, TcpListen::At(loopback()));
     let tcp_addr = boot.tcp_local_addr().unwrap();
     let stats = boot.node().socket().stats();
 

@@ -606,3 +606,33 @@ impl PingStream {
         }
     }
 }
+
+/// Collects failures so that one run reports every broken step; panics in
+/// [`Failures::finish`] with all of them, the mesh's state and the
+/// bootstrap's log.
+#[derive(Default)]
+pub struct Failures(Vec<String>);
+
+impl Failures {
+    /// Records `what()` unless `ok`.
+    pub fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            let text = what();
+            eprintln!("FAIL: {text}");
+            self.0.push(text);
+        }
+    }
+
+    /// Panics if anything failed.
+    pub fn finish(self, mesh: &Mesh) {
+        if !self.0.is_empty() {
+            panic!(
+                "{} failure(s):\n- {}\n\n{}\n=== boot log\n{}",
+                self.0.len(),
+                self.0.join("\n- "),
+                mesh.dump(),
+                mesh.log("boot")
+            );
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Shared helpers of the loopback tests: a bootstrap, overlays configured for
+//! one host (loopback candidates allowed), polling, datagram exchange.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use antq::bootstrap::{Bootstrap, BootstrapSettings, Limits, TcpListen};
+use antq::identity::{Identity, PeerId};
+use antq::nat::PunchConfig;
+use antq::node::overlay::{Overlay, OverlayConfig, PathKind};
+use antq::node::TransportSettings;
+use antq::tunnel::config::BootstrapAddr;
+use bytes::Bytes;
+
+/// `127.0.0.1:0`.
+pub fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// A relaying bootstrap on loopback with these limits, allowlist and TCP
+/// listener.
+pub fn bootstrap_with(
+    limits: Limits,
+    allowed_keys: Option<Vec<PeerId>>,
+    tcp_listen: TcpListen,
+) -> Bootstrap {
+    Bootstrap::start(BootstrapSettings {
+        identity: Identity::generate(),
+        listen: loopback(),
+        tcp_listen,
+        relay: true,
+        allowed_keys,
+        limits,
+    })
+    .unwrap()
+}
+
+/// A relaying bootstrap on loopback, default limits, UDP only.
+pub fn bootstrap() -> Bootstrap {
+    bootstrap_with(Limits::default(), None, TcpListen::Off)
+}
+
+/// An overlay on loopback with `peers` (no known endpoints) and one
+/// bootstrap reached at `boot`.
+pub fn overlay_via(
+    identity: &Identity,
+    peers: Vec<(PeerId, Option<SocketAddr>)>,
+    boot: BootstrapAddr,
+) -> Overlay {
+    Overlay::start(OverlayConfig {
+        identity: identity.clone(),
+        bind: loopback(),
+        peers,
+        bootstraps: vec![boot],
+        exclude_ips: vec![],
+        transport: TransportSettings::default(),
+        punch: PunchConfig {
+            allow_loopback: true,
+            ..PunchConfig::default()
+        },
+        loopback_only: true,
+    })
+    .unwrap()
+}
+
+/// An overlay on loopback with `peers`, using `boot` at its UDP address.
+pub fn overlay(identity: &Identity, peers: &[PeerId], boot: &Bootstrap) -> Overlay {
+    overlay_via(
+        identity,
+        peers.iter().map(|p| (*p, None)).collect(),
+        BootstrapAddr {
+            peer: boot.peer_id(),
+            addr: boot.local_addr().unwrap(),
+        },
+    )
+}
+
+/// Polls `cond` every 10 ms; panics naming `what` if it is not true within
+/// `within`. Returns how long it took.
+pub async fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    start.elapsed()
+}
+
+/// The path `o` uses to `peer` now.
+pub fn path_of(o: &Overlay, peer: PeerId) -> PathKind {
+    o.status()
+        .iter()
+        .find(|s| s.public_key == peer.to_string())
+        .map_or(PathKind::None, |s| s.path)
+}
+
+/// Sends `n` numbered datagrams of at least `size` bytes from `a` to `b`,
+/// each received intact within 3 s.
+pub async fn exchange(a: &Overlay, b: &Overlay, n: u32, size: usize) {
+    for i in 0..n {
+        let mut payload = format!("datagram {i} ").into_bytes();
+        payload.resize(size.max(payload.len()), b'x');
+        let payload = Bytes::from(payload);
+        a.send(&b.peer_id(), payload.clone()).unwrap();
+        let (from, got) = tokio::time::timeout(Duration::from_secs(3), b.recv())
+            .await
+            .expect("datagram within 3 s")
+            .unwrap();
+        assert_eq!(from, a.peer_id());
+        assert_eq!(got, payload);
+    }
+}
