@@ -198,6 +198,10 @@ impl Overlay {
             .direct_lost
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        // The punch that made this path may still be lingering (answering
+        // late probes): it must not hold off the new one, which the peer
+        // asks for within a second.
+        *slot.punching.lock().unwrap_or_else(PoisonError::into_inner) = None;
         slot.candidates
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
