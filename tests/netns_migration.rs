@@ -66,7 +66,9 @@ fn wait_path(mesh: &Mesh, host: &str, peer: &str, want: &str, timeout: Duration)
     wait_until(timeout, || path(mesh, host, peer) == want)
 }
 
+/// Prints the outage of `what` and checks it against [`MAX_OUTAGE`].
 fn assert_outage(mesh: &Mesh, what: &str, gap: Duration) {
+    eprintln!("OUTAGE {what}: {:.0} ms", gap.as_secs_f64() * 1e3);
     assert!(
         gap < MAX_OUTAGE,
         "{what}: outage {:.2} s (limit {:?})\n{}",
@@ -76,24 +78,26 @@ fn assert_outage(mesh: &Mesh, what: &str, gap: Duration) {
     );
 }
 
+/// A mesh of `kinds` whose hosts a and b are on path `want` first.
+fn mesh_on_path(kinds: &[&str], options: &[&str], want: &str) -> Mesh {
+    let mesh = Mesh::up_with(kinds, options);
+    assert!(
+        wait_path(&mesh, "a", "b", want, Duration::from_secs(10)),
+        "no {want} path first:\n{}",
+        mesh.dump()
+    );
+    mesh
+}
+
 #[test]
 fn lan_address_change() {
     if !require_root() {
         return;
     }
-    let mesh = Mesh::up(&["home", "home"]);
-    assert!(
-        wait_path(&mesh, "a", "b", "direct", Duration::from_secs(10)),
-        "no direct path first:\n{}",
-        mesh.dump()
-    );
+    let mesh = mesh_on_path(&["home", "home"], &[], "direct");
     let gap = through_change(&mesh, "a", "b", || {
         mesh.lab("renumber", &["a"]);
     });
-    eprintln!(
-        "OUTAGE lan address change: {:.0} ms",
-        gap.as_secs_f64() * 1e3
-    );
     assert_outage(&mesh, "LAN address change", gap);
 }
 
@@ -102,25 +106,15 @@ fn nat_conntrack_flush_and_public_address_change() {
     if !require_root() {
         return;
     }
-    let mesh = Mesh::up(&["home", "home"]);
-    assert!(
-        wait_path(&mesh, "a", "b", "direct", Duration::from_secs(10)),
-        "no direct path first:\n{}",
-        mesh.dump()
-    );
+    let mesh = mesh_on_path(&["home", "home"], &[], "direct");
     let gap = through_change(&mesh, "a", "b", || {
         mesh.lab("flush-conntrack", &["ra"]);
     });
-    eprintln!("OUTAGE conntrack flush: {:.0} ms", gap.as_secs_f64() * 1e3);
     assert_outage(&mesh, "conntrack flush", gap);
 
     let gap = through_change(&mesh, "a", "b", || {
         mesh.lab("renumber-wan", &["ra"]);
     });
-    eprintln!(
-        "OUTAGE NAT public address change: {:.0} ms",
-        gap.as_secs_f64() * 1e3
-    );
     assert_outage(&mesh, "NAT public address change", gap);
     // Both NATs are still endpoint-independent, so a new hole can be
     // punched, but not at once: while the direct path was dying, a's packets
@@ -146,19 +140,10 @@ fn move_from_home_to_symmetric_nat() {
     }
     // home ↔ full-cone is direct; so is symmetric ↔ full-cone, through a
     // new hole once the move broke the old one.
-    let mesh = Mesh::up(&["home", "full-cone"]);
-    assert!(
-        wait_path(&mesh, "a", "b", "direct", Duration::from_secs(10)),
-        "no direct path first:\n{}",
-        mesh.dump()
-    );
+    let mesh = mesh_on_path(&["home", "full-cone"], &[], "direct");
     let gap = through_change(&mesh, "a", "b", || {
         mesh.lab("set-kind", &["ra", "symmetric"]);
     });
-    eprintln!(
-        "OUTAGE move home -> symmetric NAT: {:.0} ms",
-        gap.as_secs_f64() * 1e3
-    );
     assert_outage(&mesh, "move to a symmetric NAT", gap);
     assert!(
         wait_path(&mesh, "a", "b", "direct", Duration::from_secs(15)),
@@ -219,12 +204,7 @@ fn relay_fails_over_to_the_second_bootstrap() {
     if !require_root() {
         return;
     }
-    let mesh = Mesh::up_with(&["home", "symmetric"], &["--bootstraps", "2"]);
-    assert!(
-        wait_path(&mesh, "a", "b", "relay", Duration::from_secs(10)),
-        "no relay path first:\n{}",
-        mesh.dump()
-    );
+    let mesh = mesh_on_path(&["home", "symmetric"], &["--bootstraps", "2"], "relay");
     // Whichever bootstrap relays (the first one to answer) is killed.
     let relay_server = |mesh: &Mesh| {
         mesh.status("a")["peers"][0]["remote"]
@@ -241,10 +221,6 @@ fn relay_fails_over_to_the_second_bootstrap() {
     let gap = through_change(&mesh, "a", "b", || {
         mesh.mesh("stop-boot", &["--index", used]);
     });
-    eprintln!(
-        "OUTAGE relay failover to the second bootstrap: {:.0} ms",
-        gap.as_secs_f64() * 1e3
-    );
     assert_outage(&mesh, "relay failover", gap);
     let remote = relay_server(&mesh);
     assert!(

@@ -32,6 +32,19 @@ fn overlay(identity: &Identity, peer: PeerId, boot: &Bootstrap, boot_addr: Socke
     )
 }
 
+/// Opens a TCP stream to `addr`, writes `bytes` and expects the other side
+/// to close it within 2 s without answering.
+async fn expect_closed(addr: SocketAddr, bytes: &[u8]) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+        .await
+        .expect("closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_only_peer_talks_through_the_relay() {
     let _ = tracing_subscriber::fmt()
@@ -113,36 +126,17 @@ async fn bad_streams_are_closed_and_counted() {
     let stats = boot.node().socket().stats();
 
     // Not our protocol.
-    let mut s = tokio::net::TcpStream::connect(tcp_addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
-    let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
-        .await
-        .expect("closed at once")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    expect_closed(tcp_addr, b"GET / HTTP/1.1\r\n\r\n").await;
 
     // Good preface, then an oversize frame.
-    let mut s = tokio::net::TcpStream::connect(tcp_addr).await.unwrap();
     let mut bytes = antq::socket::framing::PREFACE.to_vec();
     bytes.extend_from_slice(&u16::try_from(MAX_DATAGRAM + 1).unwrap().to_be_bytes());
-    s.write_all(&bytes).await.unwrap();
-    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
-        .await
-        .expect("closed at once")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    expect_closed(tcp_addr, &bytes).await;
 
     // A zero-length frame.
-    let mut s = tokio::net::TcpStream::connect(tcp_addr).await.unwrap();
     let mut bytes = antq::socket::framing::PREFACE.to_vec();
     bytes.extend_from_slice(&[0, 0]);
-    s.write_all(&bytes).await.unwrap();
-    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
-        .await
-        .expect("closed at once")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    expect_closed(tcp_addr, &bytes).await;
 
     wait_for("errors counted", Duration::from_secs(2), || {
         stats.stream_errors.load(Ordering::Relaxed) == 3
