@@ -120,7 +120,8 @@ fn nat_conntrack_flush_and_public_address_change() {
     // punched, but not at once: while the direct path was dying, a's packets
     // from its new address reached b's NAT unasked and left half-open
     // entries there that make it map b's next packets to a new port. They
-    // expire after 30 s; the punch retry after a failure waits 35 s.
+    // expire 30 s after the last probe; the punch retry after a failure
+    // waits 32 s after its session ended.
     let started = Instant::now();
     assert!(
         wait_path(&mesh, "a", "b", "direct", Duration::from_secs(60)),

@@ -65,6 +65,13 @@ const FAST_RECONNECT_WINDOW: Duration = Duration::from_secs(60);
 const FAST_RECONNECT_ATTEMPT: Duration = Duration::from_secs(2);
 /// ...and they are at most this far apart (plus jitter); later, up to 30 s.
 const FAST_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
+/// A failed punch is retried on the same addresses only this long after
+/// its session ended (last probe sent): by then the NATs have forgotten the
+/// half-open entries its probes left (Linux: 30 s for unreplied UDP, counted
+/// from the last packet), which would otherwise make the retry run into the
+/// same port clash. Measured from the attempt's start it raced that timeout.
+const PUNCH_QUIET: Duration = Duration::from_secs(32);
+
 /// After a direct path is lost, the leader waits this long before punching
 /// again: the bootstrap must first see (and tell us) where our NAT maps us
 /// now. A punch where one side probes stale addresses is worse than none:
@@ -656,10 +663,7 @@ impl Overlay {
     async fn maintain(self, slot: Arc<PeerSlot>) {
         let mut endpoint_backoff = Backoff::new();
         let mut relay_backoff = Backoff::new();
-        // After a failed punch, wait until the NATs have forgotten the failed
-        // attempt's half-open entries (Linux: 30 s for unreplied UDP), else
-        // the next attempt runs into the same port clash.
-        let mut punch_backoff = Backoff::starting_at(Duration::from_secs(35));
+        let mut punch_backoff = Backoff::starting_at(PUNCH_QUIET);
         let mut last_announce: Option<Instant> = None;
         let mut monitors = network::PathMonitors::default();
         // The peer's and our candidates when the last punch started.
@@ -752,11 +756,11 @@ impl Overlay {
                         .copied()
                         .collect();
                     let have_candidates = settled && !remote.is_empty();
-                    let busy = slot
-                        .punching
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .is_some_and(|t| now < t);
+                    let punching = *slot.punching.lock().unwrap_or_else(PoisonError::into_inner);
+                    let busy = punching.is_some_and(|t| now < t);
+                    if let Some(until) = punching {
+                        punch_backoff.not_before(until + PUNCH_QUIET);
+                    }
                     let mut ours: Vec<SocketAddr> = slot
                         .announced
                         .lock()
@@ -1553,5 +1557,10 @@ impl Backoff {
 
     fn reset(&mut self) {
         *self = Self::starting_at(self.initial);
+    }
+
+    /// Holds the next attempt back until at least `t`.
+    fn not_before(&mut self, t: Instant) {
+        self.next = Some(self.next.map_or(t, |next| next.max(t)));
     }
 }
