@@ -55,7 +55,7 @@ state_file() { echo "$STATE_DIR/$PREFIX.env"; }
 cmd_deps() {
 	local -A pkg_of=([ip]=iproute2 [tc]=iproute2 [iptables]=iptables [ip6tables]=iptables
 		[conntrack]=conntrack [iperf3]=iperf3 [curl]=curl [python3]=python3
-		[ps]=procps [sysctl]=procps)
+		[ps]=procps [sysctl]=procps [nft]=nftables)
 	local -A want=()
 	local c
 	for c in "${!pkg_of[@]}"; do
@@ -281,6 +281,19 @@ cmd_up() {
 	nsx "$inet" ip addr add "$NET4.1/24" dev br0
 	nsx "$inet" ip addr add "$NET6::1/64" dev br0 nodad
 	nsx "$inet" ip link set br0 up
+	# The internet's core is routers: a packet whose TTL / hop limit runs out
+	# there does not cross it. The bridge alone would carry the low-TTL
+	# probes that open a host's own NAT mapping without reaching the peer's
+	# NAT (punch priming) straight to the other routers.
+	nsx "$inet" nft -f - <<-EOF
+		table bridge core {
+			chain forward {
+				type filter hook forward priority 0; policy accept;
+				ip ttl < 2 drop
+				ip6 hoplimit < 2 drop
+			}
+		}
+	EOF
 
 	# --- netem check (early, clear message)
 	if [[ -n $delay ]]; then

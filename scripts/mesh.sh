@@ -4,7 +4,7 @@
 # end-to-end tests and the benchmarks.
 #
 #   mesh.sh up   [--prefix P] --hosts K1,K2[,K3...] [--bin PATH] [--outer ipv4|dual]
-#                [--bootstraps 1|2]
+#                [--bootstraps 1|2] [--delay MS]
 #   mesh.sh down [--prefix P]
 #   mesh.sh stop-boot  [--prefix P] [--index 1|2]   (SIGKILL, like a crash)
 #   mesh.sh start-boot [--prefix P] [--index 1|2]   (same key and config)
@@ -16,6 +16,9 @@
 # every host lists both, in that order.
 # `--outer ipv4` (default) turns IPv6 off on the hosts' LAN side so that peers
 # meet over the IPv4 NATs (the lab routes IPv6 without NAT).
+# `--delay MS` adds MS of one-way latency at every NAT router's WAN side
+# (lab.sh up --delay): two NATed hosts are then 2*MS apart, like NATs a few
+# routers apart on the internet, instead of microseconds on one bridge.
 # Files (keys, configs, logs, pids) go to /run/antq-lab/P.mesh/.
 set -euo pipefail
 
@@ -28,6 +31,7 @@ BIN=
 OUTER=ipv4
 BOOTS=1
 INDEX=1
+DELAY=""
 
 usage() {
 	sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
@@ -42,6 +46,7 @@ parse() {
 		--bin) BIN=${2:?}; shift 2 ;;
 		--outer) OUTER=${2:?}; shift 2 ;;
 		--bootstraps) BOOTS=${2:?}; shift 2 ;;
+		--delay) DELAY=${2:?}; shift 2 ;;
 		--index) INDEX=${2:?}; shift 2 ;;
 		*) usage ;;
 		esac
@@ -112,7 +117,7 @@ cmd_up() {
 	case "$BOOTS" in 1 | 2) ;; *) usage ;; esac
 	find_bin
 	cmd_down >/dev/null 2>&1 || true
-	bash "$HERE/lab.sh" up --prefix "$PREFIX" --hosts "$HOSTS" >/dev/null 2>&1
+	bash "$HERE/lab.sh" up --prefix "$PREFIX" --hosts "$HOSTS" ${DELAY:+--delay "$DELAY"} >/dev/null 2>&1
 	# shellcheck disable=SC1090
 	source "/run/antq-lab/$PREFIX.env"
 	local dir=/run/antq-lab/$PREFIX.mesh

@@ -4,8 +4,17 @@
 //! bootstrap's PUNCH_ME_NOW, then each runs a [`PunchSession`]:
 //!
 //! 1. At `start_at` (the controlled side a configurable `controlled_stagger`
-//!    later, so that one side deterministically opens its NAT mapping first)
-//!    and then every round with exponential backoff, bounded by `max_rounds`
+//!    later) one *priming* probe goes to every remote target with a small IP
+//!    TTL (`prime_ttl`): it opens our own NAT's mapping toward the target but
+//!    expires in the network before it reaches the peer's NAT. A Linux NAT
+//!    that sees an unsolicited packet from the peer before its host sent
+//!    anything there records that flow, and the host's own packet to the
+//!    peer then gets a fresh port (the conntrack port clash), so the side
+//!    whose first full probe arrives early would break the other's mapping.
+//!    With both mappings primed, full probes may arrive in any order: they
+//!    start `prime_lead` later, so the two sides' clocks and schedulers may
+//!    disagree by that much instead of by the one-way latency.
+//!    Then, every round with exponential backoff, bounded by `max_rounds`
 //!    and `max_duration`, a probe is sent to every remote target. Predicted
 //!    targets are probed first and in order, because a symmetric NAT hands out
 //!    ports to new destinations in the order packets leave; the peer predicted
@@ -70,6 +79,9 @@ pub struct Transmit {
     pub probe: ProbeOut,
     /// Bytes the encoded datagram is expected to take (for accounting).
     pub size_hint: usize,
+    /// Send with this IP TTL / IPv6 hop limit instead of the socket's
+    /// (priming probes, see the module docs).
+    pub ttl: Option<u8>,
 }
 
 /// Why a punch attempt failed.
@@ -145,6 +157,12 @@ pub struct PunchConfig {
     pub controlled_stagger: Duration,
     /// After success, keep acking the peer's probes for this long.
     pub linger: Duration,
+    /// TTL of the priming probes, which open our NAT's mappings before any
+    /// full probe is sent: enough to pass our own NAT(s), too little to
+    /// reach the peer's. `None`: no priming, the first round starts at once.
+    pub prime_ttl: Option<u8>,
+    /// Full probes start this long after the priming probes.
+    pub prime_lead: Duration,
     /// Probe loopback candidates (single-host tests). Off by default.
     pub allow_loopback: bool,
 }
@@ -163,6 +181,8 @@ impl Default for PunchConfig {
             max_unverified_bytes_per_dst: 16 * 64,
             controlled_stagger: Duration::from_millis(5),
             linger: Duration::from_secs(2),
+            prime_ttl: Some(2),
+            prime_lead: Duration::from_millis(30),
             allow_loopback: false,
         }
     }
@@ -263,6 +283,7 @@ pub struct PunchSession {
     local: Vec<Candidate>,
     targets: Vec<Target>,
     learned: usize,
+    prime_at: Option<Instant>,
     first_round_at: Instant,
     deadline: Instant,
     next_round: u32,
@@ -284,7 +305,13 @@ impl PunchSession {
             Role::Controlling => Duration::ZERO,
             Role::Controlled => config.controlled_stagger,
         };
-        let first_round_at = params.start_at + stagger;
+        let prime_at = config.prime_ttl.map(|_| params.start_at + stagger);
+        let lead = if prime_at.is_some() {
+            config.prime_lead
+        } else {
+            Duration::ZERO
+        };
+        let first_round_at = params.start_at + stagger + lead;
         let deadline = params.start_at + config.max_duration;
         let local: Vec<Candidate> = params
             .local
@@ -297,6 +324,7 @@ impl PunchSession {
             local,
             targets: Vec::new(),
             learned: 0,
+            prime_at: prime_at.filter(|t| *t < deadline),
             first_round_at,
             deadline,
             next_round: 0,
@@ -384,6 +412,10 @@ impl PunchSession {
     }
 
     fn queue_probe(&mut self, idx: usize, now: Instant) {
+        self.queue_probe_with_ttl(idx, now, None);
+    }
+
+    fn queue_probe_with_ttl(&mut self, idx: usize, now: Instant, ttl: Option<u8>) {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
         let size = self.config.probe_size;
@@ -400,12 +432,24 @@ impl PunchSession {
                 seq,
             },
             size_hint: size,
+            ttl,
         });
     }
 
     fn within_budget(&self, idx: usize) -> bool {
         let t = &self.targets[idx];
         t.heard || t.bytes_sent + self.config.probe_size <= self.config.max_unverified_bytes_per_dst
+    }
+
+    /// One priming probe per target (within budget), in send order.
+    fn send_primes(&mut self, now: Instant) {
+        let ttl = self.config.prime_ttl;
+        let order = self.send_order();
+        for idx in order.into_iter().take(self.config.max_probes_per_round) {
+            if self.within_budget(idx) {
+                self.queue_probe_with_ttl(idx, now, ttl);
+            }
+        }
     }
 
     fn send_round(&mut self, now: Instant) {
@@ -429,6 +473,10 @@ impl PunchSession {
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.state {
             State::Running => {
+                if self.prime_at.is_some_and(|at| at <= now) {
+                    self.prime_at = None;
+                    self.send_primes(now);
+                }
                 while let Some(at) = self.next_round_at {
                     if at > now {
                         break;
@@ -530,6 +578,7 @@ impl PunchSession {
                 seq,
             },
             size_hint: size,
+            ttl: None,
         });
     }
 
@@ -543,6 +592,7 @@ impl PunchSession {
                     reported: false,
                 };
                 self.next_round_at = None;
+                self.prime_at = None;
                 // Stop all other attempts; queued acks may still go out.
                 self.queue.retain(|t| t.probe.kind == ProbeKind::Ack);
             }
@@ -576,10 +626,12 @@ impl PunchSession {
             return None;
         }
         match self.state {
-            State::Running => Some(match self.next_round_at {
-                Some(at) => at.min(self.deadline),
-                None => self.deadline,
-            }),
+            State::Running => Some(
+                [self.prime_at, self.next_round_at]
+                    .into_iter()
+                    .flatten()
+                    .fold(self.deadline, Instant::min),
+            ),
             State::Succeeded { at, .. } => Some(at + self.config.linger),
             State::Failed { .. } => None,
         }

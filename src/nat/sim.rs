@@ -97,6 +97,9 @@ pub(crate) struct Sim {
     rng: StdRng,
     pub(crate) latency: Duration,
     pub(crate) lan_latency: Duration,
+    /// Routers between any two NATs or public hosts, each decrementing the
+    /// TTL of packets that cross the internet.
+    pub(crate) core_hops: u8,
     pub(crate) loss: f64,
     pub(crate) mapping_timeout: Duration,
     hosts: Vec<Host>,
@@ -114,6 +117,7 @@ impl Sim {
             rng: StdRng::seed_from_u64(seed),
             latency: Duration::from_millis(20),
             lan_latency: Duration::from_millis(1),
+            core_hops: 1,
             loss: 0.0,
             mapping_timeout: Duration::from_secs(30),
             hosts: Vec::new(),
@@ -178,16 +182,40 @@ impl Sim {
 
     /// Sends from `host`'s local `port` to `dst`.
     pub(crate) fn send(&mut self, host: HostId, port: u16, dst: SocketAddr, payload: Payload) {
+        self.send_with_ttl(host, port, dst, payload, None);
+    }
+
+    /// Sends with an IP TTL: the sender's NAT and every core router
+    /// decrement it, and a packet is dropped where it would reach 0 (a NAT
+    /// drops it before mapping; the core after the sender's NAT mapped it,
+    /// before the destination sees it). LAN delivery takes no hop.
+    pub(crate) fn send_with_ttl(
+        &mut self,
+        host: HostId,
+        port: u16,
+        dst: SocketAddr,
+        payload: Payload,
+        ttl: Option<u8>,
+    ) {
         let src_priv = SocketAddr::new(self.hosts[host].ip, port);
+        let ttl = ttl.unwrap_or(64);
         let (src, delay) = match self.hosts[host].nat {
             Some(n) if same_lan(self.nats[n].lan, dst.ip()) => (src_priv, self.lan_latency),
+            Some(_) if ttl <= 1 => {
+                self.dropped += 1;
+                return;
+            }
             Some(n) => match self.nat_outbound(n, src_priv, dst) {
-                Some(src) => (src, self.latency),
-                None => {
+                Some(src) if ttl - 1 > self.core_hops => (src, self.latency),
+                Some(_) | None => {
                     self.dropped += 1;
                     return;
                 }
             },
+            None if ttl <= self.core_hops => {
+                self.dropped += 1;
+                return;
+            }
             None => (src_priv, self.latency),
         };
         // Loss happens on the wire, after the NAT saw the packet.

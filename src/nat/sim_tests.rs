@@ -207,7 +207,7 @@ fn run(a_nat: NatType, b_nat: NatType, opts: &Opts) -> Outcome {
             }
             while let Some(t) = p.session.poll_transmit() {
                 p.log.push((now, t));
-                sim.send(p.host, PORT, t.dst, Payload::Punch(t.probe));
+                sim.send_with_ttl(p.host, PORT, t.dst, Payload::Punch(t.probe), t.ttl);
             }
             while let Some(e) = p.session.poll_event() {
                 assert!(p.event.is_none(), "exactly one outcome event");
@@ -389,7 +389,8 @@ fn random_symmetric_pair_fails_cleanly_and_bounded() {
         assert!(dsts.len() <= 3);
         let rounds = p.session.stats().rounds_sent as usize;
         assert!(rounds <= o.config.max_rounds as usize);
-        assert!(probes <= dsts.len() * rounds, "{probes}");
+        // Plus one priming probe per destination.
+        assert!(probes <= dsts.len() * (rounds + 1), "{probes}");
         let (at, _) = p.event.clone().unwrap();
         assert!(p.log.iter().all(|(t, _)| *t <= at));
     }
@@ -481,6 +482,7 @@ fn backoff_timing_as_configured() {
         backoff: 2.0,
         max_rounds: 6,
         max_duration: Duration::from_secs(3),
+        prime_ttl: None,
         ..PunchConfig::default()
     };
     let o = run(
@@ -512,16 +514,65 @@ fn backoff_timing_as_configured() {
 }
 
 #[test]
-fn home_to_home_clash_when_skew_exceeds_latency_is_a_known_limit() {
-    // Documented limitation: if B starts more than one-way latency after A,
-    // A's probe is conntrack-recorded at B's NAT, B's flow gets a new port
-    // and A's port-restricted NAT never lets it in. The sync of PUNCH_ME_NOW
-    // (and a stagger < latency) is what avoids this.
+fn priming_lets_home_to_home_survive_skew_beyond_latency() {
+    // B starts 40 ms early or late (plus its 5 ms stagger), more than the
+    // 20 ms one-way latency but less than that plus the 30 ms prime lead:
+    // without priming, the early side's first probe reaches the other NAT
+    // before that NAT has a mapping toward it, and the conntrack clash gives
+    // the late side a port the early side's NAT filters out.
+    for skew_ms in [-40, 40] {
+        let primed = run(
+            NatType::Home,
+            NatType::Home,
+            &Opts {
+                skew_ms,
+                ..Opts::default()
+            },
+        );
+        check_invariants(&primed);
+        assert!(
+            primed.succeeded(),
+            "skew {skew_ms}: {:?} {:?}",
+            primed.a.event,
+            primed.b.event
+        );
+        assert_eq!(primed.clashes, 0);
+        // The priming probes left first, with the configured TTL.
+        for p in [&primed.a, &primed.b] {
+            let (_, first) = p.log[0];
+            assert_eq!(first.ttl, primed.config.prime_ttl);
+        }
+
+        let unprimed = run(
+            NatType::Home,
+            NatType::Home,
+            &Opts {
+                skew_ms,
+                config: PunchConfig {
+                    prime_ttl: None,
+                    ..PunchConfig::default()
+                },
+                ..Opts::default()
+            },
+        );
+        check_invariants(&unprimed);
+        assert!(unprimed.clashes >= 1);
+        assert!(unprimed.failed_cleanly());
+    }
+}
+
+#[test]
+fn home_to_home_clash_when_skew_exceeds_prime_lead_is_a_known_limit() {
+    // Documented limitation: if B starts more than `prime_lead` plus the
+    // one-way latency after A, A's full probe is conntrack-recorded at B's
+    // NAT before B primed it, B's flow gets a new port and A's
+    // port-restricted NAT never lets it in. The sync of PUNCH_ME_NOW is what
+    // keeps the skew below that.
     let o = run(
         NatType::Home,
         NatType::Home,
         &Opts {
-            skew_ms: 60,
+            skew_ms: 80,
             ..Opts::default()
         },
     );

@@ -2,15 +2,20 @@
 //! acks as raw frames, feeds it the authenticated probes that arrive, and
 //! reports the outcome.
 //!
-//! The first round is special. Behind two Linux NATs with port-restricted
-//! filtering, whichever peer's first probe reaches the other NAT before that
-//! NAT has a mapping toward it leaves a half-open conntrack entry there, and
-//! the other peer's own outgoing packet then gets a new port (the conntrack
-//! port clash). Both first probes must therefore leave within the NATs'
-//! one-way latency of each other, which can be tens of microseconds. So the
-//! first round is computed ahead of time (the session is sans-IO: it can be
-//! told the time of the round before it comes) and sent from a dedicated
-//! thread that sleeps until just before the agreed instant and then spins.
+//! The first transmits are special. Behind two Linux NATs with
+//! port-restricted filtering, whichever peer's first probe reaches the other
+//! NAT before that NAT has a mapping toward it leaves a half-open conntrack
+//! entry there, and the other peer's own outgoing packet then gets a new
+//! port (the conntrack port clash). The session therefore starts with
+//! low-TTL priming probes that open our NAT's mappings without reaching the
+//! peer's NAT (see [`crate::nat::PunchConfig::prime_ttl`]); full probes
+//! follow `prime_lead` later. Where the TTL does reach the peer's NAT (a
+//! peer one hop away, a public host), the two sides' first packets must
+//! still leave within the one-way latency of each other, which can be tens
+//! of microseconds. So the first batch is computed ahead of time (the
+//! session is sans-IO: it can be told the time of the batch before it
+//! comes) and sent from a dedicated thread that sleeps until just before the
+//! agreed instant and then spins.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,7 +64,7 @@ pub(crate) struct ProbeIn {
 }
 
 /// Encodes every transmit the session has queued.
-fn drain(session: &mut PunchSession, token: [u8; 16]) -> Vec<(SocketAddr, Vec<u8>)> {
+fn drain(session: &mut PunchSession, token: [u8; 16]) -> Vec<Outgoing> {
     let mut out = Vec::new();
     while let Some(t) = session.poll_transmit() {
         let probe = Probe {
@@ -73,27 +78,41 @@ fn drain(session: &mut PunchSession, token: [u8; 16]) -> Vec<(SocketAddr, Vec<u8
         };
         let mut buf = Vec::with_capacity(t.size_hint.max(Probe::LEN));
         probe.encode(t.size_hint, &mut buf);
-        out.push((t.dst, buf));
+        out.push(Outgoing {
+            dst: t.dst,
+            bytes: buf,
+            ttl: t.ttl,
+        });
     }
     out
 }
 
+/// An encoded probe or ack.
+struct Outgoing {
+    dst: SocketAddr,
+    bytes: Vec<u8>,
+    /// IP TTL for a priming probe.
+    ttl: Option<u8>,
+}
+
 /// Sends `packets` back to back; no logging in between.
-fn send_all(socket: &AntqSocket, packets: &[(SocketAddr, Vec<u8>)]) -> usize {
+fn send_all(socket: &AntqSocket, packets: &[Outgoing]) -> usize {
     packets
         .iter()
-        .filter(|(dst, bytes)| socket.try_send_raw(*dst, bytes).is_ok())
+        .filter(|p| {
+            match p.ttl {
+                Some(ttl) => socket.try_send_raw_with_ttl(p.dst, &p.bytes, ttl),
+                None => socket.try_send_raw(p.dst, &p.bytes),
+            }
+            .is_ok()
+        })
         .count()
 }
 
 /// Sleeps, then spins (if no other first round does), until `at`, then
 /// sends `packets`. Returns how many were sent and how late the first one
 /// left.
-fn send_at(
-    socket: &AntqSocket,
-    at: Instant,
-    packets: &[(SocketAddr, Vec<u8>)],
-) -> (usize, Duration) {
+fn send_at(socket: &AntqSocket, at: Instant, packets: &[Outgoing]) -> (usize, Duration) {
     let Some(_slot) = SpinSlot::take() else {
         std::thread::sleep(at.saturating_duration_since(Instant::now()));
         let late = Instant::now().saturating_duration_since(at);

@@ -175,6 +175,9 @@ struct RelayTable {
 /// The socket shared by the QUIC endpoint, punch probes and relay paths.
 pub struct AntqSocket {
     inner: Arc<dyn AsyncUdpSocket>,
+    /// A second handle on the same socket, for changing its TTL around a
+    /// priming send; the lock keeps those changes from interleaving.
+    ttl_handle: Mutex<std::net::UdpSocket>,
     ipv6: bool,
     raw_tx: mpsc::Sender<RawPacket>,
     raw_rx: Mutex<Option<mpsc::Receiver<RawPacket>>>,
@@ -205,10 +208,12 @@ impl AntqSocket {
     /// Wraps a bound UDP socket. Must run inside a tokio runtime.
     pub fn new(socket: std::net::UdpSocket) -> io::Result<Arc<Self>> {
         let ipv6 = socket.local_addr()?.is_ipv6();
+        let ttl_handle = Mutex::new(socket.try_clone()?);
         let inner = quinn::TokioRuntime.wrap_udp_socket(socket)?;
         let (raw_tx, raw_rx) = mpsc::channel(RAW_QUEUE);
         Ok(Arc::new(Self {
             inner,
+            ttl_handle,
             ipv6,
             raw_tx,
             raw_rx: Mutex::new(Some(raw_rx)),
@@ -254,6 +259,45 @@ impl AntqSocket {
             segment_size: None,
             src_ip: None,
         })
+    }
+
+    /// Like [`Self::try_send_raw`], with IP TTL / IPv6 hop limit `ttl` (punch
+    /// priming, see [`crate::nat::PunchConfig::prime_ttl`]). The socket's TTL
+    /// is lowered for this one send and then restored, so a QUIC packet that
+    /// another task sends in those microseconds leaves with it too and is
+    /// lost, which QUIC recovers like any loss. Where the TTL cannot be
+    /// changed, the frame leaves with the normal TTL. Stream paths ignore
+    /// `ttl` (their frames travel inside a TCP connection).
+    pub fn try_send_raw_with_ttl(&self, to: SocketAddr, data: &[u8], ttl: u8) -> io::Result<()> {
+        if is_stream_addr(to) {
+            return self.try_send_raw(to, data);
+        }
+        let handle = self
+            .ttl_handle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let socket = socket2::SockRef::from(&*handle);
+        let v4 = match to {
+            SocketAddr::V4(_) => true,
+            SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some(),
+        };
+        let ttl = u32::from(ttl);
+        let previous = if v4 {
+            socket
+                .ttl()
+                .and_then(|old| socket.set_ttl(ttl).map(|()| old))
+        } else {
+            socket
+                .unicast_hops_v6()
+                .and_then(|old| socket.set_unicast_hops_v6(ttl).map(|()| old))
+        };
+        let sent = self.try_send_raw(to, data);
+        match previous {
+            Ok(old) if v4 => socket.set_ttl(old)?,
+            Ok(old) => socket.set_unicast_hops_v6(old)?,
+            Err(error) => tracing::debug!(%error, "TTL not changed for a priming probe"),
+        }
+        sent
     }
 
     /// Sends a raw frame from the shared socket, waiting while the socket
