@@ -300,6 +300,13 @@ impl Tun {
         self.inner.send(pkt).await
     }
 
+    /// Writes one IP packet now, or fails with
+    /// [`io::ErrorKind::WouldBlock`] when the device cannot take it (the
+    /// packet is not written). Same offload rule as [`Tun::send`].
+    pub fn try_send(&self, pkt: &[u8]) -> io::Result<usize> {
+        self.inner.try_send(pkt)
+    }
+
     /// Reads one or more IP packets with one system call.
     ///
     /// `scratch` receives the raw read (virtio header plus possibly a GSO

@@ -687,6 +687,17 @@ impl PeerConnection {
         self.conn.read_datagram().await
     }
 
+    /// A datagram that has already arrived, without waiting: `None` when
+    /// there is none yet.
+    pub fn try_recv_datagram(&self) -> Option<Result<Bytes, quinn::ConnectionError>> {
+        let read = std::pin::pin!(self.conn.read_datagram());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::future::Future::poll(read, &mut cx) {
+            std::task::Poll::Ready(result) => Some(result),
+            std::task::Poll::Pending => None,
+        }
+    }
+
     /// Opens a bidirectional stream.
     pub async fn open_bi(
         &self,

@@ -7,6 +7,7 @@
 //! - [`routing`]: the AllowedIPs prefix trie.
 //! - [`packet`]: IP address parsing and ICMP "packet too big".
 //! - [`device`]: the running tunnel (TUN pump).
+//! - `tun_io`: reading and writing the device, batched with Linux offload.
 //! - [`control`]: the local control socket for `status` and `down`.
 
 pub mod config;
@@ -14,3 +15,4 @@ pub mod control;
 pub mod device;
 pub mod packet;
 pub mod routing;
+mod tun_io;

@@ -174,6 +174,13 @@ impl Tun {
         self.dev.send(pkt).await
     }
 
+    pub(crate) fn try_send(&self, pkt: &[u8]) -> io::Result<usize> {
+        if self.offload() {
+            return Err(offload_on());
+        }
+        self.dev.try_send(pkt)
+    }
+
     pub(crate) async fn recv_batch<B: AsRef<[u8]> + AsMut<[u8]>>(
         &self,
         scratch: &mut [u8],

@@ -63,6 +63,9 @@ impl Tun {
     pub(crate) async fn send(&self, _pkt: &[u8]) -> io::Result<usize> {
         match *self {}
     }
+    pub(crate) fn try_send(&self, _pkt: &[u8]) -> io::Result<usize> {
+        match *self {}
+    }
     pub(crate) async fn recv_batch<B: AsRef<[u8]> + AsMut<[u8]>>(
         &self,
         _scratch: &mut [u8],

@@ -37,7 +37,7 @@ pub fn netcheck(config: Option<&Path>, extra: &[String], json: bool) -> anyhow::
     if bootstraps.is_empty() {
         bail!("no bootstrap to ask: give -c FILE with [interface] bootstrap, or --bootstrap KEY@IP:PORT");
     }
-    super::runtime()?.block_on(async move {
+    super::local_runtime()?.block_on(async move {
         let bind = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0);
         let node = Node::bind(NodeConfig::new(identity, bind, AcceptPolicy::Allowlist(Allowlist::default())))
             .or_else(|_| Node::bind(NodeConfig::new(Identity::generate(), "0.0.0.0:0".parse()?, AcceptPolicy::Allowlist(Allowlist::default()))).map_err(anyhow::Error::from))?;

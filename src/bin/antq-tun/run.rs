@@ -67,7 +67,7 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    super::runtime()?.block_on(async move {
+    super::local_runtime()?.block_on(async move {
         let metrics = bind_metrics(config.metrics).await?;
         let listener = control::bind(&config.name).await?;
         let name = config.name.clone();
@@ -107,7 +107,7 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
 
 pub fn down(path: &Path) -> anyhow::Result<()> {
     let config = TunnelConfig::load(path)?;
-    super::runtime()?.block_on(async {
+    super::local_runtime()?.block_on(async {
         control::request(&config.name, Request::Down).await?;
         // Wait until the instance has removed its control socket.
         for _ in 0..100 {

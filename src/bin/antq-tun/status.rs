@@ -14,7 +14,7 @@ pub fn status(json: bool, only: Option<&str>) -> anyhow::Result<()> {
             control::SOCKET_DIR
         );
     }
-    super::runtime()?.block_on(async {
+    super::local_runtime()?.block_on(async {
         let mut reports = Vec::new();
         for name in &names {
             let text = control::request(name, Request::Status).await?;

@@ -1,0 +1,135 @@
+//! Reading and writing the TUN device, one packet per system call or, with
+//! Linux offload on, in batches: a read returns a GSO super-packet (up to
+//! 64 KiB of one TCP flow) split into packets, and a write coalesces the
+//! packets of one flow back into a super-packet (GRO), so the kernel's
+//! stack handles one large packet instead of dozens.
+
+use std::io;
+use std::sync::{Mutex, PoisonError};
+
+use antq_platform::{GroTable, Tun, BATCH_HEADROOM, IDEAL_BATCH_SIZE};
+
+/// Polls `future` once; `None` if it is not ready. For device writes, which
+/// never wait (a TUN write hands the packet to the kernel's stack).
+fn now_or_never<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.poll(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Packet buffers and flow table of batched writes.
+struct WriteBatch {
+    gro: GroTable,
+    bufs: Vec<Vec<u8>>,
+}
+
+/// Writes packets to the device without waiting; shared by the tasks that
+/// receive from peers.
+pub(super) struct TunWriter {
+    /// With offload: the batch state (one writer at a time).
+    batch: Option<Mutex<WriteBatch>>,
+}
+
+impl TunWriter {
+    /// A writer for `tun`, batching if its offload is on.
+    pub(super) fn new(tun: &Tun) -> Self {
+        TunWriter {
+            batch: tun.offload().then(|| {
+                Mutex::new(WriteBatch {
+                    gro: GroTable::new(),
+                    bufs: Vec::new(),
+                })
+            }),
+        }
+    }
+
+    /// Writes `packets` in order; returns how many were written (the rest
+    /// was refused by the device, `Err` carries the first error).
+    pub(super) fn write<'a>(
+        &self,
+        tun: &Tun,
+        packets: impl IntoIterator<Item = &'a [u8]>,
+    ) -> (usize, io::Result<()>) {
+        let Some(batch) = &self.batch else {
+            let mut written = 0;
+            for packet in packets {
+                if let Err(error) = tun.try_send(packet) {
+                    return (written, Err(error));
+                }
+                written += 1;
+            }
+            return (written, Ok(()));
+        };
+        let mut batch = batch.lock().unwrap_or_else(PoisonError::into_inner);
+        let WriteBatch { gro, bufs } = &mut *batch;
+        let mut n = 0;
+        for packet in packets {
+            if n == bufs.len() {
+                bufs.push(Vec::new());
+            }
+            let buf = &mut bufs[n];
+            buf.clear();
+            buf.resize(BATCH_HEADROOM, 0);
+            buf.extend_from_slice(packet);
+            n += 1;
+        }
+        if n == 0 {
+            return (0, Ok(()));
+        }
+        match now_or_never(tun.send_batch(gro, &mut bufs[..n], BATCH_HEADROOM)) {
+            Some(Ok(_)) => (n, Ok(())),
+            Some(Err(error)) => (0, Err(error)),
+            None => (0, Err(io::ErrorKind::WouldBlock.into())),
+        }
+    }
+}
+
+/// Reads packets from the device, a batch per system call with offload.
+pub(super) struct TunReader {
+    /// The raw read (virtio header and super-packet); offload only.
+    scratch: Vec<u8>,
+    bufs: Vec<Vec<u8>>,
+    sizes: Vec<usize>,
+}
+
+impl TunReader {
+    /// A reader for `tun`, whose packets are at most `mtu` bytes.
+    pub(super) fn new(tun: &Tun, mtu: u16) -> Self {
+        let (scratch, count) = if tun.offload() {
+            (vec![0; BATCH_HEADROOM + 65535], IDEAL_BATCH_SIZE)
+        } else {
+            (Vec::new(), 1)
+        };
+        // Room for the largest packet the device may hand over without
+        // offload (its MTU) and for every segment of a super-packet.
+        let size = usize::from(mtu).max(1500) + BATCH_HEADROOM;
+        TunReader {
+            scratch,
+            bufs: vec![vec![0; size]; count],
+            sizes: vec![0; count],
+        }
+    }
+
+    /// Waits for the next packets and returns them.
+    pub(super) async fn read<'a>(
+        &'a mut self,
+        tun: &Tun,
+    ) -> io::Result<impl Iterator<Item = &'a [u8]>> {
+        let count = if tun.offload() {
+            tun.recv_batch(&mut self.scratch, &mut self.bufs, &mut self.sizes, 0)
+                .await?
+        } else {
+            self.sizes[0] = tun.recv(&mut self.bufs[0]).await?;
+            1
+        };
+        Ok(self
+            .bufs
+            .iter()
+            .zip(&self.sizes)
+            .take(count)
+            .map(|(buf, size)| &buf[..*size]))
+    }
+}
