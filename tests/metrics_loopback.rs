@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use antq::identity::Identity;
-use antq::node::overlay::Overlay;
+use antq::node::overlay::{Overlay, PathKind};
 use antq::tunnel::config::BootstrapAddr;
 use bytes::Bytes;
 use loopback::{overlay_via, wait_for};
@@ -325,9 +325,10 @@ async fn metrics_of_bootstrap_and_peers() {
     // come up on loopback; the relay is the one asked for first).
     let (short_a, short_b) = (ka.peer_id().short(), kb.peer_id().short());
     wait_for("a path", Duration::from_secs(5), || {
-        a.send(&kb.peer_id(), Bytes::from_static(b"ping")).is_ok()
+        a.status()[0].path != PathKind::None
     })
     .await;
+    a.send(&kb.peer_id(), Bytes::from_static(b"ping")).unwrap();
     for i in 0..50 {
         let payload = Bytes::from(format!("datagram {i}"));
         a.send(&kb.peer_id(), payload.clone()).unwrap();

@@ -103,5 +103,43 @@ async fn unlisted_key_gets_no_connection_direct_or_relayed() {
             .load(std::sync::atomic::Ordering::Relaxed)
             == 0
     );
-    assert!(c.send(&ka.peer_id(), Bytes::from_static(b"x")).is_err());
+    // A datagram c sends waits for a connection that never comes.
+    c.send(&ka.peer_id(), Bytes::from_static(b"x")).unwrap();
+    assert!(tokio::time::timeout(Duration::from_millis(500), a.recv())
+        .await
+        .is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_sent_before_the_first_connection_arrive_once_it_is_up() {
+    let boot = bootstrap();
+    let (ka, kb) = (Identity::generate(), Identity::generate());
+    let a = overlay(&ka, &[kb.peer_id()], &boot);
+    let b = overlay(&kb, &[ka.peer_id()], &boot);
+    // Sent at once, before any connection can exist.
+    assert_eq!(a.status()[0].path, PathKind::None);
+    for i in 0..3 {
+        a.send(&kb.peer_id(), Bytes::from(format!("early {i}")))
+            .unwrap();
+    }
+    for i in 0..3 {
+        let (from, got) = tokio::time::timeout(Duration::from_secs(3), b.recv())
+            .await
+            .expect("a staged datagram arrives once the first connection is up")
+            .unwrap();
+        assert_eq!(from, ka.peer_id());
+        assert_eq!(got, Bytes::from(format!("early {i}")));
+    }
+    // The staging queue is bounded: beyond it, sends without a path fail.
+    let (kc, kd) = (Identity::generate(), Identity::generate());
+    let lonely = overlay(&kc, &[kd.peer_id()], &boot);
+    for _ in 0..antq::node::overlay::STAGED_MAX {
+        lonely
+            .send(&kd.peer_id(), Bytes::from_static(b"x"))
+            .unwrap();
+    }
+    assert!(matches!(
+        lonely.send(&kd.peer_id(), Bytes::from_static(b"x")),
+        Err(antq::node::overlay::SendError::NoPath(_))
+    ));
 }

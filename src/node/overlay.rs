@@ -16,7 +16,7 @@
 //! the peer with the smaller key is kept and the other closed, a rule both
 //! sides apply alike.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -65,6 +65,13 @@ const FAST_RECONNECT_WINDOW: Duration = Duration::from_secs(60);
 const FAST_RECONNECT_ATTEMPT: Duration = Duration::from_secs(2);
 /// ...and they are at most this far apart (plus jitter); later, up to 30 s.
 const FAST_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
+/// Datagrams that wait for a peer's first connection (see [`Overlay::send`]).
+pub const STAGED_MAX: usize = 128;
+
+/// Staged datagrams older than this when the connection comes up are
+/// dropped: the application has retried or given up by then.
+pub const STAGED_MAX_AGE: Duration = Duration::from_secs(2);
+
 /// A failed punch is retried on the same addresses only this long after
 /// its session ended (last probe sent): by then the NATs have forgotten the
 /// half-open entries its probes left (Linux: 30 s for unreplied UDP, counted
@@ -175,7 +182,8 @@ pub enum SendError {
     /// The peer is not configured.
     #[error("unknown peer {0}")]
     UnknownPeer(PeerId),
-    /// No connection to the peer (yet).
+    /// No connection to the peer yet, and [`STAGED_MAX`] datagrams are
+    /// already waiting for one.
     #[error("no path to peer {0}")]
     NoPath(PeerId),
     /// QUIC refused the datagram (too large, or the connection closed).
@@ -230,6 +238,9 @@ struct PeerSlot {
     announce_now: std::sync::atomic::AtomicBool,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    /// Datagrams sent while there was no path, with when they were sent:
+    /// they go out when the first connection comes up.
+    staged: Mutex<VecDeque<(Instant, Bytes)>>,
     last_handshake: Mutex<Option<SystemTime>>,
     first_connect: Mutex<Option<Duration>>,
     first_direct: Mutex<Option<Duration>>,
@@ -384,6 +395,7 @@ impl Overlay {
                     announce_now: std::sync::atomic::AtomicBool::new(false),
                     bytes_in: AtomicU64::new(0),
                     bytes_out: AtomicU64::new(0),
+                    staged: Mutex::default(),
                     last_handshake: Mutex::default(),
                     first_connect: Mutex::default(),
                     first_direct: Mutex::default(),
@@ -484,6 +496,11 @@ impl Overlay {
     }
 
     /// Sends a datagram to `peer` on its best path (direct, else relay).
+    ///
+    /// Before the peer's first connection is up (or while it has none),
+    /// up to [`STAGED_MAX`] datagrams wait and go out when one comes up, if
+    /// they are not older than [`STAGED_MAX_AGE`] by then: the first packet
+    /// of a new flow (a ping, a TCP SYN) is not lost to connection setup.
     pub fn send(&self, peer: &PeerId, data: Bytes) -> Result<(), SendError> {
         let slot = self
             .inner
@@ -492,7 +509,15 @@ impl Overlay {
             .ok_or(SendError::UnknownPeer(*peer))?;
         let len = data.len() as u64;
         let paths = slot.read();
-        let conn = paths.active().1.ok_or(SendError::NoPath(*peer))?;
+        let Some(conn) = paths.active().1 else {
+            drop(paths);
+            let mut staged = slot.staged.lock().unwrap_or_else(PoisonError::into_inner);
+            if staged.len() >= STAGED_MAX {
+                return Err(SendError::NoPath(*peer));
+            }
+            staged.push_back((Instant::now(), data));
+            return Ok(());
+        };
         conn.send_datagram(data)
             .map_err(|source| SendError::Datagram {
                 peer: *peer,
@@ -678,6 +703,16 @@ impl Overlay {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(SystemTime::now());
         tracing::info!(peer = %slot.id.short(), path = if relayed { "relay" } else { "direct" }, remote = %canonical(conn.remote_address()), "connected");
+        let staged =
+            std::mem::take(&mut *slot.staged.lock().unwrap_or_else(PoisonError::into_inner));
+        for (at, data) in staged {
+            if at.elapsed() <= STAGED_MAX_AGE {
+                let len = data.len() as u64;
+                if conn.send_datagram(data).is_ok() {
+                    slot.bytes_out.fetch_add(len, Ordering::Relaxed);
+                }
+            }
+        }
         self.spawn_reader(slot.clone(), conn);
         slot.wake.notify_one();
     }

@@ -53,7 +53,8 @@ pub struct TunnelStats {
     pub tun_packets_out: AtomicU64,
     /// Packets dropped: no peer owns the destination.
     pub drop_no_route: AtomicU64,
-    /// Packets dropped: the peer has no path yet.
+    /// Packets dropped: the peer has no path yet and enough packets wait
+    /// for one already.
     pub drop_no_path: AtomicU64,
     /// Packets answered with "packet too big".
     pub drop_too_big: AtomicU64,
