@@ -604,7 +604,22 @@ antq_start() {
 	ip netns exec "$C_NS" "$ANTQ_BIN" up -c "$TMP/antq/b.toml" >"$TMP/antq-b-$run.log" 2>&1 &
 	DAEMONS+=($!)
 }
-antq_started() { true; }
+# In the NAT lab, after each run's first ping: how long after its start the
+# daemon on B had a direct path (`first_direct_ms` in its status), waiting up
+# to 10 s for one.
+ANTQ_DIRECT_MS=()
+antq_started() {
+	((IN_LAB)) || return 0
+	local i ms=""
+	for ((i = 0; i < 100; i++)); do
+		ms=$(nsx "$C_NS" "$ANTQ_BIN" status --json -i antqB 2>/dev/null |
+			jq -r '(if type == "array" then .[0] else . end).peers[0].first_direct_ms // empty' 2>/dev/null || true)
+		[[ -n $ms ]] && break
+		sleep 0.1
+	done
+	ANTQ_DIRECT_MS+=("${ms:-null}")
+	log "  antq: direct path after ${ms:-(none within 10 s)} ms"
+}
 antq_check() { true; }
 
 # ---------------------------------------------------------------- driver
@@ -654,6 +669,8 @@ measure_tunnel() { # SYS FULL
 		return 0
 	fi
 	local -a times=()
+	local med
+	ANTQ_DIRECT_MS=()
 	for ((run = 1; run <= RUNS; run++)); do
 		lab_flush
 		t0=$(now)
@@ -680,7 +697,14 @@ measure_tunnel() { # SYS FULL
 		IFS=,
 		echo "${times[*]}"
 	)]"
-	local med
+	if ((${#ANTQ_DIRECT_MS[@]})); then
+		rec "$SCEN" "$sys" first_direct_runs_ms "[$(
+			IFS=,
+			echo "${ANTQ_DIRECT_MS[*]}"
+		)]"
+		med=$(printf '%s\n' "${ANTQ_DIRECT_MS[@]}" | grep -v null | median || true)
+		[[ -n $med ]] && rec "$SCEN" "$sys" first_direct_median_ms "$med"
+	fi
 	med=$(printf '%s\n' "${times[@]}" | grep -v null | median || true)
 	if [[ -n $med ]]; then
 		rec "$SCEN" "$sys" first_ping_median_ms "$med"
@@ -852,8 +876,8 @@ rtt_median_ms:ping_RTT_median_ms rtt_min_ms:ping_RTT_min_ms rtt_max_ms:ping_RTT_
 		if [[ -n $systems ]]; then
 			echo
 			echo "== scenario nat: lab $LAB_PREFIX (wireguard-go: none,home; nebula, antq: home,home)"
-			print_table nat "$systems" "first_ping_median_ms:first_ping_ms_(median) first_ping_min_ms:first_ping_ms_(min) tcp1_mbps:TCP_1_stream_Mbit/s \
-rtt_median_ms:ping_RTT_median_ms path:path"
+			print_table nat "$systems" "first_ping_median_ms:first_ping_ms_(median) first_ping_min_ms:first_ping_ms_(min) \
+first_direct_median_ms:direct_path_ms_(median) tcp1_mbps:TCP_1_stream_Mbit/s rtt_median_ms:ping_RTT_median_ms path:path"
 		fi
 	fi
 	echo
