@@ -194,6 +194,9 @@ pub fn initial_mtu_for(tun_mtu: u16) -> u16 {
 impl Tunnel {
     /// Creates the TUN device, its routes and the overlay, and starts the
     /// datapath. Must run inside a tokio runtime, with network privileges.
+    /// A current-thread runtime is the fast one (see `antq-tun`'s
+    /// `local_runtime`): on a multi-threaded one every packet crosses
+    /// threads between the device reader and QUIC's connection driver.
     pub async fn start(config: TunnelConfig) -> Result<Self, TunnelError> {
         let platform = |what: String| move |source| TunnelError::Platform { what, source };
         let tun_config = antq_platform::TunConfig {
