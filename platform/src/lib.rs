@@ -56,8 +56,8 @@ mod tun_config;
 
 pub use signal::terminated;
 
-// Type-check the fallback on Linux too, so it cannot rot unnoticed.
-#[cfg(all(test, target_os = "linux"))]
+// Type-check and test the fallback on every OS, so it cannot rot unnoticed.
+#[cfg(test)]
 #[path = "unsupported/mod.rs"]
 #[allow(dead_code)]
 mod unsupported_check;

@@ -32,8 +32,8 @@ mod imp;
 #[path = "unsupported.rs"]
 mod imp;
 
-// Type-check the fallback on Linux too.
-#[cfg(all(test, target_os = "linux"))]
+// Type-check the fallback on every OS too.
+#[cfg(test)]
 #[path = "unsupported.rs"]
 #[allow(dead_code)]
 mod unsupported_check;

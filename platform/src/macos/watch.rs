@@ -4,13 +4,14 @@
 //! source and runs its CFRunLoop in half-second slices, ending when the
 //! watcher (the channel's receiver) is gone. On each notification it reads
 //! the interfaces again and reports the differences to the previous read
-//! (see [`Snapshot::changes`]).
+//! (see [`Snapshot::changes`]). If the session dies (its run-loop source
+//! goes away), the thread ends and the watcher reports `None`.
 
 use std::sync::mpsc;
 use std::time::Duration;
 
 use core_foundation::array::CFArray;
-use core_foundation::runloop::{kCFRunLoopDefaultMode, CFRunLoop};
+use core_foundation::runloop::{kCFRunLoopDefaultMode, CFRunLoop, CFRunLoopRunResult};
 use core_foundation::string::CFString;
 use system_configuration::dynamic_store::{
     SCDynamicStore, SCDynamicStoreBuilder, SCDynamicStoreCallBackContext,
@@ -102,7 +103,11 @@ fn run(events: UnboundedSender<ChangeEvent>, ready: mpsc::SyncSender<Result<(), 
     run_loop.add_source(&source, mode);
     let _ = ready.send(Ok(()));
     while !events.is_closed() {
-        CFRunLoop::run_in_mode(mode, SLICE, false);
+        // `Finished`: no source left (the store's session was invalidated).
+        // End the subscription; the caller sees `None` and may start anew.
+        if CFRunLoop::run_in_mode(mode, SLICE, false) == CFRunLoopRunResult::Finished {
+            break;
+        }
     }
     run_loop.remove_source(&source, mode);
 }
