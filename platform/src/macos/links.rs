@@ -68,14 +68,17 @@ pub(super) fn list() -> Result<Vec<Interface>, PlatformError> {
         let family = libc::c_int::from(unsafe { (*ifa.ifa_addr).sa_family });
         match family {
             libc::AF_LINK if !ifa.ifa_data.is_null() => {
-                // SAFETY: for AF_LINK entries `ifa_data` is a `struct if_data`.
-                let data = unsafe { &*(ifa.ifa_data as *const libc::if_data) };
+                // SAFETY: for AF_LINK entries `ifa_data` is a `struct if_data`
+                // (read unaligned: getifaddrs packs its buffer).
+                let data =
+                    unsafe { std::ptr::read_unaligned(ifa.ifa_data as *const libc::if_data) };
                 iface.mtu = Some(data.ifi_mtu);
                 *link_type = Some(data.ifi_type);
             }
             libc::AF_INET => {
                 // SAFETY: AF_INET entries carry a sockaddr_in.
-                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                let sin =
+                    unsafe { std::ptr::read_unaligned(ifa.ifa_addr as *const libc::sockaddr_in) };
                 let addr = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
                 iface.addresses.push(InterfaceAddress {
                     addr: IpAddr::V4(addr),
@@ -88,7 +91,8 @@ pub(super) fn list() -> Result<Vec<Interface>, PlatformError> {
             }
             libc::AF_INET6 => {
                 // SAFETY: AF_INET6 entries carry a sockaddr_in6.
-                let sin6 = unsafe { *(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                let sin6 =
+                    unsafe { std::ptr::read_unaligned(ifa.ifa_addr as *const libc::sockaddr_in6) };
                 let flags = v6_socket
                     .as_ref()
                     .and_then(|s| address_flags(s.as_raw_fd(), &name, &sin6))
