@@ -365,7 +365,7 @@ mod tests {
             Identity::load(&path),
             Err(IdentityError::FileTooLarge { .. })
         ));
-        #[cfg(target_os = "linux")]
+        #[cfg(unix)]
         assert!(matches!(
             Identity::load(Path::new("/dev/zero")),
             Err(IdentityError::FileTooLarge { .. })

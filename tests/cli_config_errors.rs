@@ -4,6 +4,8 @@
 //! then checked for an `antq0` device.
 //!
 //! Run: `cargo test --test cli_config_errors -- --nocapture` as root.
+//! Unix only (network namespaces, file modes); it skips unless root.
+#![cfg(unix)]
 
 mod common;
 

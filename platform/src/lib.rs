@@ -1,20 +1,34 @@
 //! OS-specific parts of antq: network interface discovery, change events,
-//! TUN device and route setup. Every `#[cfg(target_os)]` of the project lives
-//! in this crate, so the portable core in `antq` never needs one.
+//! TUN device and route setup, the local control channel of a running
+//! tunnel and termination signals. Every `#[cfg(target_os)]` (and
+//! `#[cfg(unix)]` / `#[cfg(windows)]`) of the project lives in this crate,
+//! so the portable core in `antq` never needs one.
 //!
 //! The types in this file are OS-neutral; each supported OS provides an
-//! `imp` module with the same items. Linux is implemented with rtnetlink
-//! (interfaces, addresses, routes, change events) and `tun-rs` (the TUN
-//! device). On every other OS the functions return
-//! [`PlatformError::Unsupported`]: macOS and Windows support arrives in
-//! issue 8.
+//! `imp` module with the same items, chosen at compile time:
+//!
+//! | OS | interfaces | change events | TUN | routes |
+//! | --- | --- | --- | --- | --- |
+//! | Linux | rtnetlink dumps | rtnetlink multicast groups | `tun-rs` (`/dev/net/tun`), configured over rtnetlink | rtnetlink |
+//! | macOS | `getifaddrs` (+ `SIOCGIFAFLAG_IN6`, SystemConfiguration for Wi-Fi) | `SCDynamicStore` notifications on a run-loop thread | `tun-rs` (utun) | routing socket (`route_manager`) |
+//! | Windows | IP Helper `GetAdaptersAddresses` | `NotifyIpInterfaceChange`, `NotifyUnicastIpAddressChange`, `NotifyRouteChange2` | `tun-rs` (Wintun), addresses over IP Helper | `CreateIpForwardEntry2` |
+//!
+//! On every other OS the functions return [`PlatformError::Unsupported`].
+//! The macOS and Windows modules have been type-checked and tested only by
+//! CI on those systems, not on the Linux machine this crate is developed on.
+//!
+//! [`control`] (Unix socket / named pipe) and [`terminated`] (SIGTERM and
+//! SIGINT / Ctrl-C, Ctrl-Break and console close) are selected by
+//! `cfg(unix)` / `cfg(windows)`.
 //!
 //! # Runtime
 //!
 //! The async functions and [`watch_changes`] must be called from inside a
 //! Tokio runtime with I/O enabled: the netlink sockets and the TUN device
 //! register with Tokio's reactor when they are created. They do not spawn
-//! tasks; every netlink connection is driven by the future that uses it.
+//! Tokio tasks; every netlink connection is driven by the future that uses
+//! it. (The macOS watcher runs its own OS thread; the Windows one is fed by
+//! IP Helper's callback threads.)
 
 use std::fmt;
 use std::io;
@@ -24,15 +38,45 @@ use std::net::IpAddr;
 #[path = "linux/mod.rs"]
 mod imp;
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(target_os = "macos")]
+#[path = "macos/mod.rs"]
+mod imp;
+
+#[cfg(target_os = "windows")]
+#[path = "windows/mod.rs"]
+mod imp;
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "windows")))]
 #[path = "unsupported/mod.rs"]
 mod imp;
 
-// Type-check the fallback on Linux too, so it cannot rot unnoticed.
-#[cfg(all(test, target_os = "linux"))]
+pub mod control;
+mod signal;
+mod tun_config;
+
+pub use signal::terminated;
+
+// Type-check and test the fallback on every OS, so it cannot rot unnoticed.
+#[cfg(test)]
 #[path = "unsupported/mod.rs"]
 #[allow(dead_code)]
 mod unsupported_check;
+
+// The OS-independent logic of the macOS module (interface kinds, change
+// diffs, SCDynamicStore keys), compiled and unit-tested on Linux as well.
+#[cfg(all(test, target_os = "linux"))]
+#[path = "macos/logic.rs"]
+#[allow(dead_code)]
+mod macos_logic_check;
+
+// The IP Helper parts of the Windows module (interfaces, routes, change
+// callbacks): windows-sys is plain declarations, so they type-check and
+// their pure helpers run on Linux. The TUN part needs tun-rs's Windows API
+// and is not included.
+#[cfg(all(test, target_os = "linux"))]
+#[path = "windows/check.rs"]
+#[allow(dead_code)]
+mod windows_check;
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +98,9 @@ pub enum PlatformError {
         #[source]
         source: io::Error,
     },
-    /// The OS refused: the process lacks root / `CAP_NET_ADMIN`.
-    #[error("{op}: permission denied (needs root or CAP_NET_ADMIN)")]
+    /// The OS refused: the process lacks root / `CAP_NET_ADMIN` (Linux),
+    /// root (macOS) or an elevated Administrator token (Windows).
+    #[error("{op}: permission denied (needs {})", imp::PRIVILEGE)]
     PermissionDenied { op: &'static str },
     /// The object to create exists already (e.g. the same route).
     #[error("{op}: already exists")]
@@ -72,6 +117,10 @@ pub enum PlatformError {
     /// This OS (or this build) does not support the operation.
     #[error("unsupported on this platform: {what}")]
     Unsupported { what: &'static str },
+    /// A driver or library the operation needs is not installed, e.g.
+    /// `wintun.dll` on Windows. `hint` says where to get it.
+    #[error("{driver} not found: {hint}")]
+    DriverNotFound { driver: &'static str, hint: String },
 }
 
 /// Flags of a network interface (the `IFF_*` flags that matter to antq).
@@ -170,6 +219,12 @@ pub enum ChangeEvent {
 /// network namespace of the calling thread. [`InterfaceKind::Wireless`] is
 /// detected through `/sys/class/net/<name>/wireless`, which shows the
 /// namespace that mounted `/sys`.
+///
+/// macOS: `getifaddrs` (flags, MTU and link type from the `AF_LINK` entry's
+/// `if_data`), IPv6 address flags from `SIOCGIFAFLAG_IN6`, Wi-Fi told apart
+/// from Ethernet by SystemConfiguration. Windows: `GetAdaptersAddresses`;
+/// the name is the adapter's friendly name (`Ethernet`, `Wi-Fi`), `up` and
+/// `running` both mean operational status up.
 pub async fn interfaces() -> Result<Vec<Interface>, PlatformError> {
     imp::interfaces().await
 }
@@ -182,6 +237,18 @@ pub async fn interfaces() -> Result<Vec<Interface>, PlatformError> {
 /// in the background: notifications queue in the socket between calls to
 /// [`ChangeWatcher::next`] (if the queue overflows, a
 /// `LinkChanged { index: 0 }` is reported).
+///
+/// macOS: an `SCDynamicStore` session watching
+/// `State:/Network/Interface[/<name>/(IPv4|IPv6|Link)]` and
+/// `State:/Network/Global/(IPv4|IPv6)`, on a thread of its own running a
+/// CFRunLoop; each notification is turned into events by comparing
+/// `getifaddrs` before and after. Route changes are reported only when the
+/// primary (global) IPv4/IPv6 service changes. The thread ends within half
+/// a second of the watcher being dropped.
+///
+/// Windows: `NotifyIpInterfaceChange`, `NotifyUnicastIpAddressChange` and
+/// `NotifyRouteChange2` callbacks (on IP Helper's threads) feed a channel;
+/// dropping the watcher cancels them (`CancelMibChangeNotify2`).
 pub fn watch_changes() -> Result<ChangeWatcher, PlatformError> {
     imp::watch_changes().map(|inner| ChangeWatcher { inner })
 }
@@ -219,7 +286,8 @@ pub struct TunConfig {
     /// Linux: enable the virtio-net header with TCP (and, from Linux 6.2, UDP)
     /// segmentation offload. Then the device hands over and takes GSO
     /// super-packets, and only [`Tun::recv_batch`] / [`Tun::send_batch`] may
-    /// be used. Ignored where unsupported.
+    /// be used. Ignored where unsupported (macOS, Windows: no offload;
+    /// [`Tun::offload`] tells what was granted).
     pub offload: bool,
 }
 
@@ -247,6 +315,17 @@ pub const IDEAL_BATCH_SIZE: usize = imp::IDEAL_BATCH_SIZE;
 /// Linux: IPv6 addresses are added with `IFA_F_NODAD`, so they are usable at
 /// once. Needs root or `CAP_NET_ADMIN` ([`PlatformError::PermissionDenied`]
 /// otherwise). Must be called inside a Tokio runtime.
+///
+/// macOS: a utun device; a name must be `utun<N>` (`None` takes the next
+/// free one). Addresses are set by `tun-rs` over ioctls (IPv6 without DAD)
+/// and the on-link route of each prefix is added through the routing socket.
+/// Needs root.
+///
+/// Windows: a Wintun adapter, which needs `wintun.dll` next to the
+/// executable ([`PlatformError::DriverNotFound`] otherwise); addresses are
+/// added with `CreateUnicastIpAddressEntry` in the preferred DAD state
+/// (usable at once), which also installs their on-link routes. Needs an
+/// elevated (Administrator) process.
 pub async fn create_tun(cfg: &TunConfig) -> Result<Tun, PlatformError> {
     imp::create_tun(cfg).await.map(|inner| Tun { inner })
 }
@@ -415,6 +494,11 @@ impl From<&Tun> for InterfaceRef {
 /// are cleared. Fails with [`PlatformError::AlreadyExists`] if the same
 /// route is there already, [`PlatformError::NotFound`] if the interface
 /// does not exist.
+///
+/// macOS: `RTM_ADD` on a routing socket with the interface as link-level
+/// gateway (`route add -net ... -interface ...`). Windows:
+/// `CreateIpForwardEntry2` with an unspecified (on-link) next hop; a name
+/// is the adapter's alias (friendly name).
 pub async fn add_route(
     iface: impl Into<InterfaceRef>,
     dest: IpAddr,
@@ -433,14 +517,25 @@ pub async fn del_route(
     imp::del_route(&iface.into(), dest, prefix_len).await
 }
 
-/// Whether the effective user is root.
+/// The privilege that creating TUN devices and routes needs, for messages:
+/// `root or CAP_NET_ADMIN` (Linux), `root` (macOS), `an elevated
+/// (Administrator) process` (Windows).
+pub const REQUIRED_PRIVILEGE: &str = imp::PRIVILEGE;
+
+/// How a user gets [`REQUIRED_PRIVILEGE`], for messages: `run it with sudo`
+/// on Unix, a terminal opened with "Run as administrator" on Windows.
+pub const PRIVILEGE_ADVICE: &str = imp::PRIVILEGE_ADVICE;
+
+/// Whether the effective user is root (Windows: whether the process token
+/// is elevated).
 pub fn is_root() -> bool {
     imp::is_root()
 }
 
 /// Runs `f` on the calling thread at real-time scheduling priority, where
 /// the OS and our privileges allow (Linux: `SCHED_FIFO` priority 1, which
-/// needs root or `CAP_SYS_NICE`), so that ordinary threads cannot preempt
+/// needs root or `CAP_SYS_NICE`; macOS: `SCHED_FIFO` through pthreads;
+/// Windows: `THREAD_PRIORITY_TIME_CRITICAL`), so that ordinary threads cannot preempt
 /// it; then restores normal scheduling. Returns `f`'s result and whether the
 /// priority was raised. For short, timing-critical work only (hole-punch
 /// probes that must leave at an agreed microsecond).
@@ -454,7 +549,8 @@ pub fn with_realtime_priority<T>(f: impl FnOnce() -> T) -> (T, bool) {
 }
 
 /// Whether the process may configure the network: root, or (Linux)
-/// `CAP_NET_ADMIN` in the effective capability set.
+/// `CAP_NET_ADMIN` in the effective capability set; Windows: an elevated
+/// token.
 pub fn has_net_admin() -> bool {
     imp::has_net_admin()
 }

@@ -9,6 +9,9 @@
 //!   behind a symmetric NAT (see [`super::prediction`]).
 //! - The local preference slightly favours IPv6 over IPv4 (RFC 8421 spirit)
 //!   and orders multiple interfaces by the order they were given.
+//! - [`host_addresses`] takes the host's addresses from the interface list
+//!   of [`antq_platform::interfaces`]: every address, IPv4 and IPv6, of the
+//!   interfaces that are up and not loopback.
 //! - [`CandidateSet`] filters host addresses (loopback, unspecified,
 //!   multicast, link-local, deprecated IPv6, and the node's own tunnel
 //!   addresses never become candidates), deduplicates, canonicalises
@@ -18,6 +21,8 @@
 //!   §6.1.2.3 pair priority.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use antq_platform::Interface;
 
 /// The single ICE component we use (RFC 8445 component ID 1).
 pub const COMPONENT: u32 = 1;
@@ -215,6 +220,33 @@ impl InterfaceInfo {
             deprecated: false,
         }
     }
+}
+
+/// The addresses of one interface, each with the interface's name and the
+/// address's deprecated flag, in the order the OS lists them.
+pub fn interface_addresses(
+    iface: &Interface,
+) -> impl Iterator<Item = (IpAddr, InterfaceInfo)> + '_ {
+    iface.addresses.iter().map(move |a| {
+        (
+            a.addr,
+            InterfaceInfo {
+                name: iface.name.clone(),
+                deprecated: a.deprecated,
+            },
+        )
+    })
+}
+
+/// The host addresses to gather candidates from: both families, of every
+/// interface that is up and not loopback, in interface order (which ranks
+/// interfaces, see [`CandidateSet::add_host_addrs`]).
+pub fn host_addresses(interfaces: &[Interface]) -> Vec<(IpAddr, InterfaceInfo)> {
+    interfaces
+        .iter()
+        .filter(|i| i.flags.up && !i.flags.loopback)
+        .flat_map(interface_addresses)
+        .collect()
 }
 
 /// Limits for a [`CandidateSet`].

@@ -4,8 +4,9 @@
 //! `now: Instant` arguments, outputs are pulled with `poll_*` methods, and the
 //! driver (see the `node` module) owns sockets, timers and encoding.
 //!
-//! - [`candidate`]: candidates, priorities (RFC 8445), the filtered
-//!   [`CandidateSet`] and candidate-pair check lists.
+//! - [`candidate`]: candidates, priorities (RFC 8445), host addresses from
+//!   the platform's interface list, the filtered [`CandidateSet`] and
+//!   candidate-pair check lists.
 //! - [`prediction`]: NAT mapping inference from bootstrap observations
 //!   (RFC 4787) and port prediction for symmetric NATs.
 //! - [`punch`]: one coordinated hole-punch attempt ([`PunchSession`]).
@@ -29,13 +30,16 @@ pub mod prediction;
 pub mod punch;
 
 #[cfg(test)]
+mod dual_stack_tests;
+#[cfg(test)]
 mod sim;
 #[cfg(test)]
 mod sim_tests;
 
 pub use candidate::{
-    canonical_addr, canonical_ip, check_list, pair_priority, Candidate, CandidateKind,
-    CandidatePair, CandidateSet, CandidateSetConfig, HostAddr, InterfaceInfo, Role,
+    canonical_addr, canonical_ip, check_list, host_addresses, interface_addresses, pair_priority,
+    Candidate, CandidateKind, CandidatePair, CandidateSet, CandidateSetConfig, HostAddr,
+    InterfaceInfo, Role,
 };
 pub use liveness::{Liveness, LivenessConfig, PathCounters, PathHealth};
 pub use path::{PathConfig, PathEvent, PathInfo, PathKind, PathSelector, PathState};

@@ -34,7 +34,7 @@ use super::punch_driver::{self, ProbeIn};
 use super::{Node, NodeConfig, NodeError, PeerConnection, TransportSettings};
 use crate::identity::{Identity, PeerId};
 use crate::nat::{
-    predict_ports, Candidate, CandidateKind, CandidateSet, CandidateSetConfig, InterfaceInfo,
+    host_addresses, predict_ports, Candidate, CandidateKind, CandidateSet, CandidateSetConfig,
     Observation, PredictionConfig, PunchConfig, PunchEvent, PunchParams, PunchSession, Role,
 };
 use crate::proto::raw::Probe;
@@ -959,21 +959,7 @@ impl Overlay {
         };
         match interfaces {
             Ok(ifaces) => {
-                let addrs = ifaces
-                    .iter()
-                    .filter(|i| i.flags.up && !i.flags.loopback)
-                    .flat_map(|i| {
-                        i.addresses.iter().map(move |a| {
-                            (
-                                a.addr,
-                                InterfaceInfo {
-                                    name: i.name.clone(),
-                                    deprecated: a.deprecated,
-                                },
-                            )
-                        })
-                    });
-                set.add_host_addrs(port, addrs);
+                set.add_host_addrs(port, host_addresses(&ifaces));
             }
             Err(error) => tracing::debug!(%error, "cannot list interfaces"),
         }

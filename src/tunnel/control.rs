@@ -1,41 +1,19 @@
-//! The local control socket of a running tunnel: `antq-tun status` and
+//! The local control channel of a running tunnel: `antq-tun status` and
 //! `antq-tun down` talk to the instance through it.
 //!
-//! One Unix socket per interface name and network namespace,
-//! `/run/antq/NAME.NETNS.sock` (NETNS is the namespace's inode number, so
-//! instances in different namespaces never collide), in a directory only
-//! root can enter. A client sends one line (`status` or `down`) and
-//! reads the answer until the server closes the connection.
+//! The transport is [`antq_platform::control`]: one endpoint per interface
+//! name (a Unix socket `/run/antq/NAME.NETNS.sock` in a directory only root
+//! can enter; a named pipe `\\.\pipe\antq-NAME` on Windows). This module is
+//! the protocol: a client sends one line (`status` or `down`) and reads the
+//! answer until the server closes the connection.
 
-use std::path::{Path, PathBuf};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+pub use antq_platform::control::{
+    endpoint, is_running, ControlError, ControlListener, ControlStream, LOCATION,
+};
 
-/// Directory of the control sockets.
-pub const SOCKET_DIR: &str = "/run/antq";
-
-/// This process's network namespace id (the inode of `/proc/self/ns/net`),
-/// or 0 where there is no such notion.
-fn netns_id() -> u64 {
-    std::fs::read_link("/proc/self/ns/net")
-        .ok()
-        .and_then(|p| {
-            let text = p.to_string_lossy().into_owned();
-            text.trim_start_matches("net:[")
-                .trim_end_matches(']')
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
-/// The control socket of interface `name` in this network namespace.
-pub fn socket_path(name: &str) -> PathBuf {
-    Path::new(SOCKET_DIR).join(format!("{name}.{}.sock", netns_id()))
-}
-
-/// A request on the control socket.
+/// A request on the control channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request {
     /// Print the status as JSON.
@@ -44,69 +22,18 @@ pub enum Request {
     Down,
 }
 
-/// Errors of the control socket.
-#[derive(Debug, thiserror::Error)]
-pub enum ControlSocketError {
-    /// Another instance already serves this interface.
-    #[error("another antq-tun already runs interface {name} (control socket {path} answers)")]
-    InUse {
-        /// Interface name.
-        name: String,
-        /// Socket path.
-        path: PathBuf,
-    },
-    /// No instance runs this interface.
-    #[error("no antq-tun runs interface {name} (no control socket at {path})")]
-    NotRunning {
-        /// Interface name.
-        name: String,
-        /// Socket path.
-        path: PathBuf,
-    },
-    /// I/O on the socket failed.
-    #[error("control socket {path}: {source}")]
-    Io {
-        /// Socket path.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-}
-
-/// Binds the control socket of `name`, refusing if a live instance answers
-/// on it; a stale socket file is replaced.
-pub async fn bind(name: &str) -> Result<UnixListener, ControlSocketError> {
-    let path = socket_path(name);
-    let io = |source| ControlSocketError::Io {
-        path: path.clone(),
-        source,
-    };
-    if UnixStream::connect(&path).await.is_ok() {
-        return Err(ControlSocketError::InUse {
-            name: name.to_owned(),
-            path,
-        });
-    }
-    std::fs::create_dir_all(SOCKET_DIR).map_err(io)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(SOCKET_DIR, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
-    }
-    let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path).map_err(io)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-    }
-    Ok(listener)
+/// Creates the control endpoint of `name`, refusing if a live instance
+/// answers on it; a stale socket file is replaced. Dropping the listener
+/// removes the endpoint.
+pub async fn bind(name: &str) -> Result<ControlListener, ControlError> {
+    ControlListener::bind(name).await
 }
 
 /// Accepts one request; returns it with the stream to answer on.
-pub async fn accept(listener: &UnixListener) -> std::io::Result<(Request, UnixStream)> {
+/// Connections that send no valid request within 2 s are dropped.
+pub async fn accept(listener: &mut ControlListener) -> std::io::Result<(Request, ControlStream)> {
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = listener.accept().await?;
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
         let read = tokio::time::timeout(
@@ -124,24 +51,17 @@ pub async fn accept(listener: &UnixListener) -> std::io::Result<(Request, UnixSt
 }
 
 /// Writes an answer and closes the stream.
-pub async fn answer(mut stream: UnixStream, text: &str) {
+pub async fn answer(mut stream: ControlStream, text: &str) {
     let _ = stream.write_all(text.as_bytes()).await;
     let _ = stream.shutdown().await;
 }
 
 /// Client side: sends `request` to the instance running `name` and returns
 /// its answer.
-pub async fn request(name: &str, request: Request) -> Result<String, ControlSocketError> {
-    let path = socket_path(name);
-    let mut stream =
-        UnixStream::connect(&path)
-            .await
-            .map_err(|_| ControlSocketError::NotRunning {
-                name: name.to_owned(),
-                path: path.clone(),
-            })?;
-    let io = |source| ControlSocketError::Io {
-        path: path.clone(),
+pub async fn request(name: &str, request: Request) -> Result<String, ControlError> {
+    let mut stream = antq_platform::control::connect(name).await?;
+    let io = |source| ControlError::Io {
+        endpoint: endpoint(name),
         source,
     };
     let line = match request {
@@ -150,27 +70,12 @@ pub async fn request(name: &str, request: Request) -> Result<String, ControlSock
     };
     stream.write_all(line.as_bytes()).await.map_err(io)?;
     let mut out = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut out)
-        .await
-        .map_err(io)?;
+    stream.read_to_string(&mut out).await.map_err(io)?;
     Ok(out)
 }
 
-/// Names of the interfaces of this network namespace whose control sockets
-/// exist.
+/// Names of the interfaces (of this network namespace) whose control
+/// endpoints exist, sorted.
 pub fn running_interfaces() -> Vec<String> {
-    let suffix = format!(".{}.sock", netns_id());
-    let mut names: Vec<String> = std::fs::read_dir(SOCKET_DIR)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_suffix(&suffix)
-                .map(str::to_owned)
-        })
-        .collect();
-    names.sort();
-    names
+    antq_platform::control::running()
 }

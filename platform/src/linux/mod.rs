@@ -21,6 +21,11 @@ pub(crate) use route::{add_route, del_route};
 pub(crate) use tun::{create_tun, GroTable, Tun, BATCH_HEADROOM, IDEAL_BATCH_SIZE};
 pub(crate) use watch::{watch_changes, ChangeWatcher};
 
+/// What [`PlatformError::PermissionDenied`] says is missing.
+pub(crate) const PRIVILEGE: &str = "root or CAP_NET_ADMIN";
+/// How to get [`PRIVILEGE`].
+pub(crate) const PRIVILEGE_ADVICE: &str = "run it with sudo";
+
 /// Linux `IFNAMSIZ`, including the terminating NUL.
 const IFNAMSIZ: usize = 16;
 

@@ -9,17 +9,12 @@ use rtnetlink::LinkUnspec;
 use tun_rs::{AsyncDevice, DeviceBuilder};
 
 use super::{nl_error, validate_ifname, with_netlink};
-use crate::{network_of, PlatformError, TunConfig};
+use crate::{PlatformError, TunConfig};
 
 pub(crate) const BATCH_HEADROOM: usize = tun_rs::VIRTIO_NET_HDR_LEN;
 pub(crate) const IDEAL_BATCH_SIZE: usize = tun_rs::IDEAL_BATCH_SIZE;
 
 pub(crate) type GroTable = tun_rs::GROTable;
-
-/// Smallest MTU IPv4 allows (RFC 791).
-const MIN_MTU_V4: u16 = 68;
-/// Smallest MTU IPv6 allows (RFC 8200).
-const MIN_MTU_V6: u16 = 1280;
 
 pub(crate) struct Tun {
     dev: AsyncDevice,
@@ -28,30 +23,8 @@ pub(crate) struct Tun {
     mtu: u16,
 }
 
-fn check_config(cfg: &TunConfig) -> Result<(), PlatformError> {
-    if let Some(name) = &cfg.name {
-        validate_ifname(name)?;
-    }
-    let has_v6 = cfg.addresses.iter().any(|(a, _)| a.is_ipv6());
-    let min = if has_v6 { MIN_MTU_V6 } else { MIN_MTU_V4 };
-    if cfg.mtu < min {
-        return Err(PlatformError::InvalidArgument {
-            what: format!("TUN MTU {} below {min}", cfg.mtu),
-        });
-    }
-    for &(addr, prefix) in &cfg.addresses {
-        network_of(addr, prefix)?;
-        if addr.is_unspecified() || addr.is_multicast() {
-            return Err(PlatformError::InvalidArgument {
-                what: format!("TUN address {addr} is not a unicast address"),
-            });
-        }
-    }
-    Ok(())
-}
-
 pub(crate) async fn create_tun(cfg: &TunConfig) -> Result<Tun, PlatformError> {
-    check_config(cfg)?;
+    crate::tun_config::check(cfg, validate_ifname)?;
     let op = "create TUN device";
 
     // Opening an existing (persistent) TUN by name would attach to it, and
@@ -210,33 +183,16 @@ impl Tun {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::IpAddr;
-
-    fn cfg(mtu: u16, addrs: &[(&str, u8)]) -> TunConfig {
-        TunConfig {
-            name: Some("antq0".into()),
-            mtu,
-            addresses: addrs
-                .iter()
-                .map(|(a, p)| (a.parse::<IpAddr>().unwrap(), *p))
-                .collect(),
-            offload: false,
-        }
-    }
 
     #[test]
-    fn config_checks() {
-        assert!(check_config(&cfg(1280, &[("10.0.0.1", 24), ("fd00::1", 64)])).is_ok());
-        assert!(check_config(&cfg(576, &[("10.0.0.1", 24)])).is_ok());
-        assert!(check_config(&cfg(1279, &[("fd00::1", 64)])).is_err());
-        assert!(check_config(&cfg(67, &[])).is_err());
-        assert!(check_config(&cfg(1400, &[("10.0.0.1", 33)])).is_err());
-        assert!(check_config(&cfg(1400, &[("0.0.0.0", 8)])).is_err());
-        assert!(check_config(&cfg(1400, &[("ff02::1", 64)])).is_err());
-        let mut bad = cfg(1400, &[]);
-        bad.name = Some("much-too-long-name".into());
+    fn config_name_rules() {
+        let cfg = |name: &str| TunConfig {
+            name: Some(name.into()),
+            ..TunConfig::default()
+        };
+        assert!(crate::tun_config::check(&cfg("antq0"), validate_ifname).is_ok());
         assert!(matches!(
-            check_config(&bad),
+            crate::tun_config::check(&cfg("much-too-long-name"), validate_ifname),
             Err(PlatformError::InvalidName { .. })
         ));
     }

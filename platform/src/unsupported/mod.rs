@@ -1,14 +1,18 @@
-//! Fallback for every OS without an implementation yet.
+//! Fallback for every OS other than Linux, macOS and Windows.
 //!
-//! Each operation returns [`PlatformError::Unsupported`]. macOS and Windows
-//! support arrives in issue 8; until then antq runs its tunnel on Linux only.
-//! The device and watcher types are uninhabited: they can never be created,
-//! so their methods need no behaviour.
+//! Each operation returns [`PlatformError::Unsupported`]. The device and
+//! watcher types are uninhabited: they can never be created, so their
+//! methods need no behaviour.
 
 use std::io;
 use std::net::IpAddr;
 
 use crate::{ChangeEvent, Interface, InterfaceRef, PlatformError, TunConfig};
+
+/// What [`PlatformError::PermissionDenied`] says is missing.
+pub(crate) const PRIVILEGE: &str = "root";
+/// How to get [`PRIVILEGE`].
+pub(crate) const PRIVILEGE_ADVICE: &str = "antq has no TUN support on this OS";
 
 pub(crate) const BATCH_HEADROOM: usize = 0;
 pub(crate) const IDEAL_BATCH_SIZE: usize = 1;
@@ -18,13 +22,11 @@ fn unsupported(what: &'static str) -> PlatformError {
 }
 
 pub(crate) async fn interfaces() -> Result<Vec<Interface>, PlatformError> {
-    Err(unsupported("interface discovery (macOS/Windows: issue 8)"))
+    Err(unsupported("interface discovery"))
 }
 
 pub(crate) fn watch_changes() -> Result<ChangeWatcher, PlatformError> {
-    Err(unsupported(
-        "network change events (macOS/Windows: issue 8)",
-    ))
+    Err(unsupported("network change events"))
 }
 
 pub(crate) enum ChangeWatcher {}
@@ -36,7 +38,7 @@ impl ChangeWatcher {
 }
 
 pub(crate) async fn create_tun(_cfg: &TunConfig) -> Result<Tun, PlatformError> {
-    Err(unsupported("TUN devices (macOS/Windows: issue 8)"))
+    Err(unsupported("TUN devices"))
 }
 
 pub(crate) enum Tun {}
@@ -93,7 +95,7 @@ pub(crate) async fn add_route(
     _dest: IpAddr,
     _prefix_len: u8,
 ) -> Result<(), PlatformError> {
-    Err(unsupported("route setup (macOS/Windows: issue 8)"))
+    Err(unsupported("route setup"))
 }
 
 pub(crate) async fn del_route(
@@ -101,15 +103,15 @@ pub(crate) async fn del_route(
     _dest: IpAddr,
     _prefix_len: u8,
 ) -> Result<(), PlatformError> {
-    Err(unsupported("route setup (macOS/Windows: issue 8)"))
+    Err(unsupported("route setup"))
 }
 
-/// Not determined on this OS yet (issue 8); reports `false`.
+/// Not determined on this OS; reports `false`.
 pub(crate) fn is_root() -> bool {
     false
 }
 
-/// Not determined on this OS yet (issue 8); reports `false`.
+/// Not determined on this OS; reports `false`.
 pub(crate) fn has_net_admin() -> bool {
     false
 }

@@ -30,7 +30,8 @@ enum Command {
     /// Read a private key (base64) on stdin and print its public key.
     Pubkey,
     /// Bring the tunnel up and run it in the foreground until SIGINT/SIGTERM
-    /// or `antq-tun down`; then remove the device and routes and exit 0.
+    /// (Windows: Ctrl-C, Ctrl-Break, console close) or `antq-tun down`; then
+    /// remove the device and routes and exit 0.
     Up {
         /// The tunnel's config file.
         #[arg(short, long, value_name = "FILE")]

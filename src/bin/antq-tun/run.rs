@@ -11,24 +11,17 @@ use antq::tunnel::config::TunnelConfig;
 use antq::tunnel::control::{self, Request};
 use antq::tunnel::device::Tunnel;
 use anyhow::{bail, Context as _};
-use tokio::signal::unix::{signal, SignalKind};
 
 /// Fails unless we may create devices and routes.
 fn require_privileges(what: &str) -> anyhow::Result<()> {
     if !antq_platform::has_net_admin() {
-        bail!("{what} needs root (or CAP_NET_ADMIN) to create the TUN device and routes; run it with sudo");
+        bail!(
+            "{what} needs {} to create the TUN device and routes; {}",
+            antq_platform::REQUIRED_PRIVILEGE,
+            antq_platform::PRIVILEGE_ADVICE
+        );
     }
     Ok(())
-}
-
-/// Resolves when SIGINT or SIGTERM arrives.
-async fn terminated() -> anyhow::Result<&'static str> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
 }
 
 /// Aborts the metrics server when dropped.
@@ -69,12 +62,12 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
     }
     super::local_runtime()?.block_on(async move {
         let metrics = bind_metrics(config.metrics).await?;
-        let listener = control::bind(&config.name).await?;
+        let mut listener = control::bind(&config.name).await?;
         let name = config.name.clone();
         let tunnel = Tunnel::start(config).await.with_context(|| format!("bringing up {name}"))?;
         tracing::info!(interface = %name, listen = ?tunnel.overlay().local_addr().ok(), public_key = %tunnel.overlay().peer_id(), "tunnel up");
         let _metrics = serve_metrics(metrics, tunnel.metrics());
-        let stop = terminated();
+        let stop = antq_platform::terminated();
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -82,7 +75,7 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
                     tracing::info!("{}, shutting down", signal?);
                     break;
                 }
-                accepted = control::accept(&listener) => {
+                accepted = control::accept(&mut listener) => {
                     let (request, stream) = accepted?;
                     match request {
                         Request::Status => {
@@ -99,7 +92,8 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
             }
         }
         tunnel.shutdown().await;
-        let _ = std::fs::remove_file(control::socket_path(&name));
+        // Removes the control endpoint: `antq-tun down` waits for that.
+        drop(listener);
         tracing::info!(interface = %name, "tunnel down");
         Ok(())
     })
@@ -111,7 +105,7 @@ pub fn down(path: &Path) -> anyhow::Result<()> {
         control::request(&config.name, Request::Down).await?;
         // Wait until the instance has removed its control socket.
         for _ in 0..100 {
-            if !control::socket_path(&config.name).exists() {
+            if !control::is_running(&config.name) {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -133,7 +127,7 @@ pub fn bootstrap(path: &Path) -> anyhow::Result<()> {
         let node = Bootstrap::start(BootstrapSettings::from(config)).with_context(|| format!("starting the bootstrap on {listen}"))?;
         tracing::info!(listen = ?node.local_addr().ok(), tcp_listen = ?node.tcp_local_addr(), public_key = %node.peer_id(), "bootstrap running");
         let _metrics = serve_metrics(metrics, node.metrics());
-        let signal = terminated().await?;
+        let signal = antq_platform::terminated().await?;
         tracing::info!("{signal}, shutting down");
         node.close().await;
         Ok(())

@@ -11,7 +11,7 @@ pub fn status(json: bool, only: Option<&str>) -> anyhow::Result<()> {
     if names.is_empty() {
         bail!(
             "no antq-tun is running (no control socket in {})",
-            control::SOCKET_DIR
+            control::LOCATION
         );
     }
     super::local_runtime()?.block_on(async {

@@ -1,0 +1,58 @@
+//! Routes: `RTM_ADD` / `RTM_DELETE` on a routing socket, through
+//! `route_manager`. A route through an interface carries the interface as
+//! a link-level (`sockaddr_dl`) gateway, like `route add -net ... -interface`.
+
+use std::net::IpAddr;
+
+use route_manager::{Route, RouteManager};
+
+use super::{if_index, os_error};
+use crate::{network_of, InterfaceRef, PlatformError};
+
+/// The index of `iface`; `NotFound` for names that do not exist.
+fn resolve(iface: &InterfaceRef) -> Result<u32, PlatformError> {
+    match iface {
+        InterfaceRef::Index(0) => Err(PlatformError::InvalidArgument {
+            what: "interface index 0".into(),
+        }),
+        InterfaceRef::Index(i) => Ok(*i),
+        InterfaceRef::Name(name) => match if_index(name) {
+            0 => Err(PlatformError::NotFound {
+                op: "look up interface",
+            }),
+            i => Ok(i),
+        },
+    }
+}
+
+fn route(iface: &InterfaceRef, dest: IpAddr, prefix_len: u8) -> Result<Route, PlatformError> {
+    let net = network_of(dest, prefix_len)?;
+    let index = resolve(iface)?;
+    Ok(Route::new(net, prefix_len).with_if_index(index))
+}
+
+pub(crate) async fn add_route(
+    iface: &InterfaceRef,
+    dest: IpAddr,
+    prefix_len: u8,
+) -> Result<(), PlatformError> {
+    let op = "add route";
+    let route = route(iface, dest, prefix_len)?;
+    RouteManager::new()
+        .and_then(|mut m| m.add(&route))
+        .map_err(|e| os_error(op, e))
+}
+
+/// Deletes the route to `dest/prefix_len`. The routing socket matches
+/// destination and mask; the interface is only checked to exist.
+pub(crate) async fn del_route(
+    iface: &InterfaceRef,
+    dest: IpAddr,
+    prefix_len: u8,
+) -> Result<(), PlatformError> {
+    let op = "delete route";
+    let route = route(iface, dest, prefix_len)?;
+    RouteManager::new()
+        .and_then(|mut m| m.delete(&route))
+        .map_err(|e| os_error(op, e))
+}

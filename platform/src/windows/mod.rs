@@ -1,0 +1,27 @@
+//! Windows: IP Helper for interfaces (`GetAdaptersAddresses`), change
+//! events (`Notify*Change*` callbacks) and routes (`CreateIpForwardEntry2`);
+//! `tun-rs` with Wintun for the TUN device, its addresses over IP Helper.
+//!
+//! Written without a Windows machine at hand: CI on Windows builds it and
+//! runs the unprivileged contract tests; the TUN and route tests need an
+//! elevated process and `wintun.dll` and are ignored there. The IP Helper
+//! parts are also type-checked on Linux (see `check.rs`).
+
+mod links;
+mod process;
+mod route;
+mod sys;
+mod tun;
+mod watch;
+
+pub(crate) use links::interfaces;
+pub(crate) use process::{has_net_admin, is_root, raise_thread_priority, restore_thread_priority};
+pub(crate) use route::{add_route, del_route};
+pub(crate) use tun::{create_tun, GroTable, Tun, BATCH_HEADROOM, IDEAL_BATCH_SIZE};
+pub(crate) use watch::{watch_changes, ChangeWatcher};
+
+/// What [`crate::PlatformError::PermissionDenied`] says is missing.
+pub(crate) const PRIVILEGE: &str = "an elevated (Administrator) process";
+/// How to get [`PRIVILEGE`].
+pub(crate) const PRIVILEGE_ADVICE: &str =
+    "run it from a terminal opened with \"Run as administrator\"";
