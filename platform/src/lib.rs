@@ -50,6 +50,9 @@ mod imp;
 #[path = "unsupported/mod.rs"]
 mod imp;
 
+#[cfg(any(target_os = "macos", target_os = "windows"))]
+mod plain_tun;
+
 pub mod control;
 mod signal;
 mod tun_config;

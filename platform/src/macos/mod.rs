@@ -16,9 +16,10 @@ mod route;
 mod tun;
 mod watch;
 
+pub(crate) use crate::plain_tun::{GroTable, Tun, BATCH_HEADROOM, IDEAL_BATCH_SIZE};
 pub(crate) use links::interfaces;
 pub(crate) use route::{add_route, del_route};
-pub(crate) use tun::{create_tun, GroTable, Tun, BATCH_HEADROOM, IDEAL_BATCH_SIZE};
+pub(crate) use tun::create_tun;
 pub(crate) use watch::{watch_changes, ChangeWatcher};
 
 /// What [`PlatformError::PermissionDenied`] says is missing.

@@ -14,10 +14,11 @@ mod sys;
 mod tun;
 mod watch;
 
+pub(crate) use crate::plain_tun::{GroTable, Tun, BATCH_HEADROOM, IDEAL_BATCH_SIZE};
 pub(crate) use links::interfaces;
 pub(crate) use process::{has_net_admin, is_root, raise_thread_priority, restore_thread_priority};
 pub(crate) use route::{add_route, del_route};
-pub(crate) use tun::{create_tun, GroTable, Tun, BATCH_HEADROOM, IDEAL_BATCH_SIZE};
+pub(crate) use tun::create_tun;
 pub(crate) use watch::{watch_changes, ChangeWatcher};
 
 /// What [`crate::PlatformError::PermissionDenied`] says is missing.

@@ -7,7 +7,7 @@ use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use tun_rs::{AsyncDevice, DeviceBuilder};
+use tun_rs::DeviceBuilder;
 use windows_sys::Win32::NetworkManagement::IpHelper::{
     CreateUnicastIpAddressEntry, InitializeUnicastIpAddressEntry, MIB_UNICASTIPADDRESS_ROW,
 };
@@ -15,16 +15,8 @@ use windows_sys::Win32::Networking::WinSock::IpDadStatePreferred;
 
 use super::route::index_of_alias;
 use super::sys::{check, sockaddr_inet};
+use crate::plain_tun::Tun;
 use crate::{PlatformError, TunConfig};
-
-/// No offload on Windows: no headroom needed.
-pub(crate) const BATCH_HEADROOM: usize = 0;
-/// One packet per call.
-pub(crate) const IDEAL_BATCH_SIZE: usize = 1;
-
-/// No offload, so nothing to coalesce: the table is empty.
-#[derive(Default)]
-pub(crate) struct GroTable;
 
 /// Wintun's limit on adapter names (`MAX_ADAPTER_NAME`, 128 UTF-16 units
 /// including the terminating NUL).
@@ -96,13 +88,6 @@ fn add_address(index: u32, addr: IpAddr, prefix_len: u8) -> Result<(), PlatformE
     })
 }
 
-pub(crate) struct Tun {
-    dev: AsyncDevice,
-    name: String,
-    index: u32,
-    mtu: u16,
-}
-
 pub(crate) async fn create_tun(cfg: &TunConfig) -> Result<Tun, PlatformError> {
     crate::tun_config::check(cfg, validate_name)?;
     let op = "create TUN device";
@@ -132,79 +117,5 @@ pub(crate) async fn create_tun(cfg: &TunConfig) -> Result<Tun, PlatformError> {
     for &(addr, prefix) in &cfg.addresses {
         add_address(index, addr, prefix)?;
     }
-    Ok(Tun {
-        dev,
-        name,
-        index,
-        mtu: cfg.mtu,
-    })
-}
-
-impl Tun {
-    pub(crate) fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub(crate) fn index(&self) -> u32 {
-        self.index
-    }
-
-    pub(crate) fn mtu(&self) -> u16 {
-        self.mtu
-    }
-
-    pub(crate) fn offload(&self) -> bool {
-        false
-    }
-
-    pub(crate) fn udp_offload(&self) -> bool {
-        false
-    }
-
-    pub(crate) async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.dev.recv(buf).await
-    }
-
-    pub(crate) async fn send(&self, pkt: &[u8]) -> io::Result<usize> {
-        self.dev.send(pkt).await
-    }
-
-    pub(crate) fn try_send(&self, pkt: &[u8]) -> io::Result<usize> {
-        self.dev.try_send(pkt)
-    }
-
-    /// Without offload: reads one packet into `bufs[0][offset..]`.
-    pub(crate) async fn recv_batch<B: AsRef<[u8]> + AsMut<[u8]>>(
-        &self,
-        _scratch: &mut [u8],
-        bufs: &mut [B],
-        sizes: &mut [usize],
-        offset: usize,
-    ) -> io::Result<usize> {
-        let (Some(buf), Some(size)) = (bufs.first_mut(), sizes.first_mut()) else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no buffer"));
-        };
-        let buf = buf.as_mut().get_mut(offset..).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "offset beyond the buffer")
-        })?;
-        *size = self.dev.recv(buf).await?;
-        Ok(1)
-    }
-
-    /// Without offload: writes the packets one by one.
-    pub(crate) async fn send_batch(
-        &self,
-        _gro: &mut GroTable,
-        bufs: &mut [Vec<u8>],
-        offset: usize,
-    ) -> io::Result<usize> {
-        let mut total = 0;
-        for buf in bufs.iter() {
-            let pkt = buf.get(offset..).ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidInput, "offset beyond the buffer")
-            })?;
-            total += self.dev.send(pkt).await?;
-        }
-        Ok(total)
-    }
+    Ok(Tun::new(dev, name, index, cfg.mtu))
 }
