@@ -375,6 +375,12 @@ impl Node {
         &self.inner.stats
     }
 
+    /// QUIC connections open on this endpoint: established, handshaking or
+    /// draining, to peers and bootstraps alike.
+    pub fn open_connections(&self) -> usize {
+        self.inner.endpoint.open_connections()
+    }
+
     /// Incoming handshakes refused because the client's key is not on the
     /// allowlist (0 for a node that accepts any key).
     pub fn keys_refused(&self) -> u64 {

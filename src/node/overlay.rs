@@ -144,6 +144,19 @@ pub struct PeerStatus {
     pub first_direct_ms: Option<u64>,
 }
 
+/// How many peers have a live connection of each kind
+/// ([`Overlay::open_connections`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenConnections {
+    /// Peers with a live direct connection.
+    pub direct: usize,
+    /// Peers with a live relay connection (kept as a backup while the
+    /// direct one is up, so a peer often counts in both).
+    pub relay: usize,
+    /// Peers with both.
+    pub both: usize,
+}
+
 /// Why a datagram could not be sent.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -545,6 +558,20 @@ impl Overlay {
             .collect();
         out.sort_by(|a, b| a.public_key.cmp(&b.public_key));
         out
+    }
+
+    /// Counts the peers' live connections, direct and relay.
+    pub fn open_connections(&self) -> OpenConnections {
+        let mut open = OpenConnections::default();
+        for slot in self.inner.peers.values() {
+            let paths = slot.read();
+            let direct = paths.direct.as_ref().is_some_and(alive);
+            let relay = paths.relay.as_ref().is_some_and(alive);
+            open.direct += usize::from(direct);
+            open.relay += usize::from(relay);
+            open.both += usize::from(direct && relay);
+        }
+        open
     }
 
     /// Closes every connection.
