@@ -99,6 +99,9 @@ struct Args {
     mode: Mode,
     bin: String,
     timeout: Duration,
+    /// `--hub`: the spokes know the hub's address and dial it (as peers of
+    /// a hub with a public address would), besides the relay and punching.
+    known_endpoint: bool,
 }
 
 fn args() -> Args {
@@ -106,9 +109,14 @@ fn args() -> Args {
         mode: Mode::Pairs(1000),
         bin: "target/release/antq-tun".to_owned(),
         timeout: Duration::from_secs(120),
+        known_endpoint: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
+        if a == "--known-endpoint" {
+            args.known_endpoint = true;
+            continue;
+        }
         let value = it.next().unwrap_or_else(|| usage());
         match a.as_str() {
             "--pairs" => args.mode = Mode::Pairs(value.parse().unwrap_or_else(|_| usage())),
@@ -125,7 +133,9 @@ fn args() -> Args {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: scale [--pairs N | --hub N] [--bin PATH/antq-tun] [--timeout-secs S]");
+    eprintln!(
+        "usage: scale [--pairs N | --hub N [--known-endpoint]] [--bin PATH/antq-tun] [--timeout-secs S]"
+    );
     std::process::exit(2)
 }
 
@@ -219,13 +229,17 @@ fn start_bootstrap(bin: &str, dir: &Path) -> (KillOnDrop, BootstrapAddr) {
     )
 }
 
-/// Starts an overlay on loopback with `peers` (no known endpoints: every
-/// peer is found through the bootstrap).
-fn start_overlay(identity: &Identity, peers: Vec<PeerId>, bootstrap: BootstrapAddr) -> Overlay {
+/// Starts an overlay on loopback with `peers` and their known endpoints, if
+/// any (a peer without one is found through the bootstrap only).
+fn start_overlay(
+    identity: &Identity,
+    peers: Vec<(PeerId, Option<SocketAddr>)>,
+    bootstrap: BootstrapAddr,
+) -> Overlay {
     Overlay::start(OverlayConfig {
         identity: identity.clone(),
         bind: "127.0.0.1:0".parse().expect("a loopback address"),
-        peers: peers.into_iter().map(|p| (p, None)).collect(),
+        peers,
         bootstraps: vec![bootstrap],
         exclude_ips: vec![],
         transport: TransportSettings::default(),
@@ -286,7 +300,13 @@ async fn run_pairs(args: &Args, pairs: usize) {
     let overlays: Vec<Overlay> = identities
         .iter()
         .enumerate()
-        .map(|(i, identity)| start_overlay(identity, vec![identities[i ^ 1].peer_id()], bootstrap))
+        .map(|(i, identity)| {
+            start_overlay(
+                identity,
+                vec![(identities[i ^ 1].peer_id(), None)],
+                bootstrap,
+            )
+        })
         .collect();
     let spawned = started.elapsed();
 
@@ -474,8 +494,14 @@ async fn run_hub(args: &Args, peers: usize) {
         io: Arc::new(Mutex::new((stdin, stdout))),
     };
     let hub_pid = hub.child.id();
+    let hub_addr = hub.ask("addr").await;
     println!(
-        "hub with {peers} peers (its own process) and {peers} spokes on one bootstrap, loopback"
+        "hub with {peers} peers (its own process) and {peers} spokes on one bootstrap, loopback{}",
+        if args.known_endpoint {
+            "; the spokes know the hub's address"
+        } else {
+            ""
+        }
     );
 
     // The hub's bootstrap link first; then a moment for its start to settle
@@ -495,9 +521,12 @@ async fn run_hub(args: &Args, peers: usize) {
 
     let started = Instant::now();
     let hub_key = hub_identity.peer_id();
+    let endpoint = args
+        .known_endpoint
+        .then_some(hub_addr.parse().expect("hub address"));
     let overlays: Vec<Overlay> = spokes
         .iter()
-        .map(|identity| start_overlay(identity, vec![hub_key], bootstrap))
+        .map(|identity| start_overlay(identity, vec![(hub_key, endpoint)], bootstrap))
         .collect();
     let spawned = started.elapsed();
     let deadline = started + args.timeout;
@@ -554,15 +583,20 @@ async fn run_hub(args: &Args, peers: usize) {
         "hub CPU: {cpu_setup:.2} s while its peers connected, {cpu_idle:.2} s in 10 s idle; bootstrap CPU {boot_cpu:.2} s, RSS {:.1} MiB",
         boot_rss as f64 / 1024.0
     );
+    // Per QUIC connection to a peer (the bootstrap link was there before).
+    let conns = idle.quic.saturating_sub(1).max(1) as f64;
+    let heap_grown = idle.heap.saturating_sub(heap_before) as f64 / 1024.0;
     println!(
-        "hub heap in use: before {} KiB, after {} KiB, per idle peer {:.1} KiB",
+        "hub heap in use: before {} KiB, after {} KiB, per idle peer {:.1} KiB, per peer connection {:.1} KiB",
         heap_before / 1024,
         idle.heap / 1024,
-        idle.heap.saturating_sub(heap_before) as f64 / 1024.0 / peers as f64
+        heap_grown / peers as f64,
+        heap_grown / conns
     );
     println!(
-        "hub RSS: busy {rss_busy} KiB; after malloc_trim ({trimmed}) {rss_trimmed} KiB, per idle peer {:.1} KiB",
-        per_peer(rss_trimmed, rss_before)
+        "hub RSS: busy {rss_busy} KiB; after malloc_trim ({trimmed}) {rss_trimmed} KiB, per idle peer {:.1} KiB; per peer connection {:.1} KiB",
+        per_peer(rss_trimmed, rss_before),
+        rss_after.saturating_sub(rss_before) as f64 / conns
     );
     println!(
         "hub: {peers} peers, RSS before {rss_before} KiB, after {rss_after} KiB, per idle peer {:.1} KiB",
@@ -594,7 +628,7 @@ async fn run_hub_node(spec: &Path) {
                 })
             }
             ["key", secret] => identity = Some(Identity::from_base64(secret).expect("hub key")),
-            ["peer", peer] => peers.push(peer.parse::<PeerId>().expect("peer key")),
+            ["peer", peer] => peers.push((peer.parse::<PeerId>().expect("peer key"), None)),
             _ => panic!("bad line in {}: {line}", spec.display()),
         }
     }
@@ -623,6 +657,7 @@ async fn run_hub_node(spec: &Path) {
                     )
                 }
                 "trim" => trim(),
+                "addr" => format!("{}", answers.local_addr().expect("hub address")),
                 other => format!("unknown request {other:?}"),
             };
             writeln!(stdout, "{ANSWER}{answer}").expect("write stdout");
