@@ -52,6 +52,16 @@ pub struct TransportSettings {
     /// promises its devices datagrams of this size (a lossy path would
     /// otherwise shrink them below the TUN MTU for minutes).
     pub initial_mtu: u16,
+    /// Unidirectional streams a peer may have open at once. The protocol
+    /// opens one in each direction, the control channel ([`control`]).
+    /// quinn sets up every stream a peer may open when the connection
+    /// starts (its default of 100 costs about 8 KiB per connection), and
+    /// buffers data for streams nobody reads up to the stream window.
+    pub max_uni_streams: u32,
+    /// Bidirectional streams a peer may have open at once. The overlay and
+    /// the bootstrap open none; [`PeerConnection::open_bi`] is there for
+    /// other users of [`Node`].
+    pub max_bidi_streams: u32,
 }
 
 impl Default for TransportSettings {
@@ -61,6 +71,8 @@ impl Default for TransportSettings {
             idle_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             initial_mtu: 1360,
+            max_uni_streams: 4,
+            max_bidi_streams: 4,
         }
     }
 }
@@ -559,6 +571,8 @@ fn transport_config(settings: &TransportSettings) -> Result<quinn::TransportConf
         .max_idle_timeout(Some(idle))
         .initial_mtu(settings.initial_mtu)
         .min_mtu(settings.initial_mtu)
+        .max_concurrent_uni_streams(settings.max_uni_streams.into())
+        .max_concurrent_bidi_streams(settings.max_bidi_streams.into())
         .datagram_receive_buffer_size(Some(4 << 20))
         .datagram_send_buffer_size(4 << 20);
     Ok(transport)
