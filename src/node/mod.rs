@@ -519,7 +519,7 @@ impl Node {
             control::send_hello(&mut send)
                 .await
                 .map_err(|_| ConnectError::Protocol { peer, addr })?;
-            let control = Arc::new(ControlChannel::spawn(conn.clone(), send, reader));
+            let control = Arc::new(ControlChannel::new(conn.clone(), send, reader));
             Ok(PeerConnection {
                 conn,
                 peer,
@@ -648,7 +648,7 @@ async fn accept_one(incoming: quinn::Incoming) -> Result<PeerConnection, AcceptE
     control::send_hello(&mut send).await?;
     let mut reader = FrameReader::new(conn.accept_uni().await?);
     reader.expect_hello().await?;
-    let control = Arc::new(ControlChannel::spawn(conn.clone(), send, reader));
+    let control = Arc::new(ControlChannel::new(conn.clone(), send, reader));
     tracing::debug!(peer = %peer.short(), remote = %conn.remote_address(), "accepted");
     Ok(PeerConnection {
         conn,
