@@ -388,6 +388,10 @@ struct HubStatus {
     link: bool,
     /// Live heap bytes.
     heap: usize,
+    /// Incoming connections accepted so far.
+    accepted: usize,
+    /// Incoming handshakes that failed so far.
+    failed: usize,
 }
 
 impl HubStatus {
@@ -403,6 +407,8 @@ impl HubStatus {
                 "quic" => st.quic = value,
                 "link" => st.link = value != 0,
                 "heap" => st.heap = value,
+                "accepted" => st.accepted = value,
+                "failed" => st.failed = value,
                 _ => {}
             }
         }
@@ -576,8 +582,8 @@ async fn run_hub(args: &Args, peers: usize) {
     show("time to connect", connected);
     show("time to direct", direct);
     println!(
-        "hub connections after 10 s idle: {} peers direct, {} relay, {} both (a relay connection is kept as backup next to the direct one); {} QUIC connections open incl. the bootstrap link",
-        idle.direct, idle.relay, idle.both, idle.quic
+        "hub connections after 10 s idle: {} peers direct, {} relay, {} both (a relay connection is kept as backup next to the direct one); {} QUIC connections open incl. the bootstrap link; {} incoming accepted in all, {} incoming handshakes failed",
+        idle.direct, idle.relay, idle.both, idle.quic, idle.accepted, idle.failed
     );
     println!(
         "hub CPU: {cpu_setup:.2} s while its peers connected, {cpu_idle:.2} s in 10 s idle; bootstrap CPU {boot_cpu:.2} s, RSS {:.1} MiB",
@@ -642,18 +648,21 @@ async fn run_hub_node(spec: &Path) {
             let answer = match line.expect("read stdin").as_str() {
                 "status" => {
                     let open = answers.open_connections();
+                    let stats = answers.node().stats();
                     let link = answers
                         .observed_addresses()
                         .iter()
                         .any(|(_, o)| o.is_some());
                     format!(
-                        "status direct={} relay={} both={} quic={} link={} heap={}",
+                        "status direct={} relay={} both={} quic={} link={} heap={} accepted={} failed={}",
                         open.direct,
                         open.relay,
                         open.both,
                         answers.node().open_connections(),
                         u8::from(link),
-                        HEAP_LIVE.load(Ordering::Relaxed)
+                        HEAP_LIVE.load(Ordering::Relaxed),
+                        stats.accepted.load(Ordering::Relaxed),
+                        stats.handshakes_failed.load(Ordering::Relaxed)
                     )
                 }
                 "trim" => trim(),

@@ -222,6 +222,41 @@ struct PeerSlot {
     first_connect: Mutex<Option<Duration>>,
     first_direct: Mutex<Option<Duration>>,
     wake: Notify,
+    /// Where a dial to the peer is under way (its endpoint, a relay path):
+    /// a handshake that is slow (a busy peer) is not joined by more to the
+    /// same place, each of which would cost the peer a connection.
+    dialing: Mutex<Vec<SocketAddr>>,
+}
+
+/// A dial under way to one of a peer's addresses; ends when dropped.
+struct Dialing {
+    slot: Arc<PeerSlot>,
+    addr: SocketAddr,
+}
+
+impl Dialing {
+    /// Marks a dial to `addr` as under way, unless one already is.
+    fn begin(slot: &Arc<PeerSlot>, addr: SocketAddr) -> Option<Self> {
+        let mut dialing = slot.dialing.lock().unwrap_or_else(PoisonError::into_inner);
+        if dialing.contains(&addr) {
+            return None;
+        }
+        dialing.push(addr);
+        Some(Self {
+            slot: slot.clone(),
+            addr,
+        })
+    }
+}
+
+impl Drop for Dialing {
+    fn drop(&mut self) {
+        self.slot
+            .dialing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|a| *a != self.addr);
+    }
 }
 
 impl PeerSlot {
@@ -360,6 +395,7 @@ impl Overlay {
                     first_connect: Mutex::default(),
                     first_direct: Mutex::default(),
                     wake: Notify::new(),
+                    dialing: Mutex::default(),
                 };
                 (*id, Arc::new(slot))
             })
@@ -703,17 +739,21 @@ impl Overlay {
             if let Some(endpoint) = slot.endpoint {
                 if !slot.has_direct() && endpoint_backoff.ready(now) {
                     endpoint_backoff.arm(now);
-                    self.note_attempt(false);
-                    let this = self.clone();
-                    let peer = slot.id;
-                    tokio::spawn(async move {
-                        match this.inner.node.connect(peer, &[endpoint]).await {
-                            Ok(conn) => this.install(conn),
-                            Err(error) => {
-                                tracing::debug!(peer = %peer.short(), %endpoint, %error, "endpoint dial failed")
+                    // Unless the last dial is still under way.
+                    if let Some(dialing) = Dialing::begin(&slot, endpoint) {
+                        self.note_attempt(false);
+                        let this = self.clone();
+                        let peer = slot.id;
+                        tokio::spawn(async move {
+                            let _dialing = dialing;
+                            match this.inner.node.connect(peer, &[endpoint]).await {
+                                Ok(conn) => this.install(conn),
+                                Err(error) => {
+                                    tracing::debug!(peer = %peer.short(), %endpoint, %error, "endpoint dial failed")
+                                }
                             }
-                        }
-                    });
+                        });
+                    }
                 } else if slot.has_direct() {
                     endpoint_backoff.reset();
                 }
@@ -859,11 +899,17 @@ impl Overlay {
         }
     }
 
+    /// Dials the peer over the relay path `virtual_addr`, unless a dial
+    /// there is still under way.
     fn dial_relay(&self, slot: &Arc<PeerSlot>, virtual_addr: SocketAddr) {
+        let Some(dialing) = Dialing::begin(slot, virtual_addr) else {
+            return;
+        };
         self.note_attempt(true);
         let this = self.clone();
         let peer = slot.id;
         tokio::spawn(async move {
+            let _dialing = dialing;
             match this.inner.node.connect(peer, &[virtual_addr]).await {
                 Ok(conn) => this.install(conn),
                 Err(error) => tracing::debug!(peer = %peer.short(), %error, "relay dial failed"),
