@@ -4,9 +4,15 @@
 //! The accepting side opens its stream first and sends `HELLO` once it has
 //! accepted the peer's key; the dialing side reads that `HELLO` (proof that
 //! it was accepted), then opens its own stream with its `HELLO`. After that,
-//! a writer task and a reader task move messages between the streams and
-//! channels. Unknown frame types are skipped; a malformed frame closes the
-//! connection with [`PROTOCOL_VIOLATION`].
+//! messages are read from the stream when asked for ([`ControlChannel::recv`])
+//! and written by a writer task, started with the first message sent. Only a
+//! bootstrap link carries messages after the `HELLO`s: a connection between
+//! peers holds no task and no queue for its control channel (a node with
+//! many peers would pay for two queues and two tasks per connection).
+//! Unknown frame types are skipped; a malformed frame closes the connection
+//! with [`PROTOCOL_VIOLATION`].
+
+use std::sync::{OnceLock, PoisonError};
 
 use tokio::sync::{mpsc, Mutex};
 
@@ -19,7 +25,7 @@ pub const PROTOCOL_VERSION: u64 = 1;
 /// malformed control frame.
 pub const PROTOCOL_VIOLATION: u32 = 0x0a;
 
-/// How many messages may wait in each direction.
+/// How many messages may wait to be written.
 const QUEUE: usize = 256;
 
 /// Errors of the control channel.
@@ -106,68 +112,94 @@ async fn write(send: &mut quinn::SendStream, msg: &ControlMessage) -> Result<(),
 }
 
 /// Both directions of a connection's control channel.
-#[derive(Debug)]
 pub struct ControlChannel {
-    tx: mpsc::Sender<ControlMessage>,
-    rx: Mutex<mpsc::Receiver<ControlMessage>>,
+    conn: quinn::Connection,
+    /// Our stream, until the first message starts the writer task.
+    send: std::sync::Mutex<Option<quinn::SendStream>>,
+    /// The writer task's queue, once started.
+    tx: OnceLock<mpsc::Sender<ControlMessage>>,
+    /// The peer's stream; `None` once it ended or failed.
+    reader: Mutex<Option<FrameReader>>,
+}
+
+impl std::fmt::Debug for ControlChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlChannel")
+            .field("writer_started", &self.tx.get().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ControlChannel {
-    /// Starts the reader and writer tasks for an established channel.
-    pub(crate) fn spawn(
+    /// Wraps an established channel (both `HELLO`s exchanged).
+    pub(crate) fn new(
         conn: quinn::Connection,
-        mut send: quinn::SendStream,
-        mut reader: FrameReader,
+        send: quinn::SendStream,
+        reader: FrameReader,
     ) -> Self {
-        let (out_tx, mut out_rx) = mpsc::channel::<ControlMessage>(QUEUE);
-        let (in_tx, in_rx) = mpsc::channel(QUEUE);
-        tokio::spawn(async move {
-            while let Some(msg) = out_rx.recv().await {
-                if let Err(error) = write(&mut send, &msg).await {
-                    tracing::debug!(%error, "control writer stopped");
-                    break;
-                }
-            }
-        });
-        tokio::spawn(async move {
-            loop {
-                match reader.next().await {
-                    Ok(Some(msg)) => {
-                        if in_tx.send(msg).await.is_err() {
+        Self {
+            conn,
+            send: std::sync::Mutex::new(Some(send)),
+            tx: OnceLock::new(),
+            reader: Mutex::new(Some(reader)),
+        }
+    }
+
+    /// The writer task's queue, starting the task on first use.
+    fn writer(&self) -> &mpsc::Sender<ControlMessage> {
+        self.tx.get_or_init(|| {
+            let (tx, mut rx) = mpsc::channel::<ControlMessage>(QUEUE);
+            let send = self
+                .send
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(mut send) = send {
+                tokio::spawn(async move {
+                    while let Some(msg) = rx.recv().await {
+                        if let Err(error) = write(&mut send, &msg).await {
+                            tracing::debug!(%error, "control writer stopped");
                             break;
                         }
                     }
-                    Ok(None) => break,
-                    Err(ControlError::Malformed(error)) => {
-                        tracing::debug!(%error, "malformed control frame; closing the connection");
-                        conn.close(PROTOCOL_VIOLATION.into(), b"malformed control frame");
-                        break;
-                    }
-                    Err(error) => {
-                        tracing::debug!(%error, "control reader stopped");
-                        break;
-                    }
-                }
+                });
             }
-        });
-        Self {
-            tx: out_tx,
-            rx: Mutex::new(in_rx),
-        }
+            tx
+        })
     }
 
     /// Queues a message for the peer.
     pub async fn send(&self, msg: ControlMessage) -> Result<(), ControlError> {
-        self.tx.send(msg).await.map_err(|_| ControlError::Closed)
+        self.writer()
+            .send(msg)
+            .await
+            .map_err(|_| ControlError::Closed)
     }
 
     /// Queues a message without waiting; fails if the queue is full.
     pub fn try_send(&self, msg: ControlMessage) -> Result<(), ControlError> {
-        self.tx.try_send(msg).map_err(|_| ControlError::Closed)
+        self.writer()
+            .try_send(msg)
+            .map_err(|_| ControlError::Closed)
     }
 
     /// The next message from the peer; `None` once the channel is closed.
+    /// A malformed frame closes the connection. Cancel-safe: a message is
+    /// only taken off the stream when it is returned.
     pub async fn recv(&self) -> Option<ControlMessage> {
-        self.rx.lock().await.recv().await
+        let mut guard = self.reader.lock().await;
+        let reader = guard.as_mut()?;
+        match reader.next().await {
+            Ok(Some(msg)) => return Some(msg),
+            Ok(None) => {}
+            Err(ControlError::Malformed(error)) => {
+                tracing::debug!(%error, "malformed control frame; closing the connection");
+                self.conn
+                    .close(PROTOCOL_VIOLATION.into(), b"malformed control frame");
+            }
+            Err(error) => tracing::debug!(%error, "control reader stopped"),
+        }
+        *guard = None;
+        None
     }
 }

@@ -52,6 +52,16 @@ pub struct TransportSettings {
     /// promises its devices datagrams of this size (a lossy path would
     /// otherwise shrink them below the TUN MTU for minutes).
     pub initial_mtu: u16,
+    /// Unidirectional streams a peer may have open at once. The protocol
+    /// opens one in each direction, the control channel ([`control`]).
+    /// quinn sets up every stream a peer may open when the connection
+    /// starts (its default of 100 costs about 8 KiB per connection), and
+    /// buffers data for streams nobody reads up to the stream window.
+    pub max_uni_streams: u32,
+    /// Bidirectional streams a peer may have open at once. The overlay and
+    /// the bootstrap open none; [`PeerConnection::open_bi`] is there for
+    /// other users of [`Node`].
+    pub max_bidi_streams: u32,
 }
 
 impl Default for TransportSettings {
@@ -61,6 +71,8 @@ impl Default for TransportSettings {
             idle_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             initial_mtu: 1360,
+            max_uni_streams: 4,
+            max_bidi_streams: 4,
         }
     }
 }
@@ -375,6 +387,12 @@ impl Node {
         &self.inner.stats
     }
 
+    /// QUIC connections open on this endpoint: established, handshaking or
+    /// draining, to peers and bootstraps alike.
+    pub fn open_connections(&self) -> usize {
+        self.inner.endpoint.open_connections()
+    }
+
     /// Incoming handshakes refused because the client's key is not on the
     /// allowlist (0 for a node that accepts any key).
     pub fn keys_refused(&self) -> u64 {
@@ -501,7 +519,7 @@ impl Node {
             control::send_hello(&mut send)
                 .await
                 .map_err(|_| ConnectError::Protocol { peer, addr })?;
-            let control = Arc::new(ControlChannel::spawn(conn.clone(), send, reader));
+            let control = Arc::new(ControlChannel::new(conn.clone(), send, reader));
             Ok(PeerConnection {
                 conn,
                 peer,
@@ -553,6 +571,8 @@ fn transport_config(settings: &TransportSettings) -> Result<quinn::TransportConf
         .max_idle_timeout(Some(idle))
         .initial_mtu(settings.initial_mtu)
         .min_mtu(settings.initial_mtu)
+        .max_concurrent_uni_streams(settings.max_uni_streams.into())
+        .max_concurrent_bidi_streams(settings.max_bidi_streams.into())
         .datagram_receive_buffer_size(Some(4 << 20))
         .datagram_send_buffer_size(4 << 20);
     Ok(transport)
@@ -628,7 +648,7 @@ async fn accept_one(incoming: quinn::Incoming) -> Result<PeerConnection, AcceptE
     control::send_hello(&mut send).await?;
     let mut reader = FrameReader::new(conn.accept_uni().await?);
     reader.expect_hello().await?;
-    let control = Arc::new(ControlChannel::spawn(conn.clone(), send, reader));
+    let control = Arc::new(ControlChannel::new(conn.clone(), send, reader));
     tracing::debug!(peer = %peer.short(), remote = %conn.remote_address(), "accepted");
     Ok(PeerConnection {
         conn,

@@ -176,6 +176,19 @@ pub struct PeerStatus {
     pub first_direct_ms: Option<u64>,
 }
 
+/// How many peers have a live connection of each kind
+/// ([`Overlay::open_connections`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenConnections {
+    /// Peers with a live direct connection.
+    pub direct: usize,
+    /// Peers with a live relay connection (kept as a backup while the
+    /// direct one is up, so a peer often counts in both).
+    pub relay: usize,
+    /// Peers with both.
+    pub both: usize,
+}
+
 /// Why a datagram could not be sent.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -245,6 +258,41 @@ struct PeerSlot {
     first_connect: Mutex<Option<Duration>>,
     first_direct: Mutex<Option<Duration>>,
     wake: Notify,
+    /// Where a dial to the peer is under way (its endpoint, a relay path):
+    /// a handshake that is slow (a busy peer) is not joined by more to the
+    /// same place, each of which would cost the peer a connection.
+    dialing: Mutex<Vec<SocketAddr>>,
+}
+
+/// A dial under way to one of a peer's addresses; ends when dropped.
+struct Dialing {
+    slot: Arc<PeerSlot>,
+    addr: SocketAddr,
+}
+
+impl Dialing {
+    /// Marks a dial to `addr` as under way, unless one already is.
+    fn begin(slot: &Arc<PeerSlot>, addr: SocketAddr) -> Option<Self> {
+        let mut dialing = slot.dialing.lock().unwrap_or_else(PoisonError::into_inner);
+        if dialing.contains(&addr) {
+            return None;
+        }
+        dialing.push(addr);
+        Some(Self {
+            slot: slot.clone(),
+            addr,
+        })
+    }
+}
+
+impl Drop for Dialing {
+    fn drop(&mut self) {
+        self.slot
+            .dialing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|a| *a != self.addr);
+    }
 }
 
 impl PeerSlot {
@@ -400,6 +448,7 @@ impl Overlay {
                     first_connect: Mutex::default(),
                     first_direct: Mutex::default(),
                     wake: Notify::new(),
+                    dialing: Mutex::default(),
                 };
                 (*id, Arc::new(slot))
             })
@@ -617,6 +666,20 @@ impl Overlay {
         out
     }
 
+    /// Counts the peers' live connections, direct and relay.
+    pub fn open_connections(&self) -> OpenConnections {
+        let mut open = OpenConnections::default();
+        for slot in self.inner.peers.values() {
+            let paths = slot.read();
+            let direct = paths.direct.as_ref().is_some_and(alive);
+            let relay = paths.relay.as_ref().is_some_and(alive);
+            open.direct += usize::from(direct);
+            open.relay += usize::from(relay);
+            open.both += usize::from(direct && relay);
+        }
+        open
+    }
+
     /// Closes every connection.
     pub async fn close(&self) {
         self.inner.node.close().await;
@@ -775,17 +838,21 @@ impl Overlay {
             if let Some(endpoint) = slot.endpoint {
                 if !slot.has_direct() && endpoint_backoff.ready(now) {
                     endpoint_backoff.arm(now);
-                    self.note_attempt(false);
-                    let this = self.clone();
-                    let peer = slot.id;
-                    tokio::spawn(async move {
-                        match this.inner.node.connect(peer, &[endpoint]).await {
-                            Ok(conn) => this.install(conn),
-                            Err(error) => {
-                                tracing::debug!(peer = %peer.short(), %endpoint, %error, "endpoint dial failed")
+                    // Unless the last dial is still under way.
+                    if let Some(dialing) = Dialing::begin(&slot, endpoint) {
+                        self.note_attempt(false);
+                        let this = self.clone();
+                        let peer = slot.id;
+                        tokio::spawn(async move {
+                            let _dialing = dialing;
+                            match this.inner.node.connect(peer, &[endpoint]).await {
+                                Ok(conn) => this.install(conn),
+                                Err(error) => {
+                                    tracing::debug!(peer = %peer.short(), %endpoint, %error, "endpoint dial failed")
+                                }
                             }
-                        }
-                    });
+                        });
+                    }
                 } else if slot.has_direct() {
                     endpoint_backoff.reset();
                 }
@@ -931,11 +998,17 @@ impl Overlay {
         }
     }
 
+    /// Dials the peer over the relay path `virtual_addr`, unless a dial
+    /// there is still under way.
     fn dial_relay(&self, slot: &Arc<PeerSlot>, virtual_addr: SocketAddr) {
+        let Some(dialing) = Dialing::begin(slot, virtual_addr) else {
+            return;
+        };
         self.note_attempt(true);
         let this = self.clone();
         let peer = slot.id;
         tokio::spawn(async move {
+            let _dialing = dialing;
             match this.inner.node.connect(peer, &[virtual_addr]).await {
                 Ok(conn) => this.install(conn),
                 Err(error) => tracing::debug!(peer = %peer.short(), %error, "relay dial failed"),
