@@ -579,3 +579,13 @@ async fn futures_join_all_local<F: std::future::Future>(
     .await;
     out.into_iter().map(Option::unwrap).collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_takes_no_quic_datagrams() {
+    // It reads none: a receive buffer would only let clients pin memory.
+    let boot = bootstrap_with(Limits::default(), None, TcpListen::Off);
+    let node = raw_node(&Identity::generate());
+    let conn = connect_to(&node, &boot).await;
+    assert_eq!(conn.max_datagram_size(), None);
+    assert!(conn.send_datagram(Bytes::from_static(b"x")).is_err());
+}

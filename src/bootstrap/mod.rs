@@ -214,6 +214,7 @@ impl Bootstrap {
             None => AcceptPolicy::AnyKey,
         };
         let mut config = NodeConfig::new(settings.identity.clone(), settings.listen, accept);
+        config.transport.datagram_receive_buffer = None;
         config.incoming_per_ip = Some((
             settings.limits.connections_per_sec_per_ip,
             settings.limits.connections_per_sec_per_ip * 3.0,

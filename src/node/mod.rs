@@ -62,6 +62,11 @@ pub struct TransportSettings {
     /// the bootstrap open none; [`PeerConnection::open_bi`] is there for
     /// other users of [`Node`].
     pub max_bidi_streams: u32,
+    /// Bytes of QUIC datagrams from a peer that may wait unread. `None`:
+    /// peers may not send datagrams at all (the bootstrap, which relays raw
+    /// frames outside QUIC and reads no datagram; a buffer there would only
+    /// let every client pin memory).
+    pub datagram_receive_buffer: Option<usize>,
 }
 
 impl Default for TransportSettings {
@@ -73,6 +78,7 @@ impl Default for TransportSettings {
             initial_mtu: 1360,
             max_uni_streams: 4,
             max_bidi_streams: 4,
+            datagram_receive_buffer: Some(4 << 20),
         }
     }
 }
@@ -573,7 +579,7 @@ fn transport_config(settings: &TransportSettings) -> Result<quinn::TransportConf
         .min_mtu(settings.initial_mtu)
         .max_concurrent_uni_streams(settings.max_uni_streams.into())
         .max_concurrent_bidi_streams(settings.max_bidi_streams.into())
-        .datagram_receive_buffer_size(Some(4 << 20))
+        .datagram_receive_buffer_size(settings.datagram_receive_buffer)
         .datagram_send_buffer_size(4 << 20);
     Ok(transport)
 }
