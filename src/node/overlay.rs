@@ -65,6 +65,10 @@ const FAST_RECONNECT_WINDOW: Duration = Duration::from_secs(60);
 const FAST_RECONNECT_ATTEMPT: Duration = Duration::from_secs(2);
 /// ...and they are at most this far apart (plus jitter); later, up to 30 s.
 const FAST_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
+/// How long a bootstrap whose relay path stalled is passed over for new
+/// relay channels: longer than its link takes to be found dead.
+const SUSPECT_FOR: Duration = Duration::from_secs(3);
+
 /// Datagrams that wait for a peer's first connection (see [`Overlay::send`]).
 pub const STAGED_MAX: usize = 128;
 
@@ -381,6 +385,10 @@ struct Inner {
     incoming_rx: tokio::sync::Mutex<mpsc::Receiver<(PeerId, Bytes)>>,
     announce_seq: AtomicU64,
     last_poke: Mutex<Option<Instant>>,
+    /// A bootstrap whose relay path just stalled, and when: new relay
+    /// channels are asked for elsewhere for [`SUSPECT_FOR`], since the
+    /// bootstrap itself may be what died (its link notices a second later).
+    suspect: Mutex<Option<(SocketAddr, Instant)>>,
     stats: stats::OverlayStats,
 }
 
@@ -470,6 +478,7 @@ impl Overlay {
             incoming_rx: tokio::sync::Mutex::new(rx),
             announce_seq: AtomicU64::new(0),
             last_poke: Mutex::default(),
+            suspect: Mutex::default(),
             stats,
         });
         let overlay = Self { inner };
@@ -700,11 +709,20 @@ impl Overlay {
     }
 
     fn primary_link(&self) -> Option<Link> {
-        self.read_links()
-            .iter()
-            .flatten()
-            .find(|l| alive(&l.conn))
+        let suspect = self
+            .inner
+            .suspect
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .filter(|(_, since)| since.elapsed() < SUSPECT_FOR)
+            .map(|(addr, _)| addr);
+        let links = self.read_links();
+        let mut alive_links = links.iter().flatten().filter(|l| alive(&l.conn));
+        let first = alive_links.clone().next().cloned();
+        alive_links
+            .find(|l| Some(l.addr) != suspect)
             .cloned()
+            .or(first)
     }
 
     /// Whether we lead coordination with `peer` (smaller key).

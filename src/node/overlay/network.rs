@@ -225,6 +225,13 @@ impl Overlay {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        if let Some(server) = route.and_then(|v| self.inner.node.socket().relay_route(v)) {
+            *self
+                .inner
+                .suspect
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some((server.server, Instant::now()));
+        }
         match route {
             Some(v) if v == canonical(conn.remote_address()) => self.retire_relay(slot, v),
             _ => {
