@@ -28,3 +28,15 @@ pub mod ratelimit;
 pub mod socket;
 pub mod tls;
 pub mod tunnel;
+
+/// Polls `future` once without a waker; `None` if it is not ready. For work
+/// that is either done at once or not wanted now (a datagram that has
+/// already arrived, a TUN write).
+pub(crate) fn now_or_never<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.poll(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
+    }
+}

@@ -716,12 +716,7 @@ impl PeerConnection {
     /// A datagram that has already arrived, without waiting: `None` when
     /// there is none yet.
     pub fn try_recv_datagram(&self) -> Option<Result<Bytes, quinn::ConnectionError>> {
-        let read = std::pin::pin!(self.conn.read_datagram());
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match std::future::Future::poll(read, &mut cx) {
-            std::task::Poll::Ready(result) => Some(result),
-            std::task::Poll::Pending => None,
-        }
+        crate::now_or_never(self.conn.read_datagram())
     }
 
     /// Opens a bidirectional stream.

@@ -9,17 +9,6 @@ use std::sync::{Mutex, PoisonError};
 
 use antq_platform::{GroTable, Tun, BATCH_HEADROOM, IDEAL_BATCH_SIZE};
 
-/// Polls `future` once; `None` if it is not ready. For device writes, which
-/// never wait (a TUN write hands the packet to the kernel's stack).
-fn now_or_never<F: std::future::Future>(future: F) -> Option<F::Output> {
-    let future = std::pin::pin!(future);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match future.poll(&mut cx) {
-        std::task::Poll::Ready(out) => Some(out),
-        std::task::Poll::Pending => None,
-    }
-}
-
 /// Packet buffers and flow table of batched writes.
 struct WriteBatch {
     gro: GroTable,
@@ -79,7 +68,9 @@ impl TunWriter {
         if n == 0 {
             return (0, Ok(()));
         }
-        match now_or_never(tun.send_batch(gro, &mut bufs[..n], BATCH_HEADROOM)) {
+        // Device writes never wait: a TUN write hands the packet to the
+        // kernel's stack.
+        match crate::now_or_never(tun.send_batch(gro, &mut bufs[..n], BATCH_HEADROOM)) {
             Some(Ok(_)) => (n, Ok(())),
             Some(Err(error)) => (0, Err(error)),
             None => (0, Err(io::ErrorKind::WouldBlock.into())),
