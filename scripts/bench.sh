@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # antq benchmarks: throughput, loss, latency and time-to-first-packet of
 # raw veth, wireguard-go (userspace), Nebula and antq-tun, measured between
-# network namespaces that this script builds (and always tears down).
+# network namespaces that this script builds (and always tears down).  On the
+# veth, socat moving packets between a TUN device and a UDP socket (no
+# encryption, no framing) gives the latency floor of any userspace tunnel on
+# the machine.
 #
-# usage: bench.sh [--quick] [--only veth,wireguard-go,nebula,antq]
+# usage: bench.sh [--quick] [--only veth,socat,wireguard-go,nebula,antq]
 #                 [--scenarios veth,nat] [--antq-bin PATH] [--out FILE]
 #
 # Scenario "veth": namespaces bnA and bnB joined by one veth pair
@@ -32,9 +35,9 @@ LAB_PREFIX=bnlab
 IPERF_PORT=5201
 UDP_RATE=200M
 UDP_LEN=1200
-PING_COUNT=50
+PING_COUNT=200
 TTFP_TIMEOUT=${BENCH_TTFP_TIMEOUT:-20} # s: give up waiting for the first ping reply
-ALL_SYSTEMS="veth wireguard-go nebula antq"
+ALL_SYSTEMS="veth socat wireguard-go nebula antq"
 
 QUICK=0
 ONLY=$ALL_SYSTEMS
@@ -146,6 +149,7 @@ install_deps() {
 		[timeout]=coreutils [awk]=gawk)
 	if want wireguard-go; then pkg_of[wireguard-go]=wireguard-go pkg_of[wg]=wireguard-tools; fi
 	if want nebula; then pkg_of[nebula]=nebula pkg_of[nebula-cert]=nebula; fi
+	if want socat; then pkg_of[socat]=socat; fi
 	local -A missing=()
 	local c p
 	for c in "${!pkg_of[@]}"; do command -v "$c" >/dev/null 2>&1 || missing[${pkg_of[$c]}]=1; done
@@ -171,6 +175,7 @@ install_deps() {
 declare -A UNAVAIL=()
 check_systems() {
 	UNAVAIL[veth]=""
+	if [[ -n ${HAVE[socat]:-} ]]; then UNAVAIL[socat]=""; else UNAVAIL[socat]="not available"; fi
 	if [[ -n ${HAVE[wireguard-go]:-} && -n ${HAVE[wg]:-} ]]; then UNAVAIL[wireguard-go]=""; else UNAVAIL[wireguard-go]="not available"; fi
 	if [[ -n ${HAVE[nebula]:-} && -n ${HAVE[nebula-cert]:-} ]]; then UNAVAIL[nebula]=""; else UNAVAIL[nebula]="not available"; fi
 	local bin=$ANTQ_BIN
@@ -378,6 +383,34 @@ veth_up() {
 	ip -n "$NS_A" link set eth0 up
 	ip -n "$NS_B" link set eth0 up
 	nsx "$NS_B" ping -n -c1 -W 2 -q "$OUTER_A" >/dev/null || die "veth: $OUTER_A unreachable from $NS_B"
+}
+
+# ---------------------------------------------------------------- socat
+# The latency floor of a userspace tunnel here: socat copies packets between
+# a TUN device and a UDP socket, nothing else (no encryption, no framing, one
+# thread).  Ping only: it is a reference for the added RTT, not a VPN.
+measure_socat() {
+	log "[veth] socat (TUN <-> UDP, no encryption)"
+	local side i up=0
+	for side in A B; do
+		local ns=$NS_A me=$OUTER_A other=$OUTER_B inner=$INNER_A
+		[[ $side == B ]] && ns=$NS_B me=$OUTER_B other=$OUTER_A inner=$INNER_B
+		ip netns exec "$ns" socat "UDP-DATAGRAM:$other:9003,bind=$me:9003" \
+			"TUN:$inner/24,tun-name=bnsoc$side,tun-type=tun,iff-no-pi,up" </dev/null >"$TMP/socat-$side.log" 2>&1 &
+		DAEMONS+=($!)
+	done
+	for ((i = 0; i < 40; i++)); do
+		if nsx "$NS_B" ping -n -c1 -W 0.1 -q "$INNER_A" >/dev/null 2>&1; then up=1; break; fi
+		sleep 0.05
+	done
+	if ((up)); then
+		rec veth socat status '"ok"'
+		measure_ping veth socat "$NS_B" "$INNER_A"
+	else
+		rec veth socat status '"tunnel down"'
+		tail -n 3 "$TMP"/socat-[AB].log 2>/dev/null | sed 's/^/    /' >&2 || true
+	fi
+	stop_daemons
 }
 
 # ---------------------------------------------------------------- wireguard-go
@@ -752,6 +785,8 @@ scenario_veth() {
 			measure_tcp veth veth "$NS_B" "$OUTER_A" 1 tcp1_mbps
 			measure_tcp veth veth "$NS_B" "$OUTER_A" 4 tcp4_mbps
 			measure_udp veth veth "$NS_B" "$OUTER_A"
+		elif [[ $sys == socat ]]; then
+			measure_socat
 		else
 			measure_tunnel "$sys" 1
 		fi
@@ -786,7 +821,7 @@ scenario_nat() {
 	echo
 	local sys
 	for sys in $ONLY; do
-		[[ $sys == veth ]] && continue
+		[[ $sys == veth || $sys == socat ]] && continue
 		if [[ -n ${UNAVAIL[$sys]} ]]; then
 			rec nat "$sys" status "$(jstr "${UNAVAIL[$sys]}")"
 			continue
@@ -860,6 +895,19 @@ print_table() { # SCEN "SYS..." "KEY:LABEL..."
 	done
 }
 
+# Added RTT of each tunnel: its median minus raw veth's, same run.
+derive_added_rtt() {
+	local base sys v
+	base=$(get veth veth rtt_median_ms)
+	is_num "$base" || return 0
+	for sys in $ALL_SYSTEMS; do
+		[[ $sys == veth ]] && continue
+		v=$(get veth "$sys" rtt_median_ms)
+		is_num "$v" && rec veth "$sys" rtt_added_ms "$(awk -v a="$v" -v b="$base" 'BEGIN{printf "%.3f", a-b}')"
+	done
+	return 0
+}
+
 report() {
 	local systems="" s
 	for s in $ALL_SYSTEMS; do want "$s" && systems+=" $s"; done
@@ -868,7 +916,7 @@ report() {
 		echo "== scenario veth: $NS_A <-> $NS_B, one veth pair, no NAT (iperf3 ${DUR}s, B -> A)"
 		print_table veth "$systems" "first_ping_median_ms:first_ping_ms_(median) first_ping_min_ms:first_ping_ms_(min) tcp1_mbps:TCP_1_stream_Mbit/s \
 tcp4_mbps:TCP_4_streams_Mbit/s udp_loss_pct:UDP_${UDP_RATE}_loss_% udp_recv_mbps:UDP_received_Mbit/s \
-rtt_median_ms:ping_RTT_median_ms rtt_min_ms:ping_RTT_min_ms rtt_max_ms:ping_RTT_max_ms rtt_mdev_ms:ping_RTT_mdev_ms"
+rtt_median_ms:ping_RTT_median_ms rtt_added_ms:RTT_added_over_veth_ms rtt_min_ms:ping_RTT_min_ms rtt_max_ms:ping_RTT_max_ms rtt_mdev_ms:ping_RTT_mdev_ms"
 	fi
 	if want_scen nat; then
 		systems=""
@@ -883,6 +931,7 @@ first_direct_median_ms:direct_path_ms_(median) tcp1_mbps:TCP_1_stream_Mbit/s rtt
 	echo
 	echo "first ping: from starting both daemons to the first echo reply B -> A, median of $RUNS runs."
 	echo "ratios: antq value / other value (for RTT, loss and first ping, lower is better)."
+	want socat && echo "socat: TUN <-> UDP with no encryption, one thread: the least a userspace tunnel adds here."
 }
 
 write_json() {
@@ -902,6 +951,7 @@ check_systems
 print_versions
 want_scen veth && scenario_veth
 want_scen nat && scenario_nat
+derive_added_rtt
 rec meta - runtime_s "$(awk -v a="$START" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}')"
 report
 write_json
