@@ -10,22 +10,20 @@
 //! - [`prediction`]: NAT mapping inference from bootstrap observations
 //!   (RFC 4787) and port prediction for symmetric NATs.
 //! - [`punch`]: one coordinated hole-punch attempt ([`PunchSession`]).
-//! - [`path`]: relay/direct path choice per peer ([`PathSelector`]).
 //! - [`liveness`]: dead-path detection from a connection's counters
 //!   ([`Liveness`]).
-
 //!
 //! A typical flow: gather host candidates and bootstrap observations into a
 //! [`CandidateSet`] (adding [`predict_ports`] results when
 //! [`infer_mapping`] reports a dependent mapping), exchange candidates via a
 //! bootstrap, which answers with PUNCH_ME_NOW carrying a common start time;
-//! both peers run a [`PunchSession`] and feed the outcome into their
-//! [`PathSelector`], which starts on the relay and switches to the direct path
-//! once validated.
+//! both peers run a [`PunchSession`]; a validated direct path becomes a QUIC
+//! connection next to the relayed one.  Which of the two carries traffic
+//! (direct while it is [`Liveness`]-healthy, else the relay) is decided by the
+//! overlay in `node`, which owns both connections.
 
 pub mod candidate;
 pub mod liveness;
-pub mod path;
 pub mod prediction;
 pub mod punch;
 
@@ -42,7 +40,6 @@ pub use candidate::{
     InterfaceInfo, Role,
 };
 pub use liveness::{Liveness, LivenessConfig, PathCounters, PathHealth};
-pub use path::{PathConfig, PathEvent, PathInfo, PathKind, PathSelector, PathState};
 pub use prediction::{
     infer_mapping, predict_ports, MappingBehaviour, Observation, PortAllocation, PredictedPort,
     PredictionConfig,
