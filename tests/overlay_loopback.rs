@@ -4,6 +4,7 @@
 
 mod loopback;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use antq::identity::{Identity, PeerId};
@@ -78,6 +79,13 @@ async fn relay_first_then_direct() {
     let s = &a.status()[0];
     assert_eq!(s.remote, Some(b.local_addr().unwrap()));
     assert!(s.first_connect_ms.is_some() && s.first_direct_ms.is_some());
+    // The punch validated both addresses: the direct handshake needed no
+    // Retry round trip (the relayed one never does).
+    let count = |o: &Overlay, f: fn(&antq::node::NodeStats) -> &AtomicU64| {
+        f(o.node().stats()).load(Ordering::Relaxed)
+    };
+    assert!(count(&a, |s| &s.accepted) + count(&b, |s| &s.accepted) >= 2);
+    assert_eq!(count(&a, |s| &s.retries) + count(&b, |s| &s.retries), 0);
     assert!(
         boot.stats()
             .relays_granted

@@ -20,8 +20,8 @@ mod punch_driver;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, Mutex};
@@ -311,6 +311,7 @@ struct NodeInner {
     accept: AcceptPolicy,
     incoming: Mutex<mpsc::Receiver<PeerConnection>>,
     stats: Arc<NodeStats>,
+    punched: Arc<PunchedAddrs>,
     accept_task: tokio::task::JoinHandle<()>,
 }
 
@@ -350,13 +351,14 @@ impl Node {
         .map_err(NodeError::Endpoint)?;
 
         let stats = Arc::new(NodeStats::default());
+        let punched = Arc::new(PunchedAddrs::default());
         let (tx, rx) = mpsc::channel(64);
         let accept_task = tokio::spawn(accept_loop(
             endpoint.clone(),
             tx,
             stats.clone(),
             config.incoming_per_ip,
-            config.validate_addresses,
+            config.validate_addresses.then(|| punched.clone()),
         ));
         Ok(Self {
             inner: Arc::new(NodeInner {
@@ -368,9 +370,19 @@ impl Node {
                 accept: config.accept,
                 incoming: Mutex::new(rx),
                 stats,
+                punched,
                 accept_task,
             }),
         })
+    }
+
+    /// Lets a handshake from `addr` skip address validation (the Retry round
+    /// trip of [`NodeConfig::validate_addresses`]) until `until`.  For an
+    /// address that has just answered a hole punch: the punch proved it
+    /// reachable and owned by the peer, so a Retry would only delay the
+    /// direct connection.
+    pub fn trust_punched_address(&self, addr: SocketAddr, until: Instant) {
+        self.inner.punched.insert(addr, until);
     }
 
     /// This node's key.
@@ -588,17 +600,45 @@ fn transport_config(settings: &TransportSettings) -> Result<quinn::TransportConf
 /// forgotten.
 const MAX_TRACKED_IPS: usize = 16_384;
 
+/// Most addresses remembered by [`PunchedAddrs`].
+const MAX_PUNCHED_ADDRS: usize = 1024;
+
+/// Addresses that answered a hole punch a moment ago, with the time until
+/// which their handshakes skip the Retry.
+#[derive(Debug, Default)]
+struct PunchedAddrs(std::sync::Mutex<HashMap<SocketAddr, Instant>>);
+
+impl PunchedAddrs {
+    fn insert(&self, addr: SocketAddr, until: Instant) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        map.retain(|_, t| *t > now);
+        if map.len() < MAX_PUNCHED_ADDRS {
+            map.insert(socket::canonical(addr), until);
+        }
+    }
+
+    fn contains(&self, addr: SocketAddr, now: Instant) -> bool {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(&socket::canonical(addr)).is_some_and(|t| *t > now)
+    }
+}
+
+/// `validate`: send a Retry to every client whose address is not yet
+/// validated, except the addresses in it.
 async fn accept_loop(
     endpoint: quinn::Endpoint,
     tx: mpsc::Sender<PeerConnection>,
     stats: Arc<NodeStats>,
     per_ip: Option<(f64, f64)>,
-    validate_addresses: bool,
+    validate: Option<Arc<PunchedAddrs>>,
 ) {
     let mut buckets: HashMap<IpAddr, TokenBucket> = HashMap::new();
     while let Some(incoming) = endpoint.accept().await {
         let remote = incoming.remote_address();
-        if validate_addresses
+        if validate
+            .as_ref()
+            .is_some_and(|punched| !punched.contains(remote, Instant::now()))
             && !socket::is_virtual(remote)
             && !incoming.remote_address_validated()
             && incoming.may_retry()
@@ -611,7 +651,7 @@ async fn accept_loop(
             continue;
         }
         if let Some((rate, burst)) = per_ip {
-            let now = std::time::Instant::now();
+            let now = Instant::now();
             if buckets.len() >= MAX_TRACKED_IPS {
                 buckets.clear();
             }

@@ -83,6 +83,11 @@ pub const STAGED_MAX_AGE: Duration = Duration::from_secs(2);
 /// same port clash. Measured from the attempt's start it raced that timeout.
 const PUNCH_QUIET: Duration = Duration::from_secs(32);
 
+/// How long after a punch validated an address its handshakes skip the
+/// Retry: enough for the dial that follows (the other side waits 0.5 s, then
+/// the handshake itself).
+const PUNCHED_TRUST: Duration = Duration::from_secs(10);
+
 /// After a direct path is lost, the leader waits this long before punching
 /// again: the bootstrap must first see (and tell us) where our NAT maps us
 /// now. A punch where one side probes stale addresses is worse than none:
@@ -1240,6 +1245,10 @@ impl Overlay {
                             .punches_succeeded
                             .fetch_add(1, Ordering::Relaxed);
                         tracing::info!(%remote, ?rtt, "direct path validated");
+                        // Whichever side dials, the other needs no Retry.
+                        this.inner
+                            .node
+                            .trust_punched_address(remote, Instant::now() + PUNCHED_TRUST);
                         // The leader dials at once; the other side only if
                         // no direct connection shows up.
                         if !this.leads(&slot.id) {
