@@ -33,6 +33,7 @@
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
+use std::time::Duration;
 
 #[cfg(target_os = "linux")]
 #[path = "linux/mod.rs"]
@@ -549,6 +550,27 @@ pub fn with_realtime_priority<T>(f: impl FnOnce() -> T) -> (T, bool) {
         imp::restore_thread_priority();
     }
     (out, raised)
+}
+
+/// One hop of [`trace_hops`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hop {
+    /// A router answered "time exceeded" from this address.
+    Router(IpAddr),
+    /// Nothing came back in time (or an answer without an address).
+    Silent,
+    /// The destination answered (port unreachable): the path ends here.
+    Destination,
+}
+
+/// The routers on the way to `dst`, traceroute-style: UDP probes with TTL
+/// (hop limit) 1 to `max_ttl`, all sent at once, and the ICMP errors that
+/// come back within `wait`. Entry `i` is hop `i + 1`; the list ends at the
+/// destination when it answered. Blocks for up to `wait`; needs no
+/// privilege. Linux only for now (`IP_RECVERR`); elsewhere
+/// [`PlatformError::Unsupported`].
+pub fn trace_hops(dst: IpAddr, max_ttl: u8, wait: Duration) -> Result<Vec<Hop>, PlatformError> {
+    imp::trace_hops(dst, max_ttl, wait)
 }
 
 /// Whether the process may configure the network: root, or (Linux)

@@ -10,6 +10,8 @@
 //! - [`prediction`]: NAT mapping inference from bootstrap observations
 //!   (RFC 4787) and port prediction for symmetric NATs.
 //! - [`punch`]: one coordinated hole-punch attempt ([`PunchSession`]).
+//! - [`priming`]: the TTL of its priming probes, from the routers on our
+//!   way out ([`prime_ttl_for`]).
 //! - [`liveness`]: dead-path detection from a connection's counters
 //!   ([`Liveness`]).
 //!
@@ -25,6 +27,7 @@
 pub mod candidate;
 pub mod liveness;
 pub mod prediction;
+pub mod priming;
 pub mod punch;
 
 #[cfg(test)]
@@ -44,6 +47,7 @@ pub use prediction::{
     infer_mapping, predict_ports, MappingBehaviour, Observation, PortAllocation, PredictedPort,
     PredictionConfig,
 };
+pub use priming::{prime_ttl_for, DEFAULT_PRIME_TTL, MAX_PRIME_TTL, TRACE_HOPS};
 pub use punch::{
     ProbeKind, ProbeOut, PunchConfig, PunchConfigError, PunchEvent, PunchFailure, PunchParams,
     PunchSession, PunchStats, Transmit,

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -394,6 +394,9 @@ struct Inner {
     /// channels are asked for elsewhere for [`SUSPECT_FOR`], since the
     /// bootstrap itself may be what died (its link notices a second later).
     suspect: Mutex<Option<(SocketAddr, Instant)>>,
+    /// TTL of punch priming probes learned from the routers toward the
+    /// bootstrap (see [`crate::nat::priming`]); 0 until learned.
+    prime_ttl: AtomicU8,
     stats: stats::OverlayStats,
 }
 
@@ -484,6 +487,7 @@ impl Overlay {
             announce_seq: AtomicU64::new(0),
             last_poke: Mutex::default(),
             suspect: Mutex::default(),
+            prime_ttl: AtomicU8::new(0),
             stats,
         });
         let overlay = Self { inner };
@@ -551,6 +555,17 @@ impl Overlay {
     /// The bound UDP address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.inner.node.local_addr()
+    }
+
+    /// The TTL of punch priming probes: learned from the routers toward the
+    /// bootstrap once known ([`crate::nat::prime_ttl_for`]), else the
+    /// configured one; `None` when priming is off.
+    pub fn prime_ttl(&self) -> Option<u8> {
+        let configured = self.inner.config.punch.prime_ttl?;
+        match self.inner.prime_ttl.load(Ordering::Relaxed) {
+            0 => Some(configured),
+            learned => Some(learned),
+        }
     }
 
     /// The underlying node.
@@ -1204,7 +1219,8 @@ impl Overlay {
             .collect();
         let span = tracing::info_span!("punch", peer = %slot.id.short(), round);
         tracing::info!(parent: &span, ?role, candidates = remote.len(), "hole punching starts");
-        let config = self.inner.config.punch.clone();
+        let mut config = self.inner.config.punch.clone();
+        config.prime_ttl = self.prime_ttl();
         let busy_until = start_at + config.max_duration + config.linger;
         let session = match PunchSession::new(
             PunchParams {

@@ -116,6 +116,9 @@ pub struct TunnelStatus {
     pub peers: Vec<PeerReport>,
     /// Our addresses as the bootstraps see them.
     pub bootstraps: Vec<BootstrapReport>,
+    /// TTL of hole-punch priming probes (learned from the routers toward
+    /// the bootstrap); `None` when priming is off.
+    pub punch_prime_ttl: Option<u8>,
     /// Datapath counters.
     pub stats: serde_json::Value,
     /// Counters of the shared socket (relay and TCP stream paths).
@@ -335,6 +338,7 @@ impl Tunnel {
                     transport,
                 })
                 .collect(),
+            punch_prime_ttl: self.datapath.overlay.prime_ttl(),
             stats: serde_json::to_value(&self.datapath.shared.stats).unwrap_or_default(),
             socket: serde_json::to_value(self.datapath.overlay.node().socket().stats())
                 .unwrap_or_default(),

@@ -11,11 +11,13 @@ use rtnetlink::Handle;
 
 use crate::PlatformError;
 
+mod hops;
 mod links;
 mod route;
 mod tun;
 mod watch;
 
+pub(crate) use hops::trace_hops;
 pub(crate) use links::interfaces;
 pub(crate) use route::{add_route, del_route};
 pub(crate) use tun::{create_tun, GroTable, Tun, BATCH_HEADROOM, IDEAL_BATCH_SIZE};

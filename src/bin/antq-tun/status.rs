@@ -60,6 +60,9 @@ fn print_text(r: &serde_json::Value) {
             s(&b["transport"])
         );
     }
+    if !r["punch_prime_ttl"].is_null() {
+        println!("  punch priming TTL: {}", s(&r["punch_prime_ttl"]));
+    }
     for p in r["peers"].as_array().into_iter().flatten() {
         println!();
         println!("peer: {}", s(&p["public_key"]));

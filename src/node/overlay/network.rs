@@ -14,6 +14,9 @@
 //!   punch; a stalled relay connection is dropped and a new channel asked
 //!   for; a stalled bootstrap link is reconnected and the relay channels
 //!   through it retired.
+//! - **Our NAT layers**: at start and after every change, a traceroute
+//!   toward the bootstrap counts the private routers on our way out, which
+//!   sets the TTL of punch priming probes ([`crate::nat::priming`]).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -22,12 +25,15 @@ use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use super::{Overlay, PeerSlot};
-use crate::nat::{Liveness, LivenessConfig, PathHealth};
+use crate::nat::{prime_ttl_for, Liveness, LivenessConfig, PathHealth, TRACE_HOPS};
 use crate::node::PeerConnection;
 use crate::socket::{canonical, RelayRoute};
 
 /// Changes arriving within this window are handled together.
 const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// How long the traceroute for the priming TTL waits for answers.
+const TRACE_WAIT: Duration = Duration::from_millis(300);
 /// Pokes after a stall are at least this far apart.
 const POKE_INTERVAL: Duration = Duration::from_millis(300);
 
@@ -83,6 +89,7 @@ impl LinkMonitor {
 impl Overlay {
     /// Follows the host's network changes until the subscription ends.
     pub(super) async fn watch_network(self) {
+        self.learn_prime_ttl().await;
         let mut watcher = match antq_platform::watch_changes() {
             Ok(w) => w,
             Err(error) => {
@@ -116,8 +123,53 @@ impl Overlay {
                 slot.announce_now.store(true, Ordering::Relaxed);
                 slot.wake.notify_one();
             }
+            self.learn_prime_ttl().await;
         }
         tracing::warn!("network change subscription ended");
+    }
+
+    /// Traces the routers toward the first IPv4 bootstrap and sets the punch
+    /// priming TTL from them ([`prime_ttl_for`]). IPv4 only: that is where
+    /// NATs are. Keeps the previous value when the trace is impossible.
+    async fn learn_prime_ttl(&self) {
+        if self.inner.config.punch.prime_ttl.is_none() {
+            return;
+        }
+        let Some(target) = self
+            .inner
+            .config
+            .bootstraps
+            .iter()
+            .map(|b| canonical(b.addr).ip())
+            .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+        else {
+            return;
+        };
+        let traced = tokio::task::spawn_blocking(move || {
+            antq_platform::trace_hops(target, TRACE_HOPS, TRACE_WAIT)
+        })
+        .await;
+        let hops = match traced {
+            Ok(Ok(hops)) => hops,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "no traceroute; punch priming keeps its TTL");
+                return;
+            }
+            Err(_) => return,
+        };
+        let routers: Vec<_> = hops
+            .iter()
+            .take_while(|h| **h != antq_platform::Hop::Destination)
+            .map(|h| match h {
+                antq_platform::Hop::Router(ip) => Some(*ip),
+                _ => None,
+            })
+            .collect();
+        let ttl = prime_ttl_for(&routers);
+        let old = self.inner.prime_ttl.swap(ttl, Ordering::Relaxed);
+        if old != ttl {
+            tracing::info!(ttl, ?routers, %target, "punch priming TTL from the routers toward the bootstrap");
+        }
     }
 
     /// Tells the socket which addresses the host has now.
