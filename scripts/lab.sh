@@ -9,12 +9,14 @@ set -euo pipefail
 
 STATE_DIR=/run/antq-lab
 DEFAULT_PREFIX=aqlab
-KINDS="none full-cone home symmetric symmetric-range udp-blocked"
+KINDS="none full-cone home symmetric symmetric-range udp-blocked cgnat"
 LETTERS=(a b c d e f g h i j k l m n o p q r s t u v w x y z)
 NET4=198.18.0      # the "internet" (RFC 2544 benchmark range), a /24
 NET6=2001:db8:ff   # the "internet" IPv6 /64 (documentation range)
 BOOT_HOST=10       # boot: .10 (and .11, a second "third party" address)
 SYMRANGE=40000-40999
+CARRIER4=100.64    # cgnat: carrier network 100.64.N.0/24 (RFC 6598 shared space)
+CARRIER6=fd64      # cgnat: carrier network fd64:N::/64 (IPv6 routed, not NATed)
 
 PREFIX=$DEFAULT_PREFIX
 
@@ -25,11 +27,14 @@ usage: lab.sh COMMAND [--prefix P] ARGS...
   up [--prefix P] --hosts K1[,K2...] [--delay MS]
                                         build a lab (runs 'down' first)
                                         kinds: ${KINDS// /, }
+                                        (cgnat: home NAT hrX behind carrier NAT rX)
   down [--prefix P]                     kill processes, delete namespaces + state
   exec [--prefix P] NAME CMD...         run CMD in namespace NAME
-                                        (a, b, ..., ra, rb, ..., boot, inet)
-  flush-conntrack [--prefix P] ROUTER   flush conntrack (IPv4+IPv6) in ROUTER (ra or a)
+                                        (a, b, ..., ra, rb, ..., hrb (cgnat), boot, inet)
+  flush-conntrack [--prefix P] ROUTER   flush conntrack (IPv4+IPv6) in ROUTER (ra or a);
+                                        for cgnat in both the carrier and the home NAT
   set-kind [--prefix P] ROUTER KIND     swap the NAT rules live, flush conntrack
+                                        (not to or from cgnat: fixed at 'up')
   renumber [--prefix P] HOST [N]        move HOST to LAN address .N (default: next)
   renumber-wan [--prefix P] ROUTER [N]  give a NAT router public address .N (default: +100)
   status [--prefix P]                   show namespaces and the state file
@@ -85,14 +90,14 @@ ns_exists() { [[ -e /run/netns/$1 ]]; }
 lab_namespaces() {
 	local name
 	ip netns list 2>/dev/null | while read -r name _; do
-		if [[ $name =~ ^${PREFIX}-(inet|boot|r?[a-z])$ ]]; then echo "$name"; fi
+		if [[ $name =~ ^${PREFIX}-(inet|boot|r?[a-z]|hr[a-z])$ ]]; then echo "$name"; fi
 	done
 }
 
-# Namespace for a short NAME (a, ra, boot, inet) or a full lab namespace name.
+# Namespace for a short NAME (a, ra, hra, boot, inet) or a full lab namespace name.
 resolve_ns() {
 	local n=$1
-	if [[ $n =~ ^(inet|boot|r?[a-z])$ ]] && ns_exists "$PREFIX-$n"; then
+	if [[ $n =~ ^(inet|boot|r?[a-z]|hr[a-z])$ ]] && ns_exists "$PREFIX-$n"; then
 		echo "$PREFIX-$n"
 	elif [[ $n == "$PREFIX"-* ]] && ns_exists "$n"; then
 		echo "$n"
@@ -179,6 +184,8 @@ flush_conntrack_ns() {
 }
 
 # apply_kind NS KIND HOST_LAN4: (re)write the router's NAT rules.
+# For cgnat, NS is the carrier NAT (its own rules are those of home); the
+# home router in front of the host gets kind home (see cmd_up).
 apply_kind() {
 	local ns=$1 kind=$2 host=$3
 	ensure_chains "$ns"
@@ -192,7 +199,7 @@ apply_kind() {
 		ipt "$ns" -t nat -A LAB_POST -o wan -j MASQUERADE
 		ipt "$ns" -t nat -A LAB_PRE -i wan -p udp -j DNAT --to-destination "$host"
 		;;
-	home)
+	home | cgnat)
 		ipt "$ns" -t nat -A LAB_POST -o wan -j MASQUERADE
 		;;
 	symmetric)
@@ -339,22 +346,47 @@ cmd_up() {
 	} >"$f"
 
 	# --- routers and hosts
+	local hr lan4 lan6
 	for i in "${!kinds[@]}"; do
 		l=${LETTERS[$i]} L=$(upper "${LETTERS[$i]}") k=${kinds[$i]}
-		r=$P-r$l h=$P-$l n=$((i + 1))
+		r=$P-r$l h=$P-$l n=$((i + 1)) hr=$P-hr$l
 		ip netns add "$r"
 		ip netns add "$h"
 		base_sysctls "$r" 1
 		base_sysctls "$h" 0
 		nsx "$inet" ip link add "v-r$l" type veth peer name wan netns "$r"
 		nsx "$inet" ip link set "v-r$l" master br0 up
-		nsx "$r" ip link add lan type veth peer name eth0 netns "$h"
 		nsx "$r" ip addr add "$NET4.$((20 + i))/24" dev wan
 		nsx "$r" ip addr add "$NET6::$((20 + i))/64" dev wan nodad
-		nsx "$r" ip addr add "10.$n.0.1/24" dev lan
-		nsx "$r" ip addr add "fd00:$n::1/64" dev lan nodad
 		nsx "$r" ip link set wan up
-		nsx "$r" ip link set lan up
+		if [[ $k == cgnat ]]; then
+			# r (carrier NAT) lan = carrier network; hr (home NAT) between
+			# it and the host: r.lan <-> hr.wan, hr.lan <-> h.eth0
+			ip netns add "$hr"
+			base_sysctls "$hr" 1
+			nsx "$r" ip link add lan type veth peer name wan netns "$hr"
+			nsx "$r" ip addr add "$CARRIER4.$n.1/24" dev lan
+			nsx "$r" ip addr add "$CARRIER6:$n::1/64" dev lan nodad
+			nsx "$r" ip link set lan up
+			nsx "$hr" ip link add lan type veth peer name eth0 netns "$h"
+			nsx "$hr" ip addr add "$CARRIER4.$n.2/24" dev wan
+			nsx "$hr" ip addr add "$CARRIER6:$n::2/64" dev wan nodad
+			nsx "$hr" ip addr add "10.$n.0.1/24" dev lan
+			nsx "$hr" ip addr add "fd00:$n::1/64" dev lan nodad
+			nsx "$hr" ip link set wan up
+			nsx "$hr" ip link set lan up
+			nsx "$hr" ip route add default via "$CARRIER4.$n.1"
+			nsx "$hr" ip -6 route add default via "$CARRIER6:$n::1"
+			# IPv6 stays routed (no NAT), as for every kind: one more hop
+			nsx "$r" ip -6 route add "fd00:$n::/64" via "$CARRIER6:$n::2"
+			lan4=$CARRIER4.$n.1 lan6=$CARRIER6:$n::1
+		else
+			nsx "$r" ip link add lan type veth peer name eth0 netns "$h"
+			nsx "$r" ip addr add "10.$n.0.1/24" dev lan
+			nsx "$r" ip addr add "fd00:$n::1/64" dev lan nodad
+			nsx "$r" ip link set lan up
+			lan4=10.$n.0.1 lan6=fd00:$n::1
+		fi
 		nsx "$h" ip addr add "10.$n.0.2/24" dev eth0
 		nsx "$h" ip addr add "fd00:$n::2/64" dev eth0 nodad
 		nsx "$h" ip link set eth0 up
@@ -375,8 +407,17 @@ cmd_up() {
 			echo "ROUTER_${L}_NS=$r"
 			echo "ROUTER_${L}_WAN4=$NET4.$((20 + i))"
 			echo "ROUTER_${L}_WAN6=$NET6::$((20 + i))"
-			echo "ROUTER_${L}_LAN4=10.$n.0.1"
-			echo "ROUTER_${L}_LAN6=fd00:$n::1"
+			echo "ROUTER_${L}_LAN4=$lan4"
+			echo "ROUTER_${L}_LAN6=$lan6"
+			if [[ $k == cgnat ]]; then
+				echo "CARRIER_${L}_NET4=$CARRIER4.$n.0/24"
+				echo "CARRIER_${L}_NET6=$CARRIER6:$n::/64"
+				echo "HOME_ROUTER_${L}_NS=$hr"
+				echo "HOME_ROUTER_${L}_WAN4=$CARRIER4.$n.2"
+				echo "HOME_ROUTER_${L}_WAN6=$CARRIER6:$n::2"
+				echo "HOME_ROUTER_${L}_LAN4=10.$n.0.1"
+				echo "HOME_ROUTER_${L}_LAN6=fd00:$n::1"
+			fi
 		} >>"$f"
 	done
 
@@ -391,6 +432,7 @@ cmd_up() {
 		done
 		k=KIND_$L h=HOST_${L}_LAN4
 		apply_kind "$P-r$l" "${!k}" "${!h}"
+		[[ ${!k} != cgnat ]] || apply_kind "$P-hr$l" home "${!h}"
 		[[ ${!k} == none ]] && set_public_route "$l" on
 	done
 	UP_DONE=1
@@ -442,6 +484,8 @@ cmd_flush_conntrack() {
 	l=$(router_letter "$1")
 	ns_exists "$PREFIX-r$l" || die "no router $PREFIX-r$l"
 	flush_conntrack_ns "$PREFIX-r$l"
+	# cgnat: the home NAT in front of the host too
+	if ns_exists "$PREFIX-hr$l"; then flush_conntrack_ns "$PREFIX-hr$l"; fi
 }
 
 cmd_set_kind() {
@@ -454,6 +498,10 @@ cmd_set_kind() {
 	load_state
 	k=KIND_$L h=HOST_${L}_LAN4
 	[[ -n ${!k:-} ]] || die "set-kind: no host '$l' in lab '$PREFIX'"
+	# cgnat has its own namespace (the home NAT) and addressing, built by 'up'
+	if [[ $kind == cgnat || ${!k} == cgnat ]]; then
+		die "set-kind: cannot change host '$l' from ${!k} to $kind: kind cgnat (double NAT) is a topology fixed at 'up'; rebuild the lab with 'up --hosts ...' instead"
+	fi
 	apply_kind "$PREFIX-r$l" "$kind" "${!h}"
 	if [[ $kind == none ]]; then set_public_route "$l" on; else set_public_route "$l" off; fi
 	flush_conntrack_ns "$PREFIX-r$l"
@@ -469,6 +517,8 @@ cmd_renumber() {
 	load_state
 	local v4=HOST_${L}_LAN4 v6=HOST_${L}_LAN6 gw4=ROUTER_${L}_LAN4 gw6=ROUTER_${L}_LAN6 k=KIND_$L
 	[[ -n ${!v4:-} ]] || die "renumber: no host '$l' in lab '$PREFIX'"
+	# cgnat: the host's gateway is the home NAT, not the carrier NAT
+	if [[ ${!k} == cgnat ]]; then gw4=HOME_ROUTER_${L}_LAN4 gw6=HOME_ROUTER_${L}_LAN6; fi
 	local old4=${!v4} old6=${!v6} cur new
 	cur=${old4##*.}
 	new=${2:-$((cur + 1))}
