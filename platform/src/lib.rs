@@ -566,7 +566,8 @@ pub enum Hop {
 /// The routers on the way to `dst`, traceroute-style: UDP probes with TTL
 /// (hop limit) 1 to `max_ttl`, all sent at once, and the ICMP errors that
 /// come back within `wait`. Entry `i` is hop `i + 1`; the list ends at the
-/// destination when it answered. Blocks for up to `wait`; needs no
+/// destination when it answered. Blocks until the destination answers, at
+/// most for `wait`; needs no
 /// privilege. Linux only for now (`IP_RECVERR`); elsewhere
 /// [`PlatformError::Unsupported`].
 pub fn trace_hops(dst: IpAddr, max_ttl: u8, wait: Duration) -> Result<Vec<Hop>, PlatformError> {

@@ -30,6 +30,8 @@ use tracing::Instrument as _;
 mod network;
 mod stats;
 
+pub use network::trace_prime_ttl;
+
 use super::punch_driver::{self, ProbeIn};
 use super::{Node, NodeConfig, NodeError, PeerConnection, TransportSettings};
 use crate::identity::{Identity, PeerId};
@@ -82,6 +84,10 @@ pub const STAGED_MAX_AGE: Duration = Duration::from_secs(2);
 /// from the last packet), which would otherwise make the retry run into the
 /// same port clash. Measured from the attempt's start it raced that timeout.
 const PUNCH_QUIET: Duration = Duration::from_secs(32);
+
+/// A punch waits for the priming TTL's traceroute until this long before
+/// it starts, then goes on with what is known.
+const PRIME_TRACE_MARGIN: Duration = Duration::from_millis(5);
 
 /// How long after a punch validated an address its handshakes skip the
 /// Retry: enough for the dial that follows (the other side waits 0.5 s, then
@@ -397,6 +403,9 @@ struct Inner {
     /// TTL of punch priming probes learned from the routers toward the
     /// bootstrap (see [`crate::nat::priming`]); 0 until learned.
     prime_ttl: AtomicU8,
+    /// Whether the first traceroute for [`Self::prime_ttl`] has finished
+    /// (or cannot run).
+    prime_traced: tokio::sync::watch::Sender<bool>,
     stats: stats::OverlayStats,
 }
 
@@ -488,6 +497,7 @@ impl Overlay {
             last_poke: Mutex::default(),
             suspect: Mutex::default(),
             prime_ttl: AtomicU8::new(0),
+            prime_traced: tokio::sync::watch::Sender::new(false),
             stats,
         });
         let overlay = Self { inner };
@@ -533,8 +543,10 @@ impl Overlay {
             let this = self.clone();
             tokio::spawn(async move { this.bootstrap_link(index).await });
         }
-        // Network changes.
-        if !inner.config.loopback_only {
+        // Network changes (and the traceroute for the priming TTL).
+        if inner.config.loopback_only {
+            inner.prime_traced.send_replace(true);
+        } else {
             let this = self.clone();
             tokio::spawn(async move { this.watch_network().await });
         }
@@ -566,6 +578,13 @@ impl Overlay {
             0 => Some(configured),
             learned => Some(learned),
         }
+    }
+
+    /// Waits until the first traceroute for the priming TTL has finished,
+    /// or until `deadline`.
+    async fn prime_ttl_traced(&self, deadline: Instant) {
+        let mut traced = self.inner.prime_traced.subscribe();
+        let _ = tokio::time::timeout_at(deadline.into(), traced.wait_for(|done| *done)).await;
     }
 
     /// The underlying node.
@@ -1219,25 +1238,8 @@ impl Overlay {
             .collect();
         let span = tracing::info_span!("punch", peer = %slot.id.short(), round);
         tracing::info!(parent: &span, ?role, candidates = remote.len(), "hole punching starts");
-        let mut config = self.inner.config.punch.clone();
-        config.prime_ttl = self.prime_ttl();
+        let config = self.inner.config.punch.clone();
         let busy_until = start_at + config.max_duration + config.linger;
-        let session = match PunchSession::new(
-            PunchParams {
-                role,
-                round,
-                local,
-                remote,
-                start_at,
-            },
-            config,
-        ) {
-            Ok(s) => s,
-            Err(error) => {
-                tracing::warn!(%error, "invalid punch configuration");
-                return;
-            }
-        };
         *slot.punching.lock().unwrap_or_else(PoisonError::into_inner) = Some(busy_until);
         self.inner
             .stats
@@ -1246,9 +1248,31 @@ impl Overlay {
         let (tx, rx) = mpsc::channel(256);
         self.lock_punches().insert(token, tx);
         let (outcome_tx, outcome_rx) = oneshot::channel();
-        let socket = self.inner.node.socket().clone();
+        let this = self.clone();
         tokio::spawn(
-            punch_driver::run(session, token, socket, rx, outcome_tx).instrument(span.clone()),
+            async move {
+                // The priming TTL comes from a traceroute started with the
+                // overlay; the first punch may come before it is done.
+                this.prime_ttl_traced(start_at.checked_sub(PRIME_TRACE_MARGIN).unwrap_or(start_at))
+                    .await;
+                let mut config = config;
+                config.prime_ttl = this.prime_ttl();
+                let params = PunchParams {
+                    role,
+                    round,
+                    local,
+                    remote,
+                    start_at,
+                };
+                match PunchSession::new(params, config) {
+                    Ok(session) => {
+                        let socket = this.inner.node.socket().clone();
+                        punch_driver::run(session, token, socket, rx, outcome_tx).await;
+                    }
+                    Err(error) => tracing::warn!(%error, "invalid punch configuration"),
+                }
+            }
+            .instrument(span.clone()),
         );
         let this = self.clone();
         let slot = slot.clone();

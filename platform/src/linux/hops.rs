@@ -48,32 +48,37 @@ pub(crate) fn trace_hops(
     let mut hops = vec![Hop::Silent; usize::from(max_ttl)];
     // All probes at once, then one wait for their errors: the whole trace
     // takes `wait`, not `max_ttl` times it.
-    for ttl in 1..=max_ttl {
-        set_int(&socket, level, ttl_opt, i32::from(ttl)).map_err(io_err("trace: TTL"))?;
-        let to = SocketAddr::new(dst, BASE_PORT + u16::from(ttl) - 1);
-        if let Err(error) = socket.send_to(&[ttl], to) {
-            // An error of an earlier probe can surface here; it is in the
-            // queue as well and read below.
-            if error.kind() != io::ErrorKind::WouldBlock && error.raw_os_error().is_none() {
-                return Err(PlatformError::Io {
-                    op: "trace: send",
-                    source: error,
-                });
-            }
-        }
-    }
-    let deadline = Instant::now() + wait;
-    loop {
+    let record = |hops: &mut Vec<Hop>| {
         while let Some((port, hop)) = read_error(&socket, v6) {
             let index = usize::from(port.wrapping_sub(BASE_PORT));
             if let Some(slot) = hops.get_mut(index) {
                 *slot = hop;
             }
         }
-        let done = hops
-            .iter()
-            .position(|h| *h == Hop::Destination)
-            .is_some_and(|d| hops[..d].iter().all(|h| matches!(h, Hop::Router(_))));
+    };
+    for ttl in 1..=max_ttl {
+        set_int(&socket, level, ttl_opt, i32::from(ttl)).map_err(io_err("trace: TTL"))?;
+        let to = SocketAddr::new(dst, BASE_PORT + u16::from(ttl) - 1);
+        let mut tries = 0;
+        // An error an earlier probe caused fails the next send (the
+        // socket's pending error); it is in the queue too: read it, resend.
+        while let Err(error) = socket.send_to(&[ttl], to) {
+            tries += 1;
+            if error.raw_os_error().is_none() || tries > 3 {
+                return Err(PlatformError::Io {
+                    op: "trace: send",
+                    source: error,
+                });
+            }
+            record(&mut hops);
+        }
+    }
+    let deadline = Instant::now() + wait;
+    loop {
+        record(&mut hops);
+        // Routers are nearer than the destination: once it answered,
+        // whatever they had to say has arrived.
+        let done = hops.contains(&Hop::Destination);
         let left = deadline.saturating_duration_since(Instant::now());
         if done || left.is_zero() {
             break;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use antq::identity::Identity;
 use antq::nat::{infer_mapping, Observation};
+use antq::node::overlay::trace_prime_ttl;
 use antq::node::{Node, NodeConfig};
 use antq::proto::ControlMessage;
 use antq::tls::{AcceptPolicy, Allowlist};
@@ -53,6 +54,20 @@ pub fn netcheck(config: Option<&Path>, extra: &[String], json: bool) -> anyhow::
             rows.push((b, observed));
         }
         let mapping = infer_mapping(&observations);
+        // Our NAT layers: the routers toward the first IPv4 bootstrap.
+        let trace_target = bootstraps
+            .iter()
+            .map(|b| antq::socket::canonical(b.addr).ip())
+            .find(IpAddr::is_ipv4);
+        let trace = match trace_target {
+            Some(target) => Some((
+                target,
+                tokio::task::spawn_blocking(move || trace_prime_ttl(target, Duration::from_secs(1)))
+                    .await?,
+            )),
+            None => None,
+        };
+        let hop_text = |h: &Option<IpAddr>| h.map_or_else(|| "*".to_owned(), |ip| ip.to_string());
         if json {
             let list: Vec<_> = rows
                 .iter()
@@ -61,7 +76,16 @@ pub fn netcheck(config: Option<&Path>, extra: &[String], json: bool) -> anyhow::
                     Err(e) => serde_json::json!({"bootstrap": b.addr, "error": format!("{e:#}")}),
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!({"local": base, "bootstraps": list, "mapping": format!("{mapping:?}")}))?);
+            let trace_json = match &trace {
+                Some((target, Ok((ttl, routers)))) => serde_json::json!({
+                    "target": target,
+                    "routers": routers.iter().map(hop_text).collect::<Vec<_>>(),
+                    "punch_prime_ttl": ttl,
+                }),
+                Some((target, Err(e))) => serde_json::json!({"target": target, "error": e.to_string()}),
+                None => serde_json::Value::Null,
+            };
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({"local": base, "bootstraps": list, "mapping": format!("{mapping:?}"), "trace": trace_json}))?);
         } else {
             println!("local socket: {base}");
             for (b, o) in &rows {
@@ -73,6 +97,15 @@ pub fn netcheck(config: Option<&Path>, extra: &[String], json: bool) -> anyhow::
             println!("NAT mapping: {mapping:?}");
             if observations.len() < 2 {
                 println!("(one bootstrap cannot tell endpoint-independent from symmetric mapping; give two)");
+            }
+            match &trace {
+                Some((target, Ok((ttl, routers)))) => {
+                    let list: Vec<_> = routers.iter().map(hop_text).collect();
+                    println!("routers toward {target}: {}", list.join(" "));
+                    println!("punch priming TTL: {ttl} (one more than the leading private routers: our NATs)");
+                }
+                Some((target, Err(e))) => println!("routers toward {target}: cannot trace ({e})"),
+                None => println!("routers: no IPv4 bootstrap to trace toward"),
             }
         }
         node.close().await;

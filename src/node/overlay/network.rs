@@ -19,7 +19,7 @@
 //!   sets the TTL of punch priming probes ([`crate::nat::priming`]).
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::PoisonError;
 use std::time::{Duration, Instant};
@@ -86,6 +86,26 @@ impl LinkMonitor {
     }
 }
 
+/// The punch priming TTL for the path toward `target` (see
+/// [`crate::nat::priming`]) and the routers it was derived from (hop 1
+/// first, `None` for a silent hop, up to the destination). Traces with
+/// [`antq_platform::trace_hops`]: blocks for up to `wait`.
+pub fn trace_prime_ttl(
+    target: IpAddr,
+    wait: Duration,
+) -> Result<(u8, Vec<Option<IpAddr>>), antq_platform::PlatformError> {
+    let hops = antq_platform::trace_hops(target, TRACE_HOPS, wait)?;
+    let routers: Vec<_> = hops
+        .iter()
+        .take_while(|h| **h != antq_platform::Hop::Destination)
+        .map(|h| match h {
+            antq_platform::Hop::Router(ip) => Some(*ip),
+            _ => None,
+        })
+        .collect();
+    Ok((prime_ttl_for(&routers), routers))
+}
+
 impl Overlay {
     /// Follows the host's network changes until the subscription ends.
     pub(super) async fn watch_network(self) {
@@ -132,6 +152,11 @@ impl Overlay {
     /// priming TTL from them ([`prime_ttl_for`]). IPv4 only: that is where
     /// NATs are. Keeps the previous value when the trace is impossible.
     async fn learn_prime_ttl(&self) {
+        self.run_prime_trace().await;
+        self.inner.prime_traced.send_replace(true);
+    }
+
+    async fn run_prime_trace(&self) {
         if self.inner.config.punch.prime_ttl.is_none() {
             return;
         }
@@ -145,27 +170,15 @@ impl Overlay {
         else {
             return;
         };
-        let traced = tokio::task::spawn_blocking(move || {
-            antq_platform::trace_hops(target, TRACE_HOPS, TRACE_WAIT)
-        })
-        .await;
-        let hops = match traced {
-            Ok(Ok(hops)) => hops,
+        let traced = tokio::task::spawn_blocking(move || trace_prime_ttl(target, TRACE_WAIT)).await;
+        let (ttl, routers) = match traced {
+            Ok(Ok(found)) => found,
             Ok(Err(error)) => {
                 tracing::debug!(%error, "no traceroute; punch priming keeps its TTL");
                 return;
             }
             Err(_) => return,
         };
-        let routers: Vec<_> = hops
-            .iter()
-            .take_while(|h| **h != antq_platform::Hop::Destination)
-            .map(|h| match h {
-                antq_platform::Hop::Router(ip) => Some(*ip),
-                _ => None,
-            })
-            .collect();
-        let ttl = prime_ttl_for(&routers);
         let old = self.inner.prime_ttl.swap(ttl, Ordering::Relaxed);
         if old != ttl {
             tracing::info!(ttl, ?routers, %target, "punch priming TTL from the routers toward the bootstrap");
