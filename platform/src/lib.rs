@@ -571,7 +571,15 @@ pub enum Hop {
 /// privilege. Linux only for now (`IP_RECVERR`); elsewhere
 /// [`PlatformError::Unsupported`].
 pub fn trace_hops(dst: IpAddr, max_ttl: u8, wait: Duration) -> Result<Vec<Hop>, PlatformError> {
-    imp::trace_hops(dst, max_ttl, wait)
+    #[cfg(target_os = "linux")]
+    return imp::trace_hops(dst, max_ttl, wait);
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (dst, max_ttl, wait);
+        Err(PlatformError::Unsupported {
+            what: "hop tracing",
+        })
+    }
 }
 
 /// Whether the process may configure the network: root, or (Linux)

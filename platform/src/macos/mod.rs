@@ -96,14 +96,3 @@ pub(crate) fn restore_thread_priority() {
         }
     }
 }
-
-/// Hop tracing needs `IP_RECVERR`, which this OS does not have.
-pub(crate) fn trace_hops(
-    _dst: std::net::IpAddr,
-    _max_ttl: u8,
-    _wait: std::time::Duration,
-) -> Result<Vec<crate::Hop>, crate::PlatformError> {
-    Err(crate::PlatformError::Unsupported {
-        what: "hop tracing",
-    })
-}

@@ -123,14 +123,3 @@ pub(crate) fn raise_thread_priority() -> bool {
 
 /// Nothing to restore.
 pub(crate) fn restore_thread_priority() {}
-
-/// Hop tracing needs `IP_RECVERR`, which this OS does not have.
-pub(crate) fn trace_hops(
-    _dst: std::net::IpAddr,
-    _max_ttl: u8,
-    _wait: std::time::Duration,
-) -> Result<Vec<crate::Hop>, crate::PlatformError> {
-    Err(crate::PlatformError::Unsupported {
-        what: "hop tracing",
-    })
-}

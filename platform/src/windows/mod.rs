@@ -26,14 +26,3 @@ pub(crate) const PRIVILEGE: &str = "an elevated (Administrator) process";
 /// How to get [`PRIVILEGE`].
 pub(crate) const PRIVILEGE_ADVICE: &str =
     "run it from a terminal opened with \"Run as administrator\"";
-
-/// Hop tracing needs `IP_RECVERR`, which this OS does not have.
-pub(crate) fn trace_hops(
-    _dst: std::net::IpAddr,
-    _max_ttl: u8,
-    _wait: std::time::Duration,
-) -> Result<Vec<crate::Hop>, crate::PlatformError> {
-    Err(crate::PlatformError::Unsupported {
-        what: "hop tracing",
-    })
-}
