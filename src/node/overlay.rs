@@ -86,8 +86,9 @@ pub const STAGED_MAX_AGE: Duration = Duration::from_secs(2);
 const PUNCH_QUIET: Duration = Duration::from_secs(32);
 
 /// A punch waits for the priming TTL's traceroute until this long before
-/// it starts, then goes on with what is known.
-const PRIME_TRACE_MARGIN: Duration = Duration::from_millis(5);
+/// it starts, then goes on with what is known (the driver needs a few ms to
+/// set up its sending thread).
+const PRIME_TRACE_MARGIN: Duration = Duration::from_millis(20);
 
 /// How long after a punch validated an address its handshakes skip the
 /// Retry: enough for the dial that follows (the other side waits 0.5 s, then

@@ -109,8 +109,10 @@ pub fn trace_prime_ttl(
 impl Overlay {
     /// Follows the host's network changes until the subscription ends.
     pub(super) async fn watch_network(self) {
+        // Subscribed first: no change during the trace is missed.
+        let watcher = antq_platform::watch_changes();
         self.learn_prime_ttl().await;
-        let mut watcher = match antq_platform::watch_changes() {
+        let mut watcher = match watcher {
             Ok(w) => w,
             Err(error) => {
                 tracing::warn!(%error, "cannot watch network changes; paths recover only when they stall");
