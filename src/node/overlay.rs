@@ -50,6 +50,12 @@ const RECV_QUEUE: usize = 4096;
 /// How often the per-peer task re-checks its paths (and samples their
 /// liveness: this adds to the time a dead path takes to notice).
 const MAINTAIN_INTERVAL: Duration = Duration::from_millis(200);
+/// The re-check period of a peer with both paths up and no datagram either
+/// way since the last check. Its next outgoing datagram wakes the task at
+/// once, so a path that died while idle is noticed as fast as ever once
+/// traffic resumes; only keep-alives on an idle dead path are sampled
+/// less often.
+const IDLE_MAINTAIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Candidate announcements are repeated this often while there is no direct path.
 const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(3);
 /// How long the peer's candidate set must stay unchanged before the leader
@@ -265,6 +271,9 @@ struct PeerSlot {
     /// Set when the peer's candidates arrive and ours should go out at once
     /// (the peer may have missed our earlier announcement).
     announce_now: std::sync::atomic::AtomicBool,
+    /// The maintenance task sleeps for [`IDLE_MAINTAIN_INTERVAL`]: the next
+    /// send wakes it.
+    idle: std::sync::atomic::AtomicBool,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     /// Datagrams sent while there was no path, with when they were sent:
@@ -467,6 +476,7 @@ impl Overlay {
                     punching: Mutex::default(),
                     direct_lost: Mutex::default(),
                     announce_now: std::sync::atomic::AtomicBool::new(false),
+                    idle: std::sync::atomic::AtomicBool::new(false),
                     bytes_in: AtomicU64::new(0),
                     bytes_out: AtomicU64::new(0),
                     staged: Mutex::default(),
@@ -621,7 +631,11 @@ impl Overlay {
                 peer: *peer,
                 source,
             })?;
-        slot.bytes_out.fetch_add(len, Ordering::Relaxed);
+        slot.bytes_out.fetch_add(len, Ordering::SeqCst);
+        if slot.idle.load(Ordering::SeqCst) {
+            slot.idle.store(false, Ordering::Relaxed);
+            slot.wake.notify_one();
+        }
         Ok(())
     }
 
@@ -888,6 +902,8 @@ impl Overlay {
         let mut monitors = network::PathMonitors::default();
         // The peer's and our candidates when the last punch started.
         let mut last_punched: (Vec<SocketAddr>, Vec<SocketAddr>) = Default::default();
+        // Bytes in and out at the last pass.
+        let mut last_traffic = None;
         loop {
             let now = Instant::now();
             let mut recheck = MAINTAIN_INTERVAL;
@@ -1019,6 +1035,20 @@ impl Overlay {
                 } else {
                     punch_backoff.reset();
                 }
+            }
+            // Both paths up and nothing sent or received since the last
+            // pass: sleep longer. The flag goes up before the counters are
+            // read (SeqCst on both sides), so a send either shows in them
+            // or sees the flag and wakes us.
+            let steady = recheck == MAINTAIN_INTERVAL && slot.has_direct() && slot.has_relay();
+            slot.idle.store(steady, Ordering::SeqCst);
+            let traffic = (
+                slot.bytes_in.load(Ordering::SeqCst),
+                slot.bytes_out.load(Ordering::SeqCst),
+            );
+            let quiet = last_traffic.replace(traffic) == Some(traffic);
+            if steady && quiet {
+                recheck = IDLE_MAINTAIN_INTERVAL;
             }
             tokio::select! {
                 () = slot.wake.notified() => {}
