@@ -497,8 +497,10 @@ mod tests {
             let path = self.dir.path().join("peer.toml");
             std::fs::write(
                 &path,
-                text.replace("PEER", &self.peer.to_string())
-                    .replace("OWN", &self.own.peer_id().to_string()),
+                // The placeholders hold `<`, which no base64 key does: a key
+                // put in for one can never be taken for the other.
+                text.replace("<PEER>", &self.peer.to_string())
+                    .replace("<OWN>", &self.own.peer_id().to_string()),
             )
             .unwrap();
             TunnelConfig::load(&path)
@@ -514,10 +516,10 @@ mod tests {
 private_key_file = "host.key"
 address = ["10.90.0.1/24", "fd90::1/64"]
 listen_port = 9000
-bootstrap = ["PEER@198.51.100.1:9000"]
+bootstrap = ["<PEER>@198.51.100.1:9000"]
 
 [[peer]]
-public_key = "PEER"
+public_key = "<PEER>"
 allowed_ips = ["10.90.0.2/32", "fd90::2/128"]
 endpoint = "198.51.100.7:9000"
 "#;
@@ -559,7 +561,7 @@ endpoint = "198.51.100.7:9000"
                 "peer[0].allowed_ips",
             ),
             (
-                GOOD.replace("public_key = \"PEER\"", "public_key = \"OWN\""),
+                GOOD.replace("public_key = \"<PEER>\"", "public_key = \"<OWN>\""),
                 "peer[0].public_key",
             ),
             (
