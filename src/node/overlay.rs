@@ -912,21 +912,7 @@ impl Overlay {
             if let Some(endpoint) = slot.endpoint {
                 if !slot.has_direct() && endpoint_backoff.ready(now) {
                     endpoint_backoff.arm(now);
-                    // Unless the last dial is still under way.
-                    if let Some(dialing) = Dialing::begin(&slot, endpoint) {
-                        self.note_attempt(false);
-                        let this = self.clone();
-                        let peer = slot.id;
-                        tokio::spawn(async move {
-                            let _dialing = dialing;
-                            match this.inner.node.connect(peer, &[endpoint]).await {
-                                Ok(conn) => this.install(conn),
-                                Err(error) => {
-                                    tracing::debug!(peer = %peer.short(), %endpoint, %error, "endpoint dial failed")
-                                }
-                            }
-                        });
-                    }
+                    self.dial(&slot, endpoint, false);
                 } else if slot.has_direct() {
                     endpoint_backoff.reset();
                 }
@@ -951,7 +937,7 @@ impl Overlay {
                             if self.inner.node.socket().relay_route(virtual_addr).is_some() =>
                         {
                             if now.duration_since(self.inner.started) >= dial_wait {
-                                self.dial_relay(&slot, virtual_addr);
+                                self.dial(&slot, virtual_addr, true);
                             }
                         }
 
@@ -1086,20 +1072,26 @@ impl Overlay {
         }
     }
 
-    /// Dials the peer over the relay path `virtual_addr`, unless a dial
-    /// there is still under way.
-    fn dial_relay(&self, slot: &Arc<PeerSlot>, virtual_addr: SocketAddr) {
-        let Some(dialing) = Dialing::begin(slot, virtual_addr) else {
+    /// Dials the peer at `addr` (its known endpoint, or with `relayed` a
+    /// relay path's virtual address), unless a dial there is still under
+    /// way.
+    fn dial(&self, slot: &Arc<PeerSlot>, addr: SocketAddr, relayed: bool) {
+        let Some(dialing) = Dialing::begin(slot, addr) else {
             return;
         };
-        self.note_attempt(true);
+        self.note_attempt(relayed);
         let this = self.clone();
         let peer = slot.id;
         tokio::spawn(async move {
             let _dialing = dialing;
-            match this.inner.node.connect(peer, &[virtual_addr]).await {
+            match this.inner.node.connect(peer, &[addr]).await {
                 Ok(conn) => this.install(conn),
-                Err(error) => tracing::debug!(peer = %peer.short(), %error, "relay dial failed"),
+                Err(error) if relayed => {
+                    tracing::debug!(peer = %peer.short(), %error, "relay dial failed")
+                }
+                Err(error) => {
+                    tracing::debug!(peer = %peer.short(), endpoint = %addr, %error, "endpoint dial failed")
+                }
             }
         });
     }
@@ -1595,7 +1587,7 @@ impl Overlay {
                     }
                     tracing::info!(peer = %slot.id.short(), channel, "relay granted");
                     if self.leads(&slot.id) && !slot.has_relay() {
-                        self.dial_relay(&slot, virtual_addr);
+                        self.dial(&slot, virtual_addr, true);
                     }
                 }
                 ControlMessage::RelayClose { channel } => {
