@@ -315,9 +315,14 @@ pub(crate) fn collect_node(node: &crate::node::Node, r: &mut Registry) {
     .int(&[], load(&s.handshakes_failed));
     r.counter(
         "antq_handshakes_rate_limited_total",
-        "Incoming handshakes ignored by the per-IP connection limit.",
+        "Incoming handshakes ignored by the per-source (IPv4 address, IPv6 /64) rate limit.",
     )
     .int(&[], load(&s.handshakes_limited));
+    r.counter(
+        "antq_handshake_retries_total",
+        "QUIC Retry packets sent to validate a client's address before its handshake.",
+    )
+    .int(&[], load(&s.retries));
     r.counter(
         "antq_keys_refused_total",
         "Incoming handshakes whose client key is not on the allowlist.",

@@ -79,6 +79,18 @@ async fn relay_first_then_direct() {
     let s = &a.status()[0];
     assert_eq!(s.remote, Some(b.local_addr().unwrap()));
     assert!(s.first_connect_ms.is_some() && s.first_direct_ms.is_some());
+    // Both paths stay up (the relay as a backup): wait for the relay
+    // connection too, which may come after the direct one on a busy host.
+    let start = Instant::now();
+    while a.open_connections().both + b.open_connections().both < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "both paths not up: {:?} {:?}",
+            a.open_connections(),
+            b.open_connections()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // The punch validated both addresses: the direct handshake needed no
     // Retry round trip (the relayed one never does).
     let count = |o: &Overlay, f: fn(&antq::node::NodeStats) -> &AtomicU64| {

@@ -4,11 +4,12 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use antq::identity::Identity;
 use antq::node::{Node, NodeConfig};
-use antq::socket::{is_virtual, RelayLimit, RelayRoute};
+use antq::socket::{is_virtual, RelayBudget, RelayLimit, RelayRoute};
 use antq::tls::{AcceptPolicy, Allowlist};
 use bytes::Bytes;
 
@@ -53,8 +54,13 @@ async fn peers_talk_end_to_end_through_a_relay() {
         server: c_addr,
         channel: 22,
     };
-    relay.socket().set_relay_forward(from_a, from_c, UNLIMITED);
-    relay.socket().set_relay_forward(from_c, from_a, UNLIMITED);
+    let budget = || Arc::new(RelayBudget::new(UNLIMITED));
+    relay
+        .socket()
+        .set_relay_forward(from_a, from_c, UNLIMITED, budget());
+    relay
+        .socket()
+        .set_relay_forward(from_c, from_a, UNLIMITED, budget());
     let c_via_relay = a.socket().add_relay_route(RelayRoute {
         server: r_addr,
         channel: 11,
@@ -120,6 +126,7 @@ async fn relay_bandwidth_limit_drops_the_excess() {
             channel: 2,
         },
         limit,
+        Arc::new(RelayBudget::new(UNLIMITED)),
     );
     let frame = {
         let mut f = vec![1u8, 0, 0, 0, 1];
@@ -143,4 +150,58 @@ async fn relay_bandwidth_limit_drops_the_excess() {
         "forwarded {fwd} frames of 1005 bytes within a 20 kB burst"
     );
     assert!(limited >= 70, "limited {limited}");
+}
+
+/// One sender's budget is shared by all its relay directions: two
+/// allocations do not double what it may make the relay send.
+#[tokio::test]
+async fn a_senders_budget_covers_all_its_relays() {
+    let (ka, kc, kr) = (
+        Identity::generate(),
+        Identity::generate(),
+        Identity::generate(),
+    );
+    let a = node(&ka, &[&kc]);
+    let c = node(&kc, &[&ka]);
+    let relay = node(&kr, &[]);
+    let (a_addr, c_addr) = (a.local_addr().unwrap(), c.local_addr().unwrap());
+    let budget = Arc::new(RelayBudget::new(RelayLimit {
+        bytes_per_sec: 10_000.0,
+        burst_bytes: 20_000.0,
+    }));
+    for (from, to) in [(1, 2), (3, 4)] {
+        relay.socket().set_relay_forward(
+            RelayRoute {
+                server: a_addr,
+                channel: from,
+            },
+            RelayRoute {
+                server: c_addr,
+                channel: to,
+            },
+            UNLIMITED,
+            budget.clone(),
+        );
+    }
+    for channel in [1u8, 3] {
+        let mut frame = vec![1u8, 0, 0, 0, channel];
+        frame.extend_from_slice(&[0xc0; 1000]);
+        for _ in 0..50 {
+            a.socket()
+                .send_raw(relay.local_addr().unwrap(), &frame)
+                .await
+                .unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stats = relay.socket().stats();
+    let (fwd, limited) = (
+        stats.forwarded.load(Ordering::Relaxed),
+        stats.forward_budget_limited.load(Ordering::Relaxed),
+    );
+    assert!(
+        fwd <= 25,
+        "forwarded {fwd} frames of 1005 bytes on two channels within one 20 kB budget"
+    );
+    assert!(limited >= 70, "budget-limited {limited}");
 }

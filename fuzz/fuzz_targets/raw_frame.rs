@@ -1,9 +1,10 @@
-//! Fuzzes the raw UDP frame parsers: classify, relay, probe, probe answer.
+//! Fuzzes the raw UDP frame parsers: classify, relay, probe, probe answer,
+//! address challenge.
 #![no_main]
 
 use antq::proto::raw::{
-    classify, encode_relay_header, parse_raw, parse_relay, PacketClass, Probe, ProbeKind, RawFrame,
-    RelayHeader,
+    classify, encode_relay_header, parse_raw, parse_relay, AddressChallenge, PacketClass, Probe,
+    ProbeKind, RawFrame, RelayHeader,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -47,5 +48,10 @@ fuzz_target!(|data: &[u8]| {
                 assert!(ack.is_empty());
             }
         }
+    }
+
+    if let Ok(challenge) = AddressChallenge::decode(data) {
+        assert_eq!(raw, Ok(RawFrame::AddressChallenge(challenge)));
+        assert_eq!(challenge.to_bytes().as_slice(), data);
     }
 });

@@ -9,10 +9,24 @@
 //!                               # that drop UDP cannot then connect)
 //! relay = true
 //! allowed_keys = ["BASE64PUBKEY", ...]            # optional: serve only these
-//! coordination_per_sec = 20                      # optional rate limits
-//! relay_bytes_per_sec = 12500000
-//! tcp_max_streams = 4096                         # optional: open TCP streams at most
 //! metrics = "127.0.0.1:9901"                     # optional: Prometheus, loopback only
+//!
+//! # Optional limits (defaults shown; docs/security.md explains each).
+//! # "Per IP" means per IPv4 address or per IPv6 /64.
+//! coordination_per_sec = 20          # FORWARD + RELAY_REQUEST per key
+//! coordination_burst = 60
+//! relay_bytes_per_sec = 25000000     # per direction of a relayed pair
+//! relay_burst_bytes = 2000000
+//! relay_key_bytes_per_sec = 25000000 # per sending key, over all its relays
+//! relay_key_burst_bytes = 4000000
+//! relay_max_per_key = 1024           # relays a key is in (and requests waiting)
+//! relay_max_total = 16384            # relays in total (and requests waiting)
+//! connections_per_sec_per_ip = 20    # new QUIC handshakes / TCP streams
+//! max_connections_per_ip = 32
+//! max_peers = 4096
+//! max_pending_handshakes = 256
+//! tcp_max_streams = 4096
+//! tcp_max_streams_per_ip = 16
 //! ```
 
 use std::net::SocketAddr;
@@ -45,8 +59,16 @@ struct Section {
     coordination_burst: Option<f64>,
     relay_bytes_per_sec: Option<f64>,
     relay_burst_bytes: Option<f64>,
+    relay_key_bytes_per_sec: Option<f64>,
+    relay_key_burst_bytes: Option<f64>,
+    relay_max_per_key: Option<i64>,
+    relay_max_total: Option<i64>,
     connections_per_sec_per_ip: Option<f64>,
+    max_connections_per_ip: Option<i64>,
+    max_peers: Option<i64>,
+    max_pending_handshakes: Option<i64>,
     tcp_max_streams: Option<i64>,
+    tcp_max_streams_per_ip: Option<i64>,
     metrics: Option<String>,
 }
 
@@ -115,21 +137,6 @@ impl BootstrapConfig {
                 )
             })?),
         };
-        let tcp_max_streams = match s.tcp_max_streams {
-            None => defaults.tcp_max_streams,
-            Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
-            Some(n) => {
-                return Err(invalid(
-                    path,
-                    "bootstrap.tcp_max_streams",
-                    format!("{n} is not a positive number"),
-                    format!(
-                        "use a positive whole number (default {})",
-                        defaults.tcp_max_streams
-                    ),
-                ))
-            }
-        };
         let allowed_keys = s
             .allowed_keys
             .map(|keys| {
@@ -161,6 +168,19 @@ impl BootstrapConfig {
                     )),
                 }
             };
+        let count =
+            |field: &str, value: Option<i64>, default: usize| -> Result<usize, ConfigError> {
+                match value {
+                    None => Ok(default),
+                    Some(n) if n > 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+                    Some(n) => Err(invalid(
+                        path,
+                        format!("bootstrap.{field}"),
+                        format!("{n} is not a positive number"),
+                        format!("use a positive whole number (default {default})"),
+                    )),
+                }
+            };
         let limits = Limits {
             coordination_per_sec: positive(
                 "coordination_per_sec",
@@ -182,12 +202,52 @@ impl BootstrapConfig {
                 s.relay_burst_bytes,
                 defaults.relay_burst_bytes,
             )?,
+            relay_key_bytes_per_sec: positive(
+                "relay_key_bytes_per_sec",
+                s.relay_key_bytes_per_sec,
+                defaults.relay_key_bytes_per_sec,
+            )?,
+            relay_key_burst_bytes: positive(
+                "relay_key_burst_bytes",
+                s.relay_key_burst_bytes,
+                defaults.relay_key_burst_bytes,
+            )?,
+            relay_max_per_key: count(
+                "relay_max_per_key",
+                s.relay_max_per_key,
+                defaults.relay_max_per_key,
+            )?,
+            relay_max_total: count(
+                "relay_max_total",
+                s.relay_max_total,
+                defaults.relay_max_total,
+            )?,
             connections_per_sec_per_ip: positive(
                 "connections_per_sec_per_ip",
                 s.connections_per_sec_per_ip,
                 defaults.connections_per_sec_per_ip,
             )?,
-            tcp_max_streams,
+            max_connections_per_ip: count(
+                "max_connections_per_ip",
+                s.max_connections_per_ip,
+                defaults.max_connections_per_ip,
+            )?,
+            max_peers: count("max_peers", s.max_peers, defaults.max_peers)?,
+            max_pending_handshakes: count(
+                "max_pending_handshakes",
+                s.max_pending_handshakes,
+                defaults.max_pending_handshakes,
+            )?,
+            tcp_max_streams: count(
+                "tcp_max_streams",
+                s.tcp_max_streams,
+                defaults.tcp_max_streams,
+            )?,
+            tcp_max_streams_per_ip: count(
+                "tcp_max_streams_per_ip",
+                s.tcp_max_streams_per_ip,
+                defaults.tcp_max_streams_per_ip,
+            )?,
         };
         let metrics = s
             .metrics
@@ -253,6 +313,43 @@ mod tests {
         assert!(e.contains("positive whole number"), "{e}");
         let e = load("tcp_listen = false\n").unwrap_err().to_string();
         assert!(e.contains("tcp_listen"), "{e}");
+    }
+
+    #[test]
+    fn limits_default_and_can_be_set() {
+        assert_eq!(load("").unwrap().limits, Limits::default());
+        let c = load(
+            "max_peers = 100\nmax_connections_per_ip = 4\nrelay_max_per_key = 8\n\
+             relay_max_total = 50\nrelay_key_bytes_per_sec = 1000\n\
+             tcp_max_streams_per_ip = 2\nmax_pending_handshakes = 10\n",
+        )
+        .unwrap();
+        let l = c.limits;
+        assert_eq!(
+            (
+                l.max_peers,
+                l.max_connections_per_ip,
+                l.relay_max_per_key,
+                l.relay_max_total
+            ),
+            (100, 4, 8, 50)
+        );
+        assert_eq!(
+            (l.tcp_max_streams_per_ip, l.max_pending_handshakes),
+            (2, 10)
+        );
+        assert_eq!(l.relay_key_bytes_per_sec, 1000.0);
+        for (field, bad) in [
+            ("max_peers", "0"),
+            ("max_connections_per_ip", "-1"),
+            ("relay_max_total", "0"),
+            ("relay_key_bytes_per_sec", "-5.0"),
+        ] {
+            let e = load(&format!("{field} = {bad}\n")).unwrap_err().to_string();
+            assert!(e.contains("boot.toml"), "{e}");
+            assert!(e.contains(&format!("`bootstrap.{field}`")), "{e}");
+            assert!(e.contains("fix:") && e.contains("default"), "{e}");
+        }
     }
 
     #[test]

@@ -19,14 +19,14 @@ impl Bootstrap {
 
     /// Adds the bootstrap's metrics (and its node's and socket's) to `r`.
     pub fn collect_metrics(&self, r: &mut Registry) {
-        let (udp, tcp, relays) = {
+        let (udp, tcp, held) = {
             let reg = self.lock();
             let tcp = reg
-                .peers
-                .values()
-                .filter(|e| Transport::of(e.observed) == Transport::Tcp)
+                .peers()
+                .filter(|(_, _, addr)| Transport::of(*addr) == Transport::Tcp)
                 .count();
-            (reg.peers.len() - tcp, tcp, reg.relays.len())
+            let held = reg.held();
+            (held.peers - tcp, tcp, held)
         };
         let f = r.gauge(
             "antq_bootstrap_peers",
@@ -38,7 +38,17 @@ impl Bootstrap {
             "antq_bootstrap_relay_allocations",
             "Relay allocations (peer pairs) in place now.",
         )
-        .int(&[], relays as u64);
+        .int(&[], held.relays as u64);
+        r.gauge(
+            "antq_bootstrap_relay_requests_waiting",
+            "Relay requests waiting for the other key to ask too.",
+        )
+        .int(&[], held.relay_requests_waiting as u64);
+        r.gauge(
+            "antq_bootstrap_address_challenges",
+            "Address challenges under way (a peer's connection moved, not yet proven).",
+        )
+        .int(&[], self.node.socket().challenges_pending() as u64);
         let s = &self.stats;
         r.counter(
             "antq_bootstrap_relay_allocations_total",
@@ -50,26 +60,81 @@ impl Bootstrap {
             "Coordination messages (candidates, punch requests) forwarded between peers.",
         )
         .int(&[], load(&s.forwarded));
-        r.counter(
-            "antq_bootstrap_requests_refused_total",
-            "Coordination requests refused (target not connected, message not forwardable).",
-        )
-        .int(&[], load(&s.refused));
         let sock = self.node.socket().stats();
+        let f = r.counter(
+            "antq_bootstrap_address_proofs_total",
+            "Moves of peers' connections to new addresses: challenges sent there, proofs the \
+             peers sent back, moves followed once proven, proofs that matched no challenge, \
+             moves to a virtual address not followed.",
+        );
+        for (result, value) in [
+            ("challenged", load(&sock.challenges_sent)),
+            ("proven", load(&s.proofs_accepted)),
+            ("followed", load(&s.migrations_followed)),
+            ("unmatched", load(&s.proofs_unmatched)),
+            ("ignored_virtual", load(&s.migrations_ignored)),
+        ] {
+            f.int(&[("result", result)], value);
+        }
+        let f = r.counter(
+            "antq_bootstrap_unproven_packets_total",
+            "QUIC packets to an address not yet proven: held for its proof, sent once proven, \
+             dropped (no proof in time, or no room).",
+        );
+        for (result, c) in [
+            ("held", &sock.unproven_held),
+            ("released", &sock.proven_released),
+            ("dropped", &sock.unproven_dropped),
+        ] {
+            f.int(&[("result", result)], load(c));
+        }
+        r.counter(
+            "antq_bootstrap_relay_requests_held_total",
+            "Relay requests held until the other key asks too (relays need both keys' consent).",
+        )
+        .int(&[], load(&s.relay_requests_held));
+        r.counter(
+            "antq_bootstrap_raw_unexpected_total",
+            "Raw frames other than address responses and relay data, dropped.",
+        )
+        .int(&[], load(&s.raw_unexpected));
         let node = self.node.stats();
         let f = r.counter(
-            "antq_bootstrap_rate_limited_total",
-            "Requests refused or dropped by a limit: coordination (per key), \
-             connections_per_ip (QUIC handshakes), tcp_streams (per IP or total), \
-             relay_bandwidth (relay frames).",
+            "antq_bootstrap_refused_total",
+            "Requests, connections and frames refused or dropped by a limit, by reason \
+             (docs/security.md lists each limit).",
         );
-        for (limit, value) in [
-            ("coordination", load(&s.rate_limited)),
-            ("connections_per_ip", load(&node.handshakes_limited)),
+        for (reason, value) in [
+            ("coordination_rate", load(&s.rate_limited)),
+            ("relay_per_key_cap", load(&s.relay_refused_per_key)),
+            ("relay_total_cap", load(&s.relay_refused_total)),
+            ("not_connected_or_invalid", load(&s.refused)),
+            ("target_queue_full", load(&s.target_queue_full)),
+            ("handshake_rate", load(&node.handshakes_limited)),
+            ("handshake_per_ip", load(&node.refused_per_source)),
+            ("handshake_total", load(&node.refused_total)),
+            ("handshake_pending", load(&node.refused_pending)),
             ("tcp_streams", load(&sock.streams_refused)),
             ("relay_bandwidth", load(&sock.forward_limited)),
+            ("relay_key_budget", load(&sock.forward_budget_limited)),
         ] {
-            f.int(&[("limit", limit)], value);
+            f.int(&[("reason", reason)], value);
+        }
+        let l = self.limits();
+        let f = r.gauge(
+            "antq_bootstrap_limit",
+            "The limits this bootstrap runs with (see docs/security.md).",
+        );
+        for (limit, value) in [
+            ("max_peers", l.max_peers),
+            ("max_connections_per_ip", l.max_connections_per_ip),
+            ("max_pending_handshakes", l.max_pending_handshakes),
+            ("relay_max_per_key", l.relay_max_per_key),
+            ("relay_max_total", l.relay_max_total),
+            ("tcp_max_streams", l.tcp_max_streams),
+            ("tcp_max_streams_per_ip", l.tcp_max_streams_per_ip),
+        ] {
+            f.int(&[("limit", limit)], value as u64);
         }
         metrics::collect_node(&self.node, r);
     }

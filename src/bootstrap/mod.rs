@@ -2,16 +2,30 @@
 //!
 //! For each connected peer it:
 //! - reports the address it observes (`OBSERVED_ADDRESS`, again whenever the
-//!   peer's address changes);
+//!   peer proves a new one);
 //! - keeps the peer's announced candidates (`ADD_ADDRESS`/`REMOVE_ADDRESS`);
 //! - forwards coordination messages between two peers (`FORWARD` carrying
 //!   `ADD_ADDRESS`, `REMOVE_ADDRESS` or `PUNCH_ME_NOW`), within a per-key
 //!   rate limit;
-//! - relays traffic for a pair that asked (`RELAY_REQUEST` → `RELAY_GRANT` to
-//!   both): forwarding entries in the shared socket move `RELAY_DATA` frames
-//!   between the two peers' validated addresses, one out per one in, within a
-//!   per-direction bandwidth limit. The relay never sees the peers' keys
-//!   material: their QUIC is end to end.
+//! - relays traffic for a pair in which **both** keys asked for each other
+//!   (`RELAY_REQUEST` both ways → `RELAY_GRANT` to both): forwarding entries
+//!   in the shared socket move `RELAY_DATA` frames between the two peers'
+//!   proven addresses, one out per one in, within a per-direction bandwidth
+//!   limit and a byte budget per sending key. The relay never sees the
+//!   peers' key material: their QUIC is end to end.
+//!
+//! What any key can make it hold or send is bounded: connections per source
+//! (IPv4 address or IPv6 /64) and in total, handshakes under way, relay
+//! requests and allocations per key and in total, TCP streams per source and
+//! in total ([`Limits`]; `docs/security.md` has the threat model). Every
+//! refusal is counted by reason ([`BootstrapStats`], metrics).
+//!
+//! **Addresses are proven before use.** QUIC moves a connection to the
+//! source of the newest packet before validating it, so a client could point
+//! its relay traffic at a victim by spoofing a few packets. The bootstrap
+//! therefore uses a peer's handshake address, and follows it elsewhere only
+//! after the peer answered an `ADDRESS_CHALLENGE` sent there
+//! ([`registry`]).
 //!
 //! Sessions, candidates and relay allocations of a peer go away when its
 //! connection closes.
@@ -24,8 +38,8 @@
 
 pub mod config;
 mod metrics;
+pub mod registry;
 
-use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -33,23 +47,24 @@ use std::time::{Duration, Instant};
 
 use rand::RngCore as _;
 
+use self::registry::{Allocation, Held, Moved, Refusal, Registry, RelayOutcome};
 use crate::identity::{Identity, PeerId};
-use crate::node::{Node, NodeConfig, NodeError, PeerConnection};
+use crate::node::{IncomingLimits, Node, NodeConfig, NodeError, PeerConnection};
 use crate::proto::{ControlMessage, UnavailableReason};
-use crate::ratelimit::TokenBucket;
 use crate::socket::{
-    bind_tcp, canonical, is_stream_addr, is_virtual, RelayLimit, RelayRoute, StreamLimits,
-    Transport,
+    bind_tcp, canonical, is_stream_addr, is_virtual, ProvenGuard, RelayBudget, RelayLimit,
+    RelayRoute, StreamLimits, Transport,
 };
 use crate::tls::{AcceptPolicy, Allowlist};
 
-/// How many candidates a peer may announce.
-const MAX_CANDIDATES: usize = 16;
-/// How often a session checks whether the peer's address changed.
+/// How often a session checks whether QUIC moved the peer's connection.
 const OBSERVE_INTERVAL: Duration = Duration::from_millis(250);
+/// How often expired relay requests and challenges are dropped.
+const EXPIRE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Rate limits of a bootstrap node.
-#[derive(Clone, Copy, Debug)]
+/// Limits of a bootstrap node. The defaults suit a small VPS (1 vCPU, 1 GiB);
+/// `docs/security.md` explains each and how to tune them.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Limits {
     /// Coordination requests (FORWARD, RELAY_REQUEST) per second per key.
     pub coordination_per_sec: f64,
@@ -59,11 +74,31 @@ pub struct Limits {
     pub relay_bytes_per_sec: f64,
     /// Relay burst per direction, bytes.
     pub relay_burst_bytes: f64,
-    /// New connections per second per source IP (QUIC handshakes, and
-    /// separately new TCP streams).
+    /// Relay bandwidth of one sending key over all its relays, bytes per
+    /// second.
+    pub relay_key_bytes_per_sec: f64,
+    /// Relay burst of one sending key over all its relays, bytes.
+    pub relay_key_burst_bytes: f64,
+    /// Relay allocations one key may be in, and relay requests it may have
+    /// waiting for the other key's consent (each).
+    pub relay_max_per_key: usize,
+    /// Relay allocations in total, and relay requests waiting in total
+    /// (each).
+    pub relay_max_total: usize,
+    /// New connections per second per source (an IPv4 address or an IPv6
+    /// /64): QUIC handshakes, and separately new TCP streams. The burst is
+    /// three times this.
     pub connections_per_sec_per_ip: f64,
-    /// Most TCP streams open at once.
+    /// Connections held at once from one source.
+    pub max_connections_per_ip: usize,
+    /// Connected peers (connections held) in total.
+    pub max_peers: usize,
+    /// QUIC handshakes under way at once.
+    pub max_pending_handshakes: usize,
+    /// TCP streams open at once in total.
     pub tcp_max_streams: usize,
+    /// TCP streams open at once from one source.
+    pub tcp_max_streams_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -73,8 +108,16 @@ impl Default for Limits {
             coordination_burst: 60.0,
             relay_bytes_per_sec: 25_000_000.0,
             relay_burst_bytes: 2_000_000.0,
+            relay_key_bytes_per_sec: 25_000_000.0,
+            relay_key_burst_bytes: 4_000_000.0,
+            relay_max_per_key: 1024,
+            relay_max_total: 16_384,
             connections_per_sec_per_ip: 20.0,
+            max_connections_per_ip: 32,
+            max_peers: 4096,
+            max_pending_handshakes: 256,
             tcp_max_streams: 4096,
+            tcp_max_streams_per_ip: 16,
         }
     }
 }
@@ -103,7 +146,7 @@ pub struct BootstrapSettings {
     pub relay: bool,
     /// If set, only these keys may connect.
     pub allowed_keys: Option<Vec<PeerId>>,
-    /// Rate limits.
+    /// Limits.
     pub limits: Limits,
 }
 
@@ -134,36 +177,42 @@ pub struct BootstrapStats {
     pub rate_limited: AtomicU64,
     /// Relay allocations made.
     pub relays_granted: AtomicU64,
+    /// Relay requests held until the other key asks too.
+    pub relay_requests_held: AtomicU64,
+    /// Relay requests refused by the per-key cap.
+    pub relay_refused_per_key: AtomicU64,
+    /// Relay requests refused by the total cap.
+    pub relay_refused_total: AtomicU64,
     /// Messages refused for other reasons (unknown or invalid target key,
-    /// not forwardable, relay disabled).
+    /// target not connected, not forwardable, relay disabled).
     pub refused: AtomicU64,
     /// Admitted messages dropped because the target's control queue was
     /// full (it reads slower than others write to it).
     pub target_queue_full: AtomicU64,
+    /// `ADDRESS_PROOF`s that answered a challenge under way: the peer
+    /// receives at the challenged address.
+    pub proofs_accepted: AtomicU64,
+    /// `ADDRESS_PROOF`s that answered no challenge under way (unknown or
+    /// expired token).
+    pub proofs_unmatched: AtomicU64,
+    /// Moves of a peer's connection followed (to an address it proved).
+    pub migrations_followed: AtomicU64,
+    /// Moves not followed because QUIC moved the connection to a virtual
+    /// address (a peer changing transport reconnects instead).
+    pub migrations_ignored: AtomicU64,
+    /// Raw frames other than relay data reaching the bootstrap, dropped.
+    pub raw_unexpected: AtomicU64,
 }
 
-struct PeerEntry {
+/// A connected peer, as the driver holds it.
+#[derive(Clone, Debug)]
+struct Session {
     conn: PeerConnection,
-    observed: SocketAddr,
-    candidates: BTreeMap<u64, SocketAddr>,
-    coordination: TokenBucket,
-}
-
-/// A relay allocation between two peers; `a < b` by key.
-#[derive(Clone, Copy, Debug)]
-struct Allocation {
-    a: PeerId,
-    b: PeerId,
-    channel_a: u32,
-    channel_b: u32,
-    addr_a: SocketAddr,
-    addr_b: SocketAddr,
-}
-
-#[derive(Default)]
-struct Registry {
-    peers: HashMap<PeerId, PeerEntry>,
-    relays: HashMap<(PeerId, PeerId), Allocation>,
+    /// The relay byte budget of this key as a sender.
+    budget: Arc<RelayBudget>,
+    /// Keeps the address the peer proved by a challenge open to QUIC (its
+    /// handshake address is held by the node while the connection lives).
+    proven: Arc<Mutex<Option<ProvenGuard>>>,
 }
 
 /// Aborts the TCP listener task when the last bootstrap handle goes.
@@ -185,8 +234,11 @@ pub struct Bootstrap {
     node: Node,
     tcp: Option<Arc<TcpServer>>,
     settings: Arc<BootstrapSettings>,
-    registry: Arc<Mutex<Registry>>,
+    registry: Arc<Mutex<Registry<Session>>>,
     stats: Arc<BootstrapStats>,
+    /// `OBSERVED_ADDRESS` sequence numbers (one counter for all peers: they
+    /// only need to grow per connection).
+    sequence: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Bootstrap {
@@ -194,14 +246,6 @@ impl std::fmt::Debug for Bootstrap {
         f.debug_struct("Bootstrap")
             .field("node", &self.node)
             .finish_non_exhaustive()
-    }
-}
-
-fn pair(x: PeerId, y: PeerId) -> (PeerId, PeerId) {
-    if x < y {
-        (x, y)
-    } else {
-        (y, x)
     }
 }
 
@@ -213,12 +257,19 @@ impl Bootstrap {
             Some(keys) => AcceptPolicy::Allowlist(Allowlist::new(keys.iter().copied())),
             None => AcceptPolicy::AnyKey,
         };
+        let limits = settings.limits;
         let mut config = NodeConfig::new(settings.identity.clone(), settings.listen, accept);
         config.transport.datagram_receive_buffer = None;
-        config.incoming_per_ip = Some((
-            settings.limits.connections_per_sec_per_ip,
-            settings.limits.connections_per_sec_per_ip * 3.0,
-        ));
+        config.send_only_to_proven = true;
+        config.incoming = IncomingLimits {
+            per_source_rate: Some((
+                limits.connections_per_sec_per_ip,
+                limits.connections_per_sec_per_ip * 3.0,
+            )),
+            max_per_source: limits.max_connections_per_ip,
+            max_total: limits.max_peers,
+            max_pending: limits.max_pending_handshakes,
+        };
         let node = Node::bind(config)?;
         let tcp_addr = match settings.tcp_listen {
             TcpListen::Off => None,
@@ -230,9 +281,9 @@ impl Bootstrap {
                 let listener = bind_tcp(addr)?;
                 let local = listener.local_addr().map_err(NodeError::Endpoint)?;
                 let limits = StreamLimits {
-                    per_ip_per_sec: settings.limits.connections_per_sec_per_ip,
-                    per_ip_burst: settings.limits.connections_per_sec_per_ip * 3.0,
-                    max_streams: settings.limits.tcp_max_streams,
+                    per_ip_per_sec: limits.connections_per_sec_per_ip,
+                    per_ip_burst: limits.connections_per_sec_per_ip * 3.0,
+                    max_streams: limits.tcp_max_streams,
                 };
                 let task = node.socket().serve_tcp(listener, limits).abort_handle();
                 tracing::debug!(%local, "TCP listener up");
@@ -240,12 +291,14 @@ impl Bootstrap {
             }
             None => None,
         };
+        let raw = node.socket().take_raw_receiver();
         let this = Self {
             node,
             tcp,
+            registry: Arc::new(Mutex::new(Registry::new(limits))),
             settings: Arc::new(settings),
-            registry: Arc::default(),
             stats: Arc::default(),
+            sequence: Arc::default(),
         };
         let server = this.clone();
         tokio::spawn(async move {
@@ -253,6 +306,35 @@ impl Bootstrap {
                 let session = server.clone();
                 let span = tracing::info_span!("peer", id = %conn.peer_id().short());
                 tokio::spawn(tracing::Instrument::instrument(session.serve(conn), span));
+            }
+        });
+        if let Some(mut raw) = raw {
+            // Relay data is forwarded inside the socket; any other raw frame
+            // is nothing a bootstrap answers.
+            let stats = this.stats.clone();
+            tokio::spawn(async move {
+                while let Some(packet) = raw.recv().await {
+                    stats.raw_unexpected.fetch_add(1, Ordering::Relaxed);
+                    tracing::trace!(from = %packet.from, "unexpected raw frame dropped");
+                }
+            });
+        }
+        let (registry, socket) = (
+            Arc::downgrade(&this.registry),
+            Arc::downgrade(this.node.socket()),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(EXPIRE_INTERVAL);
+            loop {
+                tick.tick().await;
+                let (Some(registry), Some(socket)) = (registry.upgrade(), socket.upgrade()) else {
+                    return;
+                };
+                registry
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .expire(Instant::now());
+                socket.expire_challenges();
             }
         });
         Ok(this)
@@ -278,6 +360,17 @@ impl Bootstrap {
         &self.stats
     }
 
+    /// What the bootstrap holds now (peers, relays, requests waiting,
+    /// challenges under way).
+    pub fn held(&self) -> Held {
+        self.lock().held()
+    }
+
+    /// The limits it runs with.
+    pub fn limits(&self) -> &Limits {
+        &self.settings.limits
+    }
+
     /// The underlying node (socket counters, relay statistics).
     pub fn node(&self) -> &Node {
         &self.node
@@ -285,16 +378,18 @@ impl Bootstrap {
 
     /// Keys of the connected peers.
     pub fn connected_peers(&self) -> Vec<PeerId> {
-        self.lock().peers.keys().copied().collect()
+        self.lock().peers().map(|(id, _, _)| id).collect()
     }
 
     /// The candidates a peer announced.
     pub fn candidates_of(&self, peer: &PeerId) -> Vec<SocketAddr> {
-        self.lock()
-            .peers
-            .get(peer)
-            .map(|e| e.candidates.values().copied().collect())
-            .unwrap_or_default()
+        self.lock().candidates_of(peer)
+    }
+
+    /// The address the bootstrap uses for a peer: proven by its handshake
+    /// or by a challenge, never just QUIC's latest source address.
+    pub fn address_of(&self, peer: &PeerId) -> Option<SocketAddr> {
+        self.lock().address_of(peer)
     }
 
     /// Closes every connection.
@@ -306,64 +401,51 @@ impl Bootstrap {
         self.node.socket().close_all_streams();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry<Session>> {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     async fn serve(self, conn: PeerConnection) {
         let peer = conn.peer_id();
-        let mut observed = canonical(conn.remote_address());
-        let mut sequence = 0u64;
-        let previous = self.lock().peers.insert(
-            peer,
-            PeerEntry {
-                conn: conn.clone(),
-                observed,
-                candidates: BTreeMap::new(),
-                coordination: TokenBucket::new(
-                    self.settings.limits.coordination_per_sec,
-                    self.settings.limits.coordination_burst,
-                    Instant::now(),
-                ),
-            },
-        );
+        let origin = conn.origin();
+        let session = Session {
+            conn: conn.clone(),
+            budget: Arc::new(RelayBudget::new(RelayLimit {
+                bytes_per_sec: self.settings.limits.relay_key_bytes_per_sec,
+                burst_bytes: self.settings.limits.relay_key_burst_bytes,
+            })),
+            proven: Arc::default(),
+        };
+        let (previous, moved) = self.lock().connect(peer, session, origin, Instant::now());
         match previous {
-            Some(old) => {
-                old.conn.close("replaced by a new connection");
-                // The peer reconnected, maybe over another transport (TCP
-                // back to UDP): its relays follow it to the new address.
-                if old.observed != observed {
-                    self.address_changed(peer, observed);
-                }
-            }
+            Some(old) => old.conn.close("replaced by a new connection"),
             None => {
                 self.stats.peers.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let transport = Transport::of(observed);
-        tracing::info!(%observed, %transport, "peer connected");
-        if let Some(tcp_peer) = self.node.socket().stream_peer(observed) {
+        // The peer reconnected from elsewhere, maybe over another transport
+        // (TCP back to UDP): its relays follow it to the new address.
+        if let Some(moved) = moved {
+            self.apply_move(&moved);
+        }
+        let transport = Transport::of(origin);
+        tracing::info!(%origin, %transport, "peer connected");
+        if let Some(tcp_peer) = self.node.socket().stream_peer(origin) {
             tracing::info!(%tcp_peer, "peer is on TCP: relay only, no observed address");
         }
-        self.send_observed(&conn, sequence, observed).await;
+        self.send_observed(&conn, origin);
 
         let mut tick = tokio::time::interval(OBSERVE_INTERVAL);
+        let mut ignored: Option<SocketAddr> = None;
         loop {
             tokio::select! {
                 msg = conn.control().recv() => match msg {
-                    Some(msg) => self.handle(peer, &conn, msg).await,
+                    Some(msg) => self.handle(peer, &conn, msg),
                     None => break,
                 },
                 _ = tick.tick() => {
-                    let now = canonical(conn.remote_address());
-                    if now != observed {
-                        observed = now;
-                        sequence += 1;
-                        tracing::info!(%observed, "peer address changed");
-                        self.address_changed(peer, observed);
-                        self.send_observed(&conn, sequence, observed).await;
-                    }
-                    if is_stream_addr(observed) && !self.node.socket().has_stream(observed) {
+                    self.check_address(peer, &conn, &mut ignored);
+                    if is_stream_addr(origin) && !self.node.socket().has_stream(origin) {
                         conn.close("TCP stream closed");
                         break;
                     }
@@ -372,43 +454,102 @@ impl Bootstrap {
             }
         }
         self.disconnected(peer, &conn);
-        if is_stream_addr(observed) {
-            self.node.socket().close_stream(observed);
+        if is_stream_addr(origin) {
+            self.node.socket().close_stream(origin);
         }
+    }
+
+    /// QUIC may have moved the connection (a NAT rebinding, or a spoofed
+    /// packet). The move is followed once the peer proved the new address:
+    /// the socket holds QUIC's packets to it and challenges it
+    /// ([`crate::socket::proof`]), the peer answers with `ADDRESS_PROOF`
+    /// ([`Self::address_proof`]).
+    fn check_address(&self, peer: PeerId, conn: &PeerConnection, ignored: &mut Option<SocketAddr>) {
+        let now_at = canonical(conn.remote_address());
+        if is_virtual(now_at) {
+            if self.address_of(&peer) != Some(now_at) && *ignored != Some(now_at) {
+                *ignored = Some(now_at);
+                self.stats
+                    .migrations_ignored
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%now_at, "move to a virtual address not followed");
+            }
+            return;
+        }
+        let moved = self.lock().follow(peer, now_at);
+        if let Some(moved) = moved {
+            self.followed(&moved, conn);
+        }
+    }
+
+    /// The peer sent back the token of an `ADDRESS_CHALLENGE`: it receives
+    /// at the address the token went to.
+    fn address_proof(&self, peer: PeerId, conn: &PeerConnection, token: [u8; 16]) {
+        let socket = self.node.socket();
+        let Some(addr) = socket.challenged_address(&token) else {
+            self.stats.proofs_unmatched.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("address proof that answers no challenge dropped");
+            return;
+        };
+        self.stats.proofs_accepted.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%addr, "peer proved an address");
+        // QUIC's held packets to it leave now (its own path validation
+        // completes), and the address stays open while the peer is on it.
+        let guard = socket.prove(addr);
+        let moved = {
+            let mut reg = self.lock();
+            reg.proved(peer, addr);
+            if let Some(session) = reg.handle(&peer) {
+                *session
+                    .proven
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(guard);
+            }
+            if canonical(conn.remote_address()) == addr {
+                reg.follow(peer, addr)
+            } else {
+                None
+            }
+        };
+        if let Some(moved) = moved {
+            self.followed(&moved, conn);
+        }
+    }
+
+    /// The peer's proven address changed: relays follow, and it is told.
+    fn followed(&self, moved: &Moved, conn: &PeerConnection) {
+        self.stats
+            .migrations_followed
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(from = %moved.from, to = %moved.to, "peer address changed (proven)");
+        self.apply_move(moved);
+        self.send_observed(conn, moved.to);
     }
 
     /// Tells the peer its observed address, unless it is a virtual one (a
     /// TCP stream path), which means nothing to anyone else.
-    async fn send_observed(&self, conn: &PeerConnection, sequence: u64, addr: SocketAddr) {
+    fn send_observed(&self, conn: &PeerConnection, addr: SocketAddr) {
         if is_virtual(addr) {
             return;
         }
+        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
         let _ = conn
             .control()
-            .send(ControlMessage::ObservedAddress { sequence, addr })
-            .await;
+            .try_send(ControlMessage::ObservedAddress { sequence, addr });
     }
 
-    async fn handle(&self, peer: PeerId, conn: &PeerConnection, msg: ControlMessage) {
+    fn handle(&self, peer: PeerId, conn: &PeerConnection, msg: ControlMessage) {
         match msg {
             ControlMessage::AddAddress { sequence, addr } if is_virtual(addr) => {
                 tracing::debug!(sequence, %addr, "virtual address refused as a candidate");
             }
             ControlMessage::AddAddress { sequence, addr } => {
-                let mut reg = self.lock();
-                if let Some(entry) = reg.peers.get_mut(&peer) {
-                    if entry.candidates.len() < MAX_CANDIDATES
-                        || entry.candidates.contains_key(&sequence)
-                    {
-                        entry.candidates.insert(sequence, addr);
-                    }
-                }
+                self.lock().add_candidate(peer, sequence, addr);
             }
             ControlMessage::RemoveAddress { sequence } => {
-                if let Some(entry) = self.lock().peers.get_mut(&peer) {
-                    entry.candidates.remove(&sequence);
-                }
+                self.lock().remove_candidate(peer, sequence);
             }
+            ControlMessage::AddressProof { token } => self.address_proof(peer, conn, token),
             ControlMessage::Forward {
                 peer: target,
                 inner,
@@ -446,19 +587,16 @@ impl Bootstrap {
         }
     }
 
-    /// Takes one coordination token of `peer`.
-    fn admit(&self, reg: &mut Registry, peer: PeerId) -> Result<(), UnavailableReason> {
-        let ok = reg
-            .peers
-            .get_mut(&peer)
-            .is_some_and(|e| e.coordination.try_take(1.0, Instant::now()));
-        if ok {
-            self.stats.admitted.fetch_add(1, Ordering::Relaxed);
-            Ok(())
-        } else {
-            self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-            Err(UnavailableReason::RateLimited)
-        }
+    /// Counts a refusal and gives the reason to send.
+    fn refuse(&self, refusal: Refusal) -> UnavailableReason {
+        let counter = match refusal {
+            Refusal::CoordinationRate => &self.stats.rate_limited,
+            Refusal::NotConnected => &self.stats.refused,
+            Refusal::RelayPerKeyCap => &self.stats.relay_refused_per_key,
+            Refusal::RelayTotalCap => &self.stats.relay_refused_total,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        refusal.reason()
     }
 
     fn forward(
@@ -480,16 +618,17 @@ impl Bootstrap {
             return Err(UnavailableReason::NotAllowed);
         }
         let mut reg = self.lock();
-        self.admit(&mut reg, from)?;
-        let Some(entry) = reg.peers.get(&target) else {
-            self.stats.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(UnavailableReason::NotConnected);
+        reg.admit(from, Instant::now())
+            .map_err(|r| self.refuse(r))?;
+        self.stats.admitted.fetch_add(1, Ordering::Relaxed);
+        let Some(target) = reg.handle(&target) else {
+            return Err(self.refuse(Refusal::NotConnected));
         };
         let msg = ControlMessage::Forward {
             peer: *from.as_bytes(),
             inner: Box::new(inner),
         };
-        entry.conn.control().try_send(msg).map_err(|_| {
+        target.conn.control().try_send(msg).map_err(|_| {
             self.stats.target_queue_full.fetch_add(1, Ordering::Relaxed);
             UnavailableReason::RateLimited
         })?;
@@ -502,51 +641,45 @@ impl Bootstrap {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
             return Err(UnavailableReason::RelayDisabled);
         }
+        let now = Instant::now();
+        let mut rng = rand::rngs::OsRng;
+        let channels = [rng.next_u32(), rng.next_u32()];
         let mut reg = self.lock();
-        self.admit(&mut reg, from)?;
-        let (Some(e_from), Some(e_target)) = (reg.peers.get(&from), reg.peers.get(&target)) else {
-            self.stats.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(UnavailableReason::NotConnected);
-        };
-        let (addr_from, addr_target) = (e_from.observed, e_target.observed);
-        let key = pair(from, target);
-        let alloc = match reg.relays.get(&key) {
-            Some(existing) => *existing,
-            None => {
-                let mut rng = rand::rngs::OsRng;
-                let channel_a = rng.next_u32();
-                let channel_b = loop {
-                    let c = rng.next_u32();
-                    if c != channel_a {
-                        break c;
-                    }
-                };
-                let (addr_a, addr_b) = if key.0 == from {
-                    (addr_from, addr_target)
-                } else {
-                    (addr_target, addr_from)
-                };
-                let alloc = Allocation {
-                    a: key.0,
-                    b: key.1,
-                    channel_a,
-                    channel_b,
-                    addr_a,
-                    addr_b,
-                };
-                self.install(&alloc);
-                reg.relays.insert(key, alloc);
+        reg.admit(from, now).map_err(|r| self.refuse(r))?;
+        self.stats.admitted.fetch_add(1, Ordering::Relaxed);
+        let alloc = match reg.relay_request(from, target, now, channels) {
+            Err(refusal) => return Err(self.refuse(refusal)),
+            Ok(RelayOutcome::StillWaiting) => return Ok(()),
+            Ok(RelayOutcome::Waiting) => {
+                // Tell the target we asked: if it wants the relay too, it
+                // asks now rather than at its next retry.
+                self.stats
+                    .relay_requests_held
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(target) = reg.handle(&target) {
+                    let _ = target
+                        .conn
+                        .control()
+                        .try_send(ControlMessage::RelayRequest {
+                            peer: *from.as_bytes(),
+                        });
+                }
+                return Ok(());
+            }
+            Ok(RelayOutcome::Created(alloc)) => {
+                self.install(&reg, &alloc);
                 self.stats.relays_granted.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(a = %alloc.a.short(), b = %alloc.b.short(), "relay allocated");
+                tracing::debug!(a = %alloc.a.short(), b = %alloc.b.short(), "relay allocated");
                 alloc
             }
+            Ok(RelayOutcome::Exists(alloc)) => alloc,
         };
         for (to, other, channel) in [
             (alloc.a, alloc.b, alloc.channel_a),
             (alloc.b, alloc.a, alloc.channel_b),
         ] {
-            if let Some(entry) = reg.peers.get(&to) {
-                let _ = entry.conn.control().try_send(ControlMessage::RelayGrant {
+            if let Some(session) = reg.handle(&to) {
+                let _ = session.conn.control().try_send(ControlMessage::RelayGrant {
                     peer: *other.as_bytes(),
                     channel,
                 });
@@ -555,10 +688,15 @@ impl Bootstrap {
         Ok(())
     }
 
-    fn install(&self, alloc: &Allocation) {
+    /// Installs both directions of `alloc`, each within its sender's
+    /// budget.
+    fn install(&self, reg: &Registry<Session>, alloc: &Allocation) {
         let limit = RelayLimit {
             bytes_per_sec: self.settings.limits.relay_bytes_per_sec,
             burst_bytes: self.settings.limits.relay_burst_bytes,
+        };
+        let (Some(sa), Some(sb)) = (reg.handle(&alloc.a), reg.handle(&alloc.b)) else {
+            return;
         };
         let a = RelayRoute {
             server: alloc.addr_a,
@@ -568,8 +706,9 @@ impl Bootstrap {
             server: alloc.addr_b,
             channel: alloc.channel_b,
         };
-        self.node.socket().set_relay_forward(a, b, limit);
-        self.node.socket().set_relay_forward(b, a, limit);
+        let socket = self.node.socket();
+        socket.set_relay_forward(a, b, limit, sa.budget.clone());
+        socket.set_relay_forward(b, a, limit, sb.budget.clone());
     }
 
     fn uninstall(&self, alloc: &Allocation) {
@@ -584,55 +723,27 @@ impl Bootstrap {
         });
     }
 
-    /// A peer's validated address changed (migration): move its entry and its
-    /// relay forwarding to the new address.
-    fn address_changed(&self, peer: PeerId, addr: SocketAddr) {
-        let mut reg = self.lock();
-        if let Some(entry) = reg.peers.get_mut(&peer) {
-            entry.observed = addr;
-        }
-        for alloc in reg
-            .relays
-            .values_mut()
-            .filter(|a| a.a == peer || a.b == peer)
-        {
-            self.uninstall(alloc);
-            if alloc.a == peer {
-                alloc.addr_a = addr;
-            } else {
-                alloc.addr_b = addr;
-            }
-            self.install(alloc);
+    /// A peer proved a new address: its relay forwarding moves there.
+    fn apply_move(&self, moved: &Moved) {
+        let reg = self.lock();
+        for (before, after) in &moved.relays {
+            self.uninstall(before);
+            self.install(&reg, after);
         }
     }
 
     fn disconnected(&self, peer: PeerId, conn: &PeerConnection) {
+        let id = conn.quinn().stable_id();
         let mut reg = self.lock();
-        let current = reg
-            .peers
-            .get(&peer)
-            .is_some_and(|e| e.conn.quinn().stable_id() == conn.quinn().stable_id());
-        if !current {
+        let Some(left) = reg.disconnect(peer, |s| s.conn.quinn().stable_id() == id) else {
             return;
-        }
-        reg.peers.remove(&peer);
+        };
         self.stats.peers.fetch_sub(1, Ordering::Relaxed);
-        let gone: Vec<_> = reg
-            .relays
-            .iter()
-            .filter(|(_, a)| a.a == peer || a.b == peer)
-            .map(|(k, a)| (*k, *a))
-            .collect();
-        for (key, alloc) in gone {
-            reg.relays.remove(&key);
-            self.uninstall(&alloc);
-            let (other, channel) = if alloc.a == peer {
-                (alloc.b, alloc.channel_b)
-            } else {
-                (alloc.a, alloc.channel_a)
-            };
-            if let Some(entry) = reg.peers.get(&other) {
-                let _ = entry
+        for alloc in &left.relays {
+            self.uninstall(alloc);
+            let (other, channel) = alloc.other(peer);
+            if let Some(session) = reg.handle(&other) {
+                let _ = session
                     .conn
                     .control()
                     .try_send(ControlMessage::RelayClose { channel });

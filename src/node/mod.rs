@@ -18,7 +18,7 @@ pub mod overlay;
 mod punch_driver;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ use tracing::Instrument as _;
 
 use self::control::{ControlChannel, ControlError, FrameReader};
 use crate::identity::{Identity, PeerId};
-use crate::ratelimit::TokenBucket;
+use crate::ratelimit::{source_prefix, Concurrency, ConcurrencyError, KeyedBuckets};
 use crate::socket::{self, AntqSocket};
 use crate::tls::{self, AcceptPolicy, TlsError};
 
@@ -94,9 +94,9 @@ pub struct NodeConfig {
     pub accept: AcceptPolicy,
     /// Transport settings.
     pub transport: TransportSettings,
-    /// Rate limit of new incoming connections per source IP: (per second,
-    /// burst). Excess handshakes are ignored without an answer.
-    pub incoming_per_ip: Option<(f64, f64)>,
+    /// Limits on incoming connections (rate and number per source, total,
+    /// handshakes under way).
+    pub incoming: IncomingLimits,
     /// Validate a client's address with a QUIC Retry before answering its
     /// handshake (on by default). Without it, quinn answers an Initial from
     /// any (possibly spoofed) source with up to three times its size plus
@@ -108,6 +108,13 @@ pub struct NodeConfig {
     /// per-IP limit counts validated addresses only, so spoofed Initials
     /// cannot use up another host's allowance.
     pub validate_addresses: bool,
+    /// Send 1-RTT QUIC packets only to proven addresses: the validated
+    /// source of each accepted handshake, the address of each connection we
+    /// dialed, and what the owner proves with [`AntqSocket::prove`] (see
+    /// [`crate::socket::ProvenAddrs`]). Off by default; a bootstrap turns it
+    /// on so that a client spoofing its source address cannot make QUIC
+    /// send anything to a victim.
+    pub send_only_to_proven: bool,
 }
 
 impl NodeConfig {
@@ -118,8 +125,42 @@ impl NodeConfig {
             bind,
             accept,
             transport: TransportSettings::default(),
-            incoming_per_ip: None,
+            incoming: IncomingLimits::default(),
             validate_addresses: true,
+            send_only_to_proven: false,
+        }
+    }
+}
+
+/// Limits on incoming connections. A *source* is an IPv4 address or an
+/// IPv6 /64 ([`crate::ratelimit::source_prefix`]); a TCP stream path counts
+/// as its TCP peer's address. The defaults bound only the handshakes under
+/// way: a peer node takes whatever its allowlist lets in, a bootstrap sets
+/// all of them.
+#[derive(Clone, Copy, Debug)]
+pub struct IncomingLimits {
+    /// New handshakes per second per source and their burst. Excess
+    /// handshakes are ignored without an answer.
+    pub per_source_rate: Option<(f64, f64)>,
+    /// Incoming connections held at once (handshaking or established) from
+    /// one source. Excess handshakes are refused (the client sees
+    /// `ConnectionRefused`).
+    pub max_per_source: usize,
+    /// Incoming connections held at once in total. Excess handshakes are
+    /// refused.
+    pub max_total: usize,
+    /// Handshakes under way at once (key checks not yet finished). Excess
+    /// handshakes are ignored without an answer.
+    pub max_pending: usize,
+}
+
+impl Default for IncomingLimits {
+    fn default() -> Self {
+        Self {
+            per_source_rate: None,
+            max_per_source: usize::MAX,
+            max_total: usize::MAX,
+            max_pending: 256,
         }
     }
 }
@@ -265,8 +306,17 @@ pub struct NodeStats {
     pub accepted: AtomicU64,
     /// Incoming handshakes that failed (refused key, malformed, timeout).
     pub handshakes_failed: AtomicU64,
-    /// Incoming handshakes ignored by the per-IP rate limit.
+    /// Incoming handshakes ignored by the per-source rate limit.
     pub handshakes_limited: AtomicU64,
+    /// Incoming handshakes refused because their source holds
+    /// [`IncomingLimits::max_per_source`] connections.
+    pub refused_per_source: AtomicU64,
+    /// Incoming handshakes refused because [`IncomingLimits::max_total`]
+    /// connections are held.
+    pub refused_total: AtomicU64,
+    /// Incoming handshakes ignored because [`IncomingLimits::max_pending`]
+    /// handshakes were under way.
+    pub refused_pending: AtomicU64,
     /// Retry packets sent to validate a client's address
     /// ([`NodeConfig::validate_addresses`]).
     pub retries: AtomicU64,
@@ -330,6 +380,9 @@ impl Node {
             source,
         })?;
         let socket = AntqSocket::new(std_socket).map_err(NodeError::Endpoint)?;
+        if config.send_only_to_proven {
+            socket.guard_sends();
+        }
         let transport = Arc::new(transport_config(&config.transport)?);
 
         let server_crypto = tls::server_config(&config.identity, config.accept.clone())?;
@@ -355,9 +408,10 @@ impl Node {
         let (tx, rx) = mpsc::channel(64);
         let accept_task = tokio::spawn(accept_loop(
             endpoint.clone(),
+            socket.clone(),
             tx,
             stats.clone(),
-            config.incoming_per_ip,
+            config.incoming,
             config.validate_addresses.then(|| punched.clone()),
         ));
         Ok(Self {
@@ -541,12 +595,26 @@ impl Node {
             Ok(PeerConnection {
                 conn,
                 peer,
+                origin: socket::canonical(addr),
                 control,
             })
         };
+        let proven = self
+            .inner
+            .socket
+            .guards_sends()
+            .then(|| self.inner.socket.prove(addr));
         let conn = tokio::time::timeout(timeout, attempt)
             .await
             .map_err(|_| ConnectError::Timeout { peer, timeout })??;
+        if let Some(proven) = proven {
+            // The address we dialed stays proven while the connection lives.
+            let closed = conn.conn.clone();
+            tokio::spawn(async move {
+                closed.closed().await;
+                drop(proven);
+            });
+        }
         tracing::debug!(%addr, "connected");
         Ok(conn)
     }
@@ -596,9 +664,9 @@ fn transport_config(settings: &TransportSettings) -> Result<quinn::TransportConf
     Ok(transport)
 }
 
-/// Most source IPs tracked by the incoming rate limit before old ones are
-/// forgotten.
-const MAX_TRACKED_IPS: usize = 16_384;
+/// Most sources tracked by the incoming rate limit (see [`KeyedBuckets`]
+/// for which are forgotten first).
+const MAX_TRACKED_SOURCES: usize = 16_384;
 
 /// Most addresses remembered by [`PunchedAddrs`].
 const MAX_PUNCHED_ADDRS: usize = 1024;
@@ -628,12 +696,17 @@ impl PunchedAddrs {
 /// validated, except the addresses in it.
 async fn accept_loop(
     endpoint: quinn::Endpoint,
+    socket: Arc<AntqSocket>,
     tx: mpsc::Sender<PeerConnection>,
     stats: Arc<NodeStats>,
-    per_ip: Option<(f64, f64)>,
+    limits: IncomingLimits,
     validate: Option<Arc<PunchedAddrs>>,
 ) {
-    let mut buckets: HashMap<IpAddr, TokenBucket> = HashMap::new();
+    let mut buckets = limits
+        .per_source_rate
+        .map(|(rate, burst)| KeyedBuckets::new(rate, burst, MAX_TRACKED_SOURCES));
+    let held = Concurrency::new(limits.max_per_source, limits.max_total);
+    let pending = Arc::new(tokio::sync::Semaphore::new(limits.max_pending));
     while let Some(incoming) = endpoint.accept().await {
         let remote = incoming.remote_address();
         if validate
@@ -650,29 +723,55 @@ async fn accept_loop(
             }
             continue;
         }
-        if let Some((rate, burst)) = per_ip {
-            let now = Instant::now();
-            if buckets.len() >= MAX_TRACKED_IPS {
-                buckets.clear();
-            }
-            let ip = socket::canonical(remote).ip();
-            let bucket = buckets
-                .entry(ip)
-                .or_insert_with(|| TokenBucket::new(rate, burst, now));
-            if !bucket.try_take(1.0, now) {
+        // A stream path counts as the TCP peer behind it.
+        let source = source_prefix(
+            socket
+                .stream_peer(remote)
+                .unwrap_or_else(|| socket::canonical(remote))
+                .ip(),
+        );
+        if let Some(buckets) = &mut buckets {
+            if !buckets.try_take(source, 1.0, Instant::now()) {
                 stats.handshakes_limited.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(%remote, "incoming connection over the per-IP limit ignored");
+                tracing::debug!(%remote, "incoming connection over the per-source rate ignored");
                 incoming.ignore();
                 continue;
             }
         }
+        let Ok(pending) = pending.clone().try_acquire_owned() else {
+            stats.refused_pending.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%remote, "too many handshakes under way; ignored");
+            incoming.ignore();
+            continue;
+        };
+        let permit = match held.acquire(source) {
+            Ok(permit) => permit,
+            Err(error) => {
+                let counter = match error {
+                    ConcurrencyError::PerKey => &stats.refused_per_source,
+                    ConcurrencyError::Total => &stats.refused_total,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%remote, %error, "incoming connection refused");
+                incoming.refuse();
+                continue;
+            }
+        };
+        let proven = socket.guards_sends().then(|| socket.prove(remote));
         let tx = tx.clone();
         let stats = stats.clone();
         tokio::spawn(async move {
-            match accept_one(incoming).await {
+            let accepted = accept_one(incoming).await;
+            drop(pending);
+            match accepted {
                 Ok(conn) => {
                     stats.accepted.fetch_add(1, Ordering::Relaxed);
-                    let _ = tx.send(conn).await;
+                    let closed = conn.conn.clone();
+                    if tx.send(conn).await.is_ok() {
+                        // The connection's place is held until it closes.
+                        closed.closed().await;
+                    }
+                    drop((permit, proven));
                 }
                 Err(error) => {
                     stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
@@ -684,6 +783,7 @@ async fn accept_loop(
 }
 
 async fn accept_one(incoming: quinn::Incoming) -> Result<PeerConnection, AcceptError> {
+    let origin = socket::canonical(incoming.remote_address());
     let conn = incoming.await?;
     let peer = conn
         .peer_identity()
@@ -699,6 +799,7 @@ async fn accept_one(incoming: quinn::Incoming) -> Result<PeerConnection, AcceptE
     Ok(PeerConnection {
         conn,
         peer,
+        origin,
         control,
     })
 }
@@ -719,6 +820,7 @@ enum AcceptError {
 pub struct PeerConnection {
     conn: quinn::Connection,
     peer: PeerId,
+    origin: SocketAddr,
     control: Arc<ControlChannel>,
 }
 
@@ -728,9 +830,20 @@ impl PeerConnection {
         self.peer
     }
 
-    /// The peer's current UDP address.
+    /// The peer's current UDP address, as QUIC sees it. QUIC moves a
+    /// connection to the source of the newest packet *before* it has
+    /// validated that address, so this may be a spoofed one for a moment:
+    /// never send anything on the peer's behalf there (see
+    /// [`Self::origin`] and the bootstrap's address proofs).
     pub fn remote_address(&self) -> SocketAddr {
         self.conn.remote_address()
+    }
+
+    /// The address the connection was made with (canonical form): the one
+    /// we dialed, or the source of an accepted handshake, which the QUIC
+    /// Retry (or the TCP connection of a stream path) validated.
+    pub fn origin(&self) -> SocketAddr {
+        self.origin
     }
 
     /// Current round-trip time estimate.

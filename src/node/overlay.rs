@@ -39,8 +39,9 @@ use crate::nat::{
     host_addresses, predict_ports, Candidate, CandidateKind, CandidateSet, CandidateSetConfig,
     Observation, PredictionConfig, PunchConfig, PunchEvent, PunchParams, PunchSession, Role,
 };
-use crate::proto::raw::Probe;
+use crate::proto::raw::{parse_raw, Probe, RawFrame};
 use crate::proto::{ControlMessage, UnavailableReason};
+use crate::ratelimit::TokenBucket;
 use crate::socket::{canonical, is_virtual, AntqSocket, RelayRoute, Transport};
 use crate::tls::{AcceptPolicy, Allowlist};
 use crate::tunnel::config::BootstrapAddr;
@@ -107,6 +108,10 @@ const PUNCHED_TRUST: Duration = Duration::from_secs(10);
 /// the other side's probes leave half-open entries in the NAT that spoil
 /// the next attempts (see `PeerSlot::direct_lost`).
 const REPUNCH_SETTLE: Duration = Duration::from_millis(500);
+/// Address challenges from our bootstraps answered per second at most
+/// (a bootstrap sends one per migration it sees; more is someone spoofing
+/// the bootstrap's address).
+const CHALLENGE_ANSWERS_PER_SEC: f64 = 10.0;
 /// A duplicate connection is closed after this grace period.
 const DUPLICATE_GRACE: Duration = Duration::from_secs(2);
 /// A peer announces candidates only while it has no direct path: one that
@@ -525,25 +530,50 @@ impl Overlay {
                 this.install(conn);
             }
         });
-        // Raw frames: punch probes.
+        // Raw frames: punch probes, and address challenges from bootstraps.
         if let Some(mut raw) = inner.node.socket().take_raw_receiver() {
             let this = self.clone();
             tokio::spawn(async move {
+                let bootstraps: Vec<SocketAddr> = this
+                    .inner
+                    .config
+                    .bootstraps
+                    .iter()
+                    .map(|b| canonical(b.addr))
+                    .collect();
+                let mut answers = TokenBucket::new(
+                    CHALLENGE_ANSWERS_PER_SEC,
+                    CHALLENGE_ANSWERS_PER_SEC,
+                    Instant::now(),
+                );
                 while let Some(packet) = raw.recv().await {
-                    let Ok(probe) = Probe::decode(&packet.data) else {
-                        tracing::debug!(from = %packet.from, "undecodable raw frame dropped");
-                        continue;
-                    };
-                    let sender = this.lock_punches().get(&probe.token).cloned();
-                    match sender {
-                        Some(tx) => {
-                            let _ = tx.try_send(ProbeIn {
-                                from: packet.from,
-                                probe,
-                            });
+                    match parse_raw(&packet.data) {
+                        Ok(RawFrame::Probe(probe)) => this.probe_in(packet.from, probe),
+                        Ok(RawFrame::AddressChallenge(challenge)) => {
+                            // A bootstrap checks that we receive here: the
+                            // token goes back on our connection to it, at a
+                            // bounded rate. Challenges from anyone else are
+                            // dropped.
+                            let link = bootstraps
+                                .contains(&packet.from)
+                                .then(|| this.link_at(packet.from))
+                                .flatten();
+                            match link {
+                                Some(link) if answers.try_take(1.0, Instant::now()) => {
+                                    let sent = link.conn.control().try_send(
+                                        ControlMessage::AddressProof {
+                                            token: challenge.token,
+                                        },
+                                    );
+                                    tracing::debug!(from = %packet.from, ok = sent.is_ok(), "address challenge answered");
+                                }
+                                _ => {
+                                    tracing::debug!(from = %packet.from, "address challenge dropped")
+                                }
+                            }
                         }
-                        None => {
-                            tracing::debug!(from = %packet.from, "probe with an unknown token dropped")
+                        Ok(RawFrame::Relay { .. }) | Err(_) => {
+                            tracing::debug!(from = %packet.from, "unexpected raw frame dropped");
                         }
                     }
                 }
@@ -567,6 +597,26 @@ impl Overlay {
             let slot = slot.clone();
             let span = tracing::info_span!("peer", id = %slot.id.short());
             tokio::spawn(async move { this.maintain(slot).await }.instrument(span));
+        }
+    }
+
+    /// The bootstrap link whose connection runs to `addr`.
+    fn link_at(&self, addr: SocketAddr) -> Option<Link> {
+        self.read_links()
+            .iter()
+            .flatten()
+            .find(|l| l.addr == addr)
+            .cloned()
+    }
+
+    /// A punch probe or ACK: to the punch session with its token.
+    fn probe_in(&self, from: SocketAddr, probe: Probe) {
+        let sender = self.lock_punches().get(&probe.token).cloned();
+        match sender {
+            Some(tx) => {
+                let _ = tx.try_send(ProbeIn { from, probe });
+            }
+            None => tracing::debug!(%from, "probe with an unknown token dropped"),
         }
     }
 
@@ -918,8 +968,9 @@ impl Overlay {
                 }
             }
             if let Some(link) = self.primary_link() {
-                // 2. Relay: both sides ask at once (the bootstrap grants one
-                // channel pair to both, whoever asks); the leader dials it,
+                // 2. Relay: both sides ask (the bootstrap makes a channel
+                // pair only once both keys asked for each other, and tells
+                // the other side when one asks first); the leader dials it,
                 // the other side only if no connection came after a while.
                 let dial_wait = if self.leads(&slot.id) {
                     Duration::ZERO
@@ -1588,6 +1639,24 @@ impl Overlay {
                     tracing::info!(peer = %slot.id.short(), channel, "relay granted");
                     if self.leads(&slot.id) && !slot.has_relay() {
                         self.dial(&slot, virtual_addr, true);
+                    }
+                }
+                ControlMessage::RelayRequest { peer } => {
+                    // A peer asked this bootstrap for a relay with us; it
+                    // gets one only once we ask too. We do for a configured
+                    // peer we have no relay path with.
+                    let Some(slot) = PeerId::from_bytes(peer)
+                        .ok()
+                        .and_then(|p| self.inner.peers.get(&p).cloned())
+                    else {
+                        tracing::debug!("relay request from an unconfigured peer ignored");
+                        continue;
+                    };
+                    if !slot.has_relay() {
+                        tracing::debug!(peer = %slot.id.short(), "peer asked for a relay; asking too");
+                        let _ = link.conn.control().try_send(ControlMessage::RelayRequest {
+                            peer: *slot.id.as_bytes(),
+                        });
                     }
                 }
                 ControlMessage::RelayClose { channel } => {

@@ -46,6 +46,8 @@ pub mod frame_type {
     pub const PEER_UNAVAILABLE: u64 = 0x3d_7f04;
     /// antq `HELLO`: first message on a control stream.
     pub const HELLO: u64 = 0x3d_7f05;
+    /// antq `ADDRESS_PROOF`: the token of an `ADDRESS_CHALLENGE` received.
+    pub const ADDRESS_PROOF: u64 = 0x3d_7f06;
 
     /// Whether `t` is one of the frame types above.
     pub fn is_known(t: u64) -> bool {
@@ -54,7 +56,7 @@ pub mod frame_type {
             ADD_ADDRESS_V4..=REMOVE_ADDRESS
                 | OBSERVED_ADDRESS_V4
                 | OBSERVED_ADDRESS_V6
-                | FORWARD..=HELLO
+                | FORWARD..=ADDRESS_PROOF
         )
     }
 }
@@ -73,6 +75,9 @@ pub enum UnavailableReason {
     RateLimited,
     /// Code 4: the bootstrap does not relay.
     RelayDisabled,
+    /// Code 5: a cap on what the bootstrap holds (relay requests or
+    /// allocations, per key or in total) is reached.
+    LimitReached,
     /// Any other code, preserved as received.
     ///
     /// Build values with [`UnavailableReason::from_code`] so that known codes
@@ -89,6 +94,7 @@ impl UnavailableReason {
             Self::NotAllowed => 2,
             Self::RateLimited => 3,
             Self::RelayDisabled => 4,
+            Self::LimitReached => 5,
             Self::Other(code) => code,
         }
     }
@@ -100,6 +106,7 @@ impl UnavailableReason {
             2 => Self::NotAllowed,
             3 => Self::RateLimited,
             4 => Self::RelayDisabled,
+            5 => Self::LimitReached,
             other => Self::Other(other),
         }
     }
@@ -196,6 +203,16 @@ pub enum ControlMessage {
         /// Feature flags (bit set).
         flags: u64,
     },
+    /// `ADDRESS_PROOF`: a peer tells its bootstrap, over their
+    /// authenticated connection, the token of an `ADDRESS_CHALLENGE` raw
+    /// frame it received ([`crate::proto::raw::AddressChallenge`]). Only
+    /// whoever receives at the challenged address saw the token, and only
+    /// the connection's owner can send this: together they prove that the
+    /// owner is at that address.
+    AddressProof {
+        /// The challenge's token.
+        token: [u8; 16],
+    },
     /// A frame of a type this implementation does not know.
     ///
     /// [`decode_frame`] consumes such frames whole and returns them here so
@@ -225,6 +242,7 @@ impl ControlMessage {
             Self::RelayClose { .. } => ft::RELAY_CLOSE,
             Self::PeerUnavailable { .. } => ft::PEER_UNAVAILABLE,
             Self::Hello { .. } => ft::HELLO,
+            Self::AddressProof { .. } => ft::ADDRESS_PROOF,
             Self::Unknown { frame_type, .. } => *frame_type,
         }
     }

@@ -94,6 +94,7 @@ impl ControlMessage {
                 encode_varint(*version, out)?;
                 encode_varint(*flags, out)?;
             }
+            Self::AddressProof { token } => out.extend_from_slice(token),
             Self::Unknown {
                 frame_type,
                 payload,
@@ -248,6 +249,7 @@ fn decode_payload(frame_type: u64, payload: &[u8]) -> Result<ControlMessage, Dec
             version: r.varint()?,
             flags: r.varint()?,
         },
+        ft::ADDRESS_PROOF => ControlMessage::AddressProof { token: r.array()? },
         _ => ControlMessage::Unknown {
             frame_type,
             payload: r.rest().to_vec(),

@@ -52,19 +52,26 @@
 //! | `0x3d7f03` | `RELAY_CLOSE` | `channel: u32` |
 //! | `0x3d7f04` | `PEER_UNAVAILABLE` | `peer: 32 bytes, reason: varint` ([`UnavailableReason`]) |
 //! | `0x3d7f05` | `HELLO` | `version: varint, flags: varint` |
+//! | `0x3d7f06` | `ADDRESS_PROOF` | `token: 16 bytes` |
 //!
 //! The `PUNCH_ME_NOW` round must fit in a `u32` (punch probes carry it in 4
 //! bytes). `peer` is an Ed25519 public key. `FORWARD` is the bootstrap's
 //! relay envelope: a peer sends `FORWARD { peer: target, inner }`, and the
 //! bootstrap delivers `FORWARD { peer: sender, inner }` to the target.
 //!
+//! `RELAY_REQUEST` goes both ways. From a peer to a bootstrap it asks for a
+//! relay with `peer`; the bootstrap makes one only when both keys have asked
+//! for each other. From a bootstrap to a peer it says that `peer` asked for
+//! a relay with us, so that we can ask too (if we want it) without waiting
+//! for our next retry.
+//!
 //! Example: `HELLO { version: 1, flags: 0 }` is `80 3d 7f 05 02 01 00`.
 //!
 //! # Raw UDP frames
 //!
 //! See [`raw`]: a datagram whose first byte is in `0x00..=0x3f` is an antq
-//! frame (`RELAY_DATA` 0x01, `PUNCH_PROBE` 0x02, `PUNCH_ACK` 0x03), anything
-//! else is QUIC.
+//! frame (`RELAY_DATA` 0x01, `PUNCH_PROBE` 0x02, `PUNCH_ACK` 0x03,
+//! `ADDRESS_CHALLENGE` 0x04), anything else is QUIC.
 
 mod control;
 mod error;

@@ -1,4 +1,5 @@
-//! Raw UDP frames sharing the QUIC socket: relay data and punch probes.
+//! Raw UDP frames sharing the QUIC socket: relay data, punch probes and
+//! address challenges.
 //!
 //! QUIC packets always have the "fixed bit" (`0x40`) of their first byte set,
 //! because antq never negotiates greasing of that bit (RFC 9287). A datagram
@@ -9,7 +10,20 @@
 //! RELAY_DATA  [0x01][channel: u32 BE][payload: the peers' own QUIC packet]
 //! PUNCH_PROBE [0x02][token: 16][round: u32 BE][seq: u32 BE][padding...]
 //! PUNCH_ACK   [0x03][token: 16][round: u32 BE][seq: u32 BE][padding...]
+//! ADDRESS_CHALLENGE [0x04][token: 16]
 //! ```
+//!
+//! `ADDRESS_CHALLENGE` is how a bootstrap makes sure that a peer really is
+//! at an address before it sends anything there on the peer's behalf (QUIC
+//! moves a connection to a new source address on the first packet from it,
+//! before validating it, so a spoofed source would otherwise turn the
+//! bootstrap against a victim). The token goes to the address in this raw
+//! frame; the answer comes back as an `ADDRESS_PROOF` control message over
+//! the peer's authenticated connection. Only someone receiving at the
+//! address sees the token, and only the connection's owner can send the
+//! proof on it: a spoofer has neither, and another host at the address (which
+//! sees the token) cannot answer for the spoofer's connection. The frame is
+//! 17 bytes and answered by nothing on the wire: it cannot be amplified.
 //!
 //! Any other first byte in `0x00..=0x3f` is [`DecodeError::UnknownType`].
 //! Probe padding is chosen by the sender, written as zeros and ignored on
@@ -24,6 +38,8 @@ pub const RELAY_DATA: u8 = 0x01;
 pub const PUNCH_PROBE: u8 = 0x02;
 /// First byte of a `PUNCH_ACK` frame.
 pub const PUNCH_ACK: u8 = 0x03;
+/// First byte of an `ADDRESS_CHALLENGE` frame.
+pub const ADDRESS_CHALLENGE: u8 = 0x04;
 
 /// What a datagram received on the shared socket is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -193,6 +209,45 @@ impl Probe {
     }
 }
 
+/// An `ADDRESS_CHALLENGE` frame: a bootstrap sends it to an address that a
+/// peer's connection seems to have moved to; the peer answers with the
+/// token in an `ADDRESS_PROOF` control message on that connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AddressChallenge {
+    /// The token to echo.
+    pub token: [u8; 16],
+}
+
+impl AddressChallenge {
+    /// Length of the frame: 17 bytes.
+    pub const LEN: usize = 1 + 16;
+
+    /// The frame in wire form.
+    pub fn to_bytes(self) -> [u8; Self::LEN] {
+        let mut out = [0; Self::LEN];
+        out[0] = ADDRESS_CHALLENGE;
+        out[1..].copy_from_slice(&self.token);
+        out
+    }
+
+    /// Decodes a challenge. The frame has a fixed size: a longer datagram
+    /// is [`DecodeError::TrailingBytes`].
+    pub fn decode(datagram: &[u8]) -> Result<Self, DecodeError> {
+        expect_type(datagram, ADDRESS_CHALLENGE)?;
+        let (fixed, rest) = datagram
+            .split_first_chunk::<{ Self::LEN }>()
+            .ok_or_else(|| truncated(Self::LEN, datagram))?;
+        if !rest.is_empty() {
+            return Err(DecodeError::TrailingBytes {
+                frame_type: u64::from(ADDRESS_CHALLENGE),
+                extra: rest.len(),
+            });
+        }
+        let [_, token @ ..] = *fixed;
+        Ok(Self { token })
+    }
+}
+
 /// A decoded raw frame, borrowing from the datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RawFrame<'a> {
@@ -205,6 +260,8 @@ pub enum RawFrame<'a> {
     },
     /// `PUNCH_PROBE` or `PUNCH_ACK`.
     Probe(Probe),
+    /// `ADDRESS_CHALLENGE`.
+    AddressChallenge(AddressChallenge),
 }
 
 /// Decodes any raw frame (a datagram classified as [`PacketClass::Raw`]).
@@ -214,6 +271,9 @@ pub fn parse_raw(datagram: &[u8]) -> Result<RawFrame<'_>, DecodeError> {
             parse_relay(datagram).map(|(channel, payload)| RawFrame::Relay { channel, payload })
         }
         Some(&PUNCH_PROBE | &PUNCH_ACK) => Probe::decode(datagram).map(RawFrame::Probe),
+        Some(&ADDRESS_CHALLENGE) => {
+            AddressChallenge::decode(datagram).map(RawFrame::AddressChallenge)
+        }
         _ => Err(type_error(datagram, RELAY_DATA)),
     }
 }
@@ -239,10 +299,12 @@ fn expect_type(datagram: &[u8], expected: u8) -> Result<(), DecodeError> {
 fn type_error(datagram: &[u8], expected: u8) -> DecodeError {
     match datagram.first() {
         None => truncated(1, datagram),
-        Some(&found @ (RELAY_DATA | PUNCH_PROBE | PUNCH_ACK)) => DecodeError::UnexpectedType {
-            expected: u64::from(expected),
-            found: u64::from(found),
-        },
+        Some(&found @ (RELAY_DATA | PUNCH_PROBE | PUNCH_ACK | ADDRESS_CHALLENGE)) => {
+            DecodeError::UnexpectedType {
+                expected: u64::from(expected),
+                found: u64::from(found),
+            }
+        }
         Some(&found) => DecodeError::UnknownType {
             frame_type: u64::from(found),
         },

@@ -22,6 +22,14 @@
 //!   peer's channel and sent to the other peer's validated address, one frame
 //!   out per frame in (no amplification), within a per-direction bandwidth
 //!   limit. This happens inside the receive path, without a task hop.
+//! - **Sends only to proven addresses** (bootstrap side, [`ProvenAddrs`]):
+//!   QUIC moves a server-side connection to the source of the newest packet
+//!   before validating it, so one spoofed packet would make quinn send to a
+//!   victim. With the guard on, 1-RTT QUIC packets (short header) leave only
+//!   toward addresses someone proved: a handshake's validated source, or an
+//!   address whose owner answered a challenge ([`proof`]). Packets to any
+//!   other address are held while a 17-byte `ADDRESS_CHALLENGE` goes there,
+//!   and sent once it is proven, or dropped.
 //! - **Stream paths** ([`tcp`]): a TCP stream to a bootstrap, for networks
 //!   that drop UDP, is a virtual address in `241.0.0.0/8` (relay paths use
 //!   `240.0.0.0/8`); datagrams to it are framed onto the stream
@@ -29,6 +37,7 @@
 //!   forwarded exactly like UDP datagrams.
 
 pub mod framing;
+pub mod proof;
 pub mod tcp;
 
 pub use tcp::{bind_tcp, is_stream_addr, StreamError, StreamLimits, Transport};
@@ -130,8 +139,12 @@ pub struct SocketStats {
     pub forwarded: AtomicU64,
     /// Bytes forwarded (bootstrap side).
     pub forwarded_bytes: AtomicU64,
-    /// Relay frames dropped by the bandwidth limit (bootstrap side).
+    /// Relay frames dropped by the bandwidth limit of their direction
+    /// (bootstrap side).
     pub forward_limited: AtomicU64,
+    /// Relay frames dropped by the byte budget of the key that sent them
+    /// (bootstrap side, [`RelayBudget`]).
+    pub forward_budget_limited: AtomicU64,
     /// Frames received on stream paths.
     pub stream_frames_in: AtomicU64,
     /// Frames queued on stream paths.
@@ -144,6 +157,65 @@ pub struct SocketStats {
     pub stream_errors: AtomicU64,
     /// Incoming TCP streams refused by the listener's limits.
     pub streams_refused: AtomicU64,
+    /// 1-RTT QUIC packets held because their destination was not a proven
+    /// address ([`ProvenAddrs`]); sent if it is proven in time.
+    pub unproven_held: AtomicU64,
+    /// 1-RTT QUIC packets to an unproven address dropped (no room to hold
+    /// them, or their challenge went unanswered).
+    pub unproven_dropped: AtomicU64,
+    /// `ADDRESS_CHALLENGE` frames sent to unproven addresses.
+    pub challenges_sent: AtomicU64,
+    /// Held packets sent after their address was proven.
+    pub proven_released: AtomicU64,
+}
+
+/// Addresses QUIC may send 1-RTT packets to, when the guard is on
+/// ([`AntqSocket::guard_sends`]): each is held by [`ProvenGuard`]s and
+/// allowed while one is alive.
+#[derive(Debug, Default)]
+pub struct ProvenAddrs {
+    on: std::sync::atomic::AtomicBool,
+    held: RwLock<HashMap<SocketAddr, u32>>,
+}
+
+impl ProvenAddrs {
+    fn holds(&self, addr: SocketAddr) -> bool {
+        self.held
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&canonical(addr))
+    }
+}
+
+/// Keeps one address in [`ProvenAddrs`] while alive.
+#[derive(Debug)]
+pub struct ProvenGuard {
+    socket: Arc<AntqSocket>,
+    addr: SocketAddr,
+}
+
+impl ProvenGuard {
+    /// The address held.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for ProvenGuard {
+    fn drop(&mut self) {
+        let mut held = self
+            .socket
+            .proven
+            .held
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = held.get_mut(&self.addr) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.addr);
+            }
+        }
+    }
 }
 
 /// One direction of a relay allocation on a bootstrap node.
@@ -151,6 +223,31 @@ pub struct SocketStats {
 struct Forward {
     to: RelayRoute,
     limit: Mutex<TokenBucket>,
+    budget: Arc<RelayBudget>,
+}
+
+/// The relay byte budget of one sender (bootstrap side): shared by every
+/// relay direction a key sends on, so that many allocations do not multiply
+/// what one key may make the bootstrap send.
+#[derive(Debug)]
+pub struct RelayBudget(Mutex<TokenBucket>);
+
+impl RelayBudget {
+    /// A budget of `limit`, full.
+    pub fn new(limit: RelayLimit) -> Self {
+        Self(Mutex::new(TokenBucket::new(
+            limit.bytes_per_sec,
+            limit.burst_bytes,
+            Instant::now(),
+        )))
+    }
+
+    fn try_take(&self, bytes: usize, now: Instant) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .try_take(bytes as f64, now)
+    }
 }
 
 /// Bandwidth limit of one relay direction.
@@ -194,6 +291,8 @@ pub struct AntqSocket {
     streams: Mutex<tcp::StreamTable>,
     next_stream: AtomicU32,
     stats: SocketStats,
+    proven: ProvenAddrs,
+    proofs: Mutex<proof::Proofs>,
 }
 
 impl fmt::Debug for AntqSocket {
@@ -226,6 +325,8 @@ impl AntqSocket {
             streams: Mutex::default(),
             next_stream: AtomicU32::new(1),
             stats: SocketStats::default(),
+            proven: ProvenAddrs::default(),
+            proofs: Mutex::new(proof::Proofs::new(Instant::now())),
         }))
     }
 
@@ -241,6 +342,103 @@ impl AntqSocket {
     /// The socket's counters.
     pub fn stats(&self) -> &SocketStats {
         &self.stats
+    }
+
+    /// Turns on the guard: from now on 1-RTT QUIC packets go only to
+    /// addresses held by a [`ProvenGuard`] ([`Self::prove`]). Relay and
+    /// stream paths (virtual addresses) and raw frames are not affected, nor
+    /// are handshake packets (long header; an unvalidated client gets only a
+    /// Retry, which is smaller than what it sent).
+    pub fn guard_sends(&self) {
+        self.proven.on.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`Self::guard_sends`] is on.
+    pub fn guards_sends(&self) -> bool {
+        self.proven.on.load(Ordering::Relaxed)
+    }
+
+    /// Holds `addr` as proven (a handshake's validated source, or an
+    /// address whose owner answered a challenge) until the guard is
+    /// dropped. QUIC packets held for it leave now.
+    pub fn prove(self: &Arc<Self>, addr: SocketAddr) -> ProvenGuard {
+        let addr = canonical(addr);
+        *self
+            .proven
+            .held
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(addr)
+            .or_insert(0) += 1;
+        let released = self.lock_proofs().release(addr);
+        for packet in released {
+            let sent = self.inner.try_send(&Transmit {
+                destination: self.to_wire(addr),
+                ecn: None,
+                contents: &packet.contents,
+                segment_size: packet.segment_size,
+                src_ip: self.source_ip(packet.src_ip),
+            });
+            if sent.is_ok() {
+                self.stats.proven_released.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        ProvenGuard {
+            socket: self.clone(),
+            addr,
+        }
+    }
+
+    /// The address an `ADDRESS_CHALLENGE` with `token` went to, while its
+    /// challenge is under way. A peer that sends the token back on its
+    /// authenticated connection has shown that it receives there: prove the
+    /// address for it ([`Self::prove`]).
+    pub fn challenged_address(&self, token: &[u8; 16]) -> Option<SocketAddr> {
+        self.lock_proofs().address_of(token)
+    }
+
+    /// Challenges under way (addresses with held packets).
+    pub fn challenges_pending(&self) -> usize {
+        self.lock_proofs().len()
+    }
+
+    /// Forgets challenges that ran out, with their held packets.
+    pub fn expire_challenges(&self) {
+        self.lock_proofs().expire(Instant::now());
+    }
+
+    fn lock_proofs(&self) -> std::sync::MutexGuard<'_, proof::Proofs> {
+        self.proofs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Holds a QUIC send to an unproven address and challenges the address
+    /// (see [`proof`]).
+    fn hold_for_proof(&self, transmit: &Transmit<'_>) {
+        let to = canonical(transmit.destination);
+        let packet = proof::HeldPacket {
+            contents: transmit.contents.to_vec(),
+            segment_size: transmit.segment_size,
+            src_ip: transmit.src_ip,
+        };
+        let held = self
+            .lock_proofs()
+            .hold(to, packet, Instant::now(), rand::random());
+        match held {
+            proof::Held::Challenge(token) => {
+                self.stats.unproven_held.fetch_add(1, Ordering::Relaxed);
+                let frame = raw::AddressChallenge { token }.to_bytes();
+                if self.try_send_raw(to, &frame).is_ok() {
+                    self.stats.challenges_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::debug!(%to, "QUIC moved a connection to an unproven address; challenged");
+            }
+            proof::Held::Waiting => {
+                self.stats.unproven_held.fetch_add(1, Ordering::Relaxed);
+            }
+            proof::Held::Dropped => {
+                self.stats.unproven_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Sends a raw frame from the shared socket now, or fails with
@@ -381,9 +579,19 @@ impl AntqSocket {
     }
 
     /// Bootstrap side: forwards relay frames arriving from `from.server` on
-    /// `from.channel` to `to.server`, re-labelled with `to.channel`. Both
-    /// addresses must be validated (the peers' QUIC connections to us).
-    pub fn set_relay_forward(&self, from: RelayRoute, to: RelayRoute, limit: RelayLimit) {
+    /// `from.channel` to `to.server`, re-labelled with `to.channel`, within
+    /// `limit` for this direction and the sender's `budget`. Both addresses
+    /// must be proven: the peers' handshake addresses, or addresses that
+    /// answered a challenge ([`crate::proto::raw::AddressProof`]); never a
+    /// connection's current `remote_address()`, which a spoofed packet can
+    /// move.
+    pub fn set_relay_forward(
+        &self,
+        from: RelayRoute,
+        to: RelayRoute,
+        limit: RelayLimit,
+        budget: Arc<RelayBudget>,
+    ) {
         let from = RelayRoute {
             server: canonical(from.server),
             channel: from.channel,
@@ -398,6 +606,7 @@ impl AntqSocket {
                 limit.burst_bytes,
                 Instant::now(),
             )),
+            budget,
         };
         self.forwards
             .write()
@@ -424,13 +633,20 @@ impl AntqSocket {
         let Some(forward) = forwards.get(&from) else {
             return false;
         };
+        let now = Instant::now();
         let allowed = forward
             .limit
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .try_take(segment.len() as f64, Instant::now());
+            .try_take(segment.len() as f64, now);
         if !allowed {
             self.stats.forward_limited.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        if !forward.budget.try_take(segment.len(), now) {
+            self.stats
+                .forward_budget_limited
+                .fetch_add(1, Ordering::Relaxed);
             return true;
         }
         let mut frame = segment.to_vec();
@@ -694,6 +910,15 @@ impl AsyncUdpSocket for AntqSocket {
                     Ok(())
                 }
             };
+        }
+        // A 1-RTT packet (short header: 0x80 clear) to an address nobody
+        // proved waits for a proof when the guard is on (see [`ProvenAddrs`]).
+        if self.proven.on.load(Ordering::Relaxed)
+            && transmit.contents.first().is_some_and(|b| b & 0x80 == 0)
+            && !self.proven.holds(transmit.destination)
+        {
+            self.hold_for_proof(transmit);
+            return Ok(());
         }
         let src_ip = self.source_ip(transmit.src_ip);
         if src_ip == transmit.src_ip {

@@ -220,6 +220,16 @@ pub(crate) fn vectors() -> Vec<(&'static str, &'static str, M)> {
             },
         ),
         (
+            "PEER_UNAVAILABLE LimitReached",
+            "803d7f04 21
+             ffffffff ffffffff ffffffff ffffffff ffffffff ffffffff ffffffff ffffffff
+             05",
+            M::PeerUnavailable {
+                peer: [0xff; 32],
+                reason: R::LimitReached,
+            },
+        ),
+        (
             // 1000 = 0x3e8 -> 43 e8; payload 34 = 0x22
             "PEER_UNAVAILABLE Other(1000)",
             "803d7f04 22
@@ -245,6 +255,13 @@ pub(crate) fn vectors() -> Vec<(&'static str, &'static str, M)> {
             M::Hello {
                 version: 1,
                 flags: 0x1234_5678,
+            },
+        ),
+        (
+            "ADDRESS_PROOF",
+            "803d7f06 10 00010203 04050607 08090a0b 0c0d0e0f",
+            M::AddressProof {
+                token: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
             },
         ),
         (
@@ -427,5 +444,6 @@ fn unavailable_reason_codes() {
     assert_eq!(R::from_code(3), R::RateLimited);
     assert_eq!(R::from_code(4), R::RelayDisabled);
     assert_eq!(R::from_code(0), R::Other(0));
-    assert_eq!(R::from_code(5), R::Other(5));
+    assert_eq!(R::from_code(5), R::LimitReached);
+    assert_eq!(R::from_code(6), R::Other(6));
 }

@@ -3,8 +3,8 @@
 
 use super::hex;
 use crate::proto::raw::{
-    classify, encode_relay_header, parse_raw, parse_relay, PacketClass, Probe, ProbeKind, RawFrame,
-    RelayHeader,
+    classify, encode_relay_header, parse_raw, parse_relay, AddressChallenge, PacketClass, Probe,
+    ProbeKind, RawFrame, RelayHeader,
 };
 use crate::proto::DecodeError as D;
 
@@ -233,7 +233,7 @@ fn wrong_and_unknown_types() {
             found: 2
         })
     );
-    for b in (0x00..=0x3f).filter(|b| !(1..=3).contains(b)) {
+    for b in (0x00..=0x3f).filter(|b| !(1..=4).contains(b)) {
         let unknown = [
             b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
         ];
@@ -249,6 +249,46 @@ fn wrong_and_unknown_types() {
         Err(D::Truncated {
             needed: 1,
             available: 0
+        })
+    );
+}
+
+#[test]
+fn address_challenge() {
+    let challenge = hex("04 00010203 04050607 08090a0b 0c0d0e0f");
+    assert_eq!(AddressChallenge::LEN, 17);
+    assert_eq!(
+        AddressChallenge { token: TOKEN }.to_bytes().to_vec(),
+        challenge
+    );
+    assert_eq!(
+        parse_raw(&challenge),
+        Ok(RawFrame::AddressChallenge(AddressChallenge {
+            token: TOKEN
+        }))
+    );
+    // Fixed size: no padding.
+    let mut long = challenge.clone();
+    long.push(0);
+    assert_eq!(
+        AddressChallenge::decode(&long),
+        Err(D::TrailingBytes {
+            frame_type: 4,
+            extra: 1
+        })
+    );
+    assert_eq!(
+        AddressChallenge::decode(&challenge[..16]),
+        Err(D::Truncated {
+            needed: 17,
+            available: 16
+        })
+    );
+    assert_eq!(
+        AddressChallenge::decode(&hex("01 00000001")),
+        Err(D::UnexpectedType {
+            expected: 4,
+            found: 1
         })
     );
 }
