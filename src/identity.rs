@@ -259,7 +259,7 @@ impl fmt::Debug for Identity {
 pub enum KeyFilePermissions {
     /// Only the owner can read it (or the platform has no such notion).
     Private,
-    /// Group or others can read it; the mode is given.
+    /// Group or others may read or write it; the mode is given.
     Readable {
         /// The file's permission bits.
         mode: u32,
@@ -272,7 +272,7 @@ impl KeyFilePermissions {
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
-            if mode & 0o044 != 0 {
+            if mode & 0o077 != 0 {
                 return Ok(Self::Readable { mode });
             }
         }

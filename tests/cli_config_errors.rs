@@ -390,3 +390,41 @@ fn not_root() {
     );
     assert!(!links.contains("antq0"), "antq0 was created: {links}");
 }
+
+/// `status` as an unprivileged user cannot list root's control sockets: it
+/// says so instead of claiming that nothing runs.
+#[test]
+fn status_as_a_user_says_permission_denied() {
+    if !require_root() {
+        return;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("skipping: setpriv (util-linux) is missing");
+        return;
+    }
+    // The directory antq-tun up makes (root's, mode 0700).
+    let dir = Path::new("/run/antq");
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let fx = Fixture::new();
+    std::fs::set_permissions(fx.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = fx.dir.path().join("antq-tun");
+    std::fs::copy(bin(), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&copy)
+        .arg("status")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        stderr.contains("permission denied") && stderr.contains("sudo antq-tun status"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!stderr.contains("no antq-tun is running"), "{stderr}");
+}

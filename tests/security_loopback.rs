@@ -189,9 +189,9 @@ async fn coordination_flood_is_limited_and_other_peers_still_connect() {
         FLOOD - allowance
     );
     assert!(stat(&refusals) > 0, "the flooder is told it is limited");
-    // One allocation for the flood's pair (however often it asked), at most
-    // one for a-b.
-    assert!((1..=2).contains(&stat(&s.relays_granted)));
+    // No allocation for the flood's pair (the target never asked for one,
+    // however often the flooder did), at most one for a-b.
+    assert!(stat(&s.relays_granted) <= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -229,15 +229,20 @@ pub(crate) fn load_private_key(
                     "point it at a readable file made by `antq-tun keygen --out FILE`",
                 )
             })?;
-            let warning = match perms {
-                KeyFilePermissions::Readable { mode } => Some(format!(
-                    "private key file {} is readable by others (mode {mode:o}); run `chmod 600 {}`",
-                    file.display(),
-                    file.display()
-                )),
-                KeyFilePermissions::Private => None,
-            };
-            Ok((id, warning))
+            // Like ssh: a key others may read is a key others can
+            // impersonate this host with.
+            if let KeyFilePermissions::Readable { mode } = perms {
+                return Err(invalid(
+                    path,
+                    format!("{section}.private_key_file"),
+                    format!(
+                        "{} may be read or written by others (mode {mode:o})",
+                        file.display()
+                    ),
+                    format!("run `chmod 600 {}`", file.display()),
+                ));
+            }
+            Ok((id, None))
         }
     }
 }
@@ -623,18 +628,19 @@ endpoint = "198.51.100.7:9000"
     }
 
     #[test]
-    fn world_readable_key_warns() {
+    fn a_key_others_may_read_is_refused() {
         let f = Fixture::new();
         #[cfg(unix)]
-        {
+        for mode in [0o644, 0o640, 0o604, 0o660] {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(
-                f.dir.path().join("host.key"),
-                std::fs::Permissions::from_mode(0o644),
-            )
-            .unwrap();
-            let c = f.load(GOOD).unwrap();
-            assert!(c.warnings[0].contains("chmod 600"), "{:?}", c.warnings);
+            let key = f.dir.path().join("host.key");
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = f.error(GOOD);
+            assert!(e.contains("`interface.private_key_file`"), "{e}");
+            assert!(e.contains(&format!("mode {mode:o}")), "{e}");
+            assert!(e.contains("fix: run `chmod 600"), "{e}");
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            assert!(f.load(GOOD).is_ok());
         }
     }
 }

@@ -75,7 +75,9 @@ pub async fn request(name: &str, request: Request) -> Result<String, ControlErro
 }
 
 /// Names of the interfaces (of this network namespace) whose control
-/// endpoints exist, sorted.
-pub fn running_interfaces() -> Vec<String> {
-    antq_platform::control::running()
+/// endpoints exist, sorted. Fails with `PermissionDenied` when this user may
+/// not look (the endpoints are root's): that is not "none running".
+pub fn running_interfaces() -> std::io::Result<Vec<String>> {
+    antq_platform::control::check_listable()?;
+    Ok(antq_platform::control::running())
 }

@@ -84,6 +84,13 @@ pub fn is_running(name: &str) -> bool {
     imp::is_running(name)
 }
 
+/// Fails with `PermissionDenied` when the endpoints exist but this user may
+/// not list them (on Unix the socket directory is root's, mode 0700): an
+/// empty [`running`] then means "cannot tell", not "none".
+pub fn check_listable() -> io::Result<()> {
+    imp::check_listable()
+}
+
 /// Names of the interfaces whose endpoints exist (in this network
 /// namespace), sorted.
 pub fn running() -> Vec<String> {

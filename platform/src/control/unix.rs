@@ -49,6 +49,15 @@ pub(super) fn running() -> Vec<String> {
     running_in(Path::new(LOCATION))
 }
 
+/// Fails if the socket directory exists but may not be listed by us (it is
+/// mode 0700, owned by root).
+pub(super) fn check_listable() -> io::Result<()> {
+    match std::fs::read_dir(LOCATION) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Names with a socket of this namespace in `dir`.
 pub(super) fn running_in(dir: &Path) -> Vec<String> {
     let suffix = format!(".{}.sock", netns_id());

@@ -6,7 +6,15 @@ use anyhow::bail;
 pub fn status(json: bool, only: Option<&str>) -> anyhow::Result<()> {
     let names = match only {
         Some(name) => vec![name.to_owned()],
-        None => control::running_interfaces(),
+        None => match control::running_interfaces() {
+            Ok(names) => names,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+                "cannot look for running tunnels in {}: permission denied; \
+                 run it as root (sudo antq-tun status)",
+                control::LOCATION
+            ),
+            Err(e) => bail!("cannot look for running tunnels in {}: {e}", control::LOCATION),
+        },
     };
     if names.is_empty() {
         bail!(
