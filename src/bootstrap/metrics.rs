@@ -67,13 +67,7 @@ impl Bootstrap {
              peers sent back, moves followed once proven, proofs that matched no challenge, \
              moves to a virtual address not followed.",
         );
-        for (result, value) in [
-            ("challenged", load(&sock.challenges_sent)),
-            ("proven", load(&s.proofs_accepted)),
-            ("followed", load(&s.migrations_followed)),
-            ("unmatched", load(&s.proofs_unmatched)),
-            ("ignored_virtual", load(&s.migrations_ignored)),
-        ] {
+        for (result, value) in self.address_proofs() {
             f.int(&[("result", result)], value);
         }
         let f = r.counter(
@@ -98,26 +92,12 @@ impl Bootstrap {
             "Raw frames other than address responses and relay data, dropped.",
         )
         .int(&[], load(&s.raw_unexpected));
-        let node = self.node.stats();
         let f = r.counter(
             "antq_bootstrap_refused_total",
             "Requests, connections and frames refused or dropped by a limit, by reason \
              (docs/security.md lists each limit).",
         );
-        for (reason, value) in [
-            ("coordination_rate", load(&s.rate_limited)),
-            ("relay_per_key_cap", load(&s.relay_refused_per_key)),
-            ("relay_total_cap", load(&s.relay_refused_total)),
-            ("not_connected_or_invalid", load(&s.refused)),
-            ("target_queue_full", load(&s.target_queue_full)),
-            ("handshake_rate", load(&node.handshakes_limited)),
-            ("handshake_per_ip", load(&node.refused_per_source)),
-            ("handshake_total", load(&node.refused_total)),
-            ("handshake_pending", load(&node.refused_pending)),
-            ("tcp_streams", load(&sock.streams_refused)),
-            ("relay_bandwidth", load(&sock.forward_limited)),
-            ("relay_key_budget", load(&sock.forward_budget_limited)),
-        ] {
+        for (reason, value) in self.refusals() {
             f.int(&[("reason", reason)], value);
         }
         let l = self.limits();

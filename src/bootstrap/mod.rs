@@ -39,6 +39,7 @@
 pub mod config;
 mod metrics;
 pub mod registry;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,7 +65,7 @@ const EXPIRE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Limits of a bootstrap node. The defaults suit a small VPS (1 vCPU, 1 GiB);
 /// `docs/security.md` explains each and how to tune them.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct Limits {
     /// Coordination requests (FORWARD, RELAY_REQUEST) per second per key.
     pub coordination_per_sec: f64,

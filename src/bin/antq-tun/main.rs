@@ -45,12 +45,14 @@ enum Command {
     },
     /// Show the running tunnels: interface, addresses, and per peer the key,
     /// allowed IPs, path (direct/relay/none), remote address, RTT, bytes
-    /// in/out and last handshake.
+    /// in/out and last handshake; and the running bootstraps: peers, relays,
+    /// limits and what they refused, by reason.
     Status {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
-        /// Only this interface.
+        /// Only this interface (or bootstrap: `bootstrap-PORT`, or
+        /// `bootstrap-IP-PORT` for one listening on a single address).
         #[arg(short, long, value_name = "NAME")]
         interface: Option<String>,
     },

@@ -127,9 +127,47 @@ pub fn bootstrap(path: &Path) -> anyhow::Result<()> {
         let node = Bootstrap::start(BootstrapSettings::from(config)).with_context(|| format!("starting the bootstrap on {listen}"))?;
         tracing::info!(listen = ?node.local_addr().ok(), tcp_listen = ?node.tcp_local_addr(), public_key = %node.peer_id(), "bootstrap running");
         let _metrics = serve_metrics(metrics, node.metrics());
-        let signal = antq_platform::terminated().await?;
-        tracing::info!("{signal}, shutting down");
+        // `antq-tun status` asks here. A bootstrap needs no privilege, and
+        // without one the control directory is out of reach: it then runs
+        // without (the metrics carry the same figures).
+        let name = antq::bootstrap::status::control_name(node.local_addr().unwrap_or(listen));
+        let mut listener = match control::bind(&name).await {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::warn!(%error, "no status endpoint; `antq-tun status` will not see this bootstrap");
+                None
+            }
+        };
+        let stop = antq_platform::terminated();
+        tokio::pin!(stop);
+        loop {
+            let accepted = async {
+                match listener.as_mut() {
+                    Some(l) => control::accept(l).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                signal = &mut stop => {
+                    tracing::info!("{}, shutting down", signal?);
+                    break;
+                }
+                accepted = accepted => {
+                    let (request, stream) = accepted?;
+                    match request {
+                        Request::Status => {
+                            let json = serde_json::to_string_pretty(&node.status())?;
+                            control::answer(stream, &json).await;
+                        }
+                        Request::Down => {
+                            control::answer(stream, "a bootstrap stops on SIGTERM, not `down`\n").await;
+                        }
+                    }
+                }
+            }
+        }
         node.close().await;
+        drop(listener);
         Ok(())
     })
 }

@@ -1,4 +1,5 @@
-//! `status`: asks each running tunnel over its control socket.
+//! `status`: asks each running tunnel and bootstrap over its control
+//! socket.
 
 use antq::tunnel::control::{self, Request};
 use anyhow::bail;
@@ -13,7 +14,10 @@ pub fn status(json: bool, only: Option<&str>) -> anyhow::Result<()> {
                  run it as root (sudo antq-tun status)",
                 control::LOCATION
             ),
-            Err(e) => bail!("cannot look for running tunnels in {}: {e}", control::LOCATION),
+            Err(e) => bail!(
+                "cannot look for running tunnels in {}: {e}",
+                control::LOCATION
+            ),
         },
     };
     if names.is_empty() {
@@ -25,8 +29,16 @@ pub fn status(json: bool, only: Option<&str>) -> anyhow::Result<()> {
     super::local_runtime()?.block_on(async {
         let mut reports = Vec::new();
         for name in &names {
-            let text = control::request(name, Request::Status).await?;
-            reports.push(serde_json::from_str::<serde_json::Value>(&text)?);
+            // Listing all: an endpoint left by a killed instance is skipped
+            // with a note; asking for one: its error is the answer.
+            match control::request(name, Request::Status).await {
+                Ok(text) => reports.push(serde_json::from_str::<serde_json::Value>(&text)?),
+                Err(error) if only.is_none() => eprintln!("{name}: not answering ({error})"),
+                Err(error) => return Err(error.into()),
+            }
+        }
+        if reports.is_empty() {
+            bail!("no running antq-tun answered");
         }
         if json {
             let out = if only.is_some() {
@@ -44,12 +56,69 @@ pub fn status(json: bool, only: Option<&str>) -> anyhow::Result<()> {
     })
 }
 
+fn text(v: &serde_json::Value) -> String {
+    v.as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| v.to_string())
+}
+
+/// `key value, key value, ...` of a JSON object, leaving out zeros.
+fn nonzero(v: &serde_json::Value) -> String {
+    let list: Vec<String> = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, n)| n.as_u64() != Some(0))
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    if list.is_empty() {
+        "none".to_owned()
+    } else {
+        list.join(", ")
+    }
+}
+
+/// A bootstrap's status (from `antq::bootstrap::status::BootstrapStatus`).
+fn print_bootstrap(r: &serde_json::Value) {
+    let s = text;
+    println!("bootstrap: {}", s(&r["bootstrap"]));
+    println!(
+        "  listening on: {} (udp), {} (tcp); relay {}",
+        s(&r["listen"]),
+        s(&r["tcp_listen"]),
+        if r["relay"].as_bool() == Some(true) {
+            "on"
+        } else {
+            "off"
+        }
+    );
+    let l = &r["limits"];
+    println!(
+        "  peers: {} udp, {} tcp (max {}, {} per IP)",
+        r["peers"]["udp"], r["peers"]["tcp"], l["max_peers"], l["max_connections_per_ip"]
+    );
+    println!(
+        "  relays: {} (max {}, {} per key), {} requests waiting for consent",
+        r["relays"], l["relay_max_total"], l["relay_max_per_key"], r["relay_requests_waiting"]
+    );
+    println!(
+        "  tcp streams: {} (max {}, {} per IP); addresses being proven: {}",
+        r["tcp_streams"],
+        l["tcp_max_streams"],
+        l["tcp_max_streams_per_ip"],
+        r["address_challenges"]
+    );
+    println!("  totals: {}", nonzero(&r["totals"]));
+    println!("  address moves: {}", nonzero(&r["address_proofs"]));
+    println!("  refused: {}", nonzero(&r["refused"]));
+}
+
 fn print_text(r: &serde_json::Value) {
-    let s = |v: &serde_json::Value| {
-        v.as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| v.to_string())
-    };
+    if !r["bootstrap"].is_null() {
+        print_bootstrap(r);
+        return;
+    }
+    let s = text;
     println!("interface: {}", s(&r["interface"]));
     println!("  public key: {}", s(&r["public_key"]));
     println!(
