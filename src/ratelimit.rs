@@ -213,6 +213,42 @@ impl<K: Hash + Eq + Copy> Concurrency<K> {
         })
     }
 
+    /// Like [`Self::acquire`], but at the total cap a key may still get a
+    /// permit when another key holds at least two more than it then does:
+    /// that key is returned, and the caller should end one of its holdings
+    /// (whose permit then comes back). So a few keys holding many places
+    /// cannot lock out keys holding few; the total may exceed its cap by
+    /// the holdings still being ended.
+    pub fn acquire_fair(&self, key: K) -> Result<(Permit<K>, Option<K>), ConcurrencyError> {
+        let mut state = self.lock();
+        let mine = state.held.get(&key).copied().unwrap_or(0);
+        if mine >= state.per_key {
+            return Err(ConcurrencyError::PerKey);
+        }
+        let victim = if state.total >= state.max_total {
+            let largest = state
+                .held
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .map(|(k, n)| (*k, *n));
+            match largest {
+                Some((k, n)) if n >= mine + 2 => Some(k),
+                _ => return Err(ConcurrencyError::Total),
+            }
+        } else {
+            None
+        };
+        *state.held.entry(key).or_insert(0) += 1;
+        state.total += 1;
+        Ok((
+            Permit {
+                owner: self.clone(),
+                key,
+            },
+            victim,
+        ))
+    }
+
     /// Permits held in total.
     pub fn total(&self) -> usize {
         self.lock().total
@@ -332,6 +368,27 @@ mod tests {
         assert!(b.try_take(9u8, 1.0, t1));
         assert!(b.try_take(9u8, 1.0, t1));
         assert!(!b.try_take(9u8, 1.0, t1));
+    }
+
+    #[test]
+    fn at_the_total_cap_the_largest_holder_makes_room() {
+        let c = Concurrency::new(10, 4);
+        let held: Vec<_> = (0..3).map(|_| c.acquire_fair('a').unwrap()).collect();
+        let (_b, victim) = c.acquire_fair('b').unwrap();
+        assert_eq!(victim, None);
+        // Full: 'c' holds 0, 'a' holds 3 >= 0 + 2: 'a' must give one up.
+        let (_c, victim) = c.acquire_fair('c').unwrap();
+        assert_eq!(victim, Some('a'));
+        assert_eq!(c.total(), 5, "over the cap until 'a' gives one back");
+        // 'a' again gets nothing: nobody holds two more than it would.
+        assert_eq!(c.acquire_fair('a').unwrap_err(), ConcurrencyError::Total);
+        drop(held);
+        assert_eq!(c.total(), 2);
+        // Balanced holders lock each other out no more than acquire does.
+        let d = Concurrency::new(10, 2);
+        let _x = d.acquire_fair('x').unwrap();
+        let _y = d.acquire_fair('y').unwrap();
+        assert_eq!(d.acquire_fair('z').unwrap_err(), ConcurrencyError::Total);
     }
 
     #[test]

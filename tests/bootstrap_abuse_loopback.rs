@@ -428,3 +428,59 @@ async fn a_real_move_is_followed_once_proven() {
     exchange(&b, &a, 10, 1000).await;
     assert_eq!(path_of(&a, kb.peer_id()), PathKind::Relay);
 }
+
+/// A bare node bound to `ip` (loopback has all of 127.0.0.0/8: each is a
+/// source of its own).
+fn node_at(ip: &str) -> Node {
+    Node::bind(NodeConfig::new(
+        Identity::generate(),
+        format!("{ip}:0").parse().unwrap(),
+        AcceptPolicy::AnyKey,
+    ))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_per_source_and_fairly_in_total() {
+    let limits = Limits {
+        max_connections_per_ip: 3,
+        max_peers: 4,
+        ..Limits::default()
+    };
+    let boot = bootstrap_with(limits, None, TcpListen::Off);
+    let at = boot.local_addr().unwrap();
+    // One source takes its three places; a fourth is refused.
+    let hog: Vec<Node> = (0..4).map(|_| node_at("127.0.0.2")).collect();
+    let mut held = Vec::new();
+    for n in &hog[..3] {
+        held.push(connect(n, &boot, at).await);
+    }
+    let refused = hog[3].connect(boot.peer_id(), &[at]).await;
+    assert!(refused.is_err(), "a fourth connection from one source");
+    // Another source fills the last place.
+    let other = node_at("127.0.0.3");
+    let _o = connect(&other, &boot, at).await;
+    // Full. A third source still gets in: the largest holder (three
+    // places) gives up its newest connection.
+    let third = node_at("127.0.0.4");
+    let _t = connect(&third, &boot, at).await;
+    let s = boot.node().stats();
+    wait_for(
+        "the hog's newest connection closes",
+        Duration::from_secs(3),
+        || held[2].quinn().close_reason().is_some(),
+    )
+    .await;
+    assert!(held[0].quinn().close_reason().is_none());
+    println!(
+        "per source: refused {}, total: refused {}, evicted {}",
+        stat(&s.refused_per_source),
+        stat(&s.refused_total),
+        stat(&s.evicted)
+    );
+    assert_eq!(stat(&s.refused_per_source), 1);
+    assert_eq!(stat(&s.evicted), 1);
+    // Now nobody holds two more than the hog would: it gets nothing.
+    let again = node_at("127.0.0.2");
+    assert!(again.connect(boot.peer_id(), &[at]).await.is_err());
+}

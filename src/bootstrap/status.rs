@@ -105,7 +105,7 @@ impl Bootstrap {
     }
 
     /// Everything a limit refused or dropped, by reason (docs/security.md).
-    pub fn refusals(&self) -> [(&'static str, u64); 12] {
+    pub fn refusals(&self) -> [(&'static str, u64); 13] {
         let s = &self.stats;
         let sock = self.node.socket().stats();
         let node = self.node.stats();
@@ -120,6 +120,7 @@ impl Bootstrap {
             ("handshake_per_ip", load(&node.refused_per_source)),
             ("handshake_total", load(&node.refused_total)),
             ("handshake_pending", load(&node.refused_pending)),
+            ("evicted_for_fairness", load(&node.evicted)),
             ("tcp_streams", load(&sock.streams_refused)),
             ("relay_bandwidth", load(&sock.forward_limited)),
             ("relay_key_budget", load(&sock.forward_budget_limited)),

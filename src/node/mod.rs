@@ -146,8 +146,11 @@ pub struct IncomingLimits {
     /// one source. Excess handshakes are refused (the client sees
     /// `ConnectionRefused`).
     pub max_per_source: usize,
-    /// Incoming connections held at once in total. Excess handshakes are
-    /// refused.
+    /// Incoming connections held at once in total. At the cap, a handshake
+    /// from a source holding at least two fewer connections than the
+    /// largest holder closes that holder's newest connection to make room;
+    /// others are refused. So sources holding many cannot lock out sources
+    /// holding few.
     pub max_total: usize,
     /// Handshakes under way at once (key checks not yet finished). Excess
     /// handshakes are ignored without an answer.
@@ -317,6 +320,9 @@ pub struct NodeStats {
     /// Incoming handshakes ignored because [`IncomingLimits::max_pending`]
     /// handshakes were under way.
     pub refused_pending: AtomicU64,
+    /// Connections closed at the total cap to make room for a source
+    /// holding fewer (see [`IncomingLimits::max_total`]).
+    pub evicted: AtomicU64,
     /// Retry packets sent to validate a client's address
     /// ([`NodeConfig::validate_addresses`]).
     pub retries: AtomicU64,
@@ -706,6 +712,7 @@ async fn accept_loop(
         .per_source_rate
         .map(|(rate, burst)| KeyedBuckets::new(rate, burst, MAX_TRACKED_SOURCES));
     let held = Concurrency::new(limits.max_per_source, limits.max_total);
+    let by_source = BySource::default();
     let pending = Arc::new(tokio::sync::Semaphore::new(limits.max_pending));
     while let Some(incoming) = endpoint.accept().await {
         let remote = incoming.remote_address();
@@ -744,8 +751,13 @@ async fn accept_loop(
             incoming.ignore();
             continue;
         };
-        let permit = match held.acquire(source) {
-            Ok(permit) => permit,
+        let permit = match held.acquire_fair(source) {
+            Ok((permit, victim)) => {
+                if let Some(victim) = victim {
+                    make_room(&by_source, victim, &stats);
+                }
+                permit
+            }
             Err(error) => {
                 let counter = match error {
                     ConcurrencyError::PerKey => &stats.refused_per_source,
@@ -760,6 +772,7 @@ async fn accept_loop(
         let proven = socket.guards_sends().then(|| socket.prove(remote));
         let tx = tx.clone();
         let stats = stats.clone();
+        let by_source = by_source.clone();
         tokio::spawn(async move {
             let accepted = accept_one(incoming).await;
             drop(pending);
@@ -767,10 +780,23 @@ async fn accept_loop(
                 Ok(conn) => {
                     stats.accepted.fetch_add(1, Ordering::Relaxed);
                     let closed = conn.conn.clone();
+                    let id = closed.stable_id();
+                    lock_sources(&by_source)
+                        .entry(source)
+                        .or_default()
+                        .push(closed.clone());
                     if tx.send(conn).await.is_ok() {
                         // The connection's place is held until it closes.
                         closed.closed().await;
                     }
+                    let mut sources = lock_sources(&by_source);
+                    if let Some(list) = sources.get_mut(&source) {
+                        list.retain(|c| c.stable_id() != id);
+                        if list.is_empty() {
+                            sources.remove(&source);
+                        }
+                    }
+                    drop(sources);
                     drop((permit, proven));
                 }
                 Err(error) => {
@@ -779,6 +805,26 @@ async fn accept_loop(
                 }
             }
         });
+    }
+}
+
+/// Established incoming connections by source, newest last.
+type BySource = Arc<std::sync::Mutex<HashMap<std::net::IpAddr, Vec<quinn::Connection>>>>;
+
+fn lock_sources(
+    by_source: &BySource,
+) -> std::sync::MutexGuard<'_, HashMap<std::net::IpAddr, Vec<quinn::Connection>>> {
+    by_source.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Closes the newest connection of `source`, the largest holder, so that a
+/// source holding fewer gets in.
+fn make_room(by_source: &BySource, source: std::net::IpAddr, stats: &NodeStats) {
+    let newest = lock_sources(by_source).get_mut(&source).and_then(Vec::pop);
+    if let Some(conn) = newest {
+        stats.evicted.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%source, remote = %conn.remote_address(), "connection closed to make room");
+        conn.close(0u32.into(), b"too many connections from your network");
     }
 }
 

@@ -170,12 +170,32 @@ pub struct SocketStats {
 }
 
 /// Addresses QUIC may send 1-RTT packets to, when the guard is on
-/// ([`AntqSocket::guard_sends`]): each is held by [`ProvenGuard`]s and
-/// allowed while one is alive.
+/// ([`AntqSocket::guard_sends`]): each is held by [`ProvenGuard`]s, and
+/// allowed while one is alive and for [`PROVEN_GRACE`] after the last one
+/// went (a closing connection's last packets leave after its owner let go).
 #[derive(Debug, Default)]
 pub struct ProvenAddrs {
     on: std::sync::atomic::AtomicBool,
-    held: RwLock<HashMap<SocketAddr, u32>>,
+    held: RwLock<HashMap<SocketAddr, Holders>>,
+}
+
+/// How long an address stays allowed after its last guard went.
+pub const PROVEN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The guards of one address, and when the last one went.
+#[derive(Debug, Default, Clone, Copy)]
+struct Holders {
+    count: u32,
+    released: Option<Instant>,
+}
+
+impl Holders {
+    fn allowed(&self, now: Instant) -> bool {
+        self.count > 0
+            || self
+                .released
+                .is_some_and(|t| now.saturating_duration_since(t) < PROVEN_GRACE)
+    }
 }
 
 impl ProvenAddrs {
@@ -183,7 +203,8 @@ impl ProvenAddrs {
         self.held
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(&canonical(addr))
+            .get(&canonical(addr))
+            .is_some_and(|h| h.allowed(Instant::now()))
     }
 }
 
@@ -209,10 +230,10 @@ impl Drop for ProvenGuard {
             .held
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = held.get_mut(&self.addr) {
-            *n -= 1;
-            if *n == 0 {
-                held.remove(&self.addr);
+        if let Some(h) = held.get_mut(&self.addr) {
+            h.count = h.count.saturating_sub(1);
+            if h.count == 0 {
+                h.released = Some(Instant::now());
             }
         }
     }
@@ -363,13 +384,16 @@ impl AntqSocket {
     /// dropped. QUIC packets held for it leave now.
     pub fn prove(self: &Arc<Self>, addr: SocketAddr) -> ProvenGuard {
         let addr = canonical(addr);
-        *self
-            .proven
-            .held
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(addr)
-            .or_insert(0) += 1;
+        {
+            let mut held = self
+                .proven
+                .held
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            held.retain(|_, h| h.allowed(now));
+            held.entry(addr).or_default().count += 1;
+        }
         let released = self.lock_proofs().release(addr);
         for packet in released {
             let sent = self.inner.try_send(&Transmit {
