@@ -2,12 +2,17 @@
 //!
 //! Serves TCP on loopback from a node's socket (as a bootstrap does), then
 //! opens `--streams N` (4096) streams from `--sources S` (256) loopback
-//! source addresses (127.10.x.y), each sending the preface, one 1200-byte
-//! frame and then a burst of `--burst-frames F` (48) frames in one write, so
-//! that every stream's buffers see a burst. The streams are held open, then
-//! all closed. Prints the process's RSS (`VmRSS` of /proc/self/status) and
-//! live heap (bytes allocated and not freed) idle, with all streams open,
-//! and every 10 s for `--after-secs T` (60) after they all closed.
+//! source addresses (127.10.x.y), each sending the preface and one
+//! 1200-byte frame (the size of a QUIC Initial). The listener has the
+//! bootstrap's caps (16 streams per source, `--streams` in all) and every
+//! stream is claimed as soon as it is open (as the bootstrap does once the
+//! QUIC handshake over it completed), so that all are held. Then every
+//! stream sends a burst of `--burst-frames F` (48) more frames in one write,
+//! so that its buffers see a burst; then all are closed. Prints the
+//! process's RSS (`VmRSS` of /proc/self/status) and live heap (bytes
+//! allocated and not freed) idle, with all streams open (before and right
+//! after the bursts, and after 5 s of quiet), and every 10 s for
+//! `--after-secs T` (60) after they all closed.
 //!
 //! `cargo run --release --example tcp_rss` (no root: loopback has all of
 //! 127.0.0.0/8; needs about 2N+64 file descriptors).
@@ -21,7 +26,7 @@ use std::time::{Duration, Instant};
 use antq::identity::Identity;
 use antq::node::{Node, NodeConfig};
 use antq::socket::framing::{encode_frame, PREFACE};
-use antq::socket::{bind_tcp, StreamLimits};
+use antq::socket::{bind_tcp, AntqSocket, StreamLimits};
 use antq::tls::AcceptPolicy;
 
 /// The system allocator, counting the bytes handed out and not given back,
@@ -139,10 +144,13 @@ fn raise_fd_limit() {
     }
 }
 
-/// What each client writes: the preface, a 1200-byte frame (the size of a
-/// QUIC Initial), then the burst.
-fn client_bytes(burst_frames: usize) -> Vec<u8> {
-    let mut out = PREFACE.to_vec();
+/// The preface and `frames` frames of 1200 bytes (the size of a QUIC
+/// Initial), when `preface`.
+fn client_bytes(preface: bool, frames: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    if preface {
+        out.extend_from_slice(PREFACE);
+    }
     let mut datagram = vec![0u8; 1200];
     for (i, b) in datagram.iter_mut().enumerate() {
         *b = (i * 7 + 3) as u8;
@@ -150,13 +158,14 @@ fn client_bytes(burst_frames: usize) -> Vec<u8> {
     // A short-header QUIC packet for no known connection: the endpoint
     // drops it (or answers with a stateless reset).
     datagram[0] = 0x40;
-    for _ in 0..=burst_frames {
+    for _ in 0..frames {
         encode_frame(&datagram, &mut out).expect("1200 bytes fit a frame");
     }
     out
 }
 
-/// Opens `n` streams to `server` from `sources` addresses 127.10.x.y.
+/// Opens `n` streams to `server` from `sources` addresses 127.10.x.y, each
+/// sending `bytes`.
 fn open_clients(
     server: SocketAddr,
     n: usize,
@@ -179,6 +188,14 @@ fn open_clients(
     out
 }
 
+/// Waits until `done` or 30 s passed.
+async fn wait_until(mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = args();
@@ -192,10 +209,14 @@ async fn main() {
     let socket = node.socket().clone();
     let listener = bind_tcp("127.0.0.1:0".parse().unwrap()).expect("TCP listener");
     let server = listener.local_addr().expect("local address");
+    // The bootstrap's caps; a rate that lets each source open its 16 at
+    // once; every stream is claimed as soon as it is open (as the bootstrap
+    // does after the QUIC handshake), so that all are held.
     let limits = StreamLimits {
         per_ip_per_sec: 1000.0,
         per_ip_burst: 1000.0,
         max_streams: args.streams,
+        ..StreamLimits::default()
     };
     let _task = socket.serve_tcp(listener, limits);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -205,26 +226,41 @@ async fn main() {
     );
     report("idle");
 
-    let bytes = client_bytes(args.burst_frames);
+    let hello = client_bytes(true, 1);
     let (n, sources) = (args.streams, args.sources);
-    let clients = tokio::task::spawn_blocking(move || open_clients(server, n, sources, &bytes))
+    let mut clients = tokio::task::spawn_blocking(move || open_clients(server, n, sources, &hello))
         .await
         .expect("clients");
-    let started = Instant::now();
-    while socket.stream_count() < args.streams && started.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(|| {
+        for addr in socket.stream_addrs() {
+            socket.claim_stream(addr);
+        }
+        socket.stream_count() >= args.streams
+    })
+    .await;
     println!("open: {} streams", socket.stream_count());
     report("all open");
+
+    let frames_in = |s: &AntqSocket| s.stats().stream_frames_in.load(Ordering::Relaxed);
+    let expected = frames_in(&socket) + (args.streams * args.burst_frames) as u64;
+    let burst = client_bytes(false, args.burst_frames);
+    clients = tokio::task::spawn_blocking(move || {
+        for c in &mut clients {
+            let _ = c.write_all(&burst);
+        }
+        clients
+    })
+    .await
+    .expect("bursts");
+    wait_until(|| frames_in(&socket) >= expected).await;
+    report("all open, bursts read");
     tokio::time::sleep(Duration::from_secs(5)).await;
     println!("open: {} streams", socket.stream_count());
     report("all open, 5 s quiet");
 
     drop(clients);
     let started = Instant::now();
-    while socket.stream_count() > 0 && started.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(|| socket.stream_count() == 0).await;
     println!("closed in {:?}", started.elapsed());
     report("all closed");
     let closed = Instant::now();
