@@ -104,6 +104,15 @@ impl Drop for ReadBuf {
     }
 }
 
+/// `now + t`; a `t` too large for [`Instant`] counts as a year (no panic on
+/// any configured timeout).
+fn later(now: Instant, t: Duration) -> Instant {
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    now.checked_add(t)
+        .or_else(|| now.checked_add(YEAR))
+        .unwrap_or(now)
+}
+
 /// Which deadline of a stream passed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Expiry {
@@ -133,7 +142,7 @@ impl Deadlines {
     fn new(now: Instant, claim_timeout: Option<Duration>) -> Self {
         Self {
             handshake: claim_timeout.map(|_| now + PREFACE_TIMEOUT),
-            claim: claim_timeout.map(|t| now + t),
+            claim: claim_timeout.map(|t| later(now, t)),
             last_rx: now,
         }
     }
@@ -441,6 +450,9 @@ mod tests {
         assert_eq!(d.next(), (t0 + claim, Expiry::Claim));
         d.claimed();
         assert_eq!(d.next(), (t2 + IDLE_TIMEOUT, Expiry::Idle));
+        // Any claim timeout, however large, is fine.
+        let d = Deadlines::new(t0, Some(Duration::MAX));
+        assert!(d.claim.is_some_and(|c| c > t0 + IDLE_TIMEOUT));
         // A claim deadline shorter than the handshake one comes first.
         let d = Deadlines::new(t0, Some(Duration::from_secs(1)));
         assert_eq!(d.next(), (t0 + Duration::from_secs(1), Expiry::Claim));
