@@ -233,6 +233,10 @@ impl Bootstrap {
                     per_ip_per_sec: settings.limits.connections_per_sec_per_ip,
                     per_ip_burst: settings.limits.connections_per_sec_per_ip * 3.0,
                     max_streams: settings.limits.tcp_max_streams,
+                    // Stand-in until this file calls AntqSocket::claim_stream
+                    // after a connection's handshake: no claim deadline.
+                    claim_timeout: Duration::from_secs(365 * 24 * 3600),
+                    ..StreamLimits::default()
                 };
                 let task = node.socket().serve_tcp(listener, limits).abort_handle();
                 tracing::debug!(%local, "TCP listener up");
