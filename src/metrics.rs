@@ -381,7 +381,9 @@ fn collect_socket(s: &crate::socket::SocketStats, r: &mut Registry) {
     .int(&[], load(&s.stream_errors));
     r.counter(
         "antq_streams_refused_total",
-        "Incoming TCP streams refused by the listener's limits (per IP or total).",
+        "Incoming TCP streams refused or closed by the listener's limits: rate, per-IP or \
+         total cap, no preface or first frame in time, not claimed by an authenticated \
+         connection in time (by reason: antq_bootstrap_refused_total).",
     )
     .int(&[], load(&s.streams_refused));
 }

@@ -3,7 +3,9 @@
 //! same error; every decoded frame must re-encode to the bytes it came from.
 #![no_main]
 
-use antq::socket::framing::{encode_frame, FrameDecoder, FrameError, MAX_DATAGRAM, PREFACE};
+use antq::socket::framing::{
+    encode_frame, FrameDecoder, FrameError, LEN_PREFIX, MAX_DATAGRAM, PREFACE,
+};
 use libfuzzer_sys::fuzz_target;
 
 /// Decodes `pieces` in order; returns the frames, the first error, and the
@@ -15,16 +17,14 @@ fn run<'a>(
     let mut d = FrameDecoder::new(preface);
     let mut frames = Vec::new();
     for piece in pieces {
-        d.push(piece);
-        loop {
-            match d.next_frame() {
-                Ok(Some(f)) => {
-                    assert!(!f.is_empty() && f.len() <= MAX_DATAGRAM);
-                    frames.push(f.to_vec());
-                }
-                Ok(None) => break,
-                Err(e) => return (frames, Some(e), d.finish()),
-            }
+        let decoded = d.decode(piece, |f| {
+            assert!(!f.is_empty() && f.len() <= MAX_DATAGRAM);
+            frames.push(f.to_vec());
+        });
+        // It never holds more than one partial frame.
+        assert!(d.capacity() <= LEN_PREFIX + MAX_DATAGRAM);
+        if let Err(e) = decoded {
+            return (frames, Some(e), d.finish());
         }
     }
     (frames, None, d.finish())

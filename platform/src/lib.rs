@@ -19,7 +19,8 @@
 //!
 //! [`control`] (Unix socket / named pipe) and [`terminated`] (SIGTERM and
 //! SIGINT / Ctrl-C, Ctrl-Break and console close) are selected by
-//! `cfg(unix)` / `cfg(windows)`.
+//! `cfg(unix)` / `cfg(windows)`. [`release_free_memory`] hands the heap
+//! memory the allocator holds free back to the OS (glibc: `malloc_trim`).
 //!
 //! # Runtime
 //!
@@ -55,9 +56,11 @@ mod imp;
 mod plain_tun;
 
 pub mod control;
+mod memory;
 mod signal;
 mod tun_config;
 
+pub use memory::release_free_memory;
 pub use signal::terminated;
 
 // Type-check and test the fallback on every OS, so it cannot rot unnoticed.

@@ -285,6 +285,10 @@ impl Bootstrap {
                     per_ip_per_sec: limits.connections_per_sec_per_ip,
                     per_ip_burst: limits.connections_per_sec_per_ip * 3.0,
                     max_streams: limits.tcp_max_streams,
+                    per_ip_max_streams: limits.tcp_max_streams_per_ip,
+                    // A stream is claimed (below, in `serve`) once a
+                    // connection over it is authenticated.
+                    ..StreamLimits::default()
                 };
                 let task = node.socket().serve_tcp(listener, limits).abort_handle();
                 tracing::debug!(%local, "TCP listener up");
@@ -428,6 +432,10 @@ impl Bootstrap {
         // (TCP back to UDP): its relays follow it to the new address.
         if let Some(moved) = moved {
             self.apply_move(&moved);
+        }
+        if is_stream_addr(origin) {
+            // Authenticated: the stream may stay (and its buffers grow).
+            self.node.socket().claim_stream(origin);
         }
         let transport = Transport::of(origin);
         tracing::info!(%origin, %transport, "peer connected");

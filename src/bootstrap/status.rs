@@ -105,7 +105,7 @@ impl Bootstrap {
     }
 
     /// Everything a limit refused or dropped, by reason (docs/security.md).
-    pub fn refusals(&self) -> [(&'static str, u64); 13] {
+    pub fn refusals(&self) -> [(&'static str, u64); 17] {
         let s = &self.stats;
         let sock = self.node.socket().stats();
         let node = self.node.stats();
@@ -121,7 +121,17 @@ impl Bootstrap {
             ("handshake_total", load(&node.refused_total)),
             ("handshake_pending", load(&node.refused_pending)),
             ("evicted_for_fairness", load(&node.evicted)),
-            ("tcp_streams", load(&sock.streams_refused)),
+            ("tcp_rate", load(&sock.streams_refused_rate)),
+            ("tcp_per_ip", load(&sock.streams_refused_source_cap)),
+            ("tcp_total", load(&sock.streams_refused_total_cap)),
+            (
+                "tcp_handshake_timeout",
+                load(&sock.streams_refused_handshake_timeout),
+            ),
+            (
+                "tcp_claim_timeout",
+                load(&sock.streams_refused_claim_timeout),
+            ),
             ("relay_bandwidth", load(&sock.forward_limited)),
             ("relay_key_budget", load(&sock.forward_budget_limited)),
         ]

@@ -71,15 +71,19 @@ pub fn encode_frame(datagram: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError
 
 /// Splits a byte stream into datagrams.
 ///
-/// Feed it with [`push`](Self::push), then take every complete frame with
-/// [`next_frame`](Self::next_frame) until it returns `Ok(None)`; at the end
-/// of the stream, [`finish`](Self::finish) reports a partial frame. After an
-/// error the decoder stays failed. It buffers at most one partial frame plus
-/// the bytes of the last push.
+/// Feed it with [`decode`](Self::decode), which hands every whole datagram
+/// to a callback as it goes, straight from the bytes given where they hold
+/// whole frames; at the end of the stream, [`finish`](Self::finish) reports
+/// a partial frame. After an error the decoder stays failed.
+///
+/// Memory: it keeps only the bytes of one partial frame, so it never holds
+/// more than [`LEN_PREFIX`] + [`MAX_DATAGRAM`] bytes, however large the
+/// reads; [`shrink`](Self::shrink) frees even that between frames (for a
+/// stream that went quiet).
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
-    buf: Vec<u8>,
-    start: usize,
+    /// The start of a frame that has not arrived in full.
+    partial: Vec<u8>,
     /// Preface bytes still expected (0 once it was read in full).
     preface_left: usize,
     failed: Option<FrameError>,
@@ -90,8 +94,7 @@ impl FrameDecoder {
     /// client side (frames only).
     pub fn new(expect_preface: bool) -> Self {
         Self {
-            buf: Vec::new(),
-            start: 0,
+            partial: Vec::new(),
             preface_left: if expect_preface { PREFACE.len() } else { 0 },
             failed: None,
         }
@@ -102,38 +105,99 @@ impl FrameDecoder {
         self.preface_left == 0
     }
 
-    /// Adds bytes read from the stream.
-    pub fn push(&mut self, data: &[u8]) {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        self.buf.extend_from_slice(data);
-    }
-
-    /// The next complete datagram, `Ok(None)` if more bytes are needed.
-    pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
+    /// Decodes `data`, the next bytes of the stream: calls `on_frame` with
+    /// every datagram completed by them, in order, and keeps the start of a
+    /// frame they end inside. Stops at the first error (the frames before it
+    /// were handed out).
+    pub fn decode(
+        &mut self,
+        mut data: &[u8],
+        mut on_frame: impl FnMut(&[u8]),
+    ) -> Result<(), FrameError> {
         if let Some(e) = self.failed {
             return Err(e);
         }
-        let pending = &self.buf[self.start..];
         if self.preface_left > 0 {
             let offset = PREFACE.len() - self.preface_left;
-            let take = pending.len().min(self.preface_left);
-            if pending[..take] != PREFACE[offset..offset + take] {
+            let take = data.len().min(self.preface_left);
+            let (head, rest) = data.split_at(take);
+            if PREFACE.get(offset..offset + take) != Some(head) {
                 return Err(self.fail(FrameError::BadPreface));
             }
-            self.start += take;
             self.preface_left -= take;
-            if self.preface_left > 0 {
-                return Ok(None);
-            }
+            data = rest;
         }
-        let pending = &self.buf[self.start..];
-        let Some((prefix, rest)) = pending.split_first_chunk::<LEN_PREFIX>() else {
-            return Ok(None);
+        if !self.partial.is_empty() {
+            data = self.complete_partial(data, &mut on_frame)?;
+        }
+        while let Some((prefix, rest)) = data.split_first_chunk::<LEN_PREFIX>() {
+            let len = self.frame_len(*prefix)?;
+            let Some(frame) = rest.get(..len) else {
+                break;
+            };
+            on_frame(frame);
+            data = rest.get(len..).unwrap_or_default();
+        }
+        if !data.is_empty() {
+            self.partial.reserve_exact(LEN_PREFIX + MAX_DATAGRAM);
+            self.partial.extend_from_slice(data);
+        }
+        Ok(())
+    }
+
+    /// Checks the end of the stream: an error if it stopped inside the
+    /// preface or a frame (or the decoder had failed).
+    pub fn finish(&self) -> Result<(), FrameError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        let buffered = self.partial.len();
+        if buffered > 0 || self.preface_left > 0 {
+            return Err(FrameError::Truncated { buffered });
+        }
+        Ok(())
+    }
+
+    /// Frees the buffer of partial frames if none is pending.
+    pub fn shrink(&mut self) {
+        if self.partial.is_empty() {
+            self.partial = Vec::new();
+        }
+    }
+
+    /// Bytes of buffer held (at most [`LEN_PREFIX`] + [`MAX_DATAGRAM`]).
+    pub fn capacity(&self) -> usize {
+        self.partial.capacity()
+    }
+
+    /// Adds `data` to the partial frame until it is whole, hands it out,
+    /// and returns the bytes after it.
+    fn complete_partial<'d>(
+        &mut self,
+        mut data: &'d [u8],
+        on_frame: &mut impl FnMut(&[u8]),
+    ) -> Result<&'d [u8], FrameError> {
+        if self.partial.len() < LEN_PREFIX {
+            let (head, rest) = data.split_at(data.len().min(LEN_PREFIX - self.partial.len()));
+            self.partial.extend_from_slice(head);
+            data = rest;
+        }
+        let Some(prefix) = self.partial.first_chunk::<LEN_PREFIX>() else {
+            return Ok(data);
         };
-        let len = usize::from(u16::from_be_bytes(*prefix));
+        let whole = LEN_PREFIX + self.frame_len(*prefix)?;
+        let (head, rest) = data.split_at(data.len().min(whole - self.partial.len()));
+        self.partial.extend_from_slice(head);
+        if self.partial.len() == whole {
+            on_frame(self.partial.get(LEN_PREFIX..).unwrap_or_default());
+            self.partial.clear();
+        }
+        Ok(rest)
+    }
+
+    /// The length a frame announces, if valid.
+    fn frame_len(&mut self, prefix: [u8; LEN_PREFIX]) -> Result<usize, FrameError> {
+        let len = usize::from(u16::from_be_bytes(prefix));
         if len == 0 {
             return Err(self.fail(FrameError::ZeroLength));
         }
@@ -143,25 +207,7 @@ impl FrameDecoder {
                 max: MAX_DATAGRAM,
             }));
         }
-        if rest.len() < len {
-            return Ok(None);
-        }
-        let begin = self.start + LEN_PREFIX;
-        self.start = begin + len;
-        Ok(self.buf.get(begin..begin + len))
-    }
-
-    /// Checks the end of the stream: an error if it stopped inside the
-    /// preface or a frame (or the decoder had failed).
-    pub fn finish(&self) -> Result<(), FrameError> {
-        if let Some(e) = self.failed {
-            return Err(e);
-        }
-        let buffered = self.buf.len() - self.start;
-        if buffered > 0 || self.preface_left > 0 {
-            return Err(FrameError::Truncated { buffered });
-        }
-        Ok(())
+        Ok(len)
     }
 
     fn fail(&mut self, error: FrameError) -> FrameError {
@@ -174,12 +220,18 @@ impl FrameDecoder {
 mod tests {
     use super::*;
 
-    fn frames(decoder: &mut FrameDecoder) -> Result<Vec<Vec<u8>>, FrameError> {
+    /// Decodes `bytes`: the frames it completed, and the result.
+    fn feed(d: &mut FrameDecoder, bytes: &[u8]) -> (Vec<Vec<u8>>, Result<(), FrameError>) {
         let mut out = Vec::new();
-        while let Some(f) = decoder.next_frame()? {
-            out.push(f.to_vec());
-        }
-        Ok(out)
+        let result = d.decode(bytes, |f| out.push(f.to_vec()));
+        (out, result)
+    }
+
+    /// The frames of `bytes`, which must decode without an error.
+    fn frames(d: &mut FrameDecoder, bytes: &[u8]) -> Vec<Vec<u8>> {
+        let (out, result) = feed(d, bytes);
+        assert_eq!(result, Ok(()));
+        out
     }
 
     fn stream(preface: bool, datagrams: &[&[u8]]) -> Vec<u8> {
@@ -197,12 +249,13 @@ mod tests {
     fn whole_stream_decodes() {
         let bytes = stream(true, &[b"\x40abc", b"\x01\0\0\0\x07quic"]);
         let mut d = FrameDecoder::new(true);
-        d.push(&bytes);
         assert_eq!(
-            frames(&mut d).unwrap(),
+            frames(&mut d, &bytes),
             vec![b"\x40abc".to_vec(), b"\x01\0\0\0\x07quic".to_vec()]
         );
         assert_eq!(d.finish(), Ok(()));
+        // Whole frames are handed out without being buffered.
+        assert_eq!(d.capacity(), 0);
     }
 
     #[test]
@@ -213,8 +266,7 @@ mod tests {
             let mut d = FrameDecoder::new(true);
             let mut got = Vec::new();
             for piece in bytes.chunks(chunk) {
-                d.push(piece);
-                got.extend(frames(&mut d).unwrap());
+                got.extend(frames(&mut d, piece));
             }
             assert_eq!(
                 got,
@@ -229,10 +281,44 @@ mod tests {
         let mut d = FrameDecoder::new(true);
         let mut got = Vec::new();
         for b in &bytes {
-            d.push(std::slice::from_ref(b));
-            got.extend(frames(&mut d).unwrap());
+            got.extend(frames(&mut d, std::slice::from_ref(b)));
         }
         assert_eq!(got.len(), 3);
+        // Every split into two reads.
+        for cut in 0..=bytes.len() {
+            let mut d = FrameDecoder::new(true);
+            let mut got = frames(&mut d, &bytes[..cut]);
+            got.extend(frames(&mut d, &bytes[cut..]));
+            assert_eq!(got.len(), 3, "cut {cut}");
+            assert_eq!(got[1], big);
+        }
+    }
+
+    #[test]
+    fn holds_at_most_one_partial_frame() {
+        let datagram: &[u8] = &[0x40; 1200];
+        let burst = stream(true, &[datagram; 50]);
+        let mut d = FrameDecoder::new(true);
+        // A 59 KiB read ending inside a frame keeps only that frame's start.
+        assert_eq!(frames(&mut d, &burst[..burst.len() - 100]).len(), 49);
+        assert!(
+            d.capacity() <= LEN_PREFIX + MAX_DATAGRAM,
+            "{}",
+            d.capacity()
+        );
+        assert_eq!(frames(&mut d, &burst[burst.len() - 100..]).len(), 1);
+        assert!(d.capacity() <= LEN_PREFIX + MAX_DATAGRAM);
+        // Between two frames, shrinking frees everything.
+        d.shrink();
+        assert_eq!(d.capacity(), 0);
+        assert_eq!(d.finish(), Ok(()));
+        // Inside a frame, it keeps the partial frame.
+        let one = stream(false, &[datagram]);
+        let mut d = FrameDecoder::new(false);
+        assert!(frames(&mut d, &one[..700]).is_empty());
+        d.shrink();
+        assert!(d.capacity() >= 700);
+        assert_eq!(frames(&mut d, &one[700..]), vec![datagram.to_vec()]);
     }
 
     #[test]
@@ -240,8 +326,7 @@ mod tests {
         let bytes = stream(false, &[b"\x40abcdef"]);
         for cut in 1..bytes.len() {
             let mut d = FrameDecoder::new(false);
-            d.push(&bytes[..cut]);
-            assert_eq!(frames(&mut d).unwrap(), Vec::<Vec<u8>>::new());
+            assert!(frames(&mut d, &bytes[..cut]).is_empty());
             assert_eq!(
                 d.finish(),
                 Err(FrameError::Truncated { buffered: cut }),
@@ -249,8 +334,7 @@ mod tests {
             );
         }
         let mut d = FrameDecoder::new(true);
-        d.push(&PREFACE[..4]);
-        assert_eq!(frames(&mut d).unwrap().len(), 0);
+        assert!(frames(&mut d, &PREFACE[..4]).is_empty());
         assert!(matches!(d.finish(), Err(FrameError::Truncated { .. })));
         assert!(matches!(
             FrameDecoder::new(true).finish(),
@@ -263,19 +347,18 @@ mod tests {
     fn oversize_frame_fails_and_stays_failed() {
         let mut d = FrameDecoder::new(false);
         let len = u16::try_from(MAX_DATAGRAM + 1).unwrap();
-        d.push(&len.to_be_bytes());
         let err = FrameError::TooLong {
             len: MAX_DATAGRAM + 1,
             max: MAX_DATAGRAM,
         };
-        assert_eq!(d.next_frame(), Err(err));
-        d.push(&[0; 8]);
-        assert_eq!(d.next_frame(), Err(err));
+        assert_eq!(feed(&mut d, &len.to_be_bytes()), (vec![], Err(err)));
+        assert_eq!(feed(&mut d, &[0; 8]), (vec![], Err(err)));
         assert_eq!(d.finish(), Err(err));
+        // Also when the length prefix arrives one byte at a time.
         let mut d = FrameDecoder::new(false);
-        d.push(&[0xff, 0xff]);
+        assert_eq!(feed(&mut d, &[0xff]), (vec![], Ok(())));
         assert!(matches!(
-            d.next_frame(),
+            feed(&mut d, &[0xff]).1,
             Err(FrameError::TooLong { len: 65535, .. })
         ));
         assert_eq!(
@@ -287,8 +370,10 @@ mod tests {
     #[test]
     fn zero_length_frame_fails() {
         let mut d = FrameDecoder::new(false);
-        d.push(&[0, 0, 0x40]);
-        assert_eq!(d.next_frame(), Err(FrameError::ZeroLength));
+        assert_eq!(
+            feed(&mut d, &[0, 0, 0x40]),
+            (vec![], Err(FrameError::ZeroLength))
+        );
         assert_eq!(
             encode_frame(&[], &mut Vec::new()),
             Err(FrameError::ZeroLength)
@@ -297,23 +382,29 @@ mod tests {
         let mut d = FrameDecoder::new(false);
         let mut bytes = stream(false, &[b"\x40x"]);
         bytes.extend_from_slice(&[0, 0]);
-        d.push(&bytes);
-        assert_eq!(d.next_frame(), Ok(Some(&b"\x40x"[..])));
-        assert_eq!(d.next_frame(), Err(FrameError::ZeroLength));
+        assert_eq!(
+            feed(&mut d, &bytes),
+            (vec![b"\x40x".to_vec()], Err(FrameError::ZeroLength))
+        );
+        assert_eq!(d.finish(), Err(FrameError::ZeroLength));
     }
 
     #[test]
     fn bad_preface_fails_early() {
         let mut d = FrameDecoder::new(true);
-        d.push(b"GET / HTTP/1.1\r\n");
-        assert_eq!(d.next_frame(), Err(FrameError::BadPreface));
+        assert_eq!(
+            feed(&mut d, b"GET / HTTP/1.1\r\n").1,
+            Err(FrameError::BadPreface)
+        );
         // A wrong byte is seen before the whole preface has arrived.
         let mut d = FrameDecoder::new(true);
-        d.push(b"antq-tcp/2");
-        assert_eq!(d.next_frame(), Err(FrameError::BadPreface));
+        assert_eq!(feed(&mut d, b"antq-tcp/2").1, Err(FrameError::BadPreface));
+        let mut d = FrameDecoder::new(true);
+        assert_eq!(feed(&mut d, b"antq-").1, Ok(()));
+        assert!(!d.preface_done());
+        assert_eq!(feed(&mut d, b"udp").1, Err(FrameError::BadPreface));
         // A client-side decoder does not expect one: the bytes are frames.
         let mut d = FrameDecoder::new(false);
-        d.push(PREFACE);
-        assert!(d.next_frame().is_err());
+        assert!(feed(&mut d, PREFACE).1.is_err());
     }
 }

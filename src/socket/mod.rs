@@ -34,7 +34,9 @@
 //!   that drop UDP, is a virtual address in `241.0.0.0/8` (relay paths use
 //!   `240.0.0.0/8`); datagrams to it are framed onto the stream
 //!   ([`framing`]), frames from it are handed to quinn, relay-unwrapped or
-//!   forwarded exactly like UDP datagrams.
+//!   forwarded exactly like UDP datagrams. A listener's streams are limited
+//!   per source and in total, and closed unless claimed
+//!   ([`AntqSocket::claim_stream`]) soon after they open ([`tcp`]).
 
 pub mod framing;
 pub mod proof;
@@ -155,8 +157,25 @@ pub struct SocketStats {
     /// Streams closed for a framing error (bad preface, bad length,
     /// truncated).
     pub stream_errors: AtomicU64,
-    /// Incoming TCP streams refused by the listener's limits.
+    /// Incoming TCP streams refused, or closed before they were of use: the
+    /// sum of the five `streams_refused_*` counters (see [`tcp`]).
     pub streams_refused: AtomicU64,
+    /// Incoming TCP streams refused: over their source's rate of new
+    /// streams ([`StreamLimits::per_ip_per_sec`]).
+    pub streams_refused_rate: AtomicU64,
+    /// Incoming TCP streams refused: their source held
+    /// [`StreamLimits::per_ip_max_streams`] already.
+    pub streams_refused_source_cap: AtomicU64,
+    /// Incoming TCP streams refused: [`StreamLimits::max_streams`] were open
+    /// already.
+    pub streams_refused_total_cap: AtomicU64,
+    /// TCP streams closed for sending no preface within
+    /// [`tcp::PREFACE_TIMEOUT`] of the accept, or no first frame within
+    /// [`tcp::FIRST_FRAME_TIMEOUT`] of the preface.
+    pub streams_refused_handshake_timeout: AtomicU64,
+    /// TCP streams closed for not being claimed
+    /// ([`AntqSocket::claim_stream`]) within [`StreamLimits::claim_timeout`].
+    pub streams_refused_claim_timeout: AtomicU64,
     /// 1-RTT QUIC packets held because their destination was not a proven
     /// address ([`ProvenAddrs`]); sent if it is proven in time.
     pub unproven_held: AtomicU64,
@@ -311,6 +330,8 @@ pub struct AntqSocket {
     recv_waker: Mutex<Option<Waker>>,
     streams: Mutex<tcp::StreamTable>,
     next_stream: AtomicU32,
+    /// Memory of the stream paths (growth budget, what was given back).
+    stream_memory: tcp::StreamMemory,
     stats: SocketStats,
     proven: ProvenAddrs,
     proofs: Mutex<proof::Proofs>,
@@ -345,6 +366,7 @@ impl AntqSocket {
             recv_waker: Mutex::new(None),
             streams: Mutex::default(),
             next_stream: AtomicU32::new(1),
+            stream_memory: tcp::StreamMemory::default(),
             stats: SocketStats::default(),
             proven: ProvenAddrs::default(),
             proofs: Mutex::new(proof::Proofs::new(Instant::now())),
