@@ -688,10 +688,12 @@ impl Metrics {
 
     /// The value of `series` (0 if absent).
     pub fn get(&self, series: &str) -> f64 {
-        self.0
-            .iter()
-            .find(|(s, _)| s == series)
-            .map_or(0.0, |(_, v)| *v)
+        self.find(series).unwrap_or(0.0)
+    }
+
+    /// The value of `series`, if it is there.
+    pub fn find(&self, series: &str) -> Option<f64> {
+        self.0.iter().find(|(s, _)| s == series).map(|(_, v)| *v)
     }
 
     /// Every series whose name starts with `prefix`, `name value` per line
@@ -804,8 +806,9 @@ pub struct Row {
     pub victim_bytes: Option<u64>,
     /// Peak RSS of the bootstrap during the attack, KiB.
     pub peak_rss_kib: u64,
-    /// Relay allocations at the bootstrap at the end of the attack.
-    pub relay_allocations: u64,
+    /// Relay allocations at the bootstrap at the end of the attack (`None`:
+    /// the metric is missing).
+    pub relay_allocations: Option<u64>,
     /// Handshakes: what the attacker got accepted and held.
     pub accepted: String,
     /// Time for a fresh legitimate client to connect over UDP / TCP.
@@ -862,7 +865,8 @@ impl Row {
             self.attack,
             self.attacker_bytes,
             self.peak_rss_kib as f64 / 1024.0,
-            self.relay_allocations,
+            self.relay_allocations
+                .map_or("metric missing".to_owned(), |n| n.to_string()),
             if self.accepted.is_empty() { "-" } else { &self.accepted },
             self.gap_direct.as_secs_f64() * 1e3,
             self.gap_relayed.as_secs_f64() * 1e3,
