@@ -17,6 +17,7 @@ BOOT_HOST=10       # boot: .10 (and .11, a second "third party" address)
 SYMRANGE=40000-40999
 CARRIER4=100.64    # cgnat: carrier network 100.64.N.0/24 (RFC 6598 shared space)
 CARRIER6=fd64      # cgnat: carrier network fd64:N::/64 (IPv6 routed, not NATed)
+ATTACH_NAME_RE='[a-z][a-z0-9]{2,11}' # attach: names of plain namespaces on the bridge
 
 PREFIX=$DEFAULT_PREFIX
 
@@ -37,6 +38,10 @@ usage: lab.sh COMMAND [--prefix P] ARGS...
                                         (not to or from cgnat: fixed at 'up')
   renumber [--prefix P] HOST [N]        move HOST to LAN address .N (default: next)
   renumber-wan [--prefix P] ROUTER [N]  give a NAT router public address .N (default: +100)
+  attach [--prefix P] NAME ADDR/LEN... [--route NET]...
+                                        a plain namespace P-NAME on the inet bridge with
+                                        these addresses; each NET is routed to it from
+                                        inet, boot and the routers (NAME: [a-z][a-z0-9]{2,11})
   status [--prefix P]                   show namespaces and the state file
 Default prefix: $DEFAULT_PREFIX.  State file: $STATE_DIR/PREFIX.env
 EOF
@@ -90,14 +95,14 @@ ns_exists() { [[ -e /run/netns/$1 ]]; }
 lab_namespaces() {
 	local name
 	ip netns list 2>/dev/null | while read -r name _; do
-		if [[ $name =~ ^${PREFIX}-(inet|boot|r?[a-z]|hr[a-z])$ ]]; then echo "$name"; fi
+		if [[ $name =~ ^${PREFIX}-(inet|boot|r?[a-z]|hr[a-z]|$ATTACH_NAME_RE)$ ]]; then echo "$name"; fi
 	done
 }
 
 # Namespace for a short NAME (a, ra, hra, boot, inet) or a full lab namespace name.
 resolve_ns() {
 	local n=$1
-	if [[ $n =~ ^(inet|boot|r?[a-z]|hr[a-z])$ ]] && ns_exists "$PREFIX-$n"; then
+	if [[ $n =~ ^(inet|boot|r?[a-z]|hr[a-z]|$ATTACH_NAME_RE)$ ]] && ns_exists "$PREFIX-$n"; then
 		echo "$PREFIX-$n"
 	elif [[ $n == "$PREFIX"-* ]] && ns_exists "$n"; then
 		echo "$n"
@@ -570,6 +575,59 @@ cmd_renumber_wan() {
 	echo "$new4"
 }
 
+# attach NAME ADDR/LEN... [--route NET]...: a plain namespace P-NAME on the
+# inet bridge (veth v-NAME in the bridge, eth0 inside), with ADDRs on eth0
+# (IPv6 without DAD) and each NET routed to it (via its first address of
+# NET's family) from inet, boot and every router. For test hosts that are
+# neither NATed hosts nor the bootstrap: an attacker with many source
+# addresses, a victim, a fresh client. `down` deletes it with the lab.
+cmd_attach() {
+	check_prefix
+	need_root
+	local name=${1:-}
+	shift || true
+	[[ $name =~ ^$ATTACH_NAME_RE$ ]] || die "attach: NAME must match $ATTACH_NAME_RE, got '$name'"
+	[[ ! $name =~ ^(inet|boot|r?[a-z]|hr[a-z])$ ]] || die "attach: '$name' is a lab name"
+	local -a addrs=() routes=()
+	while (($#)); do
+		case $1 in
+		--route) routes+=("${2:?--route needs a network}"); shift 2 ;;
+		*/*) addrs+=("$1"); shift ;;
+		*) die "attach: '$1' is not ADDR/LEN or --route NET" ;;
+		esac
+	done
+	((${#addrs[@]})) || die "attach: at least one ADDR/LEN"
+	load_state
+	local ns=$PREFIX-$name
+	ns_exists "$ns" && die "attach: $ns exists"
+	ip netns add "$ns"
+	base_sysctls "$ns" 0
+	nsx "$INET_NS" ip link add "v-$name" type veth peer name eth0 netns "$ns"
+	nsx "$INET_NS" ip link set "v-$name" master br0 up
+	local a gw4="" gw6="" batch=""
+	for a in "${addrs[@]}"; do
+		if [[ $a == *:* ]]; then
+			batch+="addr add $a dev eth0 nodad"$'\n'
+			[[ -n $gw6 ]] || gw6=${a%/*}
+		else
+			batch+="addr add $a dev eth0"$'\n'
+			[[ -n $gw4 ]] || gw4=${a%/*}
+		fi
+	done
+	nsx "$ns" ip -batch - <<<"${batch}link set eth0 up"
+	local net gw peer
+	for net in "${routes[@]}"; do
+		if [[ $net == *:* ]]; then gw=$gw6; else gw=$gw4; fi
+		[[ -n $gw ]] || die "attach: no address of ${net}'s family to route it to"
+		for peer in $(inet_peers ""); do
+			nsx "$peer" ip route replace "$net" via "$gw"
+		done
+	done
+	state_set LAB_ATTACHED "\"${LAB_ATTACHED:+$LAB_ATTACHED }$name\""
+	state_set "ATTACH_${name^^}_NS" "$ns"
+	echo "$ns"
+}
+
 cmd_status() {
 	check_prefix
 	lab_namespaces
@@ -618,6 +676,7 @@ main() {
 	set-kind) cmd_set_kind "${rest[@]}" ;;
 	renumber) cmd_renumber "${rest[@]}" ;;
 	renumber-wan) cmd_renumber_wan "${rest[@]}" ;;
+	attach) cmd_attach "${rest[@]}" ;;
 	status) cmd_status ;;
 	-h | --help | help) usage ;;
 	*)

@@ -4,16 +4,18 @@
 # end-to-end tests and the benchmarks.
 #
 #   mesh.sh up   [--prefix P] --hosts K1,K2[,K3...] [--bin PATH] [--outer ipv4|dual]
-#                [--bootstraps 1|2] [--delay MS]
+#                [--bootstraps 1|2] [--delay MS] [--boot-listen IP]
 #   mesh.sh down [--prefix P]
 #   mesh.sh stop-boot  [--prefix P] [--index 1|2]   (SIGKILL, like a crash)
 #   mesh.sh start-boot [--prefix P] [--index 1|2]   (same key and config)
 #
 # Tunnel addresses: host i (a, b, c, ...) gets 10.90.0.(i+1)/24 and
 # fd90::(i+1)/64 on interface antq0; every other host is a peer with its /32
-# and /128. The bootstrap listens on BOOT_IP4:9000 with relay on; with
-# `--bootstraps 2` a second one (own key) listens on BOOT_IP4_ALT:9000 and
-# every host lists both, in that order.
+# and /128. The bootstrap listens on 0.0.0.0:9000 (`--boot-listen '::'`:
+# [::]:9000, dual-stack) with relay on, its Prometheus metrics on
+# 127.0.0.1:9901 in P-boot; with `--bootstraps 2` they listen on
+# BOOT_IP4:9000 and BOOT_IP4_ALT:9000 (own keys, metrics on :9901 and
+# :9902) and every host lists both, in that order.
 # `--outer ipv4` (default) turns IPv6 off on the hosts' LAN side so that peers
 # meet over the IPv4 NATs (the lab routes IPv6 without NAT).
 # `--delay MS` adds MS of one-way latency at every NAT router's WAN side
@@ -32,9 +34,10 @@ OUTER=ipv4
 BOOTS=1
 INDEX=1
 DELAY=""
+BOOT_LISTEN=0.0.0.0
 
 usage() {
-	sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
 	exit 2
 }
 
@@ -47,6 +50,7 @@ parse() {
 		--outer) OUTER=${2:?}; shift 2 ;;
 		--bootstraps) BOOTS=${2:?}; shift 2 ;;
 		--delay) DELAY=${2:?}; shift 2 ;;
+		--boot-listen) BOOT_LISTEN=${2:?}; shift 2 ;;
 		--index) INDEX=${2:?}; shift 2 ;;
 		*) usage ;;
 		esac
@@ -90,7 +94,9 @@ start_boot() {
 	echo $! >>"$dir/pids"
 	local listen
 	listen=$(sed -n 's/^listen = "\(.*\)"$/\1/p' "$dir/$n.toml")
+	# (ss shows a dual-stack [::] socket as *:PORT)
 	listen=${listen#0.0.0.0}
+	listen=${listen#\[::\]}
 	for _ in $(seq 1 50); do
 		ip netns exec "$BOOT_NS" ss -Huln 2>/dev/null | grep -q "$listen " && break
 		sleep 0.05
@@ -134,10 +140,10 @@ cmd_up() {
 	done
 	local boot_list="\"$(cat "$dir/boot.pub")@$BOOT_IP4:9000\""
 	if [ "$BOOTS" = 1 ]; then
-		write_boot_config boot 0.0.0.0
+		write_boot_config boot "$BOOT_LISTEN" 9901
 	else
-		write_boot_config boot "$BOOT_IP4"
-		write_boot_config boot2 "$BOOT_IP4_ALT"
+		write_boot_config boot "$BOOT_IP4" 9901
+		write_boot_config boot2 "$BOOT_IP4_ALT" 9902
 		boot_list="$boot_list, \"$(cat "$dir/boot2.pub")@$BOOT_IP4_ALT:9000\""
 	fi
 	local i=0
@@ -186,13 +192,17 @@ cmd_up() {
 	echo "mesh $PREFIX up: hosts $LAB_HOSTS ($HOSTS), files in $dir"
 }
 
-# write_boot_config NAME IP: a relaying bootstrap on IP:9000 with key NAME.key
+# write_boot_config NAME IP METRICS_PORT: a relaying bootstrap on IP:9000
+# with key NAME.key, metrics on 127.0.0.1:METRICS_PORT
 write_boot_config() {
+	local ip=$2
+	[[ $ip != *:* ]] || ip="[$ip]"
 	cat >"/run/antq-lab/$PREFIX.mesh/$1.toml" <<-EOF
 		[bootstrap]
 		private_key_file = "$1.key"
-		listen = "$2:9000"
+		listen = "$ip:9000"
 		relay = true
+		metrics = "127.0.0.1:$3"
 	EOF
 }
 

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod attack;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -537,6 +539,10 @@ impl HttpBlob {
 pub struct PingStream {
     child: ChildGuard,
     started: Instant,
+    /// Reads ping's output as it comes (a pipe left unread fills after
+    /// about 800 replies, and ping then stops sending); yields the reply
+    /// times (unix seconds).
+    reader: Option<std::thread::JoinHandle<Vec<f64>>>,
 }
 
 /// What a [`PingStream`] saw.
@@ -552,7 +558,7 @@ pub struct PingSummary {
 impl PingStream {
     /// Starts pinging `dest` from `host` for `seconds`.
     pub fn start(mesh: &Mesh, host: &str, dest: &str, seconds: u32) -> PingStream {
-        let child = mesh
+        let mut child = mesh
             .command(
                 host,
                 &[
@@ -571,10 +577,30 @@ impl PingStream {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn ping");
+        let stdout = child.stdout.take().expect("ping's stdout");
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .filter(|l| l.contains("bytes from"))
+                .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+                .collect()
+        });
         PingStream {
             child: ChildGuard(Some(child)),
             started: Instant::now(),
+            reader: Some(reader),
         }
+    }
+
+    /// Ends the stream now (SIGINT, as ping expects) and measures it.
+    pub fn stop(self) -> PingSummary {
+        if let Some(child) = self.child.0.as_ref() {
+            // SAFETY: a signal to our own child, which has not been reaped.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        }
+        self.finish()
     }
 
     /// Waits for the stream to end and measures it.
@@ -584,16 +610,17 @@ impl PingStream {
             .unwrap()
             .as_secs_f64()
             - self.started.elapsed().as_secs_f64();
-        let out = self.child.take().wait_with_output().expect("wait for ping");
+        self.child.take().wait().expect("wait for ping");
         let ended_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs_f64();
-        let replies: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.contains("bytes from"))
-            .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
-            .collect();
+        let replies = self
+            .reader
+            .take()
+            .expect("ping reader")
+            .join()
+            .expect("ping reader thread");
         let mut max_gap = 0f64;
         let mut last = started_unix;
         for t in replies.iter().copied().chain([ended_unix]) {
