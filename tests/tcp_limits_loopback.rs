@@ -219,38 +219,73 @@ async fn streams_without_preface_or_first_frame_are_closed_in_time() {
 async fn refusals_are_counted_by_reason() {
     let (socket, server) = serve(StreamLimits {
         per_ip_per_sec: 0.01,
-        per_ip_burst: 2.0,
+        per_ip_burst: 1.0,
         max_streams: 3,
         per_ip_max_streams: 16,
         claim_timeout: Duration::from_secs(30),
     });
     let a = Ipv4Addr::new(127, 0, 10, 1);
     let mut open = Vec::new();
-    for _ in 0..2 {
-        let mut s = connect_from(a, server).await;
-        s.write_all(&hello()).await.unwrap();
-        open.push(s);
-    }
+    let mut s = connect_from(a, server).await;
+    s.write_all(&hello()).await.unwrap();
+    open.push(s);
     // a's burst is used up.
-    let mut third = connect_from(a, server).await;
-    assert!(closed_within(&mut third, Duration::from_secs(2)).await);
+    let mut second = connect_from(a, server).await;
+    assert!(closed_within(&mut second, Duration::from_secs(2)).await);
     assert_eq!(refusals(socket.stats()), [1, 0, 0, 0, 0]);
-    // One more place in all, then none.
-    for (i, last) in [(2, false), (3, true)] {
+    // Two more places in all, one stream each, then none: nobody holds two
+    // more than the newcomer, so nobody makes room for it.
+    for (i, last) in [(2, false), (3, false), (4, true)] {
         let mut s = connect_from(Ipv4Addr::new(127, 0, 10, i), server).await;
         if last {
             assert!(closed_within(&mut s, Duration::from_secs(2)).await);
         } else {
             s.write_all(&hello()).await.unwrap();
             open.push(s);
+            wait_for("stream open", Duration::from_secs(2), || {
+                socket.stream_count() == open.len()
+            })
+            .await;
         }
     }
-    wait_for("three open", Duration::from_secs(2), || {
-        socket.stream_count() == 3
-    })
-    .await;
     assert_eq!(refusals(socket.stats()), [1, 0, 1, 0, 0]);
     for s in &mut open {
         assert!(!closed_within(s, Duration::from_millis(100)).await);
     }
+}
+
+#[tokio::test]
+async fn at_the_total_cap_the_largest_source_makes_room() {
+    let (socket, server) = serve(StreamLimits {
+        max_streams: 4,
+        ..limits(Duration::from_secs(30))
+    });
+    let hog = Ipv4Addr::new(127, 30, 0, 1);
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = connect_from(hog, server).await;
+        s.write_all(&hello()).await.unwrap();
+        held.push(s);
+        wait_for("stream open", Duration::from_secs(2), || {
+            socket.stream_count() == held.len()
+        })
+        .await;
+    }
+    // Full. Another source still gets a stream: the hog's newest goes.
+    let mut newcomer = connect_from(Ipv4Addr::new(127, 30, 0, 2), server).await;
+    newcomer.write_all(&hello()).await.unwrap();
+    let mut newest = held.pop().unwrap();
+    assert!(
+        closed_within(&mut newest, Duration::from_secs(2)).await,
+        "the hog's newest stream stays"
+    );
+    assert!(
+        !closed_within(&mut newcomer, Duration::from_millis(300)).await,
+        "the newcomer was refused"
+    );
+    assert_eq!(load(&socket.stats().streams_evicted), 1);
+    // The hog asking again finds nobody holding two more than it: refused.
+    let mut again = connect_from(hog, server).await;
+    assert!(closed_within(&mut again, Duration::from_secs(2)).await);
+    assert!(load(&socket.stats().streams_refused_total_cap) >= 1);
 }

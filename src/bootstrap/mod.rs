@@ -62,6 +62,9 @@ use crate::tls::{AcceptPolicy, Allowlist};
 const OBSERVE_INTERVAL: Duration = Duration::from_millis(250);
 /// How often expired relay requests and challenges are dropped.
 const EXPIRE_INTERVAL: Duration = Duration::from_secs(1);
+/// Peers gone that make shrinking the tables and handing memory back to
+/// the OS worth it.
+const TRIM_AFTER_GONE: u64 = 64;
 
 /// Limits of a bootstrap node. The defaults suit a small VPS (1 vCPU, 1 GiB);
 /// `docs/security.md` explains each and how to tune them.
@@ -184,6 +187,9 @@ pub struct BootstrapStats {
     pub relay_refused_per_key: AtomicU64,
     /// Relay requests refused by the total cap.
     pub relay_refused_total: AtomicU64,
+    /// Allocations removed at the total cap to make room for a pair with
+    /// fewer relays.
+    pub relays_evicted: AtomicU64,
     /// Messages refused for other reasons (unknown or invalid target key,
     /// target not connected, not forwardable, relay disabled).
     pub refused: AtomicU64,
@@ -240,6 +246,8 @@ pub struct Bootstrap {
     /// `OBSERVED_ADDRESS` sequence numbers (one counter for all peers: they
     /// only need to grow per connection).
     sequence: Arc<AtomicU64>,
+    /// Peers gone since memory was last handed back to the OS.
+    gone_since_trim: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Bootstrap {
@@ -304,6 +312,7 @@ impl Bootstrap {
             settings: Arc::new(settings),
             stats: Arc::default(),
             sequence: Arc::default(),
+            gone_since_trim: Arc::default(),
         };
         let server = this.clone();
         tokio::spawn(async move {
@@ -324,9 +333,10 @@ impl Bootstrap {
                 }
             });
         }
-        let (registry, socket) = (
+        let (registry, socket, gone) = (
             Arc::downgrade(&this.registry),
             Arc::downgrade(this.node.socket()),
+            this.gone_since_trim.clone(),
         );
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(EXPIRE_INTERVAL);
@@ -335,11 +345,18 @@ impl Bootstrap {
                 let (Some(registry), Some(socket)) = (registry.upgrade(), socket.upgrade()) else {
                     return;
                 };
-                registry
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .expire(Instant::now());
+                let mut reg = registry.lock().unwrap_or_else(PoisonError::into_inner);
+                reg.expire(Instant::now());
                 socket.expire_challenges();
+                // After many peers left (a flood ended): shrink the tables
+                // and hand freed memory back to the OS, off the runtime.
+                if gone.load(Ordering::Relaxed) >= TRIM_AFTER_GONE {
+                    gone.store(0, Ordering::Relaxed);
+                    reg.shrink();
+                    drop(reg);
+                    socket.shrink_tables();
+                    tokio::task::spawn_blocking(antq_platform::release_free_memory);
+                }
             }
         });
         Ok(this)
@@ -656,7 +673,13 @@ impl Bootstrap {
         let mut reg = self.lock();
         reg.admit(from, now).map_err(|r| self.refuse(r))?;
         self.stats.admitted.fetch_add(1, Ordering::Relaxed);
-        let alloc = match reg.relay_request(from, target, now, channels) {
+        let outcome = reg.relay_request(from, target, now, channels);
+        // Room made at the total cap: that allocation is gone for its pair.
+        while let Some(gone) = reg.poll_evicted() {
+            self.stats.relays_evicted.fetch_add(1, Ordering::Relaxed);
+            self.close_allocation(&reg, &gone);
+        }
+        let alloc = match outcome {
             Err(refusal) => return Err(self.refuse(refusal)),
             Ok(RelayOutcome::StillWaiting) => return Ok(()),
             Ok(RelayOutcome::Waiting) => {
@@ -732,6 +755,20 @@ impl Bootstrap {
         });
     }
 
+    /// Removes an allocation's forwarding and tells the ends still
+    /// connected (`RELAY_CLOSE` with each one's channel).
+    fn close_allocation(&self, reg: &Registry<Session>, alloc: &Allocation) {
+        self.uninstall(alloc);
+        for (end, channel) in [(alloc.a, alloc.channel_a), (alloc.b, alloc.channel_b)] {
+            if let Some(session) = reg.handle(&end) {
+                let _ = session
+                    .conn
+                    .control()
+                    .try_send(ControlMessage::RelayClose { channel });
+            }
+        }
+    }
+
     /// A peer proved a new address: its relay forwarding moves there.
     fn apply_move(&self, moved: &Moved) {
         let reg = self.lock();
@@ -748,15 +785,9 @@ impl Bootstrap {
             return;
         };
         self.stats.peers.fetch_sub(1, Ordering::Relaxed);
+        self.gone_since_trim.fetch_add(1, Ordering::Relaxed);
         for alloc in &left.relays {
-            self.uninstall(alloc);
-            let (other, channel) = alloc.other(peer);
-            if let Some(session) = reg.handle(&other) {
-                let _ = session
-                    .conn
-                    .control()
-                    .try_send(ControlMessage::RelayClose { channel });
-            }
+            self.close_allocation(&reg, alloc);
         }
         tracing::info!("peer disconnected");
     }

@@ -21,7 +21,9 @@
 //! - **Relays need both keys' consent.** [`Registry::relay_request`] from a
 //!   to b is held (for [`RELAY_REQUEST_TTL`]) until b asks for a too; only
 //!   then is an allocation made. Requests and allocations are capped per key
-//!   and in total.
+//!   and in total; at the total cap, a key in at least two more than the
+//!   asking pair gives one up ([`Registry::poll_evicted`]), so that keys
+//!   with many relays cannot lock out keys with few.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -168,6 +170,8 @@ pub struct Registry<H> {
     relays: HashMap<(PeerId, PeerId), Allocation>,
     /// Relay requests `(from, to)` waiting for `to`'s, with when they came.
     waiting: HashMap<(PeerId, PeerId), Instant>,
+    /// Allocations removed to make room, for the driver.
+    evicted: Vec<Allocation>,
 }
 
 fn pair(x: PeerId, y: PeerId) -> (PeerId, PeerId) {
@@ -186,6 +190,7 @@ impl<H> Registry<H> {
             peers: HashMap::new(),
             relays: HashMap::new(),
             waiting: HashMap::new(),
+            evicted: Vec::new(),
         }
     }
 
@@ -359,10 +364,11 @@ impl<H> Registry<H> {
             {
                 return Err(Refusal::RelayPerKeyCap);
             }
-            if self.relays.len() >= self.limits.relay_max_total {
+            let (addr_from, addr_to) = (e_from.addr, e_to.addr);
+            let mine = e_from.relays.max(e_to.relays);
+            if self.relays.len() >= self.limits.relay_max_total && !self.make_relay_room(mine) {
                 return Err(Refusal::RelayTotalCap);
             }
-            let (addr_from, addr_to) = (e_from.addr, e_to.addr);
             let [c0, c1] = channels;
             let (addr_a, addr_b) = if key.0 == from {
                 (addr_from, addr_to)
@@ -408,7 +414,8 @@ impl<H> Registry<H> {
         }
         if self.waiting.len() >= self.limits.relay_max_total {
             self.expire(now);
-            if self.waiting.len() >= self.limits.relay_max_total {
+            let mine = self.peers.get(&from).map_or(0, |e| e.waiting);
+            if self.waiting.len() >= self.limits.relay_max_total && !self.make_waiting_room(mine) {
                 return Err(Refusal::RelayTotalCap);
             }
         }
@@ -441,6 +448,95 @@ impl<H> Registry<H> {
         let from = e.addr;
         e.addr = addr;
         Some(self.move_relays(peer, from, addr))
+    }
+
+    /// An allocation removed to make room at the total cap: uninstall it and
+    /// tell both ends (`RELAY_CLOSE`). Drain after each
+    /// [`Self::relay_request`].
+    pub fn poll_evicted(&mut self) -> Option<Allocation> {
+        self.evicted.pop()
+    }
+
+    /// At the total cap of allocations: if some key is in at least two more
+    /// than `mine` (the larger count of the pair asking), one of its
+    /// allocations goes, so that keys with many relays cannot lock out keys
+    /// with few. Returns whether room was made.
+    fn make_relay_room(&mut self, mine: usize) -> bool {
+        let Some((top, n)) = self
+            .peers
+            .iter()
+            .map(|(id, e)| (*id, e.relays))
+            .max_by_key(|(_, n)| *n)
+        else {
+            return false;
+        };
+        if n < mine + 2 {
+            return false;
+        }
+        let Some(key) = self
+            .relays
+            .iter()
+            .find(|(_, a)| a.has(top))
+            .map(|(k, _)| *k)
+        else {
+            return false;
+        };
+        let Some(alloc) = self.relays.remove(&key) else {
+            return false;
+        };
+        for p in [alloc.a, alloc.b] {
+            if let Some(e) = self.peers.get_mut(&p) {
+                e.relays = e.relays.saturating_sub(1);
+            }
+        }
+        self.evicted.push(alloc);
+        true
+    }
+
+    /// At the total cap of waiting requests: the oldest request of the key
+    /// with the most waiting goes if it has at least two more than `mine`.
+    fn make_waiting_room(&mut self, mine: usize) -> bool {
+        let Some((top, n)) = self
+            .peers
+            .iter()
+            .map(|(id, e)| (*id, e.waiting))
+            .max_by_key(|(_, n)| *n)
+        else {
+            return false;
+        };
+        if n < mine + 2 {
+            return false;
+        }
+        let oldest = self
+            .waiting
+            .iter()
+            .filter(|((from, _), _)| *from == top)
+            .min_by_key(|(_, t)| **t)
+            .map(|(k, _)| *k);
+        match oldest {
+            Some(key) => {
+                self.unwait(key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Gives back the memory of tables much larger than what they hold (after
+    /// a flood).
+    pub fn shrink(&mut self) {
+        fn sparse<K, V>(m: &HashMap<K, V>) -> bool {
+            m.capacity() > 64 && m.len() * 4 < m.capacity()
+        }
+        if sparse(&self.peers) {
+            self.peers.shrink_to_fit();
+        }
+        if sparse(&self.relays) {
+            self.relays.shrink_to_fit();
+        }
+        if sparse(&self.waiting) {
+            self.waiting.shrink_to_fit();
+        }
     }
 
     /// Forgets relay requests that ran out. Call about once a second.

@@ -150,10 +150,12 @@ fn waiting_requests_are_capped_per_key_and_in_total() {
         r.relay_request(k[1], k[2], t0, [1, 2]),
         Ok(RelayOutcome::Waiting)
     );
+    // Full: k0 (two waiting) gives its oldest up for k4 (none).
     assert_eq!(
         r.relay_request(k[4], k[5], t0, [1, 2]),
-        Err(Refusal::RelayTotalCap)
+        Ok(RelayOutcome::Waiting)
     );
+    assert_eq!(r.held().relay_requests_waiting, 3);
     // Once they expire, there is room again.
     let late = t0 + RELAY_REQUEST_TTL;
     assert_eq!(
@@ -280,4 +282,70 @@ fn coordination_is_rate_limited_per_key() {
     assert_eq!(r.admit(k[0], t0), Err(Refusal::CoordinationRate));
     assert!(r.admit(k[1], t0).is_ok());
     assert!(r.admit(k[0], t0 + Duration::from_secs(1)).is_ok());
+}
+
+#[test]
+fn at_the_total_cap_the_largest_holder_gives_up_a_relay() {
+    let t0 = Instant::now();
+    let (mut r, k) = with_peers(6, limits(10, 3), t0);
+    let ask_both = |r: &mut Registry<u32>, x: usize, y: usize| {
+        let _ = r.relay_request(k[x], k[y], t0, [1, 2]);
+        r.relay_request(k[y], k[x], t0, [1, 2])
+    };
+    // k0 is in all three.
+    for other in 1..=3 {
+        assert!(matches!(
+            ask_both(&mut r, 0, other),
+            Ok(RelayOutcome::Created(_))
+        ));
+    }
+    // A pair with none gets one: one of k0's goes.
+    let Ok(RelayOutcome::Created(new)) = ask_both(&mut r, 4, 5) else {
+        panic!("no room made");
+    };
+    let gone = r.poll_evicted().expect("an allocation evicted");
+    assert!(gone.has(k[0]));
+    assert_eq!(r.poll_evicted(), None);
+    assert!(new.has(k[4]) && new.has(k[5]));
+    assert_eq!(r.held().relays, 3);
+    // k0 (now in two) cannot push out the others (in one each).
+    let (other, _) = gone.other(k[0]);
+    let idx = k.iter().position(|p| *p == other).unwrap();
+    assert_eq!(ask_both(&mut r, 0, idx), Err(Refusal::RelayTotalCap));
+}
+
+#[test]
+fn at_the_total_cap_of_requests_the_largest_waiter_gives_one_up() {
+    let t0 = Instant::now();
+    let (mut r, k) = with_peers(6, limits(10, 3), t0);
+    for other in 1..=3 {
+        assert_eq!(
+            r.relay_request(
+                k[0],
+                k[other],
+                t0 + Duration::from_millis(other as u64),
+                [1, 2]
+            ),
+            Ok(RelayOutcome::Waiting)
+        );
+    }
+    // k4 has none waiting: k0's oldest request (to k1) goes.
+    assert_eq!(
+        r.relay_request(k[4], k[5], t0, [1, 2]),
+        Ok(RelayOutcome::Waiting)
+    );
+    assert_eq!(r.held().relay_requests_waiting, 3);
+    // k1 asking k0 makes no allocation (k0's request to it is gone): it
+    // waits, and k0 (still two waiting) gives up its next oldest.
+    assert_eq!(
+        r.relay_request(k[1], k[0], t0, [1, 2]),
+        Ok(RelayOutcome::Waiting)
+    );
+    assert_eq!(r.held().relays, 0);
+    assert_eq!(r.held().relay_requests_waiting, 3);
+    // Now each holds one: a newcomer finds no room.
+    assert_eq!(
+        r.relay_request(k[5], k[2], t0, [1, 2]),
+        Err(Refusal::RelayTotalCap)
+    );
 }

@@ -105,7 +105,7 @@ impl Bootstrap {
     }
 
     /// Everything a limit refused or dropped, by reason (docs/security.md).
-    pub fn refusals(&self) -> [(&'static str, u64); 17] {
+    pub fn refusals(&self) -> [(&'static str, u64); 19] {
         let s = &self.stats;
         let sock = self.node.socket().stats();
         let node = self.node.stats();
@@ -114,6 +114,7 @@ impl Bootstrap {
             ("coordination_rate", load(&s.rate_limited)),
             ("relay_per_key_cap", load(&s.relay_refused_per_key)),
             ("relay_total_cap", load(&s.relay_refused_total)),
+            ("relay_evicted_for_fairness", load(&s.relays_evicted)),
             ("not_connected_or_invalid", load(&s.refused)),
             ("target_queue_full", load(&s.target_queue_full)),
             ("handshake_rate", load(&node.handshakes_limited)),
@@ -132,6 +133,7 @@ impl Bootstrap {
                 "tcp_claim_timeout",
                 load(&sock.streams_refused_claim_timeout),
             ),
+            ("tcp_evicted_for_fairness", load(&sock.streams_evicted)),
             ("relay_bandwidth", load(&sock.forward_limited)),
             ("relay_key_budget", load(&sock.forward_budget_limited)),
         ]

@@ -176,6 +176,9 @@ pub struct SocketStats {
     /// TCP streams closed for not being claimed
     /// ([`AntqSocket::claim_stream`]) within [`StreamLimits::claim_timeout`].
     pub streams_refused_claim_timeout: AtomicU64,
+    /// Server-side TCP streams closed at the total cap to make room for a
+    /// source holding fewer (its largest holder's newest, unclaimed first).
+    pub streams_evicted: AtomicU64,
     /// 1-RTT QUIC packets held because their destination was not a proven
     /// address ([`ProvenAddrs`]); sent if it is proven in time.
     pub unproven_held: AtomicU64,
@@ -658,6 +661,25 @@ impl AntqSocket {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(from, forward);
+    }
+
+    /// Gives back the memory of relay and forwarding tables much larger than
+    /// what they hold (after a flood).
+    pub fn shrink_tables(&self) {
+        let mut forwards = self
+            .forwards
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if forwards.capacity() > 64 && forwards.len() * 4 < forwards.capacity() {
+            forwards.shrink_to_fit();
+        }
+        drop(forwards);
+        let mut relays = self.relays.write().unwrap_or_else(PoisonError::into_inner);
+        if relays.by_route.capacity() > 64 && relays.by_route.len() * 4 < relays.by_route.capacity()
+        {
+            relays.by_route.shrink_to_fit();
+            relays.by_virtual.shrink_to_fit();
+        }
     }
 
     /// Bootstrap side: stops forwarding frames from `from`.

@@ -93,9 +93,7 @@ use tokio::task::AbortHandle;
 
 use super::framing::{encode_frame, PREFACE};
 use super::{canonical, AntqSocket};
-#[cfg(doc)]
-use crate::ratelimit::source_prefix;
-use crate::ratelimit::Permit;
+use crate::ratelimit::{source_prefix, Permit};
 
 mod accept;
 mod io_loops;
@@ -489,6 +487,29 @@ impl AntqSocket {
         counter.fetch_add(1, Ordering::Relaxed);
         s.streams_refused.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%peer, reason = reason.as_str(), "TCP stream refused");
+    }
+
+    /// Closes the newest server-side stream of `source`, unclaimed ones
+    /// first, to make room at the total cap for a source holding fewer
+    /// (see [`crate::ratelimit::Concurrency::acquire_fair`]).
+    pub(super) fn evict_stream_of(&self, source: IpAddr) {
+        let victim = self
+            .lock_streams()
+            .iter()
+            .filter(|(_, p)| p._permit.is_some() && source_prefix(p.peer.ip()) == source)
+            .max_by_key(|(addr, p)| {
+                let n = match addr.ip() {
+                    IpAddr::V4(v4) => u32::from(v4) & 0x00ff_ffff,
+                    IpAddr::V6(_) => 0,
+                };
+                (!p.claimed, n)
+            })
+            .map(|(addr, p)| (*addr, p.peer));
+        if let Some((addr, peer)) = victim {
+            self.stats.streams_evicted.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "TCP stream closed to make room for a source holding fewer");
+            self.close_stream(addr);
+        }
     }
 
     /// Registers a connected stream as a stream path and starts its reader

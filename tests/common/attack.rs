@@ -563,6 +563,9 @@ pub struct LegitConnect {
     pub udp: Option<Duration>,
     /// Time to an authenticated connection over TCP (stream, then QUIC).
     pub tcp: Option<Duration>,
+    /// Time for two fresh keys that ask for each other to both get a relay
+    /// grant (over UDP).
+    pub relay: Option<Duration>,
     /// Why an attempt failed.
     pub errors: Vec<String>,
 }
@@ -608,9 +611,44 @@ impl LegitConnect {
                 Ok::<_, String>(took)
             }
             .await;
+            let relay = async {
+                let mut pair = Vec::new();
+                for _ in 0..2 {
+                    let node =
+                        hostile_node("0.0.0.0:0".parse().unwrap()).map_err(|e| e.to_string())?;
+                    let conn =
+                        tokio::time::timeout(limit, Hostile::connect(node, boot.id, boot.addr))
+                            .await
+                            .map_err(|_| "timeout".to_owned())??;
+                    pair.push(conn);
+                }
+                let (x, y) = (&pair[0], &pair[1]);
+                let start = Instant::now();
+                x.relay_request(y.id()).await;
+                y.relay_request(x.id()).await;
+                let got = (
+                    x.grant_for(y.id(), limit).await,
+                    y.grant_for(x.id(), limit).await,
+                );
+                let took = start.elapsed();
+                for h in &pair {
+                    h.conn.close("probe done");
+                }
+                match got {
+                    (Some(_), Some(_)) => Ok::<_, String>(took),
+                    _ => Err(format!("no relay grant to both within {limit:?}")),
+                }
+            }
+            .await;
             let udp = udp.map_err(|e| errors.push(format!("udp: {e}"))).ok();
             let tcp = tcp.map_err(|e| errors.push(format!("tcp: {e}"))).ok();
-            LegitConnect { udp, tcp, errors }
+            let relay = relay.map_err(|e| errors.push(format!("relay: {e}"))).ok();
+            LegitConnect {
+                udp,
+                tcp,
+                relay,
+                errors,
+            }
         })
         .join()
         .expect("legit client thread")
@@ -837,7 +875,7 @@ impl Row {
     /// The header of [`Row::line`].
     pub fn header() -> String {
         "ATTACK-ROW | attack | attacker bytes (spoofed) | bytes to victim | amplification | \
-         peak RSS MiB | relay allocations | handshakes | legit connect udp/tcp ms | \
+         peak RSS MiB | relay allocations | handshakes | legit connect udp/tcp/relay ms | \
          ping max gap direct/relayed ms | notes"
             .to_owned()
     }
@@ -856,10 +894,9 @@ impl Row {
             (Some(a), None) => format!("{a:.2}"),
             (None, _) => "-".to_owned(),
         };
-        let legit = self
-            .legit
-            .as_ref()
-            .map_or("-".to_owned(), |l| format!("{}/{}", ms(l.udp), ms(l.tcp)));
+        let legit = self.legit.as_ref().map_or("-".to_owned(), |l| {
+            format!("{}/{}/{}", ms(l.udp), ms(l.tcp), ms(l.relay))
+        });
         format!(
             "ATTACK-ROW | {} | {}{spoofed} | {victim} | {amp} | {:.1} | {} | {} | {legit} | {:.0}/{:.0} | {}",
             self.attack,

@@ -100,8 +100,14 @@ pub(super) async fn accept_loop(
             socket.refuse(Refusal::Rate, peer);
             continue;
         }
-        let permit = match held.acquire(source) {
-            Ok(permit) => permit,
+        let permit = match held.acquire_fair(source) {
+            Ok((permit, victim)) => {
+                // At the total cap: the largest holder makes room.
+                if let Some(victim) = victim {
+                    socket.evict_stream_of(victim);
+                }
+                permit
+            }
             Err(ConcurrencyError::PerKey) => {
                 socket.refuse(Refusal::SourceCap, peer);
                 continue;
