@@ -381,10 +381,20 @@ fn attack1_spoofed_migration_must_not_reflect_relay_traffic() {
             let x = Hostile::connect(node, boot.id, proxy.front).await?;
             let node = hostile_node("198.18.0.51:0".parse().unwrap()).map_err(|e| e.to_string())?;
             let y = Hostile::connect(node, boot.id, boot.addr).await?;
-            // A consenting pair: each asks for the other.
-            x.relay_request(y.id()).await;
-            y.relay_request(x.id()).await;
-            let channel = y.grant_for(x.id(), Duration::from_secs(3)).await;
+            // A consenting pair: each asks for the other, again every
+            // 500 ms as peers do (the first request may reach the bootstrap
+            // before it has registered the other key).
+            let mut channel = None;
+            for _ in 0..10 {
+                x.relay_request(y.id()).await;
+                y.relay_request(x.id()).await;
+                channel = y.grant_for(x.id(), Duration::from_millis(500)).await;
+                if channel.is_some() {
+                    break;
+                }
+            }
+            let channel =
+                channel.ok_or("no relay for the consenting pair: the attack means nothing")?;
             Ok::<_, String>((proxy, x, y, channel))
         };
         let (proxy, x, y, channel) = match setup.await {
@@ -398,7 +408,6 @@ fn attack1_spoofed_migration_must_not_reflect_relay_traffic() {
             "client behind the spoofing proxy and its conspirator connected; conspirator's channel {channel:?}"
         )));
         go_rx.await.ok()?;
-        let channel = channel.unwrap_or(0x5eed);
         let conspirator = y.node.clone();
         let pumping = tokio::spawn(async move {
             pump(
@@ -429,9 +438,12 @@ fn attack1_spoofed_migration_must_not_reflect_relay_traffic() {
         let pumped = pumping.await.unwrap_or(0);
         let relayed_total = proxy.relay_frames_in.load(Ordering::Relaxed);
         let spoofed = proxy.spoofed.load(Ordering::Relaxed);
-        Some(format!(
-            "conspirator pumped {pumped} B; relay frames at the client's real address: \
-             {relayed_before} before spoofing, {relayed_total} in all; {spoofed} spoofed packets"
+        Some((
+            format!(
+                "conspirator pumped {pumped} B; relay frames at the client's real address: \
+                 {relayed_before} before spoofing, {relayed_total} in all; {spoofed} spoofed packets"
+            ),
+            relayed_before,
         ))
     });
     ready_then_go(&ready, &attacker);
@@ -439,7 +451,7 @@ fn attack1_spoofed_migration_must_not_reflect_relay_traffic() {
     let _ = go.send(());
     std::thread::sleep(Duration::from_secs(2));
     let legit = LegitConnect::probe(&lab.ns(LEGIT), boot);
-    let notes = attacker
+    let (notes, relayed_before) = attacker
         .join()
         .expect("attacker thread")
         .unwrap_or_default();
@@ -456,6 +468,11 @@ fn attack1_spoofed_migration_must_not_reflect_relay_traffic() {
     let mut verdict = Verdict::default();
     verdict.check(row.spoofed_bytes.unwrap_or(0) > 0, || {
         "no packet left with the victim's address (the test means nothing)".to_owned()
+    });
+    verdict.check(relayed_before > 0, || {
+        "the conspirator's relay frames did not reach the client before spoofing \
+         (the test means nothing)"
+            .to_owned()
     });
     verdict.victim(&row);
     verdict.common(&row);
