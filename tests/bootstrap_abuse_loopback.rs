@@ -28,7 +28,7 @@ use antq::proto::raw::{encode_relay_header, RelayHeader, RELAY_DATA};
 use antq::proto::ControlMessage;
 use antq::tls::AcceptPolicy;
 use antq::tunnel::config::BootstrapAddr;
-use loopback::{bootstrap_with, exchange, loopback, path_of, wait_for};
+use loopback::{bootstrap_with, exchange, loopback, path_of, raw_node, wait_for};
 use tokio::net::UdpSocket;
 
 /// Bytes and relay frames a socket received.
@@ -136,17 +136,6 @@ async fn victim() -> (Arc<UdpSocket>, Arc<Received>) {
         }
     });
     (socket, received)
-}
-
-/// A bare node speaking the control protocol directly (it never answers
-/// address challenges): an attacker.
-fn raw_node(identity: &Identity) -> Node {
-    Node::bind(NodeConfig::new(
-        identity.clone(),
-        loopback(),
-        AcceptPolicy::AnyKey,
-    ))
-    .unwrap()
 }
 
 async fn connect(node: &Node, boot: &Bootstrap, at: SocketAddr) -> PeerConnection {

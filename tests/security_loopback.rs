@@ -16,24 +16,13 @@ use antq::bootstrap::{Bootstrap, Limits, TcpListen};
 use antq::identity::Identity;
 use antq::nat::PunchConfig;
 use antq::node::overlay::PathKind;
-use antq::node::{Node, NodeConfig, PeerConnection};
+use antq::node::{Node, PeerConnection};
 use antq::proto::raw::{encode_relay_header, Probe, ProbeKind, RelayHeader};
 use antq::proto::{ControlMessage, UnavailableReason};
-use antq::tls::AcceptPolicy;
 use bytes::Bytes;
-use loopback::{bootstrap_with, exchange, loopback, overlay, path_of, wait_for};
+use loopback::{bootstrap_with, exchange, loopback, overlay, path_of, raw_node, wait_for};
 use rand::{Rng as _, RngCore as _};
 use tokio::net::UdpSocket;
-
-/// A bare node that speaks the control protocol directly: the attacker.
-fn raw_node(identity: &Identity) -> Node {
-    Node::bind(NodeConfig::new(
-        identity.clone(),
-        loopback(),
-        AcceptPolicy::AnyKey,
-    ))
-    .unwrap()
-}
 
 async fn connect_to(node: &Node, boot: &Bootstrap) -> PeerConnection {
     node.connect(boot.peer_id(), &[boot.local_addr().unwrap()])

@@ -457,22 +457,25 @@ impl<H> Registry<H> {
         self.evicted.pop()
     }
 
+    /// The key holding the most by `count`, if that is at least two more
+    /// than `mine` (the fair-share rule of the total caps).
+    fn holder_above(&self, mine: usize, count: impl Fn(&PeerEntry<H>) -> usize) -> Option<PeerId> {
+        let (top, n) = self
+            .peers
+            .iter()
+            .map(|(id, e)| (*id, count(e)))
+            .max_by_key(|(_, n)| *n)?;
+        (n >= mine + 2).then_some(top)
+    }
+
     /// At the total cap of allocations: if some key is in at least two more
     /// than `mine` (the larger count of the pair asking), one of its
     /// allocations goes, so that keys with many relays cannot lock out keys
     /// with few. Returns whether room was made.
     fn make_relay_room(&mut self, mine: usize) -> bool {
-        let Some((top, n)) = self
-            .peers
-            .iter()
-            .map(|(id, e)| (*id, e.relays))
-            .max_by_key(|(_, n)| *n)
-        else {
+        let Some(top) = self.holder_above(mine, |e| e.relays) else {
             return false;
         };
-        if n < mine + 2 {
-            return false;
-        }
         let Some(key) = self
             .relays
             .iter()
@@ -496,17 +499,9 @@ impl<H> Registry<H> {
     /// At the total cap of waiting requests: the oldest request of the key
     /// with the most waiting goes if it has at least two more than `mine`.
     fn make_waiting_room(&mut self, mine: usize) -> bool {
-        let Some((top, n)) = self
-            .peers
-            .iter()
-            .map(|(id, e)| (*id, e.waiting))
-            .max_by_key(|(_, n)| *n)
-        else {
+        let Some(top) = self.holder_above(mine, |e| e.waiting) else {
             return false;
         };
-        if n < mine + 2 {
-            return false;
-        }
         let oldest = self
             .waiting
             .iter()

@@ -19,6 +19,17 @@ pub fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
+/// A bare node that speaks the control protocol directly (it never answers
+/// address challenges): an attacker.
+pub fn raw_node(identity: &Identity) -> antq::node::Node {
+    antq::node::Node::bind(antq::node::NodeConfig::new(
+        identity.clone(),
+        loopback(),
+        antq::tls::AcceptPolicy::AnyKey,
+    ))
+    .unwrap()
+}
+
 /// A relaying bootstrap on loopback with these limits, allowlist and TCP
 /// listener.
 pub fn bootstrap_with(
