@@ -197,7 +197,10 @@ fn start_bootstrap(bin: &str, dir: &Path) -> (KillOnDrop, BootstrapAddr) {
         format!(
             "[bootstrap]\nprivate_key_file = \"boot.key\"\nlisten = \"127.0.0.1:{port}\"\n\
              relay = true\ntcp_listen = \"off\"\n\
-             connections_per_sec_per_ip = 1000000.0\n"
+             connections_per_sec_per_ip = 1000000.0\n\
+             max_connections_per_ip = 1000000\nmax_peers = 1000000\n\
+             max_pending_handshakes = 65536\n\
+             relay_max_per_key = 1000000\nrelay_max_total = 1000000\n"
         ),
     )
     .expect("write bootstrap config");

@@ -671,8 +671,10 @@ impl Bootstrap {
         let mut rng = rand::rngs::OsRng;
         let channels = [rng.next_u32(), rng.next_u32()];
         let mut reg = self.lock();
-        reg.admit(from, now).map_err(|r| self.refuse(r))?;
-        self.stats.admitted.fetch_add(1, Ordering::Relaxed);
+        if !reg.answers_waiting(from, target, now) {
+            reg.admit(from, now).map_err(|r| self.refuse(r))?;
+            self.stats.admitted.fetch_add(1, Ordering::Relaxed);
+        }
         let outcome = reg.relay_request(from, target, now, channels);
         // Room made at the total cap: that allocation is gone for its pair.
         while let Some(gone) = reg.poll_evicted() {

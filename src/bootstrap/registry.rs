@@ -337,8 +337,21 @@ impl<H> Registry<H> {
         }
     }
 
+    /// Whether a relay request from `from` to `to` would answer one `to` has
+    /// waiting (and so make the allocation). Such a consent costs no
+    /// coordination token: a hub answering hundreds of peers at once would
+    /// otherwise wait on its own rate limit, and what it makes is capped
+    /// anyway.
+    pub fn answers_waiting(&self, from: PeerId, to: PeerId, now: Instant) -> bool {
+        self.waiting
+            .get(&(to, from))
+            .is_some_and(|t| now.saturating_duration_since(*t) < RELAY_REQUEST_TTL)
+            && !self.relays.contains_key(&pair(from, to))
+    }
+
     /// `from` asks for a relay with `to` (already admitted by
-    /// [`Self::admit`]). `channels` are two distinct random numbers, used if
+    /// [`Self::admit`], unless it [answers](Self::answers_waiting) a
+    /// waiting request). `channels` are two distinct random numbers, used if
     /// an allocation is made.
     pub fn relay_request(
         &mut self,

@@ -349,3 +349,25 @@ fn at_the_total_cap_of_requests_the_largest_waiter_gives_one_up() {
         Err(Refusal::RelayTotalCap)
     );
 }
+
+#[test]
+fn an_answer_to_a_waiting_request_is_known_before_it_is_made() {
+    let t0 = Instant::now();
+    let (mut r, k) = with_peers(2, Limits::default(), t0);
+    assert!(!r.answers_waiting(k[1], k[0], t0));
+    assert_eq!(
+        r.relay_request(k[0], k[1], t0, [1, 2]),
+        Ok(RelayOutcome::Waiting)
+    );
+    assert!(r.answers_waiting(k[1], k[0], t0));
+    assert!(
+        !r.answers_waiting(k[0], k[1], t0),
+        "asking twice answers nothing"
+    );
+    assert!(!r.answers_waiting(k[1], k[0], t0 + RELAY_REQUEST_TTL));
+    assert!(matches!(
+        r.relay_request(k[1], k[0], t0, [1, 2]),
+        Ok(RelayOutcome::Created(_))
+    ));
+    assert!(!r.answers_waiting(k[1], k[0], t0));
+}
