@@ -24,6 +24,16 @@ fn node(identity: &Identity, allowed: &[&Identity]) -> Node {
     .unwrap()
 }
 
+/// Peers a and c, which accept each other, and a relay node.
+fn trio() -> (Node, Node, Node) {
+    let (ka, kc, kr) = (
+        Identity::generate(),
+        Identity::generate(),
+        Identity::generate(),
+    );
+    (node(&ka, &[&kc]), node(&kc, &[&ka]), node(&kr, &[]))
+}
+
 const UNLIMITED: RelayLimit = RelayLimit {
     bytes_per_sec: 1e9,
     burst_bytes: 1e9,
@@ -31,14 +41,7 @@ const UNLIMITED: RelayLimit = RelayLimit {
 
 #[tokio::test]
 async fn peers_talk_end_to_end_through_a_relay() {
-    let (ka, kc, kr) = (
-        Identity::generate(),
-        Identity::generate(),
-        Identity::generate(),
-    );
-    let a = node(&ka, &[&kc]);
-    let c = node(&kc, &[&ka]);
-    let relay = node(&kr, &[]);
+    let (a, c, relay) = trio();
     let (a_addr, c_addr, r_addr) = (
         a.local_addr().unwrap(),
         c.local_addr().unwrap(),
@@ -72,10 +75,10 @@ async fn peers_talk_end_to_end_through_a_relay() {
     assert!(is_virtual(c_via_relay) && is_virtual(a_via_relay));
 
     let target = [c_via_relay];
-    let (dialed, accepted) = tokio::join!(a.connect(kc.peer_id(), &target), c.accept());
+    let (dialed, accepted) = tokio::join!(a.connect(c.peer_id(), &target), c.accept());
     let ac = dialed.expect("connect through the relay");
     let ca = accepted.unwrap();
-    assert_eq!(ca.peer_id(), ka.peer_id());
+    assert_eq!(ca.peer_id(), a.peer_id());
     assert_eq!(antq::socket::canonical(ca.remote_address()), a_via_relay);
 
     for i in 0u32..200 {
@@ -103,14 +106,7 @@ async fn peers_talk_end_to_end_through_a_relay() {
 
 #[tokio::test]
 async fn relay_bandwidth_limit_drops_the_excess() {
-    let (ka, kc, kr) = (
-        Identity::generate(),
-        Identity::generate(),
-        Identity::generate(),
-    );
-    let a = node(&ka, &[&kc]);
-    let c = node(&kc, &[&ka]);
-    let relay = node(&kr, &[]);
+    let (a, c, relay) = trio();
     let (a_addr, c_addr) = (a.local_addr().unwrap(), c.local_addr().unwrap());
     let limit = RelayLimit {
         bytes_per_sec: 10_000.0,
@@ -156,14 +152,7 @@ async fn relay_bandwidth_limit_drops_the_excess() {
 /// allocations do not double what it may make the relay send.
 #[tokio::test]
 async fn a_senders_budget_covers_all_its_relays() {
-    let (ka, kc, kr) = (
-        Identity::generate(),
-        Identity::generate(),
-        Identity::generate(),
-    );
-    let a = node(&ka, &[&kc]);
-    let c = node(&kc, &[&ka]);
-    let relay = node(&kr, &[]);
+    let (a, c, relay) = trio();
     let (a_addr, c_addr) = (a.local_addr().unwrap(), c.local_addr().unwrap());
     let budget = Arc::new(RelayBudget::new(RelayLimit {
         bytes_per_sec: 10_000.0,

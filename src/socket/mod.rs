@@ -473,7 +473,7 @@ impl AntqSocket {
             .lock_proofs()
             .hold(to, packet, Instant::now(), rand::random());
         match held {
-            proof::Held::Challenge(token) => {
+            proof::HoldOutcome::Challenge(token) => {
                 self.stats.unproven_held.fetch_add(1, Ordering::Relaxed);
                 let frame = raw::AddressChallenge { token }.to_bytes();
                 if self.try_send_raw(to, &frame).is_ok() {
@@ -481,10 +481,10 @@ impl AntqSocket {
                 }
                 tracing::debug!(%to, "QUIC moved a connection to an unproven address; challenged");
             }
-            proof::Held::Waiting => {
+            proof::HoldOutcome::Waiting => {
                 self.stats.unproven_held.fetch_add(1, Ordering::Relaxed);
             }
-            proof::Held::Dropped => {
+            proof::HoldOutcome::Dropped => {
                 self.stats.unproven_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }

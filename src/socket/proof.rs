@@ -51,7 +51,7 @@ pub struct HeldPacket {
 
 /// What to do with a send to an unproven address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Held {
+pub enum HoldOutcome {
     /// Held; send a challenge with this token to the address.
     Challenge([u8; 16]),
     /// Held; a challenge is on its way already.
@@ -106,11 +106,11 @@ impl Proofs {
         packet: HeldPacket,
         now: Instant,
         token: [u8; 16],
-    ) -> Held {
+    ) -> HoldOutcome {
         self.expire(now);
         if !self.pending.contains_key(&to) {
             if self.pending.len() >= MAX_PENDING || !self.challenges.try_take(1.0, now) {
-                return Held::Dropped;
+                return HoldOutcome::Dropped;
             }
             self.pending.insert(
                 to,
@@ -125,11 +125,11 @@ impl Proofs {
             );
             self.tokens.insert(token, to);
             self.keep(to, packet);
-            return Held::Challenge(token);
+            return HoldOutcome::Challenge(token);
         }
         self.keep(to, packet);
         let Some(p) = self.pending.get_mut(&to) else {
-            return Held::Dropped;
+            return HoldOutcome::Dropped;
         };
         if p.tries < MAX_TRIES
             && now.saturating_duration_since(p.last) >= CHALLENGE_REPEAT
@@ -137,9 +137,9 @@ impl Proofs {
         {
             p.tries += 1;
             p.last = now;
-            return Held::Challenge(p.token);
+            return HoldOutcome::Challenge(p.token);
         }
-        Held::Waiting
+        HoldOutcome::Waiting
     }
 
     /// The address a token was sent to, if its challenge is still under way.
@@ -206,9 +206,12 @@ mod tests {
         let mut p = Proofs::new(t0);
         assert_eq!(
             p.hold(addr(1), packet(1), t0, [1; 16]),
-            Held::Challenge([1; 16])
+            HoldOutcome::Challenge([1; 16])
         );
-        assert_eq!(p.hold(addr(1), packet(2), t0, [2; 16]), Held::Waiting);
+        assert_eq!(
+            p.hold(addr(1), packet(2), t0, [2; 16]),
+            HoldOutcome::Waiting
+        );
         assert_eq!(p.address_of(&[1; 16]), Some(addr(1)));
         assert_eq!(p.address_of(&[2; 16]), None);
         assert_eq!(p.release(addr(1)), vec![packet(1), packet(2)]);
@@ -223,7 +226,7 @@ mod tests {
         let mut challenges = 0;
         for ms in (0..2900).step_by(100) {
             let t = t0 + Duration::from_millis(ms);
-            if let Held::Challenge(token) = p.hold(addr(1), packet(0), t, [9; 16]) {
+            if let HoldOutcome::Challenge(token) = p.hold(addr(1), packet(0), t, [9; 16]) {
                 assert_eq!(token, [9; 16], "the same token each time");
                 challenges += 1;
             }
@@ -252,6 +255,9 @@ mod tests {
             p.hold(addr(10 + i), packet(0), t0, token);
         }
         assert_eq!(p.len(), MAX_PENDING);
-        assert_eq!(p.hold(addr(5000), packet(0), t0, [7; 16]), Held::Dropped);
+        assert_eq!(
+            p.hold(addr(5000), packet(0), t0, [7; 16]),
+            HoldOutcome::Dropped
+        );
     }
 }
