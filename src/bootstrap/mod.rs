@@ -65,6 +65,9 @@ const EXPIRE_INTERVAL: Duration = Duration::from_secs(1);
 /// Peers gone that make shrinking the tables and handing memory back to
 /// the OS worth it.
 const TRIM_AFTER_GONE: u64 = 64;
+/// Ticks without a departure after which any departures since the last
+/// trim are trimmed too.
+const TRIM_AFTER_QUIET_TICKS: u32 = 3;
 
 /// Limits of a bootstrap node. The defaults suit a small VPS (1 vCPU, 1 GiB);
 /// `docs/security.md` explains each and how to tune them.
@@ -340,6 +343,8 @@ impl Bootstrap {
         );
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(EXPIRE_INTERVAL);
+            // Departures counted at the last tick, and ticks since one.
+            let (mut seen, mut quiet) = (0, 0u32);
             loop {
                 tick.tick().await;
                 let (Some(registry), Some(socket)) = (registry.upgrade(), socket.upgrade()) else {
@@ -348,10 +353,16 @@ impl Bootstrap {
                 let mut reg = registry.lock().unwrap_or_else(PoisonError::into_inner);
                 reg.expire(Instant::now());
                 socket.expire_challenges();
-                // After many peers left (a flood ended): shrink the tables
-                // and hand freed memory back to the OS, off the runtime.
-                if gone.load(Ordering::Relaxed) >= TRIM_AFTER_GONE {
+                // After many peers left (a flood ended), and once more when
+                // departures have stopped (connections still closing at the
+                // first trim free their memory later): shrink the tables and
+                // hand freed memory back to the OS, off the runtime.
+                let left = gone.load(Ordering::Relaxed);
+                quiet = if left == seen { quiet + 1 } else { 0 };
+                seen = left;
+                if left >= TRIM_AFTER_GONE || (left > 0 && quiet >= TRIM_AFTER_QUIET_TICKS) {
                     gone.store(0, Ordering::Relaxed);
+                    seen = 0;
                     reg.shrink();
                     drop(reg);
                     socket.shrink_tables();
