@@ -6,9 +6,11 @@
 # and to the direct path.
 #
 #   matrix.sh [--kinds k1,k2,...] [--settle SECONDS] [--json FILE] [--bin PATH]
+#             [--keep-logs DIR]
 #
 # Kinds default to every lab kind. Needs root. Prints a table; with --json
-# also writes the rows as JSON.
+# also writes the rows as JSON; with --keep-logs keeps each pair's logs
+# (bootstrap, a, b) in DIR/KA-KB/.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -18,6 +20,7 @@ KINDS=none,full-cone,home,symmetric,symmetric-range,udp-blocked
 SETTLE=6
 JSON=
 BIN=
+KEEP_LOGS=
 PREFIX=aqmx
 
 while [ $# -gt 0 ]; do
@@ -27,7 +30,8 @@ while [ $# -gt 0 ]; do
 	--json) JSON=${2:?}; shift 2 ;;
 	--bin) BIN=${2:?}; shift 2 ;;
 	--prefix) PREFIX=${2:?}; shift 2 ;;
-	*) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+	--keep-logs) KEEP_LOGS=${2:?}; shift 2 ;;
+	*) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 	esac
 done
 
@@ -57,6 +61,10 @@ except Exception:
     print("none - -")
 ' "$status")
 		printf '%-16s %-16s %-9s %-7s %-14s %-14s\n' "$ka" "$kb" "$connected" "$path" "$first" "$direct"
+		if [ -n "$KEEP_LOGS" ]; then
+			mkdir -p "$KEEP_LOGS/$ka-$kb"
+			cp /run/antq-lab/"$PREFIX".mesh/*.log "$KEEP_LOGS/$ka-$kb/" 2>/dev/null || true
+		fi
 		rows+=("{\"a\":\"$ka\",\"b\":\"$kb\",\"connected\":\"$connected\",\"path\":\"$path\",\"first_ms\":\"$first\",\"direct_ms\":\"$direct\"}")
 		bash "$HERE/mesh.sh" down --prefix "$PREFIX" >/dev/null
 	done

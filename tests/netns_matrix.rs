@@ -39,8 +39,35 @@ struct Row {
     direct_ms: String,
 }
 
+/// The logs `matrix.sh --keep-logs` kept for a pair: the last lines of each
+/// host's and the bootstrap's log, for a failure message.
+fn pair_logs(prefix: &str, row: &Row) -> String {
+    let dir = logs_dir(prefix).join(format!("{}-{}", row.a, row.b));
+    let mut out = String::new();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(40)..];
+        out += &format!("=== {} (last {} lines)\n", file.display(), tail.len());
+        for line in tail {
+            out += line;
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn logs_dir(prefix: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("antq-matrix-{prefix}-logs"))
+}
+
 fn run(kinds: &str, prefix: &str) -> Vec<Row> {
     let json = std::env::temp_dir().join(format!("antq-matrix-{prefix}.json"));
+    let _ = std::fs::remove_dir_all(logs_dir(prefix));
     let out = Command::new("bash")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/matrix.sh"))
         .args([
@@ -55,6 +82,8 @@ fn run(kinds: &str, prefix: &str) -> Vec<Row> {
         ])
         .arg("--json")
         .arg(&json)
+        .arg("--keep-logs")
+        .arg(logs_dir(prefix))
         .output()
         .expect("run matrix.sh");
     println!("{}", String::from_utf8_lossy(&out.stdout));
@@ -103,7 +132,12 @@ fn every_pair_connects_as_its_nat_kinds_allow() {
         }
         true
     });
-    assert!(failures.is_empty(), "pairs not as expected: {failures:#?}");
+    let logs: String = failures.iter().map(|row| pair_logs(&prefix, row)).collect();
+    assert!(
+        failures.is_empty(),
+        "pairs not as expected: {failures:#?}\n{logs}"
+    );
+    let _ = std::fs::remove_dir_all(logs_dir(&prefix));
     // Timings are figures for the closing note, not assertions.
     for row in &rows {
         println!(
@@ -129,13 +163,15 @@ fn double_nat_pairs_go_direct() {
     for row in &rows {
         assert!(
             row.connected == "yes" && row.path == "direct",
-            "{} ↔ {} not direct: {row:?}",
+            "{} ↔ {} not direct: {row:?}\n{}",
             row.a,
-            row.b
+            row.b,
+            pair_logs(&prefix, row)
         );
         println!(
             "{} ↔ {}: first {} ms, direct {} ms",
             row.a, row.b, row.first_ms, row.direct_ms
         );
     }
+    let _ = std::fs::remove_dir_all(logs_dir(&prefix));
 }

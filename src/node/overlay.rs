@@ -812,6 +812,19 @@ impl Overlay {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The bootstrap (its link address) carrying our live relay with
+    /// `slot`, if we have one.
+    fn relay_server(&self, slot: &PeerSlot) -> Option<SocketAddr> {
+        let paths = slot.read();
+        let conn = paths.relay.as_ref().filter(|c| alive(c))?;
+        let route = self
+            .inner
+            .node
+            .socket()
+            .relay_route(canonical(conn.remote_address()))?;
+        Some(route.server)
+    }
+
     fn primary_link(&self) -> Option<Link> {
         let suspect = self
             .inner
@@ -1644,7 +1657,11 @@ impl Overlay {
                 ControlMessage::RelayRequest { peer } => {
                     // A peer asked this bootstrap for a relay with us; it
                     // gets one only once we ask too. We do for a configured
-                    // peer we have no relay path with.
+                    // peer unless our live relay with it already runs
+                    // through this bootstrap: a relay through another one
+                    // may be dead before we notice (the peer asking says it
+                    // is), and waiting for our own detection doubled the
+                    // outage of a relay failover.
                     let Some(slot) = PeerId::from_bytes(peer)
                         .ok()
                         .and_then(|p| self.inner.peers.get(&p).cloned())
@@ -1652,7 +1669,7 @@ impl Overlay {
                         tracing::debug!("relay request from an unconfigured peer ignored");
                         continue;
                     };
-                    if !slot.has_relay() {
+                    if self.relay_server(&slot) != Some(link.addr) {
                         tracing::debug!(peer = %slot.id.short(), "peer asked for a relay; asking too");
                         let _ = link.conn.control().try_send(ControlMessage::RelayRequest {
                             peer: *slot.id.as_bytes(),
