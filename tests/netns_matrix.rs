@@ -158,15 +158,29 @@ fn double_nat_pairs_go_direct() {
         return;
     }
     let prefix = format!("aqc{}", std::process::id() % 1000);
-    let rows = run("home,cgnat", &prefix);
+    let mut rows = run("home,cgnat", &prefix);
     assert_eq!(rows.len(), 3);
+    // Like home↔home in the full matrix, each pair's punch is a race
+    // against the NATs' conntrack: a pair that missed gets one more try in
+    // a fresh lab (the product itself retries after PUNCH_QUIET, longer than
+    // this test waits).
+    if rows.iter().any(|r| r.path != "direct") {
+        let first: Vec<String> = rows.iter().map(|r| format!("{r:?}")).collect();
+        println!("first round: {first:#?}; one more round");
+        let again = run("home,cgnat", &format!("{prefix}r"));
+        for (row, retry) in rows.iter_mut().zip(again) {
+            if row.path != "direct" {
+                *row = retry;
+            }
+        }
+    }
     for row in &rows {
         assert!(
             row.connected == "yes" && row.path == "direct",
             "{} ↔ {} not direct: {row:?}\n{}",
             row.a,
             row.b,
-            pair_logs(&prefix, row)
+            pair_logs(&prefix, row) + &pair_logs(&format!("{prefix}r"), row)
         );
         println!(
             "{} ↔ {}: first {} ms, direct {} ms",
@@ -174,4 +188,5 @@ fn double_nat_pairs_go_direct() {
         );
     }
     let _ = std::fs::remove_dir_all(logs_dir(&prefix));
+    let _ = std::fs::remove_dir_all(logs_dir(&format!("{prefix}r")));
 }

@@ -15,6 +15,7 @@
 
 pub mod control;
 pub mod overlay;
+pub mod peer_state;
 mod punch_driver;
 
 use std::collections::HashMap;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::{alive, Overlay, PathKind};
 use crate::metrics::{self, load, Histogram, Registry, CONNECT_SECONDS};
 use crate::nat::{infer_mapping, MappingBehaviour, Observation};
+use crate::node::peer_state::PEER_LOST;
 
 /// Labels of our NAT's mapping behaviour, as far as the bootstraps' views
 /// tell (`unknown` with fewer than two bootstraps connected).
@@ -21,11 +22,6 @@ const NAT_KINDS: [&str; 4] = [
 ];
 /// Labels of the two kinds of connection.
 const PATHS: [&str; 2] = ["direct", "relay"];
-
-/// Why a direct path was dropped, as passed to `drop_direct`.
-pub(super) const STALLED: &str = "direct path stalled";
-/// The peer announced candidates while we had a direct path.
-pub(super) const PEER_LOST: &str = "the peer lost its direct path";
 
 /// Counters of one bootstrap link.
 #[derive(Debug, Default)]
@@ -79,7 +75,8 @@ impl OverlayStats {
         }
     }
 
-    /// A direct path was dropped for `why`.
+    /// A direct path was dropped for `why` (`peer_state::STALLED` or
+    /// [`PEER_LOST`]).
     pub(super) fn direct_dropped(&self, why: &str) {
         let c = if why == PEER_LOST {
             &self.direct_dropped_peer_lost

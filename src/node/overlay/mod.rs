@@ -1,0 +1,598 @@
+//! The overlay: a node that keeps connections to a fixed set of peers,
+//! directly when a hole can be punched and through a bootstrap's relay when
+//! not, and moves datagrams between them.
+//!
+//! Per peer, the overlay:
+//! 1. dials the peer's known endpoint, if configured;
+//! 2. through the first connected bootstrap, asks for a relay channel and
+//!    connects over it (fast first packet, end-to-end encrypted);
+//! 3. exchanges candidates (`ADD_ADDRESS` in `FORWARD`) and, from the peer
+//!    with the smaller key, starts coordinated hole punching
+//!    (`PUNCH_ME_NOW`); once a direct path validates, a direct QUIC
+//!    connection is made (make-before-break) and traffic moves to it, with
+//!    the relay connection kept as backup.
+//!
+//! Both peers may end up dialing the same path; the connection dialed by
+//! the peer with the smaller key is kept and the other closed, a rule both
+//! sides apply alike.
+
+//!
+//! Files: `peer` (the per-peer driver around [`PeerState`]), `links`
+//! (bootstrap links), `punch` (candidates and punch sessions), `network`
+//! (network changes, dead links, the priming TTL), `stats`. See
+//! `docs/architecture.md` for the tasks and who owns what.
+//!
+//! [`PeerState`]: crate::node::peer_state::PeerState
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tracing::Instrument as _;
+
+mod links;
+mod network;
+mod peer;
+mod punch;
+mod stats;
+
+pub use network::trace_prime_ttl;
+
+use self::links::{Link, SUSPECT_FOR};
+use self::peer::{alive, PeerSlot};
+use super::peer_state::PeerFacts;
+use super::punch_driver::ProbeIn;
+use super::{Node, NodeConfig, NodeError, PeerConnection, TransportSettings};
+use crate::identity::{Identity, PeerId};
+use crate::nat::PunchConfig;
+use crate::proto::raw::{parse_raw, RawFrame};
+use crate::proto::ControlMessage;
+use crate::ratelimit::TokenBucket;
+use crate::socket::{canonical, Transport};
+use crate::tls::{AcceptPolicy, Allowlist};
+use crate::tunnel::config::BootstrapAddr;
+
+/// Queue of datagrams received from all peers.
+const RECV_QUEUE: usize = 4096;
+
+/// Datagrams that wait for a peer's first connection (see [`Overlay::send`]).
+pub const STAGED_MAX: usize = 128;
+
+/// Staged datagrams older than this when the connection comes up are
+/// dropped: the application has retried or given up by then.
+pub const STAGED_MAX_AGE: Duration = Duration::from_secs(2);
+
+/// Address challenges from our bootstraps answered per second at most
+/// (a bootstrap sends one per migration it sees; more is someone spoofing
+/// the bootstrap's address).
+const CHALLENGE_ANSWERS_PER_SEC: f64 = 10.0;
+
+/// Everything an overlay needs.
+#[derive(Clone, Debug)]
+pub struct OverlayConfig {
+    /// Our key pair.
+    pub identity: Identity,
+    /// UDP address to bind.
+    pub bind: SocketAddr,
+    /// The peers: key and optional known endpoint.
+    pub peers: Vec<(PeerId, Option<SocketAddr>)>,
+    /// Bootstrap nodes, in order of preference.
+    pub bootstraps: Vec<BootstrapAddr>,
+    /// Addresses that must never become candidates (the tunnel's own).
+    pub exclude_ips: Vec<IpAddr>,
+    /// Transport settings.
+    pub transport: TransportSettings,
+    /// Hole punching settings.
+    pub punch: PunchConfig,
+    /// All peers and bootstraps live on this host's loopback (single-machine
+    /// tests): offer loopback candidates and no interface addresses.
+    pub loopback_only: bool,
+}
+
+/// A consumer that takes received datagrams as they arrive, on the task
+/// that read them from the connection, instead of through
+/// [`Overlay::recv`]'s queue: one task hop less per packet, which is most
+/// of the latency a datagram adds on a fast path.
+pub trait DatagramSink: Send + Sync + 'static {
+    /// Takes the datagrams `peer` sent, in order, draining `datagrams`: the
+    /// first one that arrived and whatever else had arrived by then (up to
+    /// [`SINK_BATCH`]), so that they can be written in one go. Runs on the
+    /// runtime: must not block (drop what cannot be taken at once).
+    fn deliver(&self, peer: PeerId, datagrams: &mut Vec<Bytes>);
+}
+
+/// The most datagrams handed to a [`DatagramSink`] at once: more than one
+/// GSO super-packet's worth (64 KiB in full-size packets).
+pub const SINK_BATCH: usize = 64;
+
+/// Where received datagrams go.
+#[derive(Clone)]
+enum Delivery {
+    /// To [`Overlay::recv`].
+    Queue(mpsc::Sender<(PeerId, Bytes)>),
+    /// To a [`DatagramSink`].
+    Sink(Arc<dyn DatagramSink>),
+}
+
+/// Which path a peer's traffic currently takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathKind {
+    /// A direct QUIC connection.
+    Direct,
+    /// Through a bootstrap's relay.
+    Relay,
+    /// No connection.
+    None,
+}
+
+/// What `status` reports per peer.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PeerStatus {
+    /// The peer's key.
+    pub public_key: String,
+    /// The path in use.
+    pub path: PathKind,
+    /// The remote address of that path (the relay server for relayed paths).
+    pub remote: Option<SocketAddr>,
+    /// What carries the path: `udp`, or `tcp` for a relay reached over a
+    /// TCP stream.
+    pub transport: Option<Transport>,
+    /// Round-trip time in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Bytes received from the peer (datagram payloads).
+    pub bytes_in: u64,
+    /// Bytes sent to the peer (datagram payloads).
+    pub bytes_out: u64,
+    /// Seconds since the Unix epoch of the last completed handshake.
+    pub last_handshake_unix: Option<u64>,
+    /// Milliseconds from overlay start to the first connection.
+    pub first_connect_ms: Option<u64>,
+    /// Milliseconds from overlay start to the first direct connection.
+    pub first_direct_ms: Option<u64>,
+}
+
+/// How many peers have a live connection of each kind
+/// ([`Overlay::open_connections`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenConnections {
+    /// Peers with a live direct connection.
+    pub direct: usize,
+    /// Peers with a live relay connection (kept as a backup while the
+    /// direct one is up, so a peer often counts in both).
+    pub relay: usize,
+    /// Peers with both.
+    pub both: usize,
+}
+
+/// Why a datagram could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The peer is not configured.
+    #[error("unknown peer {0}")]
+    UnknownPeer(PeerId),
+    /// No connection to the peer yet, and [`STAGED_MAX`] datagrams are
+    /// already waiting for one.
+    #[error("no path to peer {0}")]
+    NoPath(PeerId),
+    /// QUIC refused the datagram (too large, or the connection closed).
+    #[error("datagram to {peer}: {source}")]
+    Datagram {
+        /// The peer.
+        peer: PeerId,
+        /// The QUIC error.
+        source: quinn::SendDatagramError,
+    },
+}
+
+struct Inner {
+    node: Node,
+    config: OverlayConfig,
+    peers: HashMap<PeerId, Arc<PeerSlot>>,
+    links: RwLock<Vec<Option<Link>>>,
+    punches: Mutex<HashMap<[u8; 16], mpsc::Sender<ProbeIn>>>,
+    delivery: Delivery,
+    incoming_rx: tokio::sync::Mutex<mpsc::Receiver<(PeerId, Bytes)>>,
+    last_poke: Mutex<Option<Instant>>,
+    /// A bootstrap whose relay path just stalled, and when: new relay
+    /// channels are asked for elsewhere for [`SUSPECT_FOR`], since the
+    /// bootstrap itself may be what died (its link notices a second later).
+    suspect: Mutex<Option<(SocketAddr, Instant)>>,
+    /// TTL of punch priming probes learned from the routers toward the
+    /// bootstrap (see [`crate::nat::priming`]); 0 until learned.
+    prime_ttl: AtomicU8,
+    /// Whether the first traceroute for [`Self::prime_ttl`] has finished
+    /// (or cannot run).
+    prime_traced: tokio::sync::watch::Sender<bool>,
+    stats: stats::OverlayStats,
+}
+
+/// A running overlay.
+#[derive(Clone)]
+pub struct Overlay {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Overlay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overlay")
+            .field("node", &self.inner.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Overlay {
+    /// Binds the node and starts connecting to every peer. Must run inside
+    /// a tokio runtime.
+    pub fn start(config: OverlayConfig) -> Result<Self, NodeError> {
+        Self::start_with(config, None)
+    }
+
+    /// Like [`Self::start`], with received datagrams handed to `sink` as
+    /// they arrive; [`Self::recv`] then never returns any.
+    pub fn start_with_sink(
+        config: OverlayConfig,
+        sink: Arc<dyn DatagramSink>,
+    ) -> Result<Self, NodeError> {
+        Self::start_with(config, Some(sink))
+    }
+
+    fn start_with(
+        config: OverlayConfig,
+        sink: Option<Arc<dyn DatagramSink>>,
+    ) -> Result<Self, NodeError> {
+        let allow = Allowlist::new(config.peers.iter().map(|(p, _)| *p));
+        let mut node_config = NodeConfig::new(
+            config.identity.clone(),
+            config.bind,
+            AcceptPolicy::Allowlist(allow),
+        );
+        node_config.transport = config.transport.clone();
+        let node = Node::bind(node_config)?;
+        let started = Instant::now();
+        let punch_busy = config.punch.max_duration + config.punch.linger;
+        let peers = config
+            .peers
+            .iter()
+            .map(|(id, endpoint)| {
+                let facts = PeerFacts {
+                    leads: config.identity.peer_id() < *id,
+                    endpoint: *endpoint,
+                    started,
+                    punch_busy,
+                };
+                (*id, Arc::new(PeerSlot::new(*id, facts)))
+            })
+            .collect();
+        let (tx, rx) = mpsc::channel(RECV_QUEUE);
+        let links = RwLock::new(vec![None; config.bootstraps.len()]);
+        let stats = stats::OverlayStats::new(config.bootstraps.len());
+        let inner = Arc::new(Inner {
+            node,
+            config,
+            peers,
+            links,
+            punches: Mutex::default(),
+            delivery: match sink {
+                Some(sink) => Delivery::Sink(sink),
+                None => Delivery::Queue(tx),
+            },
+            incoming_rx: tokio::sync::Mutex::new(rx),
+            last_poke: Mutex::default(),
+            suspect: Mutex::default(),
+            prime_ttl: AtomicU8::new(0),
+            prime_traced: tokio::sync::watch::Sender::new(false),
+            stats,
+        });
+        let overlay = Self { inner };
+        overlay.spawn_tasks();
+        Ok(overlay)
+    }
+
+    fn spawn_tasks(&self) {
+        let inner = &self.inner;
+        // Incoming connections.
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Some(conn) = this.inner.node.accept().await {
+                this.install(conn);
+            }
+        });
+        // Raw frames: punch probes, and address challenges from bootstraps.
+        if let Some(mut raw) = inner.node.socket().take_raw_receiver() {
+            let this = self.clone();
+            tokio::spawn(async move {
+                let bootstraps: Vec<SocketAddr> = this
+                    .inner
+                    .config
+                    .bootstraps
+                    .iter()
+                    .map(|b| canonical(b.addr))
+                    .collect();
+                let mut answers = TokenBucket::new(
+                    CHALLENGE_ANSWERS_PER_SEC,
+                    CHALLENGE_ANSWERS_PER_SEC,
+                    Instant::now(),
+                );
+                while let Some(packet) = raw.recv().await {
+                    match parse_raw(&packet.data) {
+                        Ok(RawFrame::Probe(probe)) => this.probe_in(packet.from, probe),
+                        Ok(RawFrame::AddressChallenge(challenge)) => {
+                            // A bootstrap checks that we receive here: the
+                            // token goes back on our connection to it, at a
+                            // bounded rate. Challenges from anyone else are
+                            // dropped.
+                            let link = bootstraps
+                                .contains(&packet.from)
+                                .then(|| this.link_at(packet.from))
+                                .flatten();
+                            match link {
+                                Some(link) if answers.try_take(1.0, Instant::now()) => {
+                                    let sent = link.conn.control().try_send(
+                                        ControlMessage::AddressProof {
+                                            token: challenge.token,
+                                        },
+                                    );
+                                    tracing::debug!(from = %packet.from, ok = sent.is_ok(), "address challenge answered");
+                                }
+                                _ => {
+                                    tracing::debug!(from = %packet.from, "address challenge dropped")
+                                }
+                            }
+                        }
+                        Ok(RawFrame::Relay { .. }) | Err(_) => {
+                            tracing::debug!(from = %packet.from, "unexpected raw frame dropped");
+                        }
+                    }
+                }
+            });
+        }
+        // Bootstrap links.
+        for index in 0..inner.config.bootstraps.len() {
+            let this = self.clone();
+            tokio::spawn(async move { this.bootstrap_link(index).await });
+        }
+        // Network changes (and the traceroute for the priming TTL).
+        if inner.config.loopback_only {
+            inner.prime_traced.send_replace(true);
+        } else {
+            let this = self.clone();
+            tokio::spawn(async move { this.watch_network().await });
+        }
+        // Per-peer maintenance.
+        for slot in inner.peers.values() {
+            let this = self.clone();
+            let slot = slot.clone();
+            let span = tracing::info_span!("peer", id = %slot.id.short());
+            tokio::spawn(async move { this.maintain(slot).await }.instrument(span));
+        }
+    }
+
+    /// The bootstrap link whose connection runs to `addr`.
+    fn link_at(&self, addr: SocketAddr) -> Option<Link> {
+        self.read_links()
+            .iter()
+            .flatten()
+            .find(|l| l.addr == addr)
+            .cloned()
+    }
+
+    /// Our key.
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.node.peer_id()
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.node.local_addr()
+    }
+
+    /// The TTL of punch priming probes: learned from the routers toward the
+    /// bootstrap once known ([`crate::nat::prime_ttl_for`]), else the
+    /// configured one; `None` when priming is off.
+    pub fn prime_ttl(&self) -> Option<u8> {
+        let configured = self.inner.config.punch.prime_ttl?;
+        match self.inner.prime_ttl.load(Ordering::Relaxed) {
+            0 => Some(configured),
+            learned => Some(learned),
+        }
+    }
+
+    /// Waits until the first traceroute for the priming TTL has finished,
+    /// or until `deadline`.
+    async fn prime_ttl_traced(&self, deadline: Instant) {
+        let mut traced = self.inner.prime_traced.subscribe();
+        let _ = tokio::time::timeout_at(deadline.into(), traced.wait_for(|done| *done)).await;
+    }
+
+    /// The underlying node.
+    pub fn node(&self) -> &Node {
+        &self.inner.node
+    }
+
+    /// Sends a datagram to `peer` on its best path (direct, else relay).
+    ///
+    /// Before the peer's first connection is up (or while it has none),
+    /// up to [`STAGED_MAX`] datagrams wait and go out when one comes up, if
+    /// they are not older than [`STAGED_MAX_AGE`] by then: the first packet
+    /// of a new flow (a ping, a TCP SYN) is not lost to connection setup.
+    pub fn send(&self, peer: &PeerId, data: Bytes) -> Result<(), SendError> {
+        let slot = self
+            .inner
+            .peers
+            .get(peer)
+            .ok_or(SendError::UnknownPeer(*peer))?;
+        let len = data.len() as u64;
+        let paths = slot.read();
+        let Some(conn) = paths.active().1 else {
+            drop(paths);
+            let mut staged = slot.staged.lock().unwrap_or_else(PoisonError::into_inner);
+            if staged.len() >= STAGED_MAX {
+                return Err(SendError::NoPath(*peer));
+            }
+            staged.push_back((Instant::now(), data));
+            return Ok(());
+        };
+        conn.send_datagram(data)
+            .map_err(|source| SendError::Datagram {
+                peer: *peer,
+                source,
+            })?;
+        slot.bytes_out.fetch_add(len, Ordering::SeqCst);
+        if slot.idle.load(Ordering::SeqCst) {
+            slot.idle.store(false, Ordering::Relaxed);
+            slot.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The largest datagram that can be sent to `peer` now.
+    pub fn max_datagram_size(&self, peer: &PeerId) -> Option<usize> {
+        let slot = self.inner.peers.get(peer)?;
+        let paths = slot.read();
+        paths.active().1.and_then(PeerConnection::max_datagram_size)
+    }
+
+    /// Receives the next datagram from any peer (never, when the overlay
+    /// was started with a [`DatagramSink`]: waits forever).
+    pub async fn recv(&self) -> Option<(PeerId, Bytes)> {
+        self.inner.incoming_rx.lock().await.recv().await
+    }
+
+    /// Our addresses as observed by each bootstrap (`None` when not connected).
+    pub fn observed_addresses(&self) -> Vec<(BootstrapAddr, Option<SocketAddr>)> {
+        self.read_links()
+            .iter()
+            .zip(&self.inner.config.bootstraps)
+            .map(|(link, b)| {
+                (
+                    *b,
+                    link.as_ref()
+                        .and_then(|l| *l.observed.lock().unwrap_or_else(PoisonError::into_inner)),
+                )
+            })
+            .collect()
+    }
+
+    /// The transport of each bootstrap link (`None` when not connected).
+    pub fn bootstrap_transports(&self) -> Vec<(BootstrapAddr, Option<Transport>)> {
+        self.read_links()
+            .iter()
+            .zip(&self.inner.config.bootstraps)
+            .map(|(link, b)| {
+                (
+                    *b,
+                    link.as_ref()
+                        .filter(|l| alive(&l.conn))
+                        .map(|l| l.transport),
+                )
+            })
+            .collect()
+    }
+
+    /// Per-peer status.
+    pub fn status(&self) -> Vec<PeerStatus> {
+        let mut out: Vec<_> = self
+            .inner
+            .peers
+            .values()
+            .map(|slot| {
+                let paths = slot.read();
+                let (path, conn) = paths.active();
+                let socket = self.inner.node.socket();
+                // The relay server's address for a relayed path; over TCP
+                // the stream path's virtual address stands for the server.
+                let hop = conn.map(|c| {
+                    let addr = canonical(c.remote_address());
+                    socket.relay_route(addr).map_or(addr, |r| r.server)
+                });
+                let transport = hop.map(Transport::of);
+                let remote = hop.map(|a| socket.stream_peer(a).unwrap_or(a));
+                let (first_connect, first_direct) = slot.state().firsts();
+                let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
+                PeerStatus {
+                    public_key: slot.id.to_string(),
+                    path,
+                    remote,
+                    transport,
+                    rtt_ms: conn.map(|c| c.rtt().as_secs_f64() * 1000.0),
+                    bytes_in: slot.bytes_in.load(Ordering::Relaxed),
+                    bytes_out: slot.bytes_out.load(Ordering::Relaxed),
+                    last_handshake_unix: slot
+                        .last_handshake
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs()),
+                    first_connect_ms: ms(first_connect),
+                    first_direct_ms: ms(first_direct),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.public_key.cmp(&b.public_key));
+        out
+    }
+
+    /// Counts the peers' live connections, direct and relay.
+    pub fn open_connections(&self) -> OpenConnections {
+        let mut open = OpenConnections::default();
+        for slot in self.inner.peers.values() {
+            let paths = slot.read();
+            let direct = paths.direct.as_ref().is_some_and(alive);
+            let relay = paths.relay.as_ref().is_some_and(alive);
+            open.direct += usize::from(direct);
+            open.relay += usize::from(relay);
+            open.both += usize::from(direct && relay);
+        }
+        open
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.inner.node.close().await;
+    }
+
+    fn read_links(&self) -> std::sync::RwLockReadGuard<'_, Vec<Option<Link>>> {
+        self.inner
+            .links
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Passes over the bootstrap at `server` for new relay channels for
+    /// [`SUSPECT_FOR`]: its relay path just stalled, and it may be what died.
+    fn suspect(&self, server: SocketAddr) {
+        *self
+            .inner
+            .suspect
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((server, Instant::now()));
+    }
+
+    fn primary_link(&self) -> Option<Link> {
+        let suspect = self
+            .inner
+            .suspect
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .filter(|(_, since)| since.elapsed() < SUSPECT_FOR)
+            .map(|(addr, _)| addr);
+        let links = self.read_links();
+        let mut alive_links = links.iter().flatten().filter(|l| alive(&l.conn));
+        let first = alive_links.clone().next().cloned();
+        alive_links
+            .find(|l| Some(l.addr) != suspect)
+            .cloned()
+            .or(first)
+    }
+
+    /// The slot of the configured peer with key `peer`.
+    fn slot_of(&self, peer: [u8; 32]) -> Option<Arc<PeerSlot>> {
+        let id = PeerId::from_bytes(peer).ok()?;
+        self.inner.peers.get(&id).cloned()
+    }
+}
