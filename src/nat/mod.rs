@@ -33,7 +33,7 @@ pub mod punch;
 #[cfg(test)]
 mod dual_stack_tests;
 #[cfg(test)]
-mod sim;
+pub(crate) mod sim;
 #[cfg(test)]
 mod sim_tests;
 

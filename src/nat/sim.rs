@@ -45,6 +45,8 @@ pub(crate) enum Payload {
     Punch(ProbeOut),
     BindingRequest,
     BindingResponse(SocketAddr),
+    /// A QUIC packet of the connection with this id (overlay scenarios).
+    Quic(usize),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -173,6 +175,19 @@ impl Sim {
             inbox: VecDeque::new(),
         });
         self.hosts.len() - 1
+    }
+
+    /// The NAT in front of `host` gets a new public address and forgets
+    /// every mapping and flow (a renumbered or restarted home router).
+    pub(crate) fn renumber(&mut self, host: HostId, public_ip: IpAddr) {
+        let n = self.hosts[host].nat.expect("a host behind a NAT");
+        let nat = &mut self.nats[n];
+        nat.public_ip = public_ip;
+        nat.eim.clear();
+        nat.dep.clear();
+        nat.flows.clear();
+        nat.owner.clear();
+        nat.unsolicited.clear();
     }
 
     /// Total conntrack clashes across all NATs.

@@ -545,6 +545,10 @@ impl PeerState {
     pub fn on_closed(&mut self, conn: ConnId) {
         if self.direct.as_ref().is_some_and(|p| p.conn == conn) {
             self.direct = None;
+            // As when we drop it ourselves: the punch that made the path
+            // may still be lingering and must not hold off the next one
+            // (the peer that closed it asks for one within a second).
+            self.punching = None;
         }
         if self.relay.as_ref().is_some_and(|p| p.conn == conn) {
             self.relay = None;
@@ -690,5 +694,7 @@ impl PeerState {
     }
 }
 
+#[cfg(test)]
+mod sim_tests;
 #[cfg(test)]
 mod tests;
