@@ -338,18 +338,15 @@ impl World {
                 self.dials.remove(&id);
                 self.peers[p].state.on_dial_done(addr);
                 self.install(id, now);
-            } else if !self.conns.contains_key(&id) {
+            } else if let std::collections::hash_map::Entry::Vacant(e) = self.conns.entry(id) {
                 // The handshake reached the peer: it answers to the source.
-                self.conns.insert(
-                    id,
-                    Conn {
-                        peers: [dialer, p],
-                        boot: None,
-                        remote: [addr, src],
-                        open: [false; 2],
-                        counters: [PathCounters::default(); 2],
-                    },
-                );
+                e.insert(Conn {
+                    peers: [dialer, p],
+                    boot: None,
+                    remote: [addr, src],
+                    open: [false; 2],
+                    counters: [PathCounters::default(); 2],
+                });
                 let host = self.peers[p].host;
                 self.sim.send(host, PORT, src, Payload::Quic(id));
             }
