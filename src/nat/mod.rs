@@ -47,7 +47,9 @@ pub use prediction::{
     infer_mapping, predict_ports, MappingBehaviour, Observation, PortAllocation, PredictedPort,
     PredictionConfig,
 };
-pub use priming::{prime_ttl_for, DEFAULT_PRIME_TTL, MAX_PRIME_TTL, TRACE_HOPS};
+pub use priming::{
+    prime_ttl_for, prime_ttl_from_trace, DEFAULT_PRIME_TTL, MAX_PRIME_TTL, TRACE_HOPS,
+};
 pub use punch::{
     ProbeKind, ProbeOut, PunchConfig, PunchConfigError, PunchEvent, PunchFailure, PunchParams,
     PunchSession, PunchStats, Transmit,

@@ -40,6 +40,23 @@ pub fn prime_ttl_for(hops: &[Option<IpAddr>]) -> u8 {
     ttl.clamp(DEFAULT_PRIME_TTL, MAX_PRIME_TTL)
 }
 
+/// The priming TTL from a traceroute's answers
+/// ([`antq_platform::trace_hops`] toward the bootstrap, [`TRACE_HOPS`]
+/// deep), with the routers it was derived from (hop 1 first, `None` for a
+/// silent hop, up to the destination). The caller runs the trace: this
+/// module does no I/O.
+pub fn prime_ttl_from_trace(hops: &[antq_platform::Hop]) -> (u8, Vec<Option<IpAddr>>) {
+    let routers: Vec<_> = hops
+        .iter()
+        .take_while(|h| **h != antq_platform::Hop::Destination)
+        .map(|h| match h {
+            antq_platform::Hop::Router(ip) => Some(*ip),
+            _ => None,
+        })
+        .collect();
+    (prime_ttl_for(&routers), routers)
+}
+
 /// Whether a router at `ip` is on our side of our NATs: a private,
 /// shared (CGNAT) or link-local address.
 fn is_private_hop(ip: IpAddr) -> bool {

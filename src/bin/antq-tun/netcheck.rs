@@ -6,8 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use antq::identity::Identity;
-use antq::nat::{infer_mapping, Observation};
-use antq::node::overlay::trace_prime_ttl;
+use antq::nat::{infer_mapping, prime_ttl_from_trace, Observation, TRACE_HOPS};
 use antq::node::{Node, NodeConfig};
 use antq::proto::ControlMessage;
 use antq::tls::{AcceptPolicy, Allowlist};
@@ -62,8 +61,11 @@ pub fn netcheck(config: Option<&Path>, extra: &[String], json: bool) -> anyhow::
         let trace = match trace_target {
             Some(target) => Some((
                 target,
-                tokio::task::spawn_blocking(move || trace_prime_ttl(target, Duration::from_secs(1)))
-                    .await?,
+                tokio::task::spawn_blocking(move || {
+                    antq_platform::trace_hops(target, TRACE_HOPS, Duration::from_secs(1))
+                        .map(|hops| prime_ttl_from_trace(&hops))
+                })
+                .await?,
             )),
             None => None,
         };

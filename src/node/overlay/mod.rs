@@ -40,8 +40,6 @@ mod peer;
 mod punch;
 mod stats;
 
-pub use network::trace_prime_ttl;
-
 use self::links::{Link, SUSPECT_FOR};
 use self::peer::{alive, PeerSlot};
 use super::peer_state::PeerFacts;

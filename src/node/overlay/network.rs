@@ -18,13 +18,12 @@
 //!   toward the bootstrap counts the private routers on our way out, which
 //!   sets the TTL of punch priming probes ([`crate::nat::priming`]).
 
-use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use super::Overlay;
-use crate::nat::{prime_ttl_for, Liveness, LivenessConfig, PathHealth, TRACE_HOPS};
+use crate::nat::{prime_ttl_from_trace, Liveness, LivenessConfig, PathHealth, TRACE_HOPS};
 use crate::node::PeerConnection;
 use crate::socket::canonical;
 
@@ -52,26 +51,6 @@ impl LinkMonitor {
             PathHealth::Stalled { .. }
         )
     }
-}
-
-/// The punch priming TTL for the path toward `target` (see
-/// [`crate::nat::priming`]) and the routers it was derived from (hop 1
-/// first, `None` for a silent hop, up to the destination). Traces with
-/// [`antq_platform::trace_hops`]: blocks for up to `wait`.
-pub fn trace_prime_ttl(
-    target: IpAddr,
-    wait: Duration,
-) -> Result<(u8, Vec<Option<IpAddr>>), antq_platform::PlatformError> {
-    let hops = antq_platform::trace_hops(target, TRACE_HOPS, wait)?;
-    let routers: Vec<_> = hops
-        .iter()
-        .take_while(|h| **h != antq_platform::Hop::Destination)
-        .map(|h| match h {
-            antq_platform::Hop::Router(ip) => Some(*ip),
-            _ => None,
-        })
-        .collect();
-    Ok((prime_ttl_for(&routers), routers))
 }
 
 impl Overlay {
@@ -140,7 +119,11 @@ impl Overlay {
         else {
             return;
         };
-        let traced = tokio::task::spawn_blocking(move || trace_prime_ttl(target, TRACE_WAIT)).await;
+        let traced = tokio::task::spawn_blocking(move || {
+            antq_platform::trace_hops(target, TRACE_HOPS, TRACE_WAIT)
+                .map(|hops| prime_ttl_from_trace(&hops))
+        })
+        .await;
         let (ttl, routers) = match traced {
             Ok(Ok(found)) => found,
             Ok(Err(error)) => {
