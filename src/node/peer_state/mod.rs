@@ -697,4 +697,6 @@ impl PeerState {
 #[cfg(test)]
 mod sim_tests;
 #[cfg(test)]
+mod sim_world;
+#[cfg(test)]
 mod tests;
