@@ -23,6 +23,7 @@ use antq::proto::raw::{encode_relay_header, RelayHeader};
 use antq::proto::ControlMessage;
 use antq::socket::framing::{encode_frame, PREFACE};
 use antq::tls::AcceptPolicy;
+use antq_platform::rss_kib;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, UdpSocket};
 
@@ -765,15 +766,6 @@ impl Metrics {
             })
             .collect()
     }
-}
-
-/// VmRSS of process `pid` in KiB.
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 /// Samples a process's RSS every 200 ms on a thread of its own.
