@@ -1,11 +1,10 @@
 //! The NAT traversal matrix in the netns lab (root only): every pair of NAT
 //! kinds, through `scripts/matrix.sh`, with the expected outcome per pair.
 
-mod common;
-
 use std::process::Command;
 
-use common::{bin, require_root};
+use crate::common::bin;
+use crate::mesh::root_dir;
 
 /// What a pair must show: `Some(direct?)`. A host whose network drops UDP
 /// reaches the bootstrap over TCP and its peers through the relay only.
@@ -63,7 +62,7 @@ fn run(kinds: &str, prefix: &str) -> Vec<Row> {
     let json = std::env::temp_dir().join(format!("antq-matrix-{prefix}.json"));
     let _ = std::fs::remove_dir_all(logs_dir(prefix));
     let out = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/matrix.sh"))
+        .arg(root_dir().join("scripts/matrix.sh"))
         .args([
             "--kinds",
             kinds,
@@ -94,7 +93,7 @@ fn run(kinds: &str, prefix: &str) -> Vec<Row> {
 #[test]
 #[ignore = "needs root"]
 fn every_pair_connects_as_its_nat_kinds_allow() {
-    require_root();
+    let _alone = crate::root_alone();
     let prefix = format!("aqx{}", std::process::id() % 1000);
     let rows = run(
         "none,full-cone,home,symmetric,symmetric-range,udp-blocked",
@@ -146,7 +145,7 @@ fn every_pair_connects_as_its_nat_kinds_allow() {
 #[test]
 #[ignore = "needs root"]
 fn double_nat_pairs_go_direct() {
-    require_root();
+    let _alone = crate::root_alone();
     let prefix = format!("aqc{}", std::process::id() % 1000);
     let rows = run("home,cgnat", &prefix);
     assert_eq!(rows.len(), 3);

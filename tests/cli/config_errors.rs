@@ -3,17 +3,15 @@
 //! anything is created. Each run happens in a fresh network namespace that is
 //! then checked for an `antq0` device.
 //!
-//! Run: `cargo test --test cli_config_errors -- --nocapture` as root.
-//! Unix only (network namespaces, file modes); it skips unless root.
-#![cfg(unix)]
-
-mod common;
+//! Run: `cargo test --test cli -- --ignored --nocapture config_errors::` as
+//! root. Unix only (network namespaces, file modes); ignored unless asked
+//! for, as it needs root.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{bin, describe, require_root, unique_prefix};
+use crate::common::{bin, describe, require_root, unique_prefix};
 
 /// A network namespace deleted on drop.
 struct Netns(String);
