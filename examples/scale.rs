@@ -28,12 +28,13 @@
 //! the file descriptor limit): `scale --pairs 1000 --bin target/release/antq-tun`
 //! or `scale --hub 1000 --bin target/release/antq-tun`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod common;
+
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,49 +43,7 @@ use antq::nat::PunchConfig;
 use antq::node::overlay::{Overlay, OverlayConfig, PeerStatus};
 use antq::node::TransportSettings;
 use antq::tunnel::config::BootstrapAddr;
-
-/// The system allocator, counting the bytes it has handed out and not got
-/// back: the hub reports its live heap next to its RSS, which also holds
-/// what the allocator keeps cached and the threads' stacks.
-struct CountingAlloc;
-
-static HEAP_LIVE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call goes to `System` unchanged; only a counter is updated.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
-        if !p.is_null() {
-            HEAP_LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc_zeroed(layout);
-        if !p.is_null() {
-            HEAP_LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout);
-        HEAP_LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = System.realloc(ptr, layout, new_size);
-        if !p.is_null() {
-            HEAP_LIVE.fetch_add(new_size, Ordering::Relaxed);
-            HEAP_LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static ALLOC: CountingAlloc = CountingAlloc;
+use common::{heap_live, rss_kib};
 
 enum Mode {
     /// N pairs of one-peer overlays.
@@ -137,18 +96,6 @@ fn usage() -> ! {
         "usage: scale [--pairs N | --hub N [--known-endpoint]] [--bin PATH/antq-tun] [--timeout-secs S]"
     );
     std::process::exit(2)
-}
-
-/// Resident set size of a process, in KiB (`VmRSS` in /proc/PID/status).
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// User + system CPU seconds of a process (/proc/PID/stat fields 14, 15).
@@ -663,7 +610,7 @@ async fn run_hub_node(spec: &Path) {
                         open.both,
                         answers.node().open_connections(),
                         u8::from(link),
-                        HEAP_LIVE.load(Ordering::Relaxed),
+                        heap_live(),
                         stats.accepted.load(Ordering::Relaxed),
                         stats.handshakes_failed.load(Ordering::Relaxed)
                     )

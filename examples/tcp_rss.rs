@@ -17,10 +17,11 @@
 //! `cargo run --release --example tcp_rss` (no root: loopback has all of
 //! 127.0.0.0/8; needs about 2N+64 file descriptors).
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod common;
+
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use antq::identity::Identity;
@@ -28,49 +29,7 @@ use antq::node::{Node, NodeConfig};
 use antq::socket::framing::{encode_frame, PREFACE};
 use antq::socket::{bind_tcp, AntqSocket, StreamLimits};
 use antq::tls::AcceptPolicy;
-
-/// The system allocator, counting the bytes handed out and not given back,
-/// so that the live heap can be printed next to the RSS (which also holds
-/// what the allocator keeps cached).
-struct CountingAlloc;
-
-static HEAP_LIVE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call goes to `System` unchanged; only a counter is updated.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
-        if !p.is_null() {
-            HEAP_LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc_zeroed(layout);
-        if !p.is_null() {
-            HEAP_LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout);
-        HEAP_LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = System.realloc(ptr, layout, new_size);
-        if !p.is_null() {
-            HEAP_LIVE.fetch_add(new_size, Ordering::Relaxed);
-            HEAP_LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static ALLOC: CountingAlloc = CountingAlloc;
+use common::{heap_live, rss_kib};
 
 struct Args {
     streams: usize,
@@ -109,23 +68,11 @@ fn usage() -> ! {
     std::process::exit(2)
 }
 
-/// This process's resident set size in KiB (`VmRSS`).
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn report(what: &str) {
     println!(
         "{what:<28} RSS {:>8.1} MiB   live heap {:>8.1} MiB",
-        rss_kib() as f64 / 1024.0,
-        HEAP_LIVE.load(Ordering::Relaxed) as f64 / (1024.0 * 1024.0)
+        rss_kib(std::process::id()) as f64 / 1024.0,
+        heap_live() as f64 / (1024.0 * 1024.0)
     );
 }
 

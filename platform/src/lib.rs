@@ -60,7 +60,7 @@ mod memory;
 mod signal;
 mod tun_config;
 
-pub use memory::release_free_memory;
+pub use memory::{release_free_memory, rss_kib};
 pub use signal::terminated;
 
 // Type-check and test the fallback on every OS, so it cannot rot unnoticed.

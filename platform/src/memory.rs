@@ -1,4 +1,28 @@
-//! Giving freed heap memory back to the OS.
+//! This process's memory: how much of it is resident, and giving freed heap
+//! memory back to the OS.
+
+/// The resident set size of process `pid` in KiB (`VmRSS` of
+/// `/proc/PID/status`; `std::process::id()` for this process), or `None`
+/// when it cannot be read: the process is gone, or the OS is not Linux.
+///
+/// The resident size counts what the allocator keeps free as well as the
+/// live heap, stacks and mapped code: call [`release_free_memory`] first to
+/// see what is in use.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        None
+    }
+}
 
 /// Returns the heap memory the allocator holds free to the OS, where the
 /// allocator keeps it otherwise.
@@ -23,17 +47,13 @@ pub fn release_free_memory() {
 mod tests {
     use super::*;
 
-    /// Resident set size in KiB (`VmRSS` of /proc/self/status).
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    fn rss_kib() -> u64 {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            })
-            .unwrap_or(0)
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn rss_of_this_process_and_of_none() {
+        let rss = rss_kib(std::process::id()).expect("our own VmRSS");
+        assert!(rss > 0);
+        // Above the kernel's pid_max (at most 2^22): no such process.
+        assert_eq!(rss_kib(u32::MAX), None);
     }
 
     #[test]
@@ -57,9 +77,10 @@ mod tests {
         let chunks: Vec<Vec<u8>> = (0..8192).map(|_| vec![1; 8192]).collect();
         let guard: Vec<Vec<u8>> = (0..16).map(|_| vec![2; 1024]).collect();
         drop(chunks);
-        let before = rss_kib();
+        let rss = || rss_kib(std::process::id()).unwrap_or(0);
+        let before = rss();
         release_free_memory();
-        let after = rss_kib();
+        let after = rss();
         assert!(
             before.saturating_sub(after) > 32 * 1024,
             "RSS {before} KiB -> {after} KiB"

@@ -3,10 +3,10 @@
 //! functions.
 //!
 //! The unprivileged tests run everywhere (CI runs them on Linux, macOS and
-//! Windows). The TUN test needs root / an elevated process: on Linux it runs
-//! in a private network namespace when root and skips (printing why)
-//! otherwise, like `netns.rs`; on macOS and Windows it is `#[ignore]`d, to
-//! be run by hand with `sudo cargo test -p antq-platform -- --ignored`
+//! Windows). The TUN test needs root / an elevated process and is
+//! `#[ignore]`d: `sudo scripts/test.sh` runs it on Linux (in a private
+//! network namespace, like `netns.rs`); elsewhere it is run by hand with
+//! `sudo cargo test -p antq-platform -- --ignored`
 //! (Windows: from an elevated terminal, with `wintun.dll` next to the test
 //! binary in `target\debug\deps`, and the firewall letting the test's UDP
 //! datagram in).
@@ -109,9 +109,8 @@ fn bad_arguments_are_refused_before_the_os_is_asked() {
     });
 }
 
-/// Runs a test that needs root / admin. Linux: on a thread in a new network
-/// namespace when root, else skipped. Elsewhere: directly (the test is
-/// ignored unless asked for).
+/// Runs a test that needs root / admin (and is ignored unless asked for).
+/// Linux: on a thread in a new network namespace. Elsewhere: directly.
 fn privileged<F, Fut>(test: &str, body: F)
 where
     F: FnOnce() -> Fut + Send + 'static,
@@ -119,10 +118,7 @@ where
 {
     #[cfg(target_os = "linux")]
     {
-        if !antq_platform::is_root() {
-            eprintln!("skipping {test}: needs root (network namespace, TUN device)");
-            return;
-        }
+        common::require_root(test);
         let thread = std::thread::spawn(move || {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
                 .expect("unshare(CLONE_NEWNET) as root");
@@ -144,10 +140,7 @@ where
 }
 
 #[test]
-#[cfg_attr(
-    not(target_os = "linux"),
-    ignore = "needs root/admin: creates a TUN device and routes (Windows: and wintun.dll)"
-)]
+#[ignore = "needs root/admin: creates a TUN device and routes (Windows: and wintun.dll)"]
 fn tun_address_route_and_packets() {
     privileged("tun_address_route_and_packets", || async {
         let mut w = watch_changes().unwrap();

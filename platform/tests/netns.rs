@@ -4,8 +4,8 @@
 //! thread (and every socket, TUN device and child it creates) lives in a new
 //! namespace that the kernel tears down when the thread exits, so nothing in
 //! the root namespace is touched and nothing leaks on panic. Test setup
-//! (veth pairs, addresses, route dumps) uses rtnetlink directly. Without root
-//! the tests print why and pass as skipped.
+//! (veth pairs, addresses, route dumps) uses rtnetlink directly. Every test
+//! is `#[ignore = "needs root"]`: `sudo scripts/test.sh` runs them.
 #![cfg(target_os = "linux")]
 
 use std::future::Future;
@@ -23,7 +23,7 @@ use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use tokio::time::timeout;
 
 mod common;
-use common::{is_udp4_to, udp4_packet};
+use common::{is_udp4_to, require_root, udp4_packet};
 
 /// Runs `body` on a new thread in a new network namespace with `lo` up.
 fn in_netns<F, Fut>(test: &str, body: F)
@@ -31,10 +31,7 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
 {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping {test}: needs root (network namespace, TUN device)");
-        return;
-    }
+    require_root(test);
     let thread = std::thread::spawn(move || {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
             .expect("unshare(CLONE_NEWNET) as root");
@@ -160,6 +157,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn interfaces_lists_loopback_and_veth() {
     in_netns("interfaces_lists_loopback_and_veth", || async {
         let list = interfaces().await.unwrap();
@@ -220,6 +218,7 @@ fn interfaces_lists_loopback_and_veth() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn watch_changes_reports_addresses_links_routes() {
     in_netns("watch_changes_reports_addresses_links_routes", || async {
         let h = netlink();
@@ -280,6 +279,7 @@ async fn tun_names() -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn tun_created_configured_and_carries_packets() {
     in_netns("tun_created_configured_and_carries_packets", || async {
         let cfg = TunConfig {
@@ -352,6 +352,7 @@ fn tun_created_configured_and_carries_packets() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn tun_with_offload_uses_batches() {
     in_netns("tun_with_offload_uses_batches", || async {
         let cfg = TunConfig {
@@ -422,6 +423,7 @@ fn tun_with_offload_uses_batches() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn routes_added_and_deleted_through_tun() {
     in_netns("routes_added_and_deleted_through_tun", || async {
         let tun = create_tun(&TunConfig {
@@ -470,10 +472,8 @@ fn routes_added_and_deleted_through_tun() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn has_net_admin_as_root() {
-    if antq_platform::is_root() {
-        assert!(antq_platform::has_net_admin());
-    } else {
-        eprintln!("skipping has_net_admin_as_root: not root");
-    }
+    require_root("has_net_admin_as_root");
+    assert!(antq_platform::has_net_admin());
 }

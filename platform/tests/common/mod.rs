@@ -1,9 +1,22 @@
-//! Helpers shared by the platform's integration tests: hand-made IPv4/UDP
-//! packets to write to and recognise on a TUN device.
+//! Helpers shared by the platform's integration tests: the root check of
+//! the privileged tests, hand-made IPv4/UDP packets to write to and
+//! recognise on a TUN device.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::net::{IpAddr, SocketAddr};
+
+/// Fails `test` unless it runs as root. The tests that call it are
+/// `#[ignore = "needs root ..."]`: `sudo scripts/test.sh` runs them, a
+/// user's run counts them as skipped, and a user who asks for them anyway
+/// (`--ignored`) sees them fail here instead of passing untested.
+pub fn require_root(test: &str) {
+    assert!(
+        antq_platform::is_root(),
+        "{test} needs root (network namespace, TUN device): run it with \
+         `sudo scripts/test.sh` or `sudo cargo test -p antq-platform -- --ignored`"
+    );
+}
 
 fn ipv4_checksum(header: &[u8]) -> u16 {
     let mut sum: u32 = header

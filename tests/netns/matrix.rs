@@ -3,15 +3,8 @@
 
 use std::process::Command;
 
-/// `ANTQ_TUN_BIN` when set (`scripts/test.sh`: a fresh release build), else
-/// this build's binary.
-fn bin() -> String {
-    std::env::var("ANTQ_TUN_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_antq-tun").to_owned())
-}
-
-fn is_root() -> bool {
-    antq_platform::is_root()
-}
+use crate::common::bin;
+use crate::mesh::root_dir;
 
 /// What a pair must show: `Some(direct?)`. A host whose network drops UDP
 /// reaches the bootstrap over TCP and its peers through the relay only.
@@ -69,7 +62,7 @@ fn run(kinds: &str, prefix: &str) -> Vec<Row> {
     let json = std::env::temp_dir().join(format!("antq-matrix-{prefix}.json"));
     let _ = std::fs::remove_dir_all(logs_dir(prefix));
     let out = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/matrix.sh"))
+        .arg(root_dir().join("scripts/matrix.sh"))
         .args([
             "--kinds",
             kinds,
@@ -78,7 +71,7 @@ fn run(kinds: &str, prefix: &str) -> Vec<Row> {
             "--settle",
             "5",
             "--bin",
-            &bin(),
+            bin(),
         ])
         .arg("--json")
         .arg(&json)
@@ -98,11 +91,9 @@ fn run(kinds: &str, prefix: &str) -> Vec<Row> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn every_pair_connects_as_its_nat_kinds_allow() {
-    if !is_root() {
-        println!("skipping: needs root");
-        return;
-    }
+    let _alone = crate::root_alone();
     let prefix = format!("aqx{}", std::process::id() % 1000);
     let rows = run(
         "none,full-cone,home,symmetric,symmetric-range,udp-blocked",
@@ -152,11 +143,9 @@ fn every_pair_connects_as_its_nat_kinds_allow() {
 /// the fixed TTL 2 they expired at the carrier NAT and these pairs went
 /// direct only about half the time.
 #[test]
+#[ignore = "needs root"]
 fn double_nat_pairs_go_direct() {
-    if !is_root() {
-        println!("skipping: needs root");
-        return;
-    }
+    let _alone = crate::root_alone();
     let prefix = format!("aqc{}", std::process::id() % 1000);
     let mut rows = run("home,cgnat", &prefix);
     assert_eq!(rows.len(), 3);

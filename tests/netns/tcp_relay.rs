@@ -4,15 +4,16 @@
 //! HTTP download, `status --json` showing the relay path and the TCP
 //! transport; then UDP is unblocked and the host moves back to UDP.
 //!
-//! Run: `cargo nextest run --test netns_tcp_relay` as root (`ANTQ_TUN_BIN`
-//! pointing at a release build, like `scripts/test.sh` does).
-
-mod common;
+//! Run: `cargo nextest run --test netns --run-ignored only tcp_relay::` as
+//! root (`ANTQ_TUN_BIN` pointing at a release build, like `scripts/test.sh`
+//! does).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{describe, require_root, wait_until, Failures, HttpBlob, Mesh};
+use crate::common::{describe, wait_until};
+use crate::mesh::{Failures, Mesh};
+use crate::traffic::HttpBlob;
 
 /// `(bootstrap transport, peer path, peer transport, peer remote)` from
 /// `host`'s status.
@@ -45,10 +46,9 @@ fn ping(mesh: &Mesh, from: &str, family: &str, addr: &str, failures: &mut Failur
 }
 
 #[test]
+#[ignore = "needs root"]
 fn udp_blocked_host_reaches_its_peer_through_the_tcp_relay() {
-    if !require_root() {
-        return;
-    }
+    let _alone = crate::root_alone();
     let test_start = Instant::now();
     let mesh = Mesh::up(&["udp-blocked", "home"]);
     let mut failures = Failures::default();

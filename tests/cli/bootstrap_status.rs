@@ -2,28 +2,19 @@
 //! endpoint lives in root's `/run/antq`): peers, relays, limits and refusals
 //! by reason, as text and JSON.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{bin, describe, require_root, wait_until, ChildGuard};
+use crate::common::{bin, describe, free_udp_port, require_root, wait_until, ChildGuard};
 
 #[test]
+#[ignore = "needs root"]
 fn status_shows_a_running_bootstrap() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let dir = tempfile::tempdir().unwrap();
     let key = Command::new(bin()).arg("keygen").output().unwrap();
     let key = String::from_utf8(key.stdout).unwrap();
-    // A free port (taken and released; another test may grab it in
-    // between, which only makes this one fail to start).
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_udp_port();
     let config = dir.path().join("bootstrap.toml");
     std::fs::write(
         &config,

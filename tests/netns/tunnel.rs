@@ -2,16 +2,14 @@
 //! behind different NAT kinds and a bootstrap/relay, real TUN devices, ping,
 //! iperf3, HTTP, path selection and shutdown on SIGTERM.
 //!
-//! Run: `cargo test --test netns_tunnel -- --nocapture` as root.
-
-mod common;
+//! Run: `cargo test --test netns -- --ignored --nocapture tunnel::` as root.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{
-    bin, describe, require_root, wait_listening, wait_until, ChildGuard, Failures, HttpBlob, Mesh,
-};
+use crate::common::{bin, describe, wait_until, ChildGuard};
+use crate::mesh::{Failures, Mesh};
+use crate::traffic::{wait_listening, HttpBlob};
 
 /// The path antq should settle on between two NAT kinds.
 fn expected_path(a: &str, b: &str) -> &'static str {
@@ -29,10 +27,9 @@ fn expected_path(a: &str, b: &str) -> &'static str {
 /// IPv6; iperf3 TCP a -> c; HTTP download a <- b with checksum; the path
 /// chosen for each NAT pairing.
 #[test]
+#[ignore = "needs root"]
 fn three_nat_kinds_ping_iperf_http_paths() {
-    if !require_root() {
-        return;
-    }
+    let _alone = crate::root_alone();
     let test_start = Instant::now();
     let mesh = Mesh::up(&["home", "full-cone", "symmetric"]);
     let hosts = mesh.hosts();
@@ -188,10 +185,9 @@ fn three_nat_kinds_ping_iperf_http_paths() {
 /// instance started by mesh.sh (device check), once for one started by the
 /// test itself (device check and exit status).
 #[test]
+#[ignore = "needs root"]
 fn sigterm_removes_device_and_exits_zero() {
-    if !require_root() {
-        return;
-    }
+    let _alone = crate::root_alone();
     let mesh = Mesh::up(&["home", "full-cone"]);
     let ns = mesh.ns("a");
     let device_gone = |ns: &str| {

@@ -3,8 +3,10 @@
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
+use crate::common::bin;
+
 fn antq_tun() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_antq-tun"))
+    Command::new(bin())
 }
 
 fn pubkey_of(private: &str) -> std::process::Output {

@@ -5,20 +5,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use antq::identity::Identity;
-use antq::node::{ConnectError, Node, NodeConfig};
-use antq::tls::{AcceptPolicy, Allowlist};
+use antq::node::{ConnectError, Node};
 use bytes::Bytes;
 
-fn node(identity: &Identity, allowed: &[&Identity]) -> Node {
-    let list = Allowlist::new(allowed.iter().map(|i| i.peer_id()));
-    let bind: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    Node::bind(NodeConfig::new(
-        identity.clone(),
-        bind,
-        AcceptPolicy::Allowlist(list),
-    ))
-    .unwrap()
-}
+use crate::harness::allowlisted_node;
 
 fn addr(node: &Node) -> SocketAddr {
     node.local_addr().unwrap()
@@ -27,8 +17,8 @@ fn addr(node: &Node) -> SocketAddr {
 #[tokio::test]
 async fn allowed_peers_exchange_datagrams_and_streams() {
     let (ka, kb) = (Identity::generate(), Identity::generate());
-    let a = node(&ka, &[&kb]);
-    let b = node(&kb, &[&ka]);
+    let a = allowlisted_node(&ka, &[&kb]);
+    let b = allowlisted_node(&kb, &[&ka]);
 
     let b_addr = [addr(&b)];
     let (dialed, accepted) = tokio::join!(a.connect(kb.peer_id(), &b_addr), b.accept());
@@ -97,9 +87,9 @@ async fn unlisted_client_is_refused_with_an_error() {
         Identity::generate(),
         Identity::generate(),
     );
-    let b = node(&kb, &[&ka]);
+    let b = allowlisted_node(&kb, &[&ka]);
     // The stranger allows b, but b does not allow the stranger.
-    let s = node(&stranger, &[&kb]);
+    let s = allowlisted_node(&stranger, &[&kb]);
     let result = tokio::time::timeout(Duration::from_secs(5), s.connect(kb.peer_id(), &[addr(&b)]))
         .await
         .expect("refusal arrives as an error, not a hang");
@@ -128,8 +118,8 @@ async fn unlisted_server_is_refused_by_the_client() {
         Identity::generate(),
         Identity::generate(),
     );
-    let a = node(&ka, &[&kb]);
-    let s = node(&stranger, &[&ka]);
+    let a = allowlisted_node(&ka, &[&kb]);
+    let s = allowlisted_node(&stranger, &[&ka]);
     let result = a.connect(kb.peer_id(), &[addr(&s)]).await;
     match result {
         Err(ConnectError::WrongKey {
@@ -160,8 +150,8 @@ async fn unlisted_server_is_refused_by_the_client() {
 #[tokio::test]
 async fn first_reachable_address_wins() {
     let (ka, kb) = (Identity::generate(), Identity::generate());
-    let a = node(&ka, &[&kb]);
-    let b = node(&kb, &[&ka]);
+    let a = allowlisted_node(&ka, &[&kb]);
+    let b = allowlisted_node(&kb, &[&ka]);
     // A dead address first (nothing listens there), then the real one.
     let dead = {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -2,15 +2,13 @@
 //! the relay first, then directly after hole punching (trivial on loopback),
 //! and exchange datagrams; a peer whose key is not allowed gets nothing.
 
-mod loopback;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::harness::{bootstrap, exchange_within, init_tracing, overlay};
 use antq::identity::{Identity, PeerId};
 use antq::node::overlay::{Overlay, PathKind};
 use bytes::Bytes;
-use loopback::{bootstrap, overlay};
 
 async fn wait_for_path(o: &Overlay, peer: PeerId, path: PathKind, within: Duration) -> Duration {
     let start = Instant::now();
@@ -31,25 +29,9 @@ async fn wait_for_path(o: &Overlay, peer: PeerId, path: PathKind, within: Durati
     }
 }
 
-async fn exchange(a: &Overlay, b: &Overlay, n: u32) {
-    for i in 0..n {
-        let payload = Bytes::from(format!("datagram {i}"));
-        a.send(&b.peer_id(), payload.clone()).unwrap();
-        let (from, got) = tokio::time::timeout(Duration::from_secs(2), b.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(from, a.peer_id());
-        assert_eq!(got, payload);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_first_then_direct() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    init_tracing();
     let boot = bootstrap();
     let (ka, kb) = (Identity::generate(), Identity::generate());
     let a = overlay(&ka, &[kb.peer_id()], &boot);
@@ -68,14 +50,14 @@ async fn relay_first_then_direct() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    exchange(&a, &b, 20).await;
-    exchange(&b, &a, 20).await;
+    exchange_within(&a, &b, 20, 0, Duration::from_secs(2)).await;
+    exchange_within(&b, &a, 20, 0, Duration::from_secs(2)).await;
 
     // Then the direct path takes over on both sides, the relay stays.
     wait_for_path(&a, kb.peer_id(), PathKind::Direct, Duration::from_secs(10)).await;
     wait_for_path(&b, ka.peer_id(), PathKind::Direct, Duration::from_secs(10)).await;
-    exchange(&a, &b, 100).await;
-    exchange(&b, &a, 100).await;
+    exchange_within(&a, &b, 100, 0, Duration::from_secs(2)).await;
+    exchange_within(&b, &a, 100, 0, Duration::from_secs(2)).await;
     let s = &a.status()[0];
     assert_eq!(s.remote, Some(b.local_addr().unwrap()));
     assert!(s.first_connect_ms.is_some() && s.first_direct_ms.is_some());

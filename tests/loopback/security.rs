@@ -5,13 +5,14 @@
 //!
 //! The measured numbers are printed; run with `--no-capture` to see them.
 
-mod loopback;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::harness::{
+    bootstrap_with, exchange, loopback, overlay, path_of, raw_node, stat, wait_for,
+};
 use antq::bootstrap::{Bootstrap, Limits, TcpListen};
 use antq::identity::Identity;
 use antq::nat::PunchConfig;
@@ -20,7 +21,6 @@ use antq::node::{Node, PeerConnection};
 use antq::proto::raw::{encode_relay_header, Probe, ProbeKind, RelayHeader};
 use antq::proto::{ControlMessage, UnavailableReason};
 use bytes::Bytes;
-use loopback::{bootstrap_with, exchange, loopback, overlay, path_of, raw_node, wait_for};
 use rand::{Rng as _, RngCore as _};
 use tokio::net::UdpSocket;
 
@@ -28,10 +28,6 @@ async fn connect_to(node: &Node, boot: &Bootstrap) -> PeerConnection {
     node.connect(boot.peer_id(), &[boot.local_addr().unwrap()])
         .await
         .expect("connect to the bootstrap")
-}
-
-fn stat(counter: &AtomicU64) -> u64 {
-    counter.load(Ordering::Relaxed)
 }
 
 /// Two keys, the first smaller than the second.

@@ -7,18 +7,19 @@
 //! switch the client's packets to another upstream socket: with replies
 //! forwarded back, that is a NAT rebinding; with replies kept and counted,
 //! it is a client spoofing a victim's source address, and the socket is the
-//! victim. The root netns test `netns_bootstrap_attack` does the same with
+//! victim. The root netns test `netns::bootstrap_attack` does the same with
 //! raw sockets across namespaces.
 //!
 //! Run with `--no-capture` to see the measured bytes.
-
-mod loopback;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::harness::{
+    bootstrap_with, exchange, init_tracing, loopback, path_of, raw_node, stat, wait_for,
+};
 use antq::bootstrap::{Bootstrap, Limits, TcpListen};
 use antq::identity::Identity;
 use antq::nat::PunchConfig;
@@ -28,7 +29,6 @@ use antq::proto::raw::{encode_relay_header, RelayHeader, RELAY_DATA};
 use antq::proto::ControlMessage;
 use antq::tls::AcceptPolicy;
 use antq::tunnel::config::BootstrapAddr;
-use loopback::{bootstrap_with, exchange, loopback, path_of, raw_node, wait_for};
 use tokio::net::UdpSocket;
 
 /// Bytes and relay frames a socket received.
@@ -168,10 +168,6 @@ fn relay_frame(channel: u32, len: usize) -> Vec<u8> {
     encode_relay_header(channel, header);
     frame.resize(len, 0xc3);
     frame
-}
-
-fn stat(c: &AtomicU64) -> u64 {
-    c.load(Ordering::Relaxed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,10 +370,7 @@ async fn wait_for_datagram(a: &Overlay, b: &Overlay, within: Duration) -> Durati
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_move_is_followed_once_proven() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    init_tracing();
     let boot = bootstrap_with(Limits::default(), None, TcpListen::Off);
     let at = boot.local_addr().unwrap();
     let (ka, kb) = (Identity::generate(), Identity::generate());

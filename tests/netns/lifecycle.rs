@@ -1,17 +1,15 @@
 //! `antq-tun netcheck`, `antq-tun down` and a peer restart in the NAT lab
 //! (root only).
 
-mod common;
-
 use std::time::Duration;
 
-use common::{bin, describe, require_root, wait_until, Mesh};
+use crate::common::{bin, describe, wait_until};
+use crate::mesh::Mesh;
 
 #[test]
+#[ignore = "needs root"]
 fn netcheck_tells_endpoint_independent_from_symmetric_mapping() {
-    if !require_root() {
-        return;
-    }
+    let _alone = crate::root_alone();
     let mesh = Mesh::up(&["home", "symmetric"]);
     let boot = std::fs::read_to_string(mesh.dir().join("boot.pub")).unwrap();
     let boot = boot.trim();
@@ -64,10 +62,9 @@ fn netcheck_tells_endpoint_independent_from_symmetric_mapping() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn down_stops_the_instance_and_removes_the_device() {
-    if !require_root() {
-        return;
-    }
+    let _alone = crate::root_alone();
     let mesh = Mesh::up(&["home", "full-cone"]);
     let config = mesh.dir().join("a.toml");
     let out = mesh.exec("a", &[bin(), "down", "-c", config.to_str().unwrap()]);
@@ -93,10 +90,9 @@ fn down_stops_the_instance_and_removes_the_device() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn restarted_peer_is_reachable_again_through_the_relay() {
-    if !require_root() {
-        return;
-    }
+    let _alone = crate::root_alone();
     // home ↔ symmetric: relay only, so the new instance must get a new relay
     // connection while the old one is still remembered by the other side.
     let mesh = Mesh::up(&["home", "symmetric"]);
@@ -122,7 +118,7 @@ fn restarted_peer_is_reachable_again_through_the_relay() {
     );
     let config = mesh.dir().join("a.toml");
     let log = std::fs::File::create(mesh.dir().join("a-restarted.log")).unwrap();
-    let _restarted = common::ChildGuard(Some(
+    let _restarted = crate::common::ChildGuard(Some(
         mesh.command("a", &[bin(), "up", "-c", config.to_str().unwrap()])
             .stdout(log.try_clone().unwrap())
             .stderr(log)

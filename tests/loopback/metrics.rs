@@ -5,20 +5,19 @@
 //! is fetched over TCP, checked to be valid exposition text line by line,
 //! and its values asserted on.
 
-mod loopback;
-
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::{bin, free_tcp_port, free_udp_port, ChildGuard};
+use crate::harness::{overlay_via, wait_for};
 use antq::identity::Identity;
 use antq::node::overlay::{Overlay, PathKind};
 use antq::tunnel::config::BootstrapAddr;
 use bytes::Bytes;
-use loopback::{overlay_via, wait_for};
 
 /// One sample: metric name, labels, value.
 #[derive(Debug)]
@@ -229,32 +228,6 @@ fn scrape(addr: SocketAddr) -> Vec<Sample> {
     parse(&body)
 }
 
-/// The bootstrap binary, killed on drop.
-struct BootProcess(Child);
-
-impl Drop for BootProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_of_bootstrap_and_peers() {
     let dir = tempfile::tempdir().unwrap();
@@ -271,15 +244,15 @@ async fn metrics_of_bootstrap_and_peers() {
         ),
     )
     .unwrap();
-    let _boot = BootProcess(
-        Command::new(env!("CARGO_BIN_EXE_antq-tun"))
+    let _boot = ChildGuard(Some(
+        Command::new(bin())
             .args(["bootstrap", "-c"])
             .arg(&config)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()
             .unwrap(),
-    );
+    ));
     wait_for("bootstrap metrics", Duration::from_secs(10), || {
         TcpStream::connect(boot_metrics).is_ok()
     })

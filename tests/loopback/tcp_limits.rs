@@ -4,16 +4,14 @@
 //! addresses come from binding clients to 127.0.x.y (loopback has all of
 //! 127.0.0.0/8; no root needed).
 
-mod loopback;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::harness::wait_for;
 use antq::socket::framing::{encode_frame, PREFACE};
 use antq::socket::{bind_tcp, bind_udp, AntqSocket, SocketStats, StreamLimits};
-use loopback::wait_for;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 

@@ -2,27 +2,16 @@
 //! end-to-end QUIC connection through a third node's relay forwarding, via
 //! virtual addresses in their shared sockets.
 
-use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use antq::identity::Identity;
-use antq::node::{Node, NodeConfig};
-use antq::socket::{is_virtual, RelayBudget, RelayLimit, RelayRoute};
-use antq::tls::{AcceptPolicy, Allowlist};
+use antq::node::Node;
+use antq::socket::{is_virtual, RelayBudget, RelayLimit, RelayRoute, SocketStats};
 use bytes::Bytes;
 
-fn node(identity: &Identity, allowed: &[&Identity]) -> Node {
-    let list = Allowlist::new(allowed.iter().map(|i| i.peer_id()));
-    let bind: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    Node::bind(NodeConfig::new(
-        identity.clone(),
-        bind,
-        AcceptPolicy::Allowlist(list),
-    ))
-    .unwrap()
-}
+use crate::harness::{allowlisted_node, stat};
 
 /// Peers a and c, which accept each other, and a relay node.
 fn trio() -> (Node, Node, Node) {
@@ -31,7 +20,11 @@ fn trio() -> (Node, Node, Node) {
         Identity::generate(),
         Identity::generate(),
     );
-    (node(&ka, &[&kc]), node(&kc, &[&ka]), node(&kr, &[]))
+    (
+        allowlisted_node(&ka, &[&kc]),
+        allowlisted_node(&kc, &[&ka]),
+        allowlisted_node(&kr, &[]),
+    )
 }
 
 const UNLIMITED: RelayLimit = RelayLimit {
@@ -94,7 +87,7 @@ async fn peers_talk_end_to_end_through_a_relay() {
     assert!(forwarded >= 200, "relay forwarded {forwarded} frames");
 
     // Frames from an address that has no forwarding entry are dropped.
-    let stranger = node(&Identity::generate(), &[]);
+    let stranger = allowlisted_node(&Identity::generate(), &[]);
     stranger
         .socket()
         .send_raw(r_addr, &[1, 0, 0, 0, 11, 0xc0, 0, 0])
@@ -104,43 +97,64 @@ async fn peers_talk_end_to_end_through_a_relay() {
     assert!(relay.socket().stats().relay_unknown.load(Ordering::Relaxed) >= 1);
 }
 
+/// Forwards relay channel `from` of `a` to channel `to` of `c` on `relay`.
+fn forward(
+    relay: &Node,
+    (a, from): (&Node, u32),
+    (c, to): (&Node, u32),
+    limit: RelayLimit,
+    budget: Arc<RelayBudget>,
+) {
+    relay.socket().set_relay_forward(
+        RelayRoute {
+            server: a.local_addr().unwrap(),
+            channel: from,
+        },
+        RelayRoute {
+            server: c.local_addr().unwrap(),
+            channel: to,
+        },
+        limit,
+        budget,
+    );
+}
+
+/// Sends `n` relay frames of 1005 bytes (1000 of payload) on each of
+/// `channels` from `a` to `relay`, then gives the relay 200 ms to forward
+/// or drop them. Returns the relay's forwarded frames and the counter that
+/// `dropped` picks from its stats.
+async fn flood(
+    a: &Node,
+    relay: &Node,
+    channels: &[u8],
+    n: usize,
+    dropped: impl Fn(&SocketStats) -> &AtomicU64,
+) -> (u64, u64) {
+    for &channel in channels {
+        let mut frame = vec![1u8, 0, 0, 0, channel];
+        frame.extend_from_slice(&[0xc0; 1000]);
+        for _ in 0..n {
+            a.socket()
+                .send_raw(relay.local_addr().unwrap(), &frame)
+                .await
+                .unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stats = relay.socket().stats();
+    (stat(&stats.forwarded), stat(dropped(stats)))
+}
+
 #[tokio::test]
 async fn relay_bandwidth_limit_drops_the_excess() {
     let (a, c, relay) = trio();
-    let (a_addr, c_addr) = (a.local_addr().unwrap(), c.local_addr().unwrap());
     let limit = RelayLimit {
         bytes_per_sec: 10_000.0,
         burst_bytes: 20_000.0,
     };
-    relay.socket().set_relay_forward(
-        RelayRoute {
-            server: a_addr,
-            channel: 1,
-        },
-        RelayRoute {
-            server: c_addr,
-            channel: 2,
-        },
-        limit,
-        Arc::new(RelayBudget::new(UNLIMITED)),
-    );
-    let frame = {
-        let mut f = vec![1u8, 0, 0, 0, 1];
-        f.extend_from_slice(&[0xc0; 1000]);
-        f
-    };
-    for _ in 0..100 {
-        a.socket()
-            .send_raw(relay.local_addr().unwrap(), &frame)
-            .await
-            .unwrap();
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let stats = relay.socket().stats();
-    let (fwd, limited) = (
-        stats.forwarded.load(Ordering::Relaxed),
-        stats.forward_limited.load(Ordering::Relaxed),
-    );
+    let budget = Arc::new(RelayBudget::new(UNLIMITED));
+    forward(&relay, (&a, 1), (&c, 2), limit, budget);
+    let (fwd, limited) = flood(&a, &relay, &[1], 100, |s| &s.forward_limited).await;
     assert!(
         fwd <= 25,
         "forwarded {fwd} frames of 1005 bytes within a 20 kB burst"
@@ -153,41 +167,14 @@ async fn relay_bandwidth_limit_drops_the_excess() {
 #[tokio::test]
 async fn a_senders_budget_covers_all_its_relays() {
     let (a, c, relay) = trio();
-    let (a_addr, c_addr) = (a.local_addr().unwrap(), c.local_addr().unwrap());
     let budget = Arc::new(RelayBudget::new(RelayLimit {
         bytes_per_sec: 10_000.0,
         burst_bytes: 20_000.0,
     }));
     for (from, to) in [(1, 2), (3, 4)] {
-        relay.socket().set_relay_forward(
-            RelayRoute {
-                server: a_addr,
-                channel: from,
-            },
-            RelayRoute {
-                server: c_addr,
-                channel: to,
-            },
-            UNLIMITED,
-            budget.clone(),
-        );
+        forward(&relay, (&a, from), (&c, to), UNLIMITED, budget.clone());
     }
-    for channel in [1u8, 3] {
-        let mut frame = vec![1u8, 0, 0, 0, channel];
-        frame.extend_from_slice(&[0xc0; 1000]);
-        for _ in 0..50 {
-            a.socket()
-                .send_raw(relay.local_addr().unwrap(), &frame)
-                .await
-                .unwrap();
-        }
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let stats = relay.socket().stats();
-    let (fwd, limited) = (
-        stats.forwarded.load(Ordering::Relaxed),
-        stats.forward_budget_limited.load(Ordering::Relaxed),
-    );
+    let (fwd, limited) = flood(&a, &relay, &[1, 3], 50, |s| &s.forward_budget_limited).await;
     assert!(
         fwd <= 25,
         "forwarded {fwd} frames of 1005 bytes on two channels within one 20 kB budget"

@@ -1,9 +1,9 @@
 //! Shared helpers of the loopback tests: a bootstrap, overlays configured for
-//! one host (loopback candidates allowed), polling, datagram exchange.
-
-#![allow(dead_code)] // each test binary uses a different subset
+//! one host (loopback candidates allowed), bare nodes, polling, datagram
+//! exchange.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use antq::bootstrap::{Bootstrap, BootstrapSettings, Limits, TcpListen};
@@ -19,6 +19,14 @@ pub fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
+/// Logs to the test's output, filtered by `RUST_LOG` (once per process).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 /// A bare node that speaks the control protocol directly (it never answers
 /// address challenges): an attacker.
 pub fn raw_node(identity: &Identity) -> antq::node::Node {
@@ -28,6 +36,22 @@ pub fn raw_node(identity: &Identity) -> antq::node::Node {
         antq::tls::AcceptPolicy::AnyKey,
     ))
     .unwrap()
+}
+
+/// A bare node on loopback that accepts the keys of `allowed` only.
+pub fn allowlisted_node(identity: &Identity, allowed: &[&Identity]) -> antq::node::Node {
+    let list = antq::tls::Allowlist::new(allowed.iter().map(|i| i.peer_id()));
+    antq::node::Node::bind(antq::node::NodeConfig::new(
+        identity.clone(),
+        loopback(),
+        antq::tls::AcceptPolicy::Allowlist(list),
+    ))
+    .unwrap()
+}
+
+/// The value of a statistics counter.
+pub fn stat(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
 }
 
 /// A relaying bootstrap on loopback with these limits, allowlist and TCP
@@ -110,14 +134,19 @@ pub fn path_of(o: &Overlay, peer: PeerId) -> PathKind {
 /// Sends `n` numbered datagrams of at least `size` bytes from `a` to `b`,
 /// each received intact within 3 s.
 pub async fn exchange(a: &Overlay, b: &Overlay, n: u32, size: usize) {
+    exchange_within(a, b, n, size, Duration::from_secs(3)).await;
+}
+
+/// [`exchange`], each datagram received within `within`.
+pub async fn exchange_within(a: &Overlay, b: &Overlay, n: u32, size: usize, within: Duration) {
     for i in 0..n {
         let mut payload = format!("datagram {i} ").into_bytes();
         payload.resize(size.max(payload.len()), b'x');
         let payload = Bytes::from(payload);
         a.send(&b.peer_id(), payload.clone()).unwrap();
-        let (from, got) = tokio::time::timeout(Duration::from_secs(3), b.recv())
+        let (from, got) = tokio::time::timeout(within, b.recv())
             .await
-            .expect("datagram within 3 s")
+            .unwrap_or_else(|_| panic!("datagram {i} not received within {within:?}"))
             .unwrap();
         assert_eq!(from, a.peer_id());
         assert_eq!(got, payload);

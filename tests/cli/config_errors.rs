@@ -3,17 +3,15 @@
 //! anything is created. Each run happens in a fresh network namespace that is
 //! then checked for an `antq0` device.
 //!
-//! Run: `cargo test --test cli_config_errors -- --nocapture` as root.
-//! Unix only (network namespaces, file modes); it skips unless root.
-#![cfg(unix)]
-
-mod common;
+//! Run: `cargo test --test cli -- --ignored --nocapture config_errors::` as
+//! root. Unix only (network namespaces, file modes); ignored unless asked
+//! for, as it needs root.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{bin, describe, require_root, unique_prefix};
+use crate::common::{bin, describe, require_root, unique_prefix};
 
 /// A network namespace deleted on drop.
 struct Netns(String);
@@ -184,10 +182,9 @@ fn expect_refused(fx: &Fixture, case: &str, text: &str, field: &str, fix: bool) 
 }
 
 #[test]
+#[ignore = "needs root"]
 fn missing_key_file() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let fx = Fixture::new();
     let text = GOOD.replace("host.key", "missing.key");
     let e = expect_refused(
@@ -201,20 +198,18 @@ fn missing_key_file() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn unreadable_key_file_directory() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let fx = Fixture::new();
     let text = GOOD.replace("host.key", "keydir");
     expect_refused(&fx, "key_is_dir", &text, "interface.private_key_file", true);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn bad_base64_private_key_inline() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let fx = Fixture::new();
     let text = GOOD.replace(
         "private_key_file = \"host.key\"",
@@ -230,10 +225,9 @@ fn bad_base64_private_key_inline() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn bad_base64_key_file_contents() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let fx = Fixture::new();
     let garbage = fx.dir.path().join("garbage.key");
     std::fs::write(&garbage, "%%%% this is not a key %%%%\n").unwrap();
@@ -249,20 +243,18 @@ fn bad_base64_key_file_contents() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn bad_base64_peer_key() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let fx = Fixture::new();
     let text = GOOD.replace("public_key = \"{PEER1}\"", "public_key = \"AAAA!!!!\"");
     expect_refused(&fx, "bad_peer_key", &text, "peer[0].public_key", true);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn overlapping_allowed_ips_between_peers() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let fx = Fixture::new();
     let text = GOOD.replace("\"10.90.0.3/32\"", "\"10.90.0.0/24\"");
     let e = expect_refused(&fx, "overlap", &text, "peer[1].allowed_ips", true);
@@ -270,10 +262,9 @@ fn overlapping_allowed_ips_between_peers() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn metrics_on_a_public_address() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let fx = Fixture::new();
     let text = GOOD.replace("bootstrap = [", "metrics = \"0.0.0.0:9900\"\nbootstrap = [");
     let e = expect_refused(&fx, "metrics", &text, "interface.metrics", true);
@@ -281,20 +272,18 @@ fn metrics_on_a_public_address() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn peer_with_our_own_key() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let fx = Fixture::new();
     let text = GOOD.replace("public_key = \"{PEER1}\"", "public_key = \"{OWN}\"");
     expect_refused(&fx, "own_key", &text, "peer[0].public_key", true);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn bad_cidr_in_allowed_ips() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let fx = Fixture::new();
     let text = GOOD.replace("10.90.0.2/32", "10.90.0.300/32");
     let e = expect_refused(&fx, "bad_cidr", &text, "peer[0].allowed_ips", true);
@@ -302,10 +291,9 @@ fn bad_cidr_in_allowed_ips() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn bad_cidr_in_address() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let fx = Fixture::new();
     let text = GOOD.replace("\"10.90.0.1/24\"", "\"10.90.0.1/33\"");
     expect_refused(&fx, "bad_address", &text, "interface.address", true);
@@ -313,10 +301,9 @@ fn bad_cidr_in_address() {
 
 /// The field is named, with file and line, but there is no `fix:` hint.
 #[test]
+#[ignore = "needs root"]
 fn unknown_field_is_named() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let fx = Fixture::new();
     let text = GOOD.replace("name = \"antq0\"", "name = \"antq0\"\nlisten_prot = 9000");
     expect_refused(&fx, "unknown_field", &text, "listen_prot", false);
@@ -324,10 +311,9 @@ fn unknown_field_is_named() {
 
 /// TOML parse errors (unknown field, syntax) also say how to fix them.
 #[test]
+#[ignore = "needs root"]
 fn unknown_field_has_fix_hint() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let fx = Fixture::new();
     let text = GOOD.replace("name = \"antq0\"", "name = \"antq0\"\nlisten_prot = 9000");
     expect_refused(&fx, "unknown_field_fix", &text, "listen_prot", true);
@@ -335,10 +321,9 @@ fn unknown_field_has_fix_hint() {
 
 /// A good config run as an unprivileged user: refused for lack of root.
 #[test]
+#[ignore = "needs root"]
 fn not_root() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     if Command::new("setpriv").arg("--version").output().is_err() {
         eprintln!("skipping: setpriv (util-linux) is missing");
         return;
@@ -394,10 +379,9 @@ fn not_root() {
 /// `status` as an unprivileged user cannot list root's control sockets: it
 /// says so instead of claiming that nothing runs.
 #[test]
+#[ignore = "needs root"]
 fn status_as_a_user_says_permission_denied() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     if Command::new("setpriv").arg("--version").output().is_err() {
         eprintln!("skipping: setpriv (util-linux) is missing");
         return;

@@ -4,19 +4,17 @@
 //! to TCP after its UDP attempt gets no answer. The two exchange datagrams
 //! through the relay: `a` over UDP, `b` over its TCP stream.
 
-mod loopback;
-
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::harness::{bootstrap_with, exchange, init_tracing, loopback, overlay_via, wait_for};
 use antq::bootstrap::{Bootstrap, BootstrapSettings, Limits, TcpListen};
 use antq::identity::{Identity, PeerId};
 use antq::node::overlay::{Overlay, PathKind};
 use antq::socket::framing::MAX_DATAGRAM;
 use antq::socket::Transport;
 use antq::tunnel::config::BootstrapAddr;
-use loopback::{bootstrap_with, exchange, loopback, overlay_via, wait_for};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// An overlay with one peer that reaches the bootstrap at `boot_addr` (its
@@ -47,10 +45,7 @@ async fn expect_closed(addr: SocketAddr, bytes: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_only_peer_talks_through_the_relay() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    init_tracing();
     let boot = bootstrap_with(Limits::default(), None, TcpListen::At(loopback()));
     let udp_addr = boot.local_addr().unwrap();
     let tcp_addr = boot.tcp_local_addr().unwrap();

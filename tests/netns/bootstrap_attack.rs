@@ -24,10 +24,9 @@
 //! peak RSS, relay allocations, handshakes, legit connect times, ping gaps)
 //! and the bootstrap's counters that changed, before anything is asserted.
 //!
-//! Run: `cargo nextest run --test netns_bootstrap_attack --no-capture` as
-//! root (`ANTQ_TUN_BIN` = the antq-tun to attack, e.g. a release build).
-
-mod common;
+//! Run: `cargo nextest run --test netns --run-ignored only --no-capture
+//! bootstrap_attack::` as root (`ANTQ_TUN_BIN` = the antq-tun to attack,
+//! e.g. a release build).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::Ordering;
@@ -35,14 +34,16 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use antq::identity::PeerId;
-use antq::node::PeerConnection;
-use antq::proto::ControlMessage;
-use common::attack::{
+use crate::attack::{
     alive, counter_bytes, handshake_flood, hostile_node, ipv4_range, nft, pump, raise_nofile,
     spawn_in_netns, Boot, Hostile, LegitConnect, Metrics, Row, RssMonitor, SpoofProxy, TcpHold,
 };
-use common::{require_root, wait_until, Mesh, PingStream};
+use crate::common::wait_until;
+use crate::mesh::Mesh;
+use crate::traffic::PingStream;
+use antq::identity::PeerId;
+use antq::node::PeerConnection;
+use antq::proto::ControlMessage;
 
 /// Attacker namespace: 198.18.0.50 (the spoofing proxy), .51 (the
 /// conspirator), .52 (the throwaway key), 2001:db8:ff::50, and the ranges
@@ -360,10 +361,9 @@ fn ready_then_go<T: Send + 'static>(
 }
 
 #[test]
+#[ignore = "needs root"]
 fn attack1_spoofed_migration_must_not_reflect_relay_traffic() {
-    if !require_root() {
-        return;
-    }
+    let _alone = crate::root_alone();
     let lab = Lab::up();
     let boot = lab.boot;
     let (ready_tx, ready) = mpsc::channel();
@@ -480,10 +480,9 @@ fn attack1_spoofed_migration_must_not_reflect_relay_traffic() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn attack2_relay_without_consent_must_not_reach_the_target() {
-    if !require_root() {
-        return;
-    }
+    let _alone = crate::root_alone();
     let lab = Lab::up();
     let boot = lab.boot;
     let target: PeerId = lab.mesh.public_key("b").parse().unwrap();
@@ -583,10 +582,9 @@ struct Held {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn attack3_and_4_floods_must_be_capped_and_memory_returned() {
-    if !require_root() {
-        return;
-    }
+    let _alone = crate::root_alone();
     let lab = Lab::up();
     let boot = lab.boot;
     let (tx, rx) = mpsc::channel::<Event>();
@@ -651,7 +649,7 @@ fn attack3_and_4_floods_must_be_capped_and_memory_returned() {
             )
             .await;
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let flood_text = |what: &str, s: &common::attack::FloodStats, held: usize| {
+            let flood_text = |what: &str, s: &crate::attack::FloodStats, held: usize| {
                 format!(
                     "{what}: {} attempted, {} completed, {} failed, {held} held",
                     s.attempted.load(Ordering::Relaxed),

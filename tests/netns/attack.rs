@@ -1,5 +1,5 @@
-//! Tooling of the bootstrap attack tests (`tests/netns_bootstrap_attack.rs`,
-//! root only): a hostile client in-process, inside a lab namespace; source
+//! Tooling of the bootstrap attack tests ([`crate::bootstrap_attack`], root
+//! only): a hostile client in-process, inside a lab namespace; source
 //! address spoofing with a raw socket; relay pumps; TCP stream holders;
 //! byte counters (nftables), the bootstrap's metrics and its RSS.
 //!
@@ -23,10 +23,12 @@ use antq::proto::raw::{encode_relay_header, RelayHeader};
 use antq::proto::ControlMessage;
 use antq::socket::framing::{encode_frame, PREFACE};
 use antq::tls::AcceptPolicy;
+use antq_platform::rss_kib;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, UdpSocket};
 
-use super::{describe, Mesh};
+use crate::common::describe;
+use crate::mesh::Mesh;
 
 /// Raises this process's open-file limit to `want`, or to its hard limit
 /// if it may not go further (the bootstrap, started from it, inherits it:
@@ -282,10 +284,9 @@ pub struct SpoofProxy {
     spoof: Arc<AtomicBool>,
     /// `RELAY_DATA` frames that reached the proxy's real address.
     pub relay_frames_in: Arc<AtomicU64>,
-    /// Datagrams sent with the spoofed source, and their bytes (IP).
+    /// Datagrams sent with the spoofed source (their bytes: the `spoofed`
+    /// nftables counter in the attacker's namespace).
     pub spoofed: Arc<AtomicU64>,
-    /// Bytes (IP packets) sent with the spoofed source.
-    pub spoofed_bytes: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -313,10 +314,9 @@ impl SpoofProxy {
         let spoof = Arc::new(AtomicBool::new(false));
         let relay_frames_in = Arc::new(AtomicU64::new(0));
         let spoofed = Arc::new(AtomicU64::new(0));
-        let spoofed_bytes = Arc::new(AtomicU64::new(0));
         let task = {
             let (spoof, relay_in) = (spoof.clone(), relay_frames_in.clone());
-            let (spoofed, spoofed_bytes) = (spoofed.clone(), spoofed_bytes.clone());
+            let spoofed = spoofed.clone();
             let raw_dst = socket2::SockAddr::from(SocketAddr::V4(server));
             tokio::spawn(async move {
                 let mut client: Option<SocketAddr> = None;
@@ -330,7 +330,6 @@ impl SpoofProxy {
                                 let packet = ipv4_udp(spoof_as, server, &up[..n]);
                                 if raw.send_to(&packet, &raw_dst).is_ok() {
                                     spoofed.fetch_add(1, Ordering::Relaxed);
-                                    spoofed_bytes.fetch_add(packet.len() as u64, Ordering::Relaxed);
                                 }
                             } else {
                                 let _ = back.send_to(&up[..n], SocketAddr::V4(server)).await;
@@ -353,7 +352,6 @@ impl SpoofProxy {
             spoof,
             relay_frames_in,
             spoofed,
-            spoofed_bytes,
             task,
         })
     }
@@ -765,15 +763,6 @@ impl Metrics {
             })
             .collect()
     }
-}
-
-/// VmRSS of process `pid` in KiB.
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 /// Samples a process's RSS every 200 ms on a thread of its own.

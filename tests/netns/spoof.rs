@@ -2,13 +2,12 @@
 //! (root only): the receiver drops them, counts them in `drop_bad_source`,
 //! and nothing comes back; packets from the peer's own address still pass.
 //!
-//! Run: `cargo test --test netns_spoof -- --nocapture` as root.
-
-mod common;
+//! Run: `cargo test --test netns -- --ignored --nocapture spoof::` as root.
 
 use std::time::Duration;
 
-use common::{describe, require_root, wait_until, Mesh};
+use crate::common::{describe, wait_until};
+use crate::mesh::Mesh;
 
 fn bad_source_drops(mesh: &Mesh, host: &str) -> u64 {
     let status = mesh.status(host);
@@ -24,10 +23,9 @@ fn ping(mesh: &Mesh, host: &str, args: &[&str]) -> std::process::Output {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn forged_inner_sources_are_dropped_and_counted() {
-    if !require_root() {
-        return;
-    }
+    let _alone = crate::root_alone();
     let mesh = Mesh::up(&["full-cone", "full-cone"]);
     let settled = wait_until(Duration::from_secs(10), || {
         mesh.paths("a")
