@@ -40,8 +40,7 @@ use std::time::{Duration, Instant};
 use antq::identity::{Identity, PeerId};
 use antq::nat::PunchConfig;
 use antq::node::overlay::{Overlay, OverlayConfig, PeerStatus};
-use antq::node::TransportSettings;
-use antq::tunnel::config::BootstrapAddr;
+use antq::node::{BootstrapAddr, TransportSettings};
 
 /// The system allocator, counting the bytes it has handed out and not got
 /// back: the hub reports its live heap next to its RSS, which also holds

@@ -35,10 +35,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{Limits, TcpListen};
+use crate::config::{invalid, load_private_key, parse_metrics, parse_toml, read_text, ConfigError};
 use crate::identity::{Identity, PeerId};
-use crate::tunnel::config::{
-    invalid, load_private_key, parse_metrics, parse_toml, read_text, ConfigError,
-};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

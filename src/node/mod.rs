@@ -132,6 +132,16 @@ impl NodeConfig {
     }
 }
 
+/// A bootstrap node to keep a link to: its key and UDP address (the
+/// `bootstrap = ["KEY@ADDR:PORT"]` entries of a tunnel config).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootstrapAddr {
+    /// The bootstrap's key.
+    pub peer: PeerId,
+    /// Its UDP address.
+    pub addr: SocketAddr,
+}
+
 /// Limits on incoming connections. A *source* is an IPv4 address or an
 /// IPv6 /64 ([`crate::ratelimit::source_prefix`]); a TCP stream path counts
 /// as its TCP peer's address. The defaults bound only the handshakes under

@@ -33,7 +33,7 @@ mod stats;
 pub use network::trace_prime_ttl;
 
 use super::punch_driver::{self, ProbeIn};
-use super::{Node, NodeConfig, NodeError, PeerConnection, TransportSettings};
+use super::{BootstrapAddr, Node, NodeConfig, NodeError, PeerConnection, TransportSettings};
 use crate::identity::{Identity, PeerId};
 use crate::nat::{
     host_addresses, predict_ports, Candidate, CandidateKind, CandidateSet, CandidateSetConfig,
@@ -44,7 +44,6 @@ use crate::proto::{ControlMessage, UnavailableReason};
 use crate::ratelimit::TokenBucket;
 use crate::socket::{canonical, is_virtual, AntqSocket, RelayRoute, Transport};
 use crate::tls::{AcceptPolicy, Allowlist};
-use crate::tunnel::config::BootstrapAddr;
 
 /// Queue of datagrams received from all peers.
 const RECV_QUEUE: usize = 4096;

@@ -8,10 +8,10 @@ use std::time::Duration;
 use antq::identity::Identity;
 use antq::nat::{infer_mapping, Observation};
 use antq::node::overlay::trace_prime_ttl;
-use antq::node::{Node, NodeConfig};
+use antq::node::{BootstrapAddr, Node, NodeConfig};
 use antq::proto::ControlMessage;
 use antq::tls::{AcceptPolicy, Allowlist};
-use antq::tunnel::config::{BootstrapAddr, TunnelConfig};
+use antq::tunnel::config::TunnelConfig;
 use anyhow::{bail, Context as _};
 
 pub fn netcheck(config: Option<&Path>, extra: &[String], json: bool) -> anyhow::Result<()> {
