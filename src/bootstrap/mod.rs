@@ -140,7 +140,8 @@ pub enum TcpListen {
     Off,
 }
 
-/// What a bootstrap server needs to start.
+/// What a bootstrap server needs to start ([`config::BootstrapConfig`]
+/// reads it from a file).
 #[derive(Clone, Debug)]
 pub struct BootstrapSettings {
     /// The bootstrap's key pair.
@@ -155,19 +156,6 @@ pub struct BootstrapSettings {
     pub allowed_keys: Option<Vec<PeerId>>,
     /// Limits.
     pub limits: Limits,
-}
-
-impl From<config::BootstrapConfig> for BootstrapSettings {
-    fn from(c: config::BootstrapConfig) -> Self {
-        Self {
-            identity: c.identity,
-            listen: c.listen,
-            tcp_listen: c.tcp_listen,
-            relay: c.relay,
-            allowed_keys: c.allowed_keys,
-            limits: c.limits,
-        }
-    }
 }
 
 /// Counters of a bootstrap node.

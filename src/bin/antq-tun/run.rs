@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use antq::bootstrap::config::BootstrapConfig;
-use antq::bootstrap::{Bootstrap, BootstrapSettings};
+use antq::bootstrap::Bootstrap;
 use antq::metrics::http::Render;
 use antq::metrics::MetricsServer;
 use antq::tunnel::config::TunnelConfig;
@@ -122,9 +122,9 @@ pub fn bootstrap(path: &Path) -> anyhow::Result<()> {
         tracing::warn!("{warning}");
     }
     super::runtime()?.block_on(async move {
-        let listen = config.listen;
+        let listen = config.settings.listen;
         let metrics = bind_metrics(config.metrics).await?;
-        let node = Bootstrap::start(BootstrapSettings::from(config)).with_context(|| format!("starting the bootstrap on {listen}"))?;
+        let node = Bootstrap::start(config.settings).with_context(|| format!("starting the bootstrap on {listen}"))?;
         tracing::info!(listen = ?node.local_addr().ok(), tcp_listen = ?node.tcp_local_addr(), public_key = %node.peer_id(), "bootstrap running");
         let _metrics = serve_metrics(metrics, node.metrics());
         // `antq-tun status` asks here. A bootstrap needs no privilege, and
