@@ -14,6 +14,7 @@
 //! [`ConnectError::Refused`].
 
 pub mod control;
+pub(crate) mod metrics;
 pub mod overlay;
 mod punch_driver;
 

@@ -39,6 +39,7 @@
 //!   ([`AntqSocket::claim_stream`]) soon after they open ([`tcp`]).
 
 pub mod framing;
+pub(crate) mod metrics;
 pub mod proof;
 pub mod tcp;
 
