@@ -50,11 +50,12 @@ use rand::RngCore as _;
 
 use self::registry::{Allocation, Held, Moved, Refusal, Registry, RelayOutcome};
 use crate::identity::{Identity, PeerId};
+use crate::nat::canonical;
 use crate::node::{IncomingLimits, Node, NodeConfig, NodeError, PeerConnection};
 use crate::proto::{ControlMessage, UnavailableReason};
 use crate::socket::{
-    bind_tcp, canonical, is_stream_addr, is_virtual, ProvenGuard, RelayBudget, RelayLimit,
-    RelayRoute, StreamLimits, Transport,
+    bind_tcp, is_stream_addr, is_virtual, ProvenGuard, RelayBudget, RelayLimit, RelayRoute,
+    StreamLimits, Transport,
 };
 use crate::tls::{AcceptPolicy, Allowlist};
 

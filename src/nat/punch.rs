@@ -46,9 +46,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::candidate::{
-    canonical_addr, is_unusable_ip, pair_priority, Candidate, CandidateKind, Role,
-};
+use super::addr::canonical;
+use super::candidate::{is_unusable_ip, pair_priority, Candidate, CandidateKind, Role};
 
 /// Kind of a punch packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -363,7 +362,7 @@ impl PunchSession {
     }
 
     fn add_target(&mut self, c: &Candidate) -> Option<usize> {
-        let addr = canonical_addr(c.addr);
+        let addr = canonical(c.addr);
         let loopback_ok = self.config.allow_loopback && addr.ip().is_loopback();
         if c.kind == CandidateKind::Relay
             || addr.port() == 0
@@ -517,7 +516,7 @@ impl PunchSession {
         seq: u32,
         now: Instant,
     ) {
-        let from = canonical_addr(from);
+        let from = canonical(from);
         if round != self.round || self.closed {
             return;
         }
@@ -690,7 +689,7 @@ impl PunchSession {
 
     /// Bytes sent to `dst` as probes (acks excluded).
     pub fn probe_bytes_sent_to(&self, dst: SocketAddr) -> usize {
-        self.find(canonical_addr(dst))
+        self.find(canonical(dst))
             .map_or(0, |i| self.targets[i].bytes_sent)
     }
 

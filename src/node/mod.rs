@@ -31,6 +31,7 @@ use tracing::Instrument as _;
 
 use self::control::{ControlChannel, ControlError, FrameReader};
 use crate::identity::{Identity, PeerId};
+use crate::nat::canonical;
 use crate::ratelimit::{source_prefix, Concurrency, ConcurrencyError, KeyedBuckets};
 use crate::socket::{self, AntqSocket};
 use crate::tls::{self, AcceptPolicy, TlsError};
@@ -612,7 +613,7 @@ impl Node {
             Ok(PeerConnection {
                 conn,
                 peer,
-                origin: socket::canonical(addr),
+                origin: canonical(addr),
                 control,
             })
         };
@@ -699,13 +700,13 @@ impl PunchedAddrs {
         let now = Instant::now();
         map.retain(|_, t| *t > now);
         if map.len() < MAX_PUNCHED_ADDRS {
-            map.insert(socket::canonical(addr), until);
+            map.insert(canonical(addr), until);
         }
     }
 
     fn contains(&self, addr: SocketAddr, now: Instant) -> bool {
         let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        map.get(&socket::canonical(addr)).is_some_and(|t| *t > now)
+        map.get(&canonical(addr)).is_some_and(|t| *t > now)
     }
 }
 
@@ -745,7 +746,7 @@ async fn accept_loop(
         let source = source_prefix(
             socket
                 .stream_peer(remote)
-                .unwrap_or_else(|| socket::canonical(remote))
+                .unwrap_or_else(|| canonical(remote))
                 .ip(),
         );
         if let Some(buckets) = &mut buckets {
@@ -840,7 +841,7 @@ fn make_room(by_source: &BySource, source: std::net::IpAddr, stats: &NodeStats) 
 }
 
 async fn accept_one(incoming: quinn::Incoming) -> Result<PeerConnection, AcceptError> {
-    let origin = socket::canonical(incoming.remote_address());
+    let origin = canonical(incoming.remote_address());
     let conn = incoming.await?;
     let peer = conn
         .peer_identity()

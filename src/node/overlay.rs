@@ -36,13 +36,14 @@ use super::punch_driver::{self, ProbeIn};
 use super::{BootstrapAddr, Node, NodeConfig, NodeError, PeerConnection, TransportSettings};
 use crate::identity::{Identity, PeerId};
 use crate::nat::{
-    host_addresses, predict_ports, Candidate, CandidateKind, CandidateSet, CandidateSetConfig,
-    Observation, PredictionConfig, PunchConfig, PunchEvent, PunchParams, PunchSession, Role,
+    canonical, host_addresses, predict_ports, Candidate, CandidateKind, CandidateSet,
+    CandidateSetConfig, Observation, PredictionConfig, PunchConfig, PunchEvent, PunchParams,
+    PunchSession, Role,
 };
 use crate::proto::raw::{parse_raw, Probe, RawFrame};
 use crate::proto::{ControlMessage, UnavailableReason};
 use crate::ratelimit::TokenBucket;
-use crate::socket::{canonical, is_virtual, AntqSocket, RelayRoute, Transport};
+use crate::socket::{is_virtual, AntqSocket, RelayRoute, Transport};
 use crate::tls::{AcceptPolicy, Allowlist};
 
 /// Queue of datagrams received from all peers.

@@ -60,7 +60,7 @@ use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, Runtime as _, UdpPoller};
 use tokio::sync::mpsc;
 
-use crate::nat::canonical_ip;
+use crate::nat::{canonical, canonical_ip};
 use crate::proto::raw::{
     self, classify, encode_relay_header, parse_relay, PacketClass, RelayHeader,
 };
@@ -84,17 +84,6 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let _ = socket.set_send_buffer_size(4 << 20);
     socket.bind(&addr.into())?;
     Ok(socket.into())
-}
-
-/// Maps an IPv4-mapped IPv6 address to plain IPv4; leaves others alone.
-pub fn canonical(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-            None => addr,
-        },
-        SocketAddr::V4(_) => addr,
-    }
 }
 
 /// Whether `addr` is a virtual address (`240.0.0.0/4` but the broadcast
@@ -1050,14 +1039,6 @@ impl AsyncUdpSocket for AntqSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn canonical_unmaps_ipv4() {
-        let mapped: SocketAddr = "[::ffff:192.0.2.1]:9".parse().unwrap();
-        assert_eq!(canonical(mapped), "192.0.2.1:9".parse().unwrap());
-        let v6: SocketAddr = "[2001:db8::1]:9".parse().unwrap();
-        assert_eq!(canonical(v6), v6);
-    }
 
     #[test]
     fn virtual_addresses_are_class_e_only() {

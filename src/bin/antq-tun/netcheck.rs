@@ -57,7 +57,7 @@ pub fn netcheck(config: Option<&Path>, extra: &[String], json: bool) -> anyhow::
         // Our NAT layers: the routers toward the first IPv4 bootstrap.
         let trace_target = bootstraps
             .iter()
-            .map(|b| antq::socket::canonical(b.addr).ip())
+            .map(|b| antq::nat::canonical(b.addr).ip())
             .find(IpAddr::is_ipv4);
         let trace = match trace_target {
             Some(target) => Some((
@@ -118,7 +118,7 @@ async fn observe(node: &Node, b: &BootstrapAddr) -> anyhow::Result<SocketAddr> {
     let wait = async {
         while let Some(msg) = conn.control().recv().await {
             if let ControlMessage::ObservedAddress { addr, .. } = msg {
-                return Some(antq::socket::canonical(addr));
+                return Some(antq::nat::canonical(addr));
             }
         }
         None

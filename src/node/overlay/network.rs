@@ -25,9 +25,9 @@ use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use super::{Overlay, PeerSlot};
-use crate::nat::{prime_ttl_for, Liveness, LivenessConfig, PathHealth, TRACE_HOPS};
+use crate::nat::{canonical, prime_ttl_for, Liveness, LivenessConfig, PathHealth, TRACE_HOPS};
 use crate::node::PeerConnection;
-use crate::socket::{canonical, RelayRoute};
+use crate::socket::RelayRoute;
 
 /// Changes arriving within this window are handled together.
 const DEBOUNCE: Duration = Duration::from_millis(100);
