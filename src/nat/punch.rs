@@ -49,14 +49,9 @@ use std::time::{Duration, Instant};
 use super::addr::canonical;
 use super::candidate::{is_unusable_ip, pair_priority, Candidate, CandidateKind, Role};
 
-/// Kind of a punch packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProbeKind {
-    /// A connectivity check.
-    Probe,
-    /// The answer to a probe, echoing its round and seq.
-    Ack,
-}
+/// Probe or ack: the kind of punch frame as the wire has it (the session
+/// names with it what the driver is to encode).
+pub use crate::proto::raw::ProbeKind;
 
 /// A punch packet to encode and send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
