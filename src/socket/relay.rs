@@ -149,7 +149,7 @@ impl AntqSocket {
     /// `from.channel` to `to.server`, re-labelled with `to.channel`, within
     /// `limit` for this direction and the sender's `budget`. Both addresses
     /// must be proven: the peers' handshake addresses, or addresses that
-    /// answered a challenge ([`crate::proto::raw::AddressProof`]); never a
+    /// answered a challenge ([`crate::proto::ControlMessage::AddressProof`]); never a
     /// connection's current `remote_address()`, which a spoofed packet can
     /// move.
     pub fn set_relay_forward(

@@ -20,7 +20,7 @@ pub enum PunchConfigError {
     ZeroProbeSize,
 }
 
-/// Tunables of a [`PunchSession`].
+/// Tunables of a [`PunchSession`](super::PunchSession).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PunchConfig {
     /// Delay between the first and second round.
