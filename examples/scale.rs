@@ -41,8 +41,7 @@ use std::time::{Duration, Instant};
 use antq::identity::{Identity, PeerId};
 use antq::nat::PunchConfig;
 use antq::node::overlay::{Overlay, OverlayConfig, PeerStatus};
-use antq::node::TransportSettings;
-use antq::tunnel::config::BootstrapAddr;
+use antq::node::{BootstrapAddr, TransportSettings};
 use common::{heap_live, rss_kib};
 
 enum Mode {

@@ -6,6 +6,8 @@
 //!
 //! Module map:
 //! - [`identity`]: Ed25519 keys, [`identity::PeerId`], key files.
+//! - [`config`]: shared config-file helpers (errors naming file, field and
+//!   fix; TOML; private keys; the metrics address).
 //! - [`tls`]: rustls raw-public-key configs and verifiers.
 //! - [`proto`]: control messages and their codecs.
 //! - [`nat`]: sans-IO NAT traversal state machines.
@@ -19,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod bootstrap;
+pub mod config;
 pub mod identity;
 pub mod metrics;
 pub mod nat;

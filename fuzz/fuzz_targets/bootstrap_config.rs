@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let path = Path::new(PATH);
     match BootstrapConfig::from_toml(path, text) {
         Ok(c) => {
-            let l = c.limits;
+            let l = c.settings.limits;
             for v in [
                 l.coordination_per_sec,
                 l.coordination_burst,

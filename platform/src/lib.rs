@@ -1,5 +1,5 @@
 //! OS-specific parts of antq: network interface discovery, change events,
-//! TUN device and route setup, the local control channel of a running
+//! TUN device and route setup, the local admin channel (ipc) of a running
 //! tunnel and termination signals. Every `#[cfg(target_os)]` (and
 //! `#[cfg(unix)]` / `#[cfg(windows)]`) of the project lives in this crate,
 //! so the portable core in `antq` never needs one.
@@ -17,7 +17,7 @@
 //! The macOS and Windows modules have been type-checked and tested only by
 //! CI on those systems, not on the Linux machine this crate is developed on.
 //!
-//! [`control`] (Unix socket / named pipe) and [`terminated`] (SIGTERM and
+//! [`ipc`] (Unix socket / named pipe) and [`terminated`] (SIGTERM and
 //! SIGINT / Ctrl-C, Ctrl-Break and console close) are selected by
 //! `cfg(unix)` / `cfg(windows)`. [`release_free_memory`] hands the heap
 //! memory the allocator holds free back to the OS (glibc: `malloc_trim`).
@@ -55,7 +55,7 @@ mod imp;
 #[cfg(any(target_os = "macos", target_os = "windows"))]
 mod plain_tun;
 
-pub mod control;
+pub mod ipc;
 mod memory;
 mod signal;
 mod tun_config;

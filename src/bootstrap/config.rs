@@ -34,11 +34,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{Limits, TcpListen};
-use crate::identity::{Identity, PeerId};
-use crate::tunnel::config::{
-    invalid, load_private_key, parse_metrics, parse_toml, read_text, ConfigError,
-};
+use super::{BootstrapSettings, Limits, TcpListen};
+use crate::config::{invalid, load_private_key, parse_metrics, parse_toml, read_text, ConfigError};
+use crate::identity::PeerId;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,23 +70,16 @@ struct Section {
     metrics: Option<String>,
 }
 
-/// A validated bootstrap configuration.
+/// A validated bootstrap configuration: what [`Bootstrap::start`] takes,
+/// and what the file says about running it (metrics, warnings).
+///
+/// [`Bootstrap::start`]: super::Bootstrap::start
 #[derive(Clone, Debug)]
 pub struct BootstrapConfig {
     /// The file it came from.
     pub path: PathBuf,
-    /// The bootstrap's key pair.
-    pub identity: Identity,
-    /// UDP address to listen on.
-    pub listen: SocketAddr,
-    /// TCP listener for peers whose network drops UDP.
-    pub tcp_listen: TcpListen,
-    /// Whether to relay traffic between peers.
-    pub relay: bool,
-    /// If set, only these keys may use the bootstrap (and its relay).
-    pub allowed_keys: Option<Vec<PeerId>>,
-    /// Rate limits.
-    pub limits: Limits,
+    /// Key, addresses, relaying, allowed keys and limits.
+    pub settings: BootstrapSettings,
     /// Address of the Prometheus metrics listener (loopback only), if on.
     pub metrics: Option<SocketAddr>,
     /// Warnings for the operator.
@@ -256,12 +247,14 @@ impl BootstrapConfig {
             .transpose()?;
         Ok(Self {
             path: path.to_owned(),
-            identity,
-            listen,
-            tcp_listen,
-            relay: s.relay.unwrap_or(true),
-            allowed_keys,
-            limits,
+            settings: BootstrapSettings {
+                identity,
+                listen,
+                tcp_listen,
+                relay: s.relay.unwrap_or(true),
+                allowed_keys,
+                limits,
+            },
             metrics,
             warnings: warning.into_iter().collect(),
         })
@@ -271,6 +264,7 @@ impl BootstrapConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::Identity;
 
     fn load(extra: &str) -> Result<BootstrapConfig, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
@@ -287,17 +281,23 @@ mod tests {
     #[test]
     fn tcp_listen_defaults_to_the_udp_address() {
         let c = load("").unwrap();
-        assert_eq!(c.tcp_listen, TcpListen::SameAsUdp);
-        assert_eq!(c.limits.tcp_max_streams, Limits::default().tcp_max_streams);
+        assert_eq!(c.settings.tcp_listen, TcpListen::SameAsUdp);
+        assert_eq!(
+            c.settings.limits.tcp_max_streams,
+            Limits::default().tcp_max_streams
+        );
     }
 
     #[test]
     fn tcp_listen_can_be_moved_or_turned_off() {
         let c = load("tcp_listen = \"0.0.0.0:443\"\ntcp_max_streams = 10\n").unwrap();
-        assert_eq!(c.tcp_listen, TcpListen::At("0.0.0.0:443".parse().unwrap()));
-        assert_eq!(c.limits.tcp_max_streams, 10);
         assert_eq!(
-            load("tcp_listen = \"off\"\n").unwrap().tcp_listen,
+            c.settings.tcp_listen,
+            TcpListen::At("0.0.0.0:443".parse().unwrap())
+        );
+        assert_eq!(c.settings.limits.tcp_max_streams, 10);
+        assert_eq!(
+            load("tcp_listen = \"off\"\n").unwrap().settings.tcp_listen,
             TcpListen::Off
         );
     }
@@ -317,14 +317,14 @@ mod tests {
 
     #[test]
     fn limits_default_and_can_be_set() {
-        assert_eq!(load("").unwrap().limits, Limits::default());
+        assert_eq!(load("").unwrap().settings.limits, Limits::default());
         let c = load(
             "max_peers = 100\nmax_connections_per_ip = 4\nrelay_max_per_key = 8\n\
              relay_max_total = 50\nrelay_key_bytes_per_sec = 1000\n\
              tcp_max_streams_per_ip = 2\nmax_pending_handshakes = 10\n",
         )
         .unwrap();
-        let l = c.limits;
+        let l = c.settings.limits;
         assert_eq!(
             (
                 l.max_peers,

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::Bootstrap;
 use crate::metrics::{self, load, Registry};
+use crate::node::metrics::collect_node;
 use crate::socket::Transport;
 
 impl Bootstrap {
@@ -116,6 +117,6 @@ impl Bootstrap {
         ] {
             f.int(&[("limit", limit)], value as u64);
         }
-        metrics::collect_node(&self.node, r);
+        collect_node(&self.node, r);
     }
 }

@@ -50,11 +50,12 @@ use rand::RngCore as _;
 
 use self::registry::{Allocation, Held, Moved, Refusal, Registry, RelayOutcome};
 use crate::identity::{Identity, PeerId};
+use crate::nat::canonical;
 use crate::node::{IncomingLimits, Node, NodeConfig, NodeError, PeerConnection};
 use crate::proto::{ControlMessage, UnavailableReason};
 use crate::socket::{
-    bind_tcp, canonical, is_stream_addr, is_virtual, ProvenGuard, RelayBudget, RelayLimit,
-    RelayRoute, StreamLimits, Transport,
+    bind_tcp, is_stream_addr, is_virtual, ProvenGuard, RelayBudget, RelayLimit, RelayRoute,
+    StreamLimits, Transport,
 };
 use crate::tls::{AcceptPolicy, Allowlist};
 
@@ -140,7 +141,8 @@ pub enum TcpListen {
     Off,
 }
 
-/// What a bootstrap server needs to start.
+/// What a bootstrap server needs to start ([`config::BootstrapConfig`]
+/// reads it from a file).
 #[derive(Clone, Debug)]
 pub struct BootstrapSettings {
     /// The bootstrap's key pair.
@@ -155,19 +157,6 @@ pub struct BootstrapSettings {
     pub allowed_keys: Option<Vec<PeerId>>,
     /// Limits.
     pub limits: Limits,
-}
-
-impl From<config::BootstrapConfig> for BootstrapSettings {
-    fn from(c: config::BootstrapConfig) -> Self {
-        Self {
-            identity: c.identity,
-            listen: c.listen,
-            tcp_listen: c.tcp_listen,
-            relay: c.relay,
-            allowed_keys: c.allowed_keys,
-            limits: c.limits,
-        }
-    }
 }
 
 /// Counters of a bootstrap node.

@@ -1,6 +1,6 @@
 //! The bootstrap's status: what it holds, its limits, and everything it
 //! refused, by reason. `antq-tun status` shows it (the bootstrap answers on
-//! its control endpoint, [`control_name`]); the metrics carry the same
+//! its ipc endpoint, [`ipc_name`]); the metrics carry the same
 //! counters ([`super::metrics`]).
 
 use std::collections::BTreeMap;
@@ -10,10 +10,10 @@ use std::sync::atomic::Ordering;
 use super::{Bootstrap, Limits};
 use crate::socket::Transport;
 
-/// The name of a bootstrap's control endpoint (like a tunnel's interface
+/// The name of a bootstrap's ipc endpoint (like a tunnel's interface
 /// name): `bootstrap-PORT` when it listens on every address, else
 /// `bootstrap-IP-PORT` (`:` of IPv6 written as `_`).
-pub fn control_name(listen: SocketAddr) -> String {
+pub fn ipc_name(listen: SocketAddr) -> String {
     if listen.ip().is_unspecified() {
         format!("bootstrap-{}", listen.port())
     } else {
@@ -145,18 +145,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn control_names_are_file_and_pipe_safe() {
+    fn ipc_names_are_file_and_pipe_safe() {
+        assert_eq!(ipc_name("0.0.0.0:9000".parse().unwrap()), "bootstrap-9000");
+        assert_eq!(ipc_name("[::]:9000".parse().unwrap()), "bootstrap-9000");
         assert_eq!(
-            control_name("0.0.0.0:9000".parse().unwrap()),
-            "bootstrap-9000"
-        );
-        assert_eq!(control_name("[::]:9000".parse().unwrap()), "bootstrap-9000");
-        assert_eq!(
-            control_name("198.18.0.10:9000".parse().unwrap()),
+            ipc_name("198.18.0.10:9000".parse().unwrap()),
             "bootstrap-198.18.0.10-9000"
         );
         assert_eq!(
-            control_name("[2001:db8::1]:443".parse().unwrap()),
+            ipc_name("[2001:db8::1]:443".parse().unwrap()),
             "bootstrap-2001_db8__1-443"
         );
     }

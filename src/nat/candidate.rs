@@ -20,9 +20,11 @@
 //! - [`check_list`] forms candidate pairs and sorts them by the RFC 8445
 //!   §6.1.2.3 pair priority.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use antq_platform::Interface;
+
+use super::addr::{canonical, canonical_ip, is_link_local_v6};
 
 /// The single ICE component we use (RFC 8445 component ID 1).
 pub const COMPONENT: u32 = 1;
@@ -68,23 +70,6 @@ pub fn local_preference(ip: IpAddr, rank: u16) -> u16 {
     (65535 - 256 - rank_penalty) + family_bonus
 }
 
-/// Converts IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) into IPv4.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        },
-        v4 => v4,
-    }
-}
-
-/// Canonical form of a socket address (see [`canonical_ip`]); drops any IPv6
-/// flow info and scope id of mapped addresses.
-pub fn canonical_addr(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(canonical_ip(addr.ip()), addr.port())
-}
-
 /// A transport address at which a node may be reachable.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
@@ -105,7 +90,7 @@ impl Candidate {
     /// A candidate of `kind` at `addr` with the given local preference.
     pub fn new(addr: SocketAddr, kind: CandidateKind, local_pref: u16) -> Self {
         Candidate {
-            addr: canonical_addr(addr),
+            addr: canonical(addr),
             kind,
             priority: candidate_priority(kind, local_pref),
             base: None,
@@ -125,7 +110,7 @@ impl Candidate {
             CandidateKind::ServerReflexive,
             local_preference(addr.ip(), 0),
         );
-        c.base = Some(canonical_addr(base));
+        c.base = Some(canonical(base));
         c
     }
 
@@ -136,7 +121,7 @@ impl Candidate {
             CandidateKind::PeerReflexive,
             local_preference(addr.ip(), 0),
         );
-        c.base = base.map(canonical_addr);
+        c.base = base.map(canonical);
         c
     }
 
@@ -149,7 +134,7 @@ impl Candidate {
         };
         let local_pref = (confidence * 65535.0) as u16;
         let mut c = Self::new(addr, CandidateKind::Predicted, local_pref);
-        c.base = base.map(canonical_addr);
+        c.base = base.map(canonical);
         c.confidence = Some(confidence);
         c
     }
@@ -173,13 +158,9 @@ pub fn is_unusable_ip(ip: IpAddr) -> bool {
                 || v4.is_broadcast()
         }
         IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.is_unspecified() || v6.is_multicast() || is_ipv6_link_local(&v6)
+            v6.is_loopback() || v6.is_unspecified() || v6.is_multicast() || is_link_local_v6(&v6)
         }
     }
-}
-
-fn is_ipv6_link_local(ip: &Ipv6Addr) -> bool {
-    (ip.segments()[0] & 0xffc0) == 0xfe80
 }
 
 /// A host address, with or without a port.
@@ -319,7 +300,7 @@ impl CandidateSet {
         let mut added = 0;
         for (addr, iface) in addrs {
             let addr = match addr.into() {
-                HostAddr::Socket(a) => canonical_addr(a),
+                HostAddr::Socket(a) => canonical(a),
                 HostAddr::Ip(ip) => SocketAddr::new(canonical_ip(ip), port),
             };
             if addr.port() == 0 || !self.acceptable(addr.ip()) {
@@ -382,7 +363,7 @@ impl CandidateSet {
     /// and enforces the caps. Returns whether `c` is in the set afterwards.
     pub fn insert(&mut self, c: Candidate) -> bool {
         let mut c = c;
-        c.addr = canonical_addr(c.addr);
+        c.addr = canonical(c.addr);
         if let Some(existing) = self.candidates.iter_mut().find(|e| e.addr == c.addr) {
             if existing.priority >= c.priority {
                 return false;
@@ -609,7 +590,7 @@ mod tests {
             0,
             0,
         ));
-        assert_eq!(canonical_addr(v6), sa("1.2.3.4:9"));
+        assert_eq!(canonical(v6), sa("1.2.3.4:9"));
         let c = Candidate::server_reflexive(v6, v6);
         assert_eq!(c.addr, sa("1.2.3.4:9"));
         assert_eq!(c.base, Some(sa("1.2.3.4:9")));

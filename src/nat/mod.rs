@@ -4,6 +4,8 @@
 //! `now: Instant` arguments, outputs are pulled with `poll_*` methods, and the
 //! driver (see the `node` module) owns sockets, timers and encoding.
 //!
+//! - [`addr`]: the canonical form of addresses and the private-address
+//!   predicate, shared by every layer above.
 //! - [`candidate`]: candidates, priorities (RFC 8445), host addresses from
 //!   the platform's interface list, the filtered [`CandidateSet`] and
 //!   candidate-pair check lists.
@@ -24,6 +26,7 @@
 //! (direct while it is [`Liveness`]-healthy, else the relay) is decided by the
 //! overlay in `node`, which owns both connections.
 
+pub mod addr;
 pub mod candidate;
 pub mod liveness;
 pub mod prediction;
@@ -37,10 +40,10 @@ pub(crate) mod sim;
 #[cfg(test)]
 mod sim_tests;
 
+pub use addr::{canonical, canonical_ip, is_private_ip};
 pub use candidate::{
-    canonical_addr, canonical_ip, check_list, host_addresses, interface_addresses, pair_priority,
-    Candidate, CandidateKind, CandidatePair, CandidateSet, CandidateSetConfig, HostAddr,
-    InterfaceInfo, Role,
+    check_list, host_addresses, interface_addresses, pair_priority, Candidate, CandidateKind,
+    CandidatePair, CandidateSet, CandidateSetConfig, HostAddr, InterfaceInfo, Role,
 };
 pub use liveness::{Liveness, LivenessConfig, PathCounters, PathHealth};
 pub use prediction::{

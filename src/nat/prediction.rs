@@ -24,7 +24,8 @@
 
 use std::net::SocketAddr;
 
-use super::candidate::{canonical_addr, Candidate};
+use super::addr::canonical;
+use super::candidate::Candidate;
 
 /// One bootstrap's observation of our local socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,13 +128,13 @@ fn usable(observations: &[Observation]) -> Vec<Observation> {
     let Some(first) = observations.first() else {
         return Vec::new();
     };
-    let base = canonical_addr(first.base);
+    let base = canonical(first.base);
     observations
         .iter()
         .map(|o| Observation {
-            server: canonical_addr(o.server),
-            base: canonical_addr(o.base),
-            mapped: canonical_addr(o.mapped),
+            server: canonical(o.server),
+            base: canonical(o.base),
+            mapped: canonical(o.mapped),
         })
         .filter(|o| o.base == base)
         .collect()

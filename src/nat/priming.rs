@@ -7,14 +7,16 @@
 //! second NAT would drop a TTL-2 probe (TTL 1 on arrival) before mapping it.
 //!
 //! Our NATs are the first routers on the path, and they answer from
-//! private addresses (RFC 1918, the shared CGNAT range 100.64.0.0/10,
-//! link-local; IPv6 unique-local and link-local). So the number of leading
+//! private addresses ([`is_private_ip`]: RFC 1918, the shared CGNAT range
+//! 100.64.0.0/10, link-local; IPv6 unique-local and link-local). So the number of leading
 //! hops with such an address, as a traceroute toward the bootstrap sees
 //! them, counts our NAT layers (an ISP router with a private address in
 //! between counts too: one hop more is harmless, the peer's NAT is many
 //! hops further away).
 
 use std::net::IpAddr;
+
+use super::addr::is_private_ip;
 
 /// The TTL used when nothing better is known: one NAT (a home router).
 pub const DEFAULT_PRIME_TTL: u8 = 2;
@@ -34,7 +36,7 @@ pub const TRACE_HOPS: u8 = MAX_PRIME_TTL;
 pub fn prime_ttl_for(hops: &[Option<IpAddr>]) -> u8 {
     let private = hops
         .iter()
-        .take_while(|hop| hop.is_some_and(is_private_hop))
+        .take_while(|hop| hop.is_some_and(is_private_ip))
         .count();
     let ttl = u8::try_from(private + 1).unwrap_or(u8::MAX);
     ttl.clamp(DEFAULT_PRIME_TTL, MAX_PRIME_TTL)
@@ -55,21 +57,6 @@ pub fn prime_ttl_from_trace(hops: &[antq_platform::Hop]) -> (u8, Vec<Option<IpAd
         })
         .collect();
     (prime_ttl_for(&routers), routers)
-}
-
-/// Whether a router at `ip` is on our side of our NATs: a private,
-/// shared (CGNAT) or link-local address.
-fn is_private_hop(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_private() || v4.is_link_local() || (a == 100 && (64..128).contains(&b))
-        }
-        IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
-        }
-    }
 }
 
 #[cfg(test)]

@@ -12,162 +12,47 @@
 //! channel ([`control`]) with a `HELLO` once it has accepted the key, and
 //! `connect` returns only after reading it: a refusal is reported as
 //! [`ConnectError::Refused`].
+//!
+//! Files: this one holds [`Node`], its errors and counters; `config.rs`
+//! what a node starts with ([`NodeConfig`], [`BootstrapAddr`]);
+//! `admission.rs` who gets in ([`IncomingLimits`], the accept loop);
+//! `connection.rs` [`PeerConnection`]; [`control`] the QUIC control
+//! channel; `metrics.rs` the node's Prometheus collector; [`overlay`] the
+//! peer-to-peer overlay; `punch_driver.rs` runs punch sessions on the
+//! socket.
 
+mod admission;
+mod config;
+mod connection;
 pub mod control;
+pub(crate) mod metrics;
 pub mod overlay;
 pub mod peer_state;
 mod punch_driver;
 
-use std::collections::HashMap;
+pub use admission::IncomingLimits;
+pub use config::{BootstrapAddr, NodeConfig, TransportSettings};
+pub use connection::PeerConnection;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
+use self::admission::{accept_loop, PunchedAddrs};
+use self::config::transport_config;
 use self::control::{ControlChannel, ControlError, FrameReader};
 use crate::identity::{Identity, PeerId};
-use crate::ratelimit::{source_prefix, Concurrency, ConcurrencyError, KeyedBuckets};
+use crate::nat::canonical;
 use crate::socket::{self, AntqSocket};
 use crate::tls::{self, AcceptPolicy, TlsError};
 
 /// Delay between starting connection attempts to successive addresses.
 const ATTEMPT_STAGGER: Duration = Duration::from_millis(150);
-
-/// Transport settings shared by every connection of a node.
-#[derive(Clone, Debug)]
-pub struct TransportSettings {
-    /// Interval of QUIC keep-alive packets; keeps NAT mappings open.
-    pub keep_alive: Duration,
-    /// A connection with no traffic for this long is closed.
-    pub idle_timeout: Duration,
-    /// How long `connect` waits for a handshake and welcome.
-    pub connect_timeout: Duration,
-    /// Initial UDP payload size; MTU discovery probes upwards from here.
-    /// Must be at least 1200 (the QUIC minimum). It is also the floor:
-    /// quinn's black-hole detection never goes below it, since the tunnel
-    /// promises its devices datagrams of this size (a lossy path would
-    /// otherwise shrink them below the TUN MTU for minutes).
-    pub initial_mtu: u16,
-    /// Unidirectional streams a peer may have open at once. The protocol
-    /// opens one in each direction, the control channel ([`control`]).
-    /// quinn sets up every stream a peer may open when the connection
-    /// starts (its default of 100 costs about 8 KiB per connection), and
-    /// buffers data for streams nobody reads up to the stream window.
-    pub max_uni_streams: u32,
-    /// Bidirectional streams a peer may have open at once. The overlay and
-    /// the bootstrap open none; [`PeerConnection::open_bi`] is there for
-    /// other users of [`Node`].
-    pub max_bidi_streams: u32,
-    /// Bytes of QUIC datagrams from a peer that may wait unread. `None`:
-    /// peers may not send datagrams at all (the bootstrap, which relays raw
-    /// frames outside QUIC and reads no datagram; a buffer there would only
-    /// let every client pin memory).
-    pub datagram_receive_buffer: Option<usize>,
-}
-
-impl Default for TransportSettings {
-    fn default() -> Self {
-        Self {
-            keep_alive: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(10),
-            initial_mtu: 1360,
-            max_uni_streams: 4,
-            max_bidi_streams: 4,
-            datagram_receive_buffer: Some(4 << 20),
-        }
-    }
-}
-
-/// Everything needed to start a [`Node`].
-#[derive(Clone, Debug)]
-pub struct NodeConfig {
-    /// This node's key pair.
-    pub identity: Identity,
-    /// UDP address to bind; `[::]:port` binds dual-stack.
-    pub bind: SocketAddr,
-    /// Which client keys may connect to this node.
-    pub accept: AcceptPolicy,
-    /// Transport settings.
-    pub transport: TransportSettings,
-    /// Limits on incoming connections (rate and number per source, total,
-    /// handshakes under way).
-    pub incoming: IncomingLimits,
-    /// Validate a client's address with a QUIC Retry before answering its
-    /// handshake (on by default). Without it, quinn answers an Initial from
-    /// any (possibly spoofed) source with up to three times its size plus
-    /// one datagram (its anti-amplification check lets the last datagram
-    /// overshoot); with it, the only answer to an unvalidated address is a
-    /// Retry smaller than the Initial, at the cost of one round trip per
-    /// incoming handshake. Relay paths (virtual addresses) are exempt: the
-    /// relay only forwards between addresses it validated itself. The
-    /// per-IP limit counts validated addresses only, so spoofed Initials
-    /// cannot use up another host's allowance.
-    pub validate_addresses: bool,
-    /// Send 1-RTT QUIC packets only to proven addresses: the validated
-    /// source of each accepted handshake, the address of each connection we
-    /// dialed, and what the owner proves with [`AntqSocket::prove`] (see
-    /// [`crate::socket::ProvenAddrs`]). Off by default; a bootstrap turns it
-    /// on so that a client spoofing its source address cannot make QUIC
-    /// send anything to a victim.
-    pub send_only_to_proven: bool,
-}
-
-impl NodeConfig {
-    /// A config with default transport settings.
-    pub fn new(identity: Identity, bind: SocketAddr, accept: AcceptPolicy) -> Self {
-        Self {
-            identity,
-            bind,
-            accept,
-            transport: TransportSettings::default(),
-            incoming: IncomingLimits::default(),
-            validate_addresses: true,
-            send_only_to_proven: false,
-        }
-    }
-}
-
-/// Limits on incoming connections. A *source* is an IPv4 address or an
-/// IPv6 /64 ([`crate::ratelimit::source_prefix`]); a TCP stream path counts
-/// as its TCP peer's address. The defaults bound only the handshakes under
-/// way: a peer node takes whatever its allowlist lets in, a bootstrap sets
-/// all of them.
-#[derive(Clone, Copy, Debug)]
-pub struct IncomingLimits {
-    /// New handshakes per second per source and their burst. Excess
-    /// handshakes are ignored without an answer.
-    pub per_source_rate: Option<(f64, f64)>,
-    /// Incoming connections held at once (handshaking or established) from
-    /// one source. Excess handshakes are refused (the client sees
-    /// `ConnectionRefused`).
-    pub max_per_source: usize,
-    /// Incoming connections held at once in total. At the cap, a handshake
-    /// from a source holding at least two fewer connections than the
-    /// largest holder closes that holder's newest connection to make room;
-    /// others are refused. So sources holding many cannot lock out sources
-    /// holding few.
-    pub max_total: usize,
-    /// Handshakes under way at once (key checks not yet finished). Excess
-    /// handshakes are ignored without an answer.
-    pub max_pending: usize,
-}
-
-impl Default for IncomingLimits {
-    fn default() -> Self {
-        Self {
-            per_source_rate: None,
-            max_per_source: usize::MAX,
-            max_total: usize::MAX,
-            max_pending: 256,
-        }
-    }
-}
 
 /// Errors from starting a node.
 #[derive(Debug, thiserror::Error)]
@@ -602,7 +487,7 @@ impl Node {
             Ok(PeerConnection {
                 conn,
                 peer,
-                origin: socket::canonical(addr),
+                origin: canonical(addr),
                 control,
             })
         };
@@ -643,342 +528,4 @@ impl Node {
 /// 0x100..=0x1ff, RFC 9001 §4.8).
 fn is_crypto_code(close: &quinn::ConnectionClose) -> bool {
     (0x100..=0x1ff).contains(&u64::from(close.error_code))
-}
-
-fn transport_config(settings: &TransportSettings) -> Result<quinn::TransportConfig, NodeError> {
-    if settings.initial_mtu < 1200 {
-        return Err(NodeError::Transport(format!(
-            "initial_mtu {} is below the QUIC minimum of 1200",
-            settings.initial_mtu
-        )));
-    }
-    let idle = quinn::IdleTimeout::try_from(settings.idle_timeout).map_err(|_| {
-        NodeError::Transport(format!(
-            "idle timeout {:?} too large",
-            settings.idle_timeout
-        ))
-    })?;
-    let mut transport = quinn::TransportConfig::default();
-    transport
-        .keep_alive_interval(Some(settings.keep_alive))
-        .max_idle_timeout(Some(idle))
-        .initial_mtu(settings.initial_mtu)
-        .min_mtu(settings.initial_mtu)
-        .max_concurrent_uni_streams(settings.max_uni_streams.into())
-        .max_concurrent_bidi_streams(settings.max_bidi_streams.into())
-        .datagram_receive_buffer_size(settings.datagram_receive_buffer)
-        .datagram_send_buffer_size(4 << 20);
-    Ok(transport)
-}
-
-/// Most sources tracked by the incoming rate limit (see [`KeyedBuckets`]
-/// for which are forgotten first).
-const MAX_TRACKED_SOURCES: usize = 16_384;
-
-/// Most addresses remembered by [`PunchedAddrs`].
-const MAX_PUNCHED_ADDRS: usize = 1024;
-
-/// Addresses that answered a hole punch a moment ago, with the time until
-/// which their handshakes skip the Retry.
-#[derive(Debug, Default)]
-struct PunchedAddrs(std::sync::Mutex<HashMap<SocketAddr, Instant>>);
-
-impl PunchedAddrs {
-    fn insert(&self, addr: SocketAddr, until: Instant) {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        map.retain(|_, t| *t > now);
-        if map.len() < MAX_PUNCHED_ADDRS {
-            map.insert(socket::canonical(addr), until);
-        }
-    }
-
-    fn contains(&self, addr: SocketAddr, now: Instant) -> bool {
-        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        map.get(&socket::canonical(addr)).is_some_and(|t| *t > now)
-    }
-}
-
-/// `validate`: send a Retry to every client whose address is not yet
-/// validated, except the addresses in it.
-async fn accept_loop(
-    endpoint: quinn::Endpoint,
-    socket: Arc<AntqSocket>,
-    tx: mpsc::Sender<PeerConnection>,
-    stats: Arc<NodeStats>,
-    limits: IncomingLimits,
-    validate: Option<Arc<PunchedAddrs>>,
-) {
-    let mut buckets = limits
-        .per_source_rate
-        .map(|(rate, burst)| KeyedBuckets::new(rate, burst, MAX_TRACKED_SOURCES));
-    let held = Concurrency::new(limits.max_per_source, limits.max_total);
-    let by_source = BySource::default();
-    let pending = Arc::new(tokio::sync::Semaphore::new(limits.max_pending));
-    while let Some(incoming) = endpoint.accept().await {
-        let remote = incoming.remote_address();
-        if validate
-            .as_ref()
-            .is_some_and(|punched| !punched.contains(remote, Instant::now()))
-            && !socket::is_virtual(remote)
-            && !incoming.remote_address_validated()
-            && incoming.may_retry()
-        {
-            stats.retries.fetch_add(1, Ordering::Relaxed);
-            if let Err(error) = incoming.retry() {
-                tracing::debug!(%remote, "cannot send a Retry; handshake ignored");
-                error.into_incoming().ignore();
-            }
-            continue;
-        }
-        // A stream path counts as the TCP peer behind it.
-        let source = source_prefix(
-            socket
-                .stream_peer(remote)
-                .unwrap_or_else(|| socket::canonical(remote))
-                .ip(),
-        );
-        if let Some(buckets) = &mut buckets {
-            if !buckets.try_take(source, 1.0, Instant::now()) {
-                stats.handshakes_limited.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(%remote, "incoming connection over the per-source rate ignored");
-                incoming.ignore();
-                continue;
-            }
-        }
-        let Ok(pending) = pending.clone().try_acquire_owned() else {
-            stats.refused_pending.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%remote, "too many handshakes under way; ignored");
-            incoming.ignore();
-            continue;
-        };
-        let permit = match held.acquire_fair(source) {
-            Ok((permit, victim)) => {
-                if let Some(victim) = victim {
-                    make_room(&by_source, victim, &stats);
-                }
-                permit
-            }
-            Err(error) => {
-                let counter = match error {
-                    ConcurrencyError::PerKey => &stats.refused_per_source,
-                    ConcurrencyError::Total => &stats.refused_total,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(%remote, %error, "incoming connection refused");
-                incoming.refuse();
-                continue;
-            }
-        };
-        let proven = socket.guards_sends().then(|| socket.prove(remote));
-        let tx = tx.clone();
-        let stats = stats.clone();
-        let by_source = by_source.clone();
-        tokio::spawn(async move {
-            let accepted = accept_one(incoming).await;
-            drop(pending);
-            match accepted {
-                Ok(conn) => {
-                    stats.accepted.fetch_add(1, Ordering::Relaxed);
-                    let closed = conn.conn.clone();
-                    let id = closed.stable_id();
-                    lock_sources(&by_source)
-                        .entry(source)
-                        .or_default()
-                        .push(closed.clone());
-                    if tx.send(conn).await.is_ok() {
-                        // The connection's place is held until it closes.
-                        closed.closed().await;
-                    }
-                    let mut sources = lock_sources(&by_source);
-                    if let Some(list) = sources.get_mut(&source) {
-                        list.retain(|c| c.stable_id() != id);
-                        if list.is_empty() {
-                            sources.remove(&source);
-                        }
-                    }
-                    drop(sources);
-                    drop((permit, proven));
-                }
-                Err(error) => {
-                    stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%remote, %error, "incoming handshake failed");
-                }
-            }
-        });
-    }
-}
-
-/// Established incoming connections by source, newest last.
-type BySource = Arc<std::sync::Mutex<HashMap<std::net::IpAddr, Vec<quinn::Connection>>>>;
-
-fn lock_sources(
-    by_source: &BySource,
-) -> std::sync::MutexGuard<'_, HashMap<std::net::IpAddr, Vec<quinn::Connection>>> {
-    by_source.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Closes the newest connection of `source`, the largest holder, so that a
-/// source holding fewer gets in.
-fn make_room(by_source: &BySource, source: std::net::IpAddr, stats: &NodeStats) {
-    let newest = lock_sources(by_source).get_mut(&source).and_then(Vec::pop);
-    if let Some(conn) = newest {
-        stats.evicted.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(%source, remote = %conn.remote_address(), "connection closed to make room");
-        conn.close(0u32.into(), b"too many connections from your network");
-    }
-}
-
-async fn accept_one(incoming: quinn::Incoming) -> Result<PeerConnection, AcceptError> {
-    let origin = socket::canonical(incoming.remote_address());
-    let conn = incoming.await?;
-    let peer = conn
-        .peer_identity()
-        .as_deref()
-        .and_then(tls::peer_id_of)
-        .ok_or(AcceptError::NoPeerKey)?;
-    let mut send = conn.open_uni().await?;
-    control::send_hello(&mut send).await?;
-    let mut reader = FrameReader::new(conn.accept_uni().await?);
-    reader.expect_hello().await?;
-    let control = Arc::new(ControlChannel::new(conn.clone(), send, reader));
-    tracing::debug!(peer = %peer.short(), remote = %conn.remote_address(), "accepted");
-    Ok(PeerConnection {
-        conn,
-        peer,
-        origin,
-        control,
-    })
-}
-
-/// Why an incoming connection was not accepted.
-#[derive(Debug, thiserror::Error)]
-enum AcceptError {
-    #[error("handshake: {0}")]
-    Handshake(#[from] quinn::ConnectionError),
-    #[error("handshake finished without a peer key")]
-    NoPeerKey,
-    #[error("control channel: {0}")]
-    Control(#[from] ControlError),
-}
-
-/// An authenticated connection to one peer.
-#[derive(Clone, Debug)]
-pub struct PeerConnection {
-    conn: quinn::Connection,
-    peer: PeerId,
-    origin: SocketAddr,
-    control: Arc<ControlChannel>,
-}
-
-impl PeerConnection {
-    /// The peer's authenticated key.
-    pub fn peer_id(&self) -> PeerId {
-        self.peer
-    }
-
-    /// The peer's current UDP address, as QUIC sees it. QUIC moves a
-    /// connection to the source of the newest packet *before* it has
-    /// validated that address, so this may be a spoofed one for a moment:
-    /// never send anything on the peer's behalf there (see
-    /// [`Self::origin`] and the bootstrap's address proofs).
-    pub fn remote_address(&self) -> SocketAddr {
-        self.conn.remote_address()
-    }
-
-    /// The address the connection was made with (canonical form): the one
-    /// we dialed, or the source of an accepted handshake, which the QUIC
-    /// Retry (or the TCP connection of a stream path) validated.
-    pub fn origin(&self) -> SocketAddr {
-        self.origin
-    }
-
-    /// Current round-trip time estimate.
-    pub fn rtt(&self) -> Duration {
-        self.conn.rtt()
-    }
-
-    /// The largest datagram that can be sent now, if the peer accepts datagrams.
-    pub fn max_datagram_size(&self) -> Option<usize> {
-        self.conn.max_datagram_size()
-    }
-
-    /// Sends an unreliable datagram.
-    pub fn send_datagram(&self, data: Bytes) -> Result<(), quinn::SendDatagramError> {
-        self.conn.send_datagram(data)
-    }
-
-    /// Receives the next datagram.
-    pub async fn recv_datagram(&self) -> Result<Bytes, quinn::ConnectionError> {
-        self.conn.read_datagram().await
-    }
-
-    /// A datagram that has already arrived, without waiting: `None` when
-    /// there is none yet.
-    pub fn try_recv_datagram(&self) -> Option<Result<Bytes, quinn::ConnectionError>> {
-        crate::now_or_never(self.conn.read_datagram())
-    }
-
-    /// Opens a bidirectional stream.
-    pub async fn open_bi(
-        &self,
-    ) -> Result<(quinn::SendStream, quinn::RecvStream), quinn::ConnectionError> {
-        self.conn.open_bi().await
-    }
-
-    /// Accepts a bidirectional stream opened by the peer.
-    pub async fn accept_bi(
-        &self,
-    ) -> Result<(quinn::SendStream, quinn::RecvStream), quinn::ConnectionError> {
-        self.conn.accept_bi().await
-    }
-
-    /// Resolves when the connection closes, with the reason.
-    pub async fn closed(&self) -> quinn::ConnectionError {
-        self.conn.closed().await
-    }
-
-    /// Closes the connection.
-    pub fn close(&self, reason: &str) {
-        self.conn.close(0u32.into(), reason.as_bytes());
-    }
-
-    /// Transport statistics.
-    pub fn stats(&self) -> quinn::ConnectionStats {
-        self.conn.stats()
-    }
-
-    /// The counters dead-path detection needs ([`crate::nat::Liveness`]).
-    pub fn path_counters(&self) -> crate::nat::PathCounters {
-        let stats = self.conn.stats();
-        let f = &stats.frame_tx;
-        crate::nat::PathCounters {
-            eliciting_sent: f.datagram
-                + f.stream
-                + f.ping
-                + f.crypto
-                + f.max_data
-                + f.max_stream_data
-                + f.new_connection_id
-                + f.retire_connection_id
-                + f.path_challenge
-                + f.path_response,
-            datagrams_received: stats.udp_rx.datagrams,
-        }
-    }
-
-    /// The connection's control channel.
-    pub fn control(&self) -> &ControlChannel {
-        &self.control
-    }
-
-    /// Whether this connection runs over a relay (a virtual address).
-    pub fn is_relayed(&self) -> bool {
-        socket::is_virtual(self.conn.remote_address())
-    }
-
-    /// The underlying quinn connection.
-    pub fn quinn(&self) -> &quinn::Connection {
-        &self.conn
-    }
 }

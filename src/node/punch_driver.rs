@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::nat::{self, PunchEvent, PunchSession};
-use crate::proto::raw::{Probe, ProbeKind};
+use crate::nat::{PunchEvent, PunchSession};
+use crate::proto::raw::Probe;
 use crate::socket::AntqSocket;
 
 /// How long before a deadline the precise sender stops sleeping and spins
@@ -68,10 +68,7 @@ fn drain(session: &mut PunchSession, token: [u8; 16]) -> Vec<Outgoing> {
     let mut out = Vec::new();
     while let Some(t) = session.poll_transmit() {
         let probe = Probe {
-            kind: match t.probe.kind {
-                nat::ProbeKind::Probe => ProbeKind::Probe,
-                nat::ProbeKind::Ack => ProbeKind::Ack,
-            },
+            kind: t.probe.kind,
             token,
             round: t.probe.round,
             seq: t.probe.seq,
@@ -180,11 +177,8 @@ pub(crate) async fn run(
         tokio::select! {
             received = probes.recv() => match received {
                 Some(p) => {
-                    let kind = match p.probe.kind {
-                        ProbeKind::Probe => nat::ProbeKind::Probe,
-                        ProbeKind::Ack => nat::ProbeKind::Ack,
-                    };
-                    session.handle_probe(p.from, kind, p.probe.round, p.probe.seq, Instant::now());
+                    let Probe { kind, round, seq, .. } = p.probe;
+                    session.handle_probe(p.from, kind, round, seq, Instant::now());
                 }
                 None => return,
             },

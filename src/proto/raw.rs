@@ -106,9 +106,10 @@ pub fn parse_relay(datagram: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
 /// Whether a punch frame is a probe or the answer to one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProbeKind {
-    /// `PUNCH_PROBE` (`0x02`).
+    /// `PUNCH_PROBE` (`0x02`): a connectivity check.
     Probe,
-    /// `PUNCH_ACK` (`0x03`).
+    /// `PUNCH_ACK` (`0x03`): the answer to a probe, echoing its round and
+    /// seq.
     Ack,
 }
 

@@ -37,11 +37,22 @@
 //!   forwarded exactly like UDP datagrams. A listener's streams are limited
 //!   per source and in total, and closed unless claimed
 //!   ([`AntqSocket::claim_stream`]) soon after they open ([`tcp`]).
+//!
+//! Files: this one holds the socket, its sends and quinn's side of it;
+//! `recv.rs` sorts what is received, `relay.rs` holds the relay paths and
+//! forwarding entries, `guard.rs` the send guard (its challenges in
+//! [`proof`]), `metrics.rs` the socket's Prometheus collector.
 
 pub mod framing;
+mod guard;
+pub(crate) mod metrics;
 pub mod proof;
+mod recv;
+mod relay;
 pub mod tcp;
 
+pub use guard::{ProvenAddrs, ProvenGuard, PROVEN_GRACE};
+pub use relay::{RelayBudget, RelayLimit, RelayRoute};
 pub use tcp::{bind_tcp, is_stream_addr, StreamError, StreamLimits, Transport};
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -59,16 +70,12 @@ use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, Runtime as _, UdpPoller};
 use tokio::sync::mpsc;
 
-use crate::nat::canonical_ip;
-use crate::proto::raw::{
-    self, classify, encode_relay_header, parse_relay, PacketClass, RelayHeader,
-};
-use crate::ratelimit::TokenBucket;
+use self::recv::PendingPacket;
+use self::relay::{Forward, RelayTable};
+use crate::nat::{canonical, canonical_ip};
 
 /// Capacity of the queue of raw frames waiting for the NAT driver.
 const RAW_QUEUE: usize = 1024;
-/// Capacity of the queue of unwrapped packets waiting for quinn.
-const PENDING_QUEUE: usize = 4096;
 
 /// Binds a UDP socket. An unspecified IPv6 address binds dual-stack (IPv4
 /// peers then appear as IPv4-mapped addresses, which this module hides).
@@ -83,17 +90,6 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let _ = socket.set_send_buffer_size(4 << 20);
     socket.bind(&addr.into())?;
     Ok(socket.into())
-}
-
-/// Maps an IPv4-mapped IPv6 address to plain IPv4; leaves others alone.
-pub fn canonical(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-            None => addr,
-        },
-        SocketAddr::V4(_) => addr,
-    }
 }
 
 /// Whether `addr` is a virtual address (`240.0.0.0/4` but the broadcast
@@ -113,15 +109,6 @@ pub struct RawPacket {
     pub from: SocketAddr,
     /// The whole datagram, first byte included.
     pub data: Bytes,
-}
-
-/// Where packets for one relay path go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct RelayRoute {
-    /// The relay server's address (canonical form).
-    pub server: SocketAddr,
-    /// The channel id the server granted.
-    pub channel: u32,
 }
 
 /// Counters of the shared socket.
@@ -189,127 +176,6 @@ pub struct SocketStats {
     pub challenges_sent: AtomicU64,
     /// Held packets sent after their address was proven.
     pub proven_released: AtomicU64,
-}
-
-/// Addresses QUIC may send 1-RTT packets to, when the guard is on
-/// ([`AntqSocket::guard_sends`]): each is held by [`ProvenGuard`]s, and
-/// allowed while one is alive and for [`PROVEN_GRACE`] after the last one
-/// went (a closing connection's last packets leave after its owner let go).
-#[derive(Debug, Default)]
-pub struct ProvenAddrs {
-    on: std::sync::atomic::AtomicBool,
-    held: RwLock<HashMap<SocketAddr, Holders>>,
-}
-
-/// How long an address stays allowed after its last guard went.
-pub const PROVEN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The guards of one address, and when the last one went.
-#[derive(Debug, Default, Clone, Copy)]
-struct Holders {
-    count: u32,
-    released: Option<Instant>,
-}
-
-impl Holders {
-    fn allowed(&self, now: Instant) -> bool {
-        self.count > 0
-            || self
-                .released
-                .is_some_and(|t| now.saturating_duration_since(t) < PROVEN_GRACE)
-    }
-}
-
-impl ProvenAddrs {
-    fn holds(&self, addr: SocketAddr) -> bool {
-        self.held
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&canonical(addr))
-            .is_some_and(|h| h.allowed(Instant::now()))
-    }
-}
-
-/// Keeps one address in [`ProvenAddrs`] while alive.
-#[derive(Debug)]
-pub struct ProvenGuard {
-    socket: Arc<AntqSocket>,
-    addr: SocketAddr,
-}
-
-impl ProvenGuard {
-    /// The address held.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for ProvenGuard {
-    fn drop(&mut self) {
-        let mut held = self
-            .socket
-            .proven
-            .held
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(h) = held.get_mut(&self.addr) {
-            h.count = h.count.saturating_sub(1);
-            if h.count == 0 {
-                h.released = Some(Instant::now());
-            }
-        }
-    }
-}
-
-/// One direction of a relay allocation on a bootstrap node.
-#[derive(Debug)]
-struct Forward {
-    to: RelayRoute,
-    limit: Mutex<TokenBucket>,
-    budget: Arc<RelayBudget>,
-}
-
-/// The relay byte budget of one sender (bootstrap side): shared by every
-/// relay direction a key sends on, so that many allocations do not multiply
-/// what one key may make the bootstrap send.
-#[derive(Debug)]
-pub struct RelayBudget(Mutex<TokenBucket>);
-
-impl RelayBudget {
-    /// A budget of `limit`, full.
-    pub fn new(limit: RelayLimit) -> Self {
-        Self(Mutex::new(TokenBucket::new(
-            limit.bytes_per_sec,
-            limit.burst_bytes,
-            Instant::now(),
-        )))
-    }
-
-    fn try_take(&self, bytes: usize, now: Instant) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .try_take(bytes as f64, now)
-    }
-}
-
-/// Bandwidth limit of one relay direction.
-#[derive(Clone, Copy, Debug)]
-pub struct RelayLimit {
-    /// Sustained bytes per second.
-    pub bytes_per_sec: f64,
-    /// Burst size in bytes.
-    pub burst_bytes: f64,
-}
-
-/// A packet unwrapped or split out of a batch, waiting to be handed to quinn:
-/// source, local destination IP, contents.
-type PendingPacket = (SocketAddr, Option<IpAddr>, Vec<u8>);
-
-#[derive(Debug, Default)]
-struct RelayTable {
-    by_virtual: HashMap<SocketAddr, RelayRoute>,
-    by_route: HashMap<RelayRoute, SocketAddr>,
 }
 
 /// The socket shared by the QUIC endpoint, punch probes and relay paths.
@@ -390,106 +256,6 @@ impl AntqSocket {
         &self.stats
     }
 
-    /// Turns on the guard: from now on 1-RTT QUIC packets go only to
-    /// addresses held by a [`ProvenGuard`] ([`Self::prove`]). Relay and
-    /// stream paths (virtual addresses) and raw frames are not affected, nor
-    /// are handshake packets (long header; an unvalidated client gets only a
-    /// Retry, which is smaller than what it sent).
-    pub fn guard_sends(&self) {
-        self.proven.on.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether [`Self::guard_sends`] is on.
-    pub fn guards_sends(&self) -> bool {
-        self.proven.on.load(Ordering::Relaxed)
-    }
-
-    /// Holds `addr` as proven (a handshake's validated source, or an
-    /// address whose owner answered a challenge) until the guard is
-    /// dropped. QUIC packets held for it leave now.
-    pub fn prove(self: &Arc<Self>, addr: SocketAddr) -> ProvenGuard {
-        let addr = canonical(addr);
-        {
-            let mut held = self
-                .proven
-                .held
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            let now = Instant::now();
-            held.retain(|_, h| h.allowed(now));
-            held.entry(addr).or_default().count += 1;
-        }
-        let released = self.lock_proofs().release(addr);
-        for packet in released {
-            let sent = self.inner.try_send(&Transmit {
-                destination: self.to_wire(addr),
-                ecn: None,
-                contents: &packet.contents,
-                segment_size: packet.segment_size,
-                src_ip: self.source_ip(packet.src_ip),
-            });
-            if sent.is_ok() {
-                self.stats.proven_released.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        ProvenGuard {
-            socket: self.clone(),
-            addr,
-        }
-    }
-
-    /// The address an `ADDRESS_CHALLENGE` with `token` went to, while its
-    /// challenge is under way. A peer that sends the token back on its
-    /// authenticated connection has shown that it receives there: prove the
-    /// address for it ([`Self::prove`]).
-    pub fn challenged_address(&self, token: &[u8; 16]) -> Option<SocketAddr> {
-        self.lock_proofs().address_of(token)
-    }
-
-    /// Challenges under way (addresses with held packets).
-    pub fn challenges_pending(&self) -> usize {
-        self.lock_proofs().len()
-    }
-
-    /// Forgets challenges that ran out, with their held packets.
-    pub fn expire_challenges(&self) {
-        self.lock_proofs().expire(Instant::now());
-    }
-
-    fn lock_proofs(&self) -> std::sync::MutexGuard<'_, proof::Proofs> {
-        self.proofs.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Holds a QUIC send to an unproven address and challenges the address
-    /// (see [`proof`]).
-    fn hold_for_proof(&self, transmit: &Transmit<'_>) {
-        let to = canonical(transmit.destination);
-        let packet = proof::HeldPacket {
-            contents: transmit.contents.to_vec(),
-            segment_size: transmit.segment_size,
-            src_ip: transmit.src_ip,
-        };
-        let held = self
-            .lock_proofs()
-            .hold(to, packet, Instant::now(), rand::random());
-        match held {
-            proof::HoldOutcome::Challenge(token) => {
-                self.stats.unproven_held.fetch_add(1, Ordering::Relaxed);
-                let frame = raw::AddressChallenge { token }.to_bytes();
-                if self.try_send_raw(to, &frame).is_ok() {
-                    self.stats.challenges_sent.fetch_add(1, Ordering::Relaxed);
-                }
-                tracing::debug!(%to, "QUIC moved a connection to an unproven address; challenged");
-            }
-            proof::HoldOutcome::Waiting => {
-                self.stats.unproven_held.fetch_add(1, Ordering::Relaxed);
-            }
-            proof::HoldOutcome::Dropped => {
-                self.stats.unproven_dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
     /// Sends a raw frame from the shared socket now, or fails with
     /// `WouldBlock` when the socket buffer is full (the frame is dropped).
     /// To a stream path, the frame is queued on the stream (dropped if the
@@ -563,174 +329,6 @@ impl AntqSocket {
         }
     }
 
-    /// Registers a relay path and returns its virtual address; the same route
-    /// always gets the same address.
-    pub fn add_relay_route(&self, route: RelayRoute) -> SocketAddr {
-        let route = RelayRoute {
-            server: canonical(route.server),
-            channel: route.channel,
-        };
-        let mut table = self.relays.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(addr) = table.by_route.get(&route) {
-            return *addr;
-        }
-        let n = self.next_virtual.fetch_add(1, Ordering::Relaxed);
-        let [_, b, c, d] = n.to_be_bytes();
-        // 240.b.c.d:(port from the channel, never 0)
-        let port = u16::try_from(route.channel % 65535 + 1).unwrap_or(1);
-        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(240, b, c, d)), port);
-        table.by_virtual.insert(addr, route);
-        table.by_route.insert(route, addr);
-        addr
-    }
-
-    /// Removes a relay path.
-    pub fn remove_relay_route(&self, virtual_addr: SocketAddr) {
-        let mut table = self.relays.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(route) = table.by_virtual.remove(&canonical(virtual_addr)) {
-            table.by_route.remove(&route);
-        }
-    }
-
-    /// Moves every relay route whose server is `from` to server `to`,
-    /// keeping their virtual addresses (so connections over them carry on),
-    /// e.g. when the bootstrap link moves from TCP back to UDP. Returns how
-    /// many routes moved.
-    pub fn repoint_relay_routes(&self, from: SocketAddr, to: SocketAddr) -> usize {
-        let (from, to) = (canonical(from), canonical(to));
-        let mut table = self.relays.write().unwrap_or_else(PoisonError::into_inner);
-        let moved: Vec<(SocketAddr, RelayRoute)> = table
-            .by_virtual
-            .iter()
-            .filter(|(_, r)| r.server == from)
-            .map(|(v, r)| (*v, *r))
-            .collect();
-        for (virtual_addr, old) in &moved {
-            let new = RelayRoute {
-                server: to,
-                channel: old.channel,
-            };
-            table.by_route.remove(old);
-            table.by_route.insert(new, *virtual_addr);
-            table.by_virtual.insert(*virtual_addr, new);
-        }
-        moved.len()
-    }
-
-    /// The relay route behind a virtual address.
-    pub fn relay_route(&self, virtual_addr: SocketAddr) -> Option<RelayRoute> {
-        self.relays
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .by_virtual
-            .get(&canonical(virtual_addr))
-            .copied()
-    }
-
-    /// Bootstrap side: forwards relay frames arriving from `from.server` on
-    /// `from.channel` to `to.server`, re-labelled with `to.channel`, within
-    /// `limit` for this direction and the sender's `budget`. Both addresses
-    /// must be proven: the peers' handshake addresses, or addresses that
-    /// answered a challenge ([`crate::proto::raw::AddressProof`]); never a
-    /// connection's current `remote_address()`, which a spoofed packet can
-    /// move.
-    pub fn set_relay_forward(
-        &self,
-        from: RelayRoute,
-        to: RelayRoute,
-        limit: RelayLimit,
-        budget: Arc<RelayBudget>,
-    ) {
-        let from = RelayRoute {
-            server: canonical(from.server),
-            channel: from.channel,
-        };
-        let forward = Forward {
-            to: RelayRoute {
-                server: canonical(to.server),
-                channel: to.channel,
-            },
-            limit: Mutex::new(TokenBucket::new(
-                limit.bytes_per_sec,
-                limit.burst_bytes,
-                Instant::now(),
-            )),
-            budget,
-        };
-        self.forwards
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(from, forward);
-    }
-
-    /// Gives back the memory of relay and forwarding tables much larger than
-    /// what they hold (after a flood).
-    pub fn shrink_tables(&self) {
-        let mut forwards = self
-            .forwards
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if forwards.capacity() > 64 && forwards.len() * 4 < forwards.capacity() {
-            forwards.shrink_to_fit();
-        }
-        drop(forwards);
-        let mut relays = self.relays.write().unwrap_or_else(PoisonError::into_inner);
-        if relays.by_route.capacity() > 64 && relays.by_route.len() * 4 < relays.by_route.capacity()
-        {
-            relays.by_route.shrink_to_fit();
-            relays.by_virtual.shrink_to_fit();
-        }
-    }
-
-    /// Bootstrap side: stops forwarding frames from `from`.
-    pub fn remove_relay_forward(&self, from: RelayRoute) {
-        let from = RelayRoute {
-            server: canonical(from.server),
-            channel: from.channel,
-        };
-        self.forwards
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&from);
-    }
-
-    /// Forwards one relay frame if a forwarding entry matches; returns
-    /// whether one did.
-    fn forward(&self, from: RelayRoute, segment: &[u8]) -> bool {
-        let forwards = self.forwards.read().unwrap_or_else(PoisonError::into_inner);
-        let Some(forward) = forwards.get(&from) else {
-            return false;
-        };
-        let now = Instant::now();
-        let allowed = forward
-            .limit
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .try_take(segment.len() as f64, now);
-        if !allowed {
-            self.stats.forward_limited.fetch_add(1, Ordering::Relaxed);
-            return true;
-        }
-        if !forward.budget.try_take(segment.len(), now) {
-            self.stats
-                .forward_budget_limited
-                .fetch_add(1, Ordering::Relaxed);
-            return true;
-        }
-        let mut frame = segment.to_vec();
-        if let Some(header) = frame.first_chunk_mut::<{ RelayHeader::LEN }>() {
-            encode_relay_header(forward.to.channel, header);
-        }
-        // Best effort, like any router: a full socket buffer drops the frame.
-        if self.try_send_raw(forward.to.server, &frame).is_ok() {
-            self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .forwarded_bytes
-                .fetch_add(frame.len() as u64, Ordering::Relaxed);
-        }
-        true
-    }
-
     /// Sets the host's current addresses (after a network change). quinn
     /// sends each server-side connection's packets from the address its
     /// first packet arrived at; once that address is gone from the host such
@@ -768,191 +366,6 @@ impl AntqSocket {
             _ => addr,
         }
     }
-
-    fn send_relayed(&self, transmit: &Transmit<'_>, route: RelayRoute) -> io::Result<()> {
-        let segment = transmit
-            .segment_size
-            .unwrap_or(transmit.contents.len())
-            .max(1);
-        let count = transmit.contents.len().div_ceil(segment);
-        let header = RelayHeader {
-            channel: route.channel,
-        }
-        .to_bytes();
-        if is_stream_addr(route.server) {
-            let frames = transmit.contents.chunks(segment).map(|chunk| {
-                let mut frame = Vec::with_capacity(RelayHeader::LEN + chunk.len());
-                frame.extend_from_slice(&header);
-                frame.extend_from_slice(chunk);
-                frame
-            });
-            let frames: Vec<Vec<u8>> = frames.collect();
-            self.send_stream(route.server, frames.iter().map(Vec::as_slice));
-            self.stats
-                .relay_out
-                .fetch_add(count as u64, Ordering::Relaxed);
-            return Ok(());
-        }
-        let mut buf = Vec::with_capacity(transmit.contents.len() + count * RelayHeader::LEN);
-        for chunk in transmit.contents.chunks(segment) {
-            buf.extend_from_slice(&header);
-            buf.extend_from_slice(chunk);
-        }
-        self.inner.try_send(&Transmit {
-            destination: self.to_wire(route.server),
-            ecn: transmit.ecn,
-            contents: &buf,
-            segment_size: transmit.segment_size.map(|s| s + RelayHeader::LEN),
-            src_ip: self.source_ip(transmit.src_ip),
-        })?;
-        self.stats
-            .relay_out
-            .fetch_add(count as u64, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Sorts one received segment: `Some((source, payload offset))` if quinn
-    /// should see it, `None` if it was consumed here.
-    fn classify(&self, from: SocketAddr, segment: &[u8]) -> Option<(SocketAddr, usize)> {
-        let first = *segment.first()?;
-        if classify(first) == PacketClass::Quic {
-            return Some((from, 0));
-        }
-        if first == raw::RELAY_DATA {
-            let Ok((channel, _)) = parse_relay(segment) else {
-                self.stats.relay_unknown.fetch_add(1, Ordering::Relaxed);
-                return None;
-            };
-            let route = RelayRoute {
-                server: canonical(from),
-                channel,
-            };
-            let virtual_addr = self
-                .relays
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .by_route
-                .get(&route)
-                .copied();
-            return match virtual_addr {
-                Some(addr) => {
-                    self.stats.relay_in.fetch_add(1, Ordering::Relaxed);
-                    Some((self.to_wire(addr), RelayHeader::LEN))
-                }
-                None if self.forward(route, segment) => None,
-                None => {
-                    self.stats.relay_unknown.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%from, "relay frame for an unknown channel dropped");
-                    None
-                }
-            };
-        }
-        let packet = RawPacket {
-            from: canonical(from),
-            data: Bytes::copy_from_slice(segment),
-        };
-        if self.raw_tx.try_send(packet).is_err() {
-            self.stats.raw_dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        None
-    }
-
-    /// A datagram read from stream path `addr`: queued for quinn (QUIC, or an
-    /// unwrapped relay packet) or forwarded. Returns whether something was
-    /// queued for quinn (then call [`Self::wake_recv`]).
-    fn ingest_stream(&self, addr: SocketAddr, datagram: &[u8]) -> bool {
-        self.stats.stream_frames_in.fetch_add(1, Ordering::Relaxed);
-        let Some(&first) = datagram.first() else {
-            return false;
-        };
-        // No hole punching over TCP: only QUIC and relay frames are taken.
-        if classify(first) == PacketClass::Raw && first != raw::RELAY_DATA {
-            self.stats.stream_dropped.fetch_add(1, Ordering::Relaxed);
-            return false;
-        }
-        let Some((from, offset)) = self.classify(self.to_wire(addr), datagram) else {
-            return false;
-        };
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        if pending.len() >= PENDING_QUEUE {
-            return false;
-        }
-        pending.push_back((
-            from,
-            None,
-            datagram.get(offset..).unwrap_or_default().to_vec(),
-        ));
-        true
-    }
-
-    /// Wakes quinn's receive task after packets were queued from a stream.
-    fn wake_recv(&self) {
-        let waker = self
-            .recv_waker
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-
-    /// Rewrites the `n` received buffers in place so that quinn sees only
-    /// QUIC packets; returns how many entries remain. Batches that mix QUIC
-    /// and other datagrams (or relay frames) are split into the pending queue.
-    fn demux(&self, n: usize, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> usize {
-        let mut kept = 0;
-        for i in 0..n {
-            let m = meta[i];
-            let data = &bufs[i][..m.len];
-            let stride = m.stride.max(1);
-            let all_quic = data
-                .chunks(stride)
-                .all(|s| s.first().is_some_and(|b| classify(*b) == PacketClass::Quic));
-            if all_quic {
-                if kept != i {
-                    let (head, tail) = bufs.split_at_mut(i);
-                    head[kept][..m.len].copy_from_slice(&tail[0][..m.len]);
-                    meta[kept] = m;
-                }
-                kept += 1;
-                continue;
-            }
-            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            for segment in data.chunks(stride) {
-                if let Some((from, offset)) = self.classify(m.addr, segment) {
-                    if pending.len() < PENDING_QUEUE {
-                        pending.push_back((from, m.dst_ip, segment[offset..].to_vec()));
-                    }
-                }
-            }
-        }
-        kept
-    }
-
-    /// Moves pending packets into the receive buffers.
-    fn fill_from_pending(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> usize {
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut n = 0;
-        while n < bufs.len().min(meta.len()) {
-            let Some((from, dst_ip, data)) = pending.pop_front() else {
-                break;
-            };
-            if data.len() > bufs[n].len() {
-                continue;
-            }
-            bufs[n][..data.len()].copy_from_slice(&data);
-            let mut m = meta[n];
-            m.addr = from;
-            m.len = data.len();
-            m.stride = data.len();
-            m.ecn = None;
-            m.dst_ip = dst_ip;
-            meta[n] = m;
-            n += 1;
-        }
-        n
-    }
 }
 
 impl AsyncUdpSocket for AntqSocket {
@@ -981,7 +394,7 @@ impl AsyncUdpSocket for AntqSocket {
         }
         // A 1-RTT packet (short header: 0x80 clear) to an address nobody
         // proved waits for a proof when the guard is on (see [`ProvenAddrs`]).
-        if self.proven.on.load(Ordering::Relaxed)
+        if self.guards_sends()
             && transmit.contents.first().is_some_and(|b| b & 0x80 == 0)
             && !self.proven.holds(transmit.destination)
         {
@@ -1049,14 +462,6 @@ impl AsyncUdpSocket for AntqSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn canonical_unmaps_ipv4() {
-        let mapped: SocketAddr = "[::ffff:192.0.2.1]:9".parse().unwrap();
-        assert_eq!(canonical(mapped), "192.0.2.1:9".parse().unwrap());
-        let v6: SocketAddr = "[2001:db8::1]:9".parse().unwrap();
-        assert_eq!(canonical(v6), v6);
-    }
 
     #[test]
     fn virtual_addresses_are_class_e_only() {

@@ -25,7 +25,13 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::identity::{Identity, KeyFilePermissions, PeerId};
+use crate::config::{invalid, load_private_key, parse_metrics, parse_toml, read_text};
+use crate::identity::{Identity, PeerId};
+
+/// The errors of this file (shared with the bootstrap's config file).
+pub use crate::config::ConfigError;
+/// The `bootstrap` entries, as the node takes them.
+pub use crate::node::BootstrapAddr;
 
 /// Smallest TUN MTU: IPv6 requires every link to carry 1280-byte packets.
 pub const MIN_MTU_IPV6: u16 = 1280;
@@ -38,39 +44,6 @@ pub const MAX_MTU: u16 = 8800;
 pub const DEFAULT_MTU: u16 = 1280;
 /// Default interface name.
 pub const DEFAULT_NAME: &str = "antq0";
-
-/// A configuration problem, naming the file and field and saying how to fix it.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config {path}: {source}\n  fix: check the path given with -c and that the file is readable")]
-    Read {
-        /// The config file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML or has unknown or missing fields.
-    #[error("config {path}: {message}\n  fix: correct the line shown above; the accepted fields are listed in the message and in configs/ of the antq sources")]
-    Parse {
-        /// The config file.
-        path: PathBuf,
-        /// What the TOML parser said (names the field and line).
-        message: String,
-    },
-    /// A field has a bad value.
-    #[error("config {path}: field `{field}`: {problem}\n  fix: {fix}")]
-    Invalid {
-        /// The config file.
-        path: PathBuf,
-        /// The field, e.g. `peer[1].allowed_ips`.
-        field: String,
-        /// What is wrong.
-        problem: String,
-        /// How to fix it.
-        fix: String,
-    },
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,15 +75,6 @@ struct PeerSection {
     #[serde(default)]
     allowed_ips: Vec<String>,
     endpoint: Option<String>,
-}
-
-/// A bootstrap node: its key and address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BootstrapAddr {
-    /// The bootstrap's key.
-    pub peer: PeerId,
-    /// Its UDP address.
-    pub addr: SocketAddr,
 }
 
 /// One configured peer.
@@ -147,131 +111,6 @@ pub struct TunnelConfig {
     pub metrics: Option<SocketAddr>,
     /// Warnings to show the operator (e.g. a world-readable key file).
     pub warnings: Vec<String>,
-}
-
-/// Builds [`ConfigError::Invalid`] for `path`.
-pub(crate) fn invalid(
-    path: &Path,
-    field: impl Into<String>,
-    problem: impl Into<String>,
-    fix: impl Into<String>,
-) -> ConfigError {
-    ConfigError::Invalid {
-        path: path.to_owned(),
-        field: field.into(),
-        problem: problem.into(),
-        fix: fix.into(),
-    }
-}
-
-/// Reads a config file's text.
-pub(crate) fn read_text(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })
-}
-
-/// Parses TOML `text` (the content of `path`) into `T`, reporting unknown
-/// fields and syntax errors with the file name.
-pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
-    path: &Path,
-    text: &str,
-) -> Result<T, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse {
-        path: path.to_owned(),
-        message: e.to_string().trim_end().to_owned(),
-    })
-}
-
-/// Loads the private key from `private_key_file` (relative to the config's
-/// directory) or inline `private_key`; exactly one must be set. Returns the
-/// identity and an optional warning about file permissions.
-pub(crate) fn load_private_key(
-    path: &Path,
-    section: &str,
-    key_file: Option<&Path>,
-    inline: Option<&str>,
-) -> Result<(Identity, Option<String>), ConfigError> {
-    match (key_file, inline) {
-        (Some(_), Some(_)) => Err(invalid(
-            path,
-            format!("{section}.private_key"),
-            "both private_key and private_key_file are set",
-            "keep only one of them",
-        )),
-        (None, None) => Err(invalid(
-            path,
-            format!("{section}.private_key_file"),
-            "no private key configured",
-            "set private_key_file to a file made by `antq-tun keygen --out FILE`",
-        )),
-        (None, Some(text)) => Identity::from_base64(text)
-            .map(|id| (id, None))
-            .map_err(|e| {
-                invalid(
-                    path,
-                    format!("{section}.private_key"),
-                    e.to_string(),
-                    "use the 44-character base64 key printed by `antq-tun keygen`",
-                )
-            }),
-        (Some(file), None) => {
-            let file = match path.parent() {
-                Some(dir) if file.is_relative() => dir.join(file),
-                _ => file.to_owned(),
-            };
-            let (id, perms) = Identity::load(&file).map_err(|e| {
-                invalid(
-                    path,
-                    format!("{section}.private_key_file"),
-                    e.to_string(),
-                    "point it at a readable file made by `antq-tun keygen --out FILE`",
-                )
-            })?;
-            // Like ssh: a key others may read is a key others can
-            // impersonate this host with.
-            if let KeyFilePermissions::Readable { mode } = perms {
-                return Err(invalid(
-                    path,
-                    format!("{section}.private_key_file"),
-                    format!(
-                        "{} may be read or written by others (mode {mode:o})",
-                        file.display()
-                    ),
-                    format!("run `chmod 600 {}`", file.display()),
-                ));
-            }
-            Ok((id, None))
-        }
-    }
-}
-
-/// Parses the address of a metrics listener: IP:PORT on a loopback address
-/// (`example` is shown in the fix).
-pub(crate) fn parse_metrics(
-    path: &Path,
-    field: &str,
-    text: &str,
-    example: &str,
-) -> Result<SocketAddr, ConfigError> {
-    let fix = format!(
-        "use a loopback address, e.g. metrics = \"{example}\" (scrape it from this host, \
-         or put a reverse proxy with access control in front), or remove the line"
-    );
-    let addr = text
-        .trim()
-        .parse::<SocketAddr>()
-        .map_err(|e| invalid(path, field, format!("`{text}` is not IP:PORT: {e}"), &fix))?;
-    if !addr.ip().is_loopback() {
-        return Err(invalid(
-            path,
-            field,
-            format!("{addr} is not a loopback address; metrics are served on localhost only"),
-            fix,
-        ));
-    }
-    Ok(addr)
 }
 
 /// Parses `KEY@ADDR:PORT`.

@@ -8,11 +8,11 @@
 //! - [`packet`]: IP address parsing and ICMP "packet too big".
 //! - [`device`]: the running tunnel (TUN pump).
 //! - `tun_io`: reading and writing the device, batched with Linux offload.
-//! - [`control`]: the local control socket for `status` and `down`.
+//! - [`ipc`]: the local admin channel for `status` and `down`.
 
 pub mod config;
-pub mod control;
 pub mod device;
+pub mod ipc;
 pub mod packet;
 pub mod routing;
 mod tun_io;

@@ -32,7 +32,7 @@ fn peer_example_loads() {
 fn bootstrap_example_loads() {
     let (_dir, path) = with_key("bootstrap.toml", "/etc/antq/bootstrap.key");
     let config = BootstrapConfig::load(&path).unwrap();
-    assert!(config.relay);
+    assert!(config.settings.relay);
 }
 
 #[test]

@@ -72,7 +72,7 @@ async fn peers_talk_end_to_end_through_a_relay() {
     let ac = dialed.expect("connect through the relay");
     let ca = accepted.unwrap();
     assert_eq!(ca.peer_id(), a.peer_id());
-    assert_eq!(antq::socket::canonical(ca.remote_address()), a_via_relay);
+    assert_eq!(antq::nat::canonical(ca.remote_address()), a_via_relay);
 
     for i in 0u32..200 {
         ac.send_datagram(Bytes::from(i.to_be_bytes().to_vec()))

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use antq::identity::Identity;
 use antq::nat::{infer_mapping, prime_ttl_from_trace, Observation, TRACE_HOPS};
-use antq::node::{Node, NodeConfig};
+use antq::node::{BootstrapAddr, Node, NodeConfig};
 use antq::proto::ControlMessage;
 use antq::tls::{AcceptPolicy, Allowlist};
-use antq::tunnel::config::{BootstrapAddr, TunnelConfig};
+use antq::tunnel::config::TunnelConfig;
 use anyhow::{bail, Context as _};
 
 pub fn netcheck(config: Option<&Path>, extra: &[String], json: bool) -> anyhow::Result<()> {
@@ -56,7 +56,7 @@ pub fn netcheck(config: Option<&Path>, extra: &[String], json: bool) -> anyhow::
         // Our NAT layers: the routers toward the first IPv4 bootstrap.
         let trace_target = bootstraps
             .iter()
-            .map(|b| antq::socket::canonical(b.addr).ip())
+            .map(|b| antq::nat::canonical(b.addr).ip())
             .find(IpAddr::is_ipv4);
         let trace = match trace_target {
             Some(target) => Some((
@@ -120,7 +120,7 @@ async fn observe(node: &Node, b: &BootstrapAddr) -> anyhow::Result<SocketAddr> {
     let wait = async {
         while let Some(msg) = conn.control().recv().await {
             if let ControlMessage::ObservedAddress { addr, .. } = msg {
-                return Some(antq::socket::canonical(addr));
+                return Some(antq::nat::canonical(addr));
             }
         }
         None

@@ -4,12 +4,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use antq::bootstrap::config::BootstrapConfig;
-use antq::bootstrap::{Bootstrap, BootstrapSettings};
+use antq::bootstrap::Bootstrap;
 use antq::metrics::http::Render;
 use antq::metrics::MetricsServer;
 use antq::tunnel::config::TunnelConfig;
-use antq::tunnel::control::{self, Request};
 use antq::tunnel::device::Tunnel;
+use antq::tunnel::ipc::{self, Request};
 use anyhow::{bail, Context as _};
 
 /// Fails unless we may create devices and routes.
@@ -62,7 +62,7 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
     }
     super::local_runtime()?.block_on(async move {
         let metrics = bind_metrics(config.metrics).await?;
-        let mut listener = control::bind(&config.name).await?;
+        let mut listener = ipc::bind(&config.name).await?;
         let name = config.name.clone();
         let tunnel = Tunnel::start(config).await.with_context(|| format!("bringing up {name}"))?;
         tracing::info!(interface = %name, listen = ?tunnel.overlay().local_addr().ok(), public_key = %tunnel.overlay().peer_id(), "tunnel up");
@@ -75,15 +75,15 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
                     tracing::info!("{}, shutting down", signal?);
                     break;
                 }
-                accepted = control::accept(&mut listener) => {
+                accepted = ipc::accept(&mut listener) => {
                     let (request, stream) = accepted?;
                     match request {
                         Request::Status => {
                             let json = serde_json::to_string_pretty(&tunnel.status())?;
-                            control::answer(stream, &json).await;
+                            ipc::answer(stream, &json).await;
                         }
                         Request::Down => {
-                            control::answer(stream, "ok\n").await;
+                            ipc::answer(stream, "ok\n").await;
                             tracing::info!("down requested, shutting down");
                             break;
                         }
@@ -92,7 +92,7 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
             }
         }
         tunnel.shutdown().await;
-        // Removes the control endpoint: `antq-tun down` waits for that.
+        // Removes the ipc endpoint: `antq-tun down` waits for that.
         drop(listener);
         tracing::info!(interface = %name, "tunnel down");
         Ok(())
@@ -102,10 +102,10 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
 pub fn down(path: &Path) -> anyhow::Result<()> {
     let config = TunnelConfig::load(path)?;
     super::local_runtime()?.block_on(async {
-        control::request(&config.name, Request::Down).await?;
-        // Wait until the instance has removed its control socket.
+        ipc::request(&config.name, Request::Down).await?;
+        // Wait until the instance has removed its ipc socket.
         for _ in 0..100 {
-            if !control::is_running(&config.name) {
+            if !ipc::is_running(&config.name) {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -122,16 +122,16 @@ pub fn bootstrap(path: &Path) -> anyhow::Result<()> {
         tracing::warn!("{warning}");
     }
     super::runtime()?.block_on(async move {
-        let listen = config.listen;
+        let listen = config.settings.listen;
         let metrics = bind_metrics(config.metrics).await?;
-        let node = Bootstrap::start(BootstrapSettings::from(config)).with_context(|| format!("starting the bootstrap on {listen}"))?;
+        let node = Bootstrap::start(config.settings).with_context(|| format!("starting the bootstrap on {listen}"))?;
         tracing::info!(listen = ?node.local_addr().ok(), tcp_listen = ?node.tcp_local_addr(), public_key = %node.peer_id(), "bootstrap running");
         let _metrics = serve_metrics(metrics, node.metrics());
         // `antq-tun status` asks here. A bootstrap needs no privilege, and
-        // without one the control directory is out of reach: it then runs
+        // without one the ipc directory is out of reach: it then runs
         // without (the metrics carry the same figures).
-        let name = antq::bootstrap::status::control_name(node.local_addr().unwrap_or(listen));
-        let mut listener = match control::bind(&name).await {
+        let name = antq::bootstrap::status::ipc_name(node.local_addr().unwrap_or(listen));
+        let mut listener = match ipc::bind(&name).await {
             Ok(listener) => Some(listener),
             Err(error) => {
                 tracing::warn!(%error, "no status endpoint; `antq-tun status` will not see this bootstrap");
@@ -143,7 +143,7 @@ pub fn bootstrap(path: &Path) -> anyhow::Result<()> {
         loop {
             let accepted = async {
                 match listener.as_mut() {
-                    Some(l) => control::accept(l).await,
+                    Some(l) => ipc::accept(l).await,
                     None => std::future::pending().await,
                 }
             };
@@ -157,10 +157,10 @@ pub fn bootstrap(path: &Path) -> anyhow::Result<()> {
                     match request {
                         Request::Status => {
                             let json = serde_json::to_string_pretty(&node.status())?;
-                            control::answer(stream, &json).await;
+                            ipc::answer(stream, &json).await;
                         }
                         Request::Down => {
-                            control::answer(stream, "a bootstrap stops on SIGTERM, not `down`\n").await;
+                            ipc::answer(stream, "a bootstrap stops on SIGTERM, not `down`\n").await;
                         }
                     }
                 }

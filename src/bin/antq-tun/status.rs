@@ -1,29 +1,26 @@
-//! `status`: asks each running tunnel and bootstrap over its control
-//! socket.
+//! `status`: asks each running tunnel and bootstrap over its ipc socket
+//! (the local admin channel).
 
-use antq::tunnel::control::{self, Request};
+use antq::tunnel::ipc::{self, Request};
 use anyhow::bail;
 
 pub fn status(json: bool, only: Option<&str>) -> anyhow::Result<()> {
     let names = match only {
         Some(name) => vec![name.to_owned()],
-        None => match control::running_interfaces() {
+        None => match ipc::running_interfaces() {
             Ok(names) => names,
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
                 "cannot look for running tunnels in {}: permission denied; \
                  run it as root (sudo antq-tun status)",
-                control::LOCATION
+                ipc::LOCATION
             ),
-            Err(e) => bail!(
-                "cannot look for running tunnels in {}: {e}",
-                control::LOCATION
-            ),
+            Err(e) => bail!("cannot look for running tunnels in {}: {e}", ipc::LOCATION),
         },
     };
     if names.is_empty() {
         bail!(
             "no antq-tun is running (no control socket in {})",
-            control::LOCATION
+            ipc::LOCATION
         );
     }
     super::local_runtime()?.block_on(async {
@@ -31,7 +28,7 @@ pub fn status(json: bool, only: Option<&str>) -> anyhow::Result<()> {
         for name in &names {
             // Listing all: an endpoint left by a killed instance is skipped
             // with a note; asking for one: its error is the answer.
-            match control::request(name, Request::Status).await {
+            match ipc::request(name, Request::Status).await {
                 Ok(text) => reports.push(serde_json::from_str::<serde_json::Value>(&text)?),
                 Err(error) if only.is_none() => eprintln!("{name}: not answering ({error})"),
                 Err(error) => return Err(error.into()),

@@ -14,11 +14,12 @@ use tracing::Instrument as _;
 
 use super::{network, Overlay};
 use crate::identity::PeerId;
+use crate::nat::canonical;
 use crate::node::peer_state::MAINTAIN_INTERVAL;
+use crate::node::BootstrapAddr;
 use crate::node::PeerConnection;
 use crate::proto::{ControlMessage, UnavailableReason};
-use crate::socket::{canonical, is_virtual, AntqSocket, RelayRoute, Transport};
-use crate::tunnel::config::BootstrapAddr;
+use crate::socket::{is_virtual, AntqSocket, RelayRoute, Transport};
 
 /// How long UDP to a bootstrap may take before TCP is tried in parallel.
 const TCP_FALLBACK_DELAY: Duration = Duration::from_secs(1);

@@ -46,13 +46,14 @@ use super::peer_state::PeerFacts;
 use super::punch_driver::ProbeIn;
 use super::{Node, NodeConfig, NodeError, PeerConnection, TransportSettings};
 use crate::identity::{Identity, PeerId};
+use crate::nat::canonical;
 use crate::nat::PunchConfig;
+use crate::node::BootstrapAddr;
 use crate::proto::raw::{parse_raw, RawFrame};
 use crate::proto::ControlMessage;
 use crate::ratelimit::TokenBucket;
-use crate::socket::{canonical, Transport};
+use crate::socket::Transport;
 use crate::tls::{AcceptPolicy, Allowlist};
-use crate::tunnel::config::BootstrapAddr;
 
 /// Queue of datagrams received from all peers.
 const RECV_QUEUE: usize = 4096;

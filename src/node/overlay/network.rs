@@ -23,9 +23,10 @@ use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use super::Overlay;
-use crate::nat::{prime_ttl_from_trace, Liveness, LivenessConfig, PathHealth, TRACE_HOPS};
+use crate::nat::{
+    canonical, prime_ttl_from_trace, Liveness, LivenessConfig, PathHealth, TRACE_HOPS,
+};
 use crate::node::PeerConnection;
-use crate::socket::canonical;
 
 /// Changes arriving within this window are handled together.
 const DEBOUNCE: Duration = Duration::from_millis(100);

@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use super::punch::punch_start;
 use super::{Delivery, Overlay, PathKind, SINK_BATCH, STAGED_MAX_AGE};
 use crate::identity::PeerId;
+use crate::nat::canonical;
 use crate::nat::Role;
 use crate::node::peer_state::{
     Admission, ConnId, LinkView, PathSample, PeerAction, PeerFacts, PeerState, Tick,
@@ -28,7 +29,7 @@ use crate::node::peer_state::{
 };
 use crate::node::PeerConnection;
 use crate::proto::ControlMessage;
-use crate::socket::{canonical, RelayRoute};
+use crate::socket::RelayRoute;
 
 /// A duplicate connection is closed after this grace period.
 const DUPLICATE_GRACE: Duration = Duration::from_secs(2);

@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::{alive, Overlay, PathKind};
-use crate::metrics::{self, load, Histogram, Registry, CONNECT_SECONDS};
+use crate::metrics::{load, Histogram, Registry, CONNECT_SECONDS};
 use crate::nat::{infer_mapping, MappingBehaviour, Observation};
+use crate::node::metrics;
 use crate::node::peer_state::PEER_LOST;
 
 /// Labels of our NAT's mapping behaviour, as far as the bootstraps' views

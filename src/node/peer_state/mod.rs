@@ -28,7 +28,7 @@
 //! peer's maintenance task alone.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 mod backoff;
@@ -37,9 +37,10 @@ mod io;
 pub use self::backoff::Backoff;
 pub use self::io::{Admission, ConnId, LinkView, PathSample, PeerAction, PeerFacts, Tick};
 
+use crate::nat::{canonical, is_private_ip};
 use crate::nat::{Candidate, CandidateKind, Liveness, LivenessConfig, PathHealth};
 use crate::proto::ControlMessage;
-use crate::socket::{canonical, is_virtual};
+use crate::socket::is_virtual;
 
 /// How often the peer's paths are re-checked (and their liveness sampled:
 /// this adds to the time a dead path takes to notice).
@@ -226,12 +227,7 @@ impl PeerState {
                 // ADD_ADDRESS carries no kind: addresses that look public
                 // rank first, since probes to them are the ones that race
                 // NATs.
-                let private = match a.ip() {
-                    IpAddr::V4(v4) => {
-                        v4.is_private() || (v4.octets()[0] == 100 && v4.octets()[1] & 0xc0 == 64)
-                    }
-                    IpAddr::V6(v6) => v6.is_unique_local(),
-                };
+                let private = is_private_ip(a.ip());
                 Candidate::new(
                     *a,
                     CandidateKind::ServerReflexive,

@@ -10,8 +10,8 @@ use tokio::net::TcpListener;
 use tokio::time::MissedTickBehavior;
 
 use super::{Admission, AntqSocket, Refusal, StreamLimits, StreamMemory};
+use crate::nat::canonical;
 use crate::ratelimit::{source_prefix, Concurrency, ConcurrencyError, KeyedBuckets};
-use crate::socket::canonical;
 
 /// Most source prefixes tracked by the listener's rate limit.
 const MAX_TRACKED_SOURCES: usize = 16_384;

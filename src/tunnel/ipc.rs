@@ -1,7 +1,7 @@
-//! The local control channel of a running tunnel: `antq-tun status` and
+//! The local admin channel (ipc) of a running tunnel: `antq-tun status` and
 //! `antq-tun down` talk to the instance through it.
 //!
-//! The transport is [`antq_platform::control`]: one endpoint per interface
+//! The transport is [`antq_platform::ipc`]: one endpoint per interface
 //! name (a Unix socket `/run/antq/NAME.NETNS.sock` in a directory only root
 //! can enter; a named pipe `\\.\pipe\antq-NAME` on Windows). This module is
 //! the protocol: a client sends one line (`status` or `down`) and reads the
@@ -9,11 +9,9 @@
 
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 
-pub use antq_platform::control::{
-    endpoint, is_running, ControlError, ControlListener, ControlStream, LOCATION,
-};
+pub use antq_platform::ipc::{endpoint, is_running, IpcError, IpcListener, IpcStream, LOCATION};
 
-/// A request on the control channel.
+/// A request on the admin channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request {
     /// Print the status as JSON.
@@ -22,16 +20,16 @@ pub enum Request {
     Down,
 }
 
-/// Creates the control endpoint of `name`, refusing if a live instance
+/// Creates the ipc endpoint of `name`, refusing if a live instance
 /// answers on it; a stale socket file is replaced. Dropping the listener
 /// removes the endpoint.
-pub async fn bind(name: &str) -> Result<ControlListener, ControlError> {
-    ControlListener::bind(name).await
+pub async fn bind(name: &str) -> Result<IpcListener, IpcError> {
+    IpcListener::bind(name).await
 }
 
 /// Accepts one request; returns it with the stream to answer on.
 /// Connections that send no valid request within 2 s are dropped.
-pub async fn accept(listener: &mut ControlListener) -> std::io::Result<(Request, ControlStream)> {
+pub async fn accept(listener: &mut IpcListener) -> std::io::Result<(Request, IpcStream)> {
     loop {
         let stream = listener.accept().await?;
         let mut reader = BufReader::new(stream);
@@ -51,16 +49,16 @@ pub async fn accept(listener: &mut ControlListener) -> std::io::Result<(Request,
 }
 
 /// Writes an answer and closes the stream.
-pub async fn answer(mut stream: ControlStream, text: &str) {
+pub async fn answer(mut stream: IpcStream, text: &str) {
     let _ = stream.write_all(text.as_bytes()).await;
     let _ = stream.shutdown().await;
 }
 
 /// Client side: sends `request` to the instance running `name` and returns
 /// its answer.
-pub async fn request(name: &str, request: Request) -> Result<String, ControlError> {
-    let mut stream = antq_platform::control::connect(name).await?;
-    let io = |source| ControlError::Io {
+pub async fn request(name: &str, request: Request) -> Result<String, IpcError> {
+    let mut stream = antq_platform::ipc::connect(name).await?;
+    let io = |source| IpcError::Io {
         endpoint: endpoint(name),
         source,
     };
@@ -74,10 +72,10 @@ pub async fn request(name: &str, request: Request) -> Result<String, ControlErro
     Ok(out)
 }
 
-/// Names of the interfaces (of this network namespace) whose control
+/// Names of the interfaces (of this network namespace) whose ipc
 /// endpoints exist, sorted. Fails with `PermissionDenied` when this user may
 /// not look (the endpoints are root's): that is not "none running".
 pub fn running_interfaces() -> std::io::Result<Vec<String>> {
-    antq_platform::control::check_listable()?;
-    Ok(antq_platform::control::running())
+    antq_platform::ipc::check_listable()?;
+    Ok(antq_platform::ipc::running())
 }

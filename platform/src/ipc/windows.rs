@@ -15,7 +15,7 @@ use tokio::net::windows::named_pipe::{
 };
 use windows_sys::Win32::Foundation::{ERROR_ACCESS_DENIED, ERROR_PIPE_BUSY};
 
-use super::ControlError;
+use super::IpcError;
 
 pub(super) const LOCATION: &str = r"\\.\pipe\";
 
@@ -63,7 +63,7 @@ pub(super) struct Listener {
     server: NamedPipeServer,
 }
 
-pub(super) async fn bind(name: &str) -> Result<Listener, ControlError> {
+pub(super) async fn bind(name: &str) -> Result<Listener, IpcError> {
     let endpoint = pipe_name(name);
     // `first_pipe_instance` fails with ERROR_ACCESS_DENIED when a pipe of
     // this name exists, i.e. another instance (or another program) has it.
@@ -73,13 +73,11 @@ pub(super) async fn bind(name: &str) -> Result<Listener, ControlError> {
         .create(&endpoint)
     {
         Ok(server) => Ok(Listener { endpoint, server }),
-        Err(e) if e.raw_os_error() == Some(ERROR_ACCESS_DENIED as i32) => {
-            Err(ControlError::InUse {
-                name: name.to_owned(),
-                endpoint,
-            })
-        }
-        Err(source) => Err(ControlError::Io { endpoint, source }),
+        Err(e) if e.raw_os_error() == Some(ERROR_ACCESS_DENIED as i32) => Err(IpcError::InUse {
+            name: name.to_owned(),
+            endpoint,
+        }),
+        Err(source) => Err(IpcError::Io { endpoint, source }),
     }
 }
 
@@ -98,7 +96,7 @@ impl Listener {
     }
 }
 
-pub(super) async fn connect(name: &str) -> Result<Stream, ControlError> {
+pub(super) async fn connect(name: &str) -> Result<Stream, IpcError> {
     let endpoint = pipe_name(name);
     let deadline = tokio::time::Instant::now() + BUSY_WAIT;
     loop {
@@ -111,12 +109,12 @@ pub(super) async fn connect(name: &str) -> Result<Stream, ControlError> {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(ControlError::NotRunning {
+                return Err(IpcError::NotRunning {
                     name: name.to_owned(),
                     endpoint,
                 })
             }
-            Err(source) => return Err(ControlError::Io { endpoint, source }),
+            Err(source) => return Err(IpcError::Io { endpoint, source }),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Fallback for OSes that are neither Unix nor Windows: there is no
-//! control channel. The listener and stream types are uninhabited.
+//! admin channel (ipc). The listener and stream types are uninhabited.
 
 use std::io;
 use std::pin::Pin;
@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::ControlError;
+use super::IpcError;
 
 pub(super) const LOCATION: &str = "(no control channel on this OS)";
 
@@ -30,8 +30,8 @@ pub(super) fn running() -> Vec<String> {
 
 pub(super) enum Listener {}
 
-pub(super) async fn bind(name: &str) -> Result<Listener, ControlError> {
-    Err(ControlError::Io {
+pub(super) async fn bind(name: &str) -> Result<Listener, IpcError> {
+    Err(IpcError::Io {
         endpoint: endpoint(name),
         source: io::ErrorKind::Unsupported.into(),
     })
@@ -47,8 +47,8 @@ impl Listener {
     }
 }
 
-pub(super) async fn connect(name: &str) -> Result<Stream, ControlError> {
-    Err(ControlError::NotRunning {
+pub(super) async fn connect(name: &str) -> Result<Stream, IpcError> {
+    Err(IpcError::NotRunning {
         name: name.to_owned(),
         endpoint: endpoint(name),
     })

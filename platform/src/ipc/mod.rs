@@ -1,4 +1,4 @@
-//! The local control channel of a running tunnel: how `antq-tun status`
+//! The local admin channel (ipc) of a running tunnel: how `antq-tun status`
 //! and `antq-tun down` reach the `antq-tun up` that runs an interface.
 //!
 //! This module is only the transport, one endpoint per interface name; the
@@ -42,9 +42,10 @@ mod unsupported_check;
 /// namespace `\\.\pipe\` on Windows.
 pub const LOCATION: &str = imp::LOCATION;
 
-/// Errors of the control channel.
+/// Errors of the admin channel. (The messages say "control socket": that
+/// is what an operator looks for.)
 #[derive(Debug, thiserror::Error)]
-pub enum ControlError {
+pub enum IpcError {
     /// Another instance already serves this interface.
     #[error("another antq-tun already runs interface {name} (control socket {endpoint} answers)")]
     InUse {
@@ -101,25 +102,22 @@ pub fn running() -> Vec<String> {
 
 /// The server side: accepts connections on the endpoint of one interface.
 /// Dropping it removes the endpoint.
-pub struct ControlListener {
+pub struct IpcListener {
     inner: imp::Listener,
 }
 
-impl ControlListener {
+impl IpcListener {
     /// Creates the endpoint of interface `name`, refusing with
-    /// [`ControlError::InUse`] if a live instance serves it; a stale Unix
+    /// [`IpcError::InUse`] if a live instance serves it; a stale Unix
     /// socket file is replaced. Must be called inside a Tokio runtime.
-    pub async fn bind(name: &str) -> Result<ControlListener, ControlError> {
-        imp::bind(name).await.map(|inner| ControlListener { inner })
+    pub async fn bind(name: &str) -> Result<IpcListener, IpcError> {
+        imp::bind(name).await.map(|inner| IpcListener { inner })
     }
 
     /// Waits for the next client. Cancel-safe: a dropped call loses no
     /// connection that was not yet returned.
-    pub async fn accept(&mut self) -> io::Result<ControlStream> {
-        self.inner
-            .accept()
-            .await
-            .map(|inner| ControlStream { inner })
+    pub async fn accept(&mut self) -> io::Result<IpcStream> {
+        self.inner.accept().await.map(|inner| IpcStream { inner })
     }
 
     /// The endpoint's socket path or pipe name.
@@ -128,36 +126,34 @@ impl ControlListener {
     }
 }
 
-impl std::fmt::Debug for ControlListener {
+impl std::fmt::Debug for IpcListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlListener")
+        f.debug_struct("IpcListener")
             .field("endpoint", &self.endpoint())
             .finish()
     }
 }
 
 /// Client side: connects to the instance running interface `name`
-/// ([`ControlError::NotRunning`] if there is none). Must be called inside a
+/// ([`IpcError::NotRunning`] if there is none). Must be called inside a
 /// Tokio runtime.
-pub async fn connect(name: &str) -> Result<ControlStream, ControlError> {
-    imp::connect(name)
-        .await
-        .map(|inner| ControlStream { inner })
+pub async fn connect(name: &str) -> Result<IpcStream, IpcError> {
+    imp::connect(name).await.map(|inner| IpcStream { inner })
 }
 
-/// One connection of the control channel, either side. Closing the write
+/// One connection of the admin channel, either side. Closing the write
 /// side (`AsyncWriteExt::shutdown`) or dropping it ends the peer's reads.
-pub struct ControlStream {
+pub struct IpcStream {
     inner: imp::Stream,
 }
 
-impl std::fmt::Debug for ControlStream {
+impl std::fmt::Debug for IpcStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlStream").finish_non_exhaustive()
+        f.debug_struct("IpcStream").finish_non_exhaustive()
     }
 }
 
-impl AsyncRead for ControlStream {
+impl AsyncRead for IpcStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -167,7 +163,7 @@ impl AsyncRead for ControlStream {
     }
 }
 
-impl AsyncWrite for ControlStream {
+impl AsyncWrite for IpcStream {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -198,11 +194,11 @@ mod tests {
         rt.block_on(async {
             assert!(matches!(
                 unsupported_check::bind("x").await,
-                Err(ControlError::Io { .. })
+                Err(IpcError::Io { .. })
             ));
             assert!(matches!(
                 unsupported_check::connect("x").await,
-                Err(ControlError::NotRunning { .. })
+                Err(IpcError::NotRunning { .. })
             ));
         });
         assert!(unsupported_check::running().is_empty());
@@ -212,7 +208,7 @@ mod tests {
     /// directory needs root).
     #[test]
     fn unix_socket_round_trip() {
-        let dir = std::env::temp_dir().join(format!("antq-control-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("antq-ipc-{}", std::process::id()));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -221,7 +217,7 @@ mod tests {
             let mut listener = imp::bind_in(&dir, "t0").await.unwrap();
             assert!(imp::running_in(&dir).contains(&"t0".to_string()));
             let server = async {
-                let mut s = ControlStream {
+                let mut s = IpcStream {
                     inner: listener.accept().await.unwrap(),
                 };
                 let mut line = [0u8; 5];
@@ -231,7 +227,7 @@ mod tests {
                 s.shutdown().await.unwrap();
             };
             let client = async {
-                let mut c = ControlStream {
+                let mut c = IpcStream {
                     inner: imp::connect_in(&dir, "t0").await.unwrap(),
                 };
                 c.write_all(b"ping\n").await.unwrap();
@@ -244,13 +240,13 @@ mod tests {
             // A live instance answers: a second bind is refused.
             assert!(matches!(
                 imp::bind_in(&dir, "t0").await,
-                Err(ControlError::InUse { .. })
+                Err(IpcError::InUse { .. })
             ));
             drop(listener);
             assert!(!imp::running_in(&dir).contains(&"t0".to_string()));
             assert!(matches!(
                 imp::connect_in(&dir, "t0").await,
-                Err(ControlError::NotRunning { .. })
+                Err(IpcError::NotRunning { .. })
             ));
         });
         let _ = std::fs::remove_dir_all(&dir);

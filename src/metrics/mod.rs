@@ -7,6 +7,11 @@
 //! it. [`Histogram`] is the one stateful metric type here: fixed buckets of
 //! atomics, observed where the event happens.
 //!
+//! This module is a utility below the others and knows none of them: each
+//! module that owns counters has its own collector that fills a
+//! [`Registry`] (`socket/metrics.rs`, `node/metrics.rs`, the overlay's
+//! `stats.rs`, `bootstrap/metrics.rs`, the tunnel's datapath).
+//!
 //! Names follow Prometheus conventions: `antq_` prefix, the unit in the
 //! name (`_seconds`, `_bytes`), `_total` for counters.
 
@@ -297,95 +302,6 @@ impl Histogram {
 /// Reads a counter.
 pub(crate) fn load(c: &AtomicU64) -> u64 {
     c.load(Ordering::Relaxed)
-}
-
-/// The counters every node has (QUIC handshakes, refused keys, outgoing
-/// connection errors, the shared socket), for overlays and bootstraps.
-pub(crate) fn collect_node(node: &crate::node::Node, r: &mut Registry) {
-    let s = node.stats();
-    r.counter(
-        "antq_handshakes_accepted_total",
-        "Incoming connections accepted (handshake and key check passed).",
-    )
-    .int(&[], load(&s.accepted));
-    r.counter(
-        "antq_handshakes_failed_total",
-        "Incoming handshakes that failed (refused key, malformed, timeout).",
-    )
-    .int(&[], load(&s.handshakes_failed));
-    r.counter(
-        "antq_handshakes_rate_limited_total",
-        "Incoming handshakes ignored by the per-source (IPv4 address, IPv6 /64) rate limit.",
-    )
-    .int(&[], load(&s.handshakes_limited));
-    r.counter(
-        "antq_handshake_retries_total",
-        "QUIC Retry packets sent to validate a client's address before its handshake.",
-    )
-    .int(&[], load(&s.retries));
-    r.counter(
-        "antq_keys_refused_total",
-        "Incoming handshakes whose client key is not on the allowlist.",
-    )
-    .int(&[], node.keys_refused());
-    let f = r.counter(
-        "antq_connect_errors_total",
-        "Outgoing connections that failed, by the error reported.",
-    );
-    for (kind, count) in s.connect_errors.counts() {
-        f.int(&[("error", kind)], count);
-    }
-    collect_socket(node.socket().stats(), r);
-}
-
-fn collect_socket(s: &crate::socket::SocketStats, r: &mut Registry) {
-    let f = r.counter(
-        "antq_socket_dropped_total",
-        "Datagrams dropped by the shared socket, by reason.",
-    );
-    for (reason, c) in [
-        ("raw_queue_full", &s.raw_dropped),
-        ("relay_unknown_channel", &s.relay_unknown),
-        ("relay_unroutable", &s.relay_unroutable),
-        ("relay_rate_limited", &s.forward_limited),
-        ("stream_dropped", &s.stream_dropped),
-    ] {
-        f.int(&[("reason", reason)], load(c));
-    }
-    let f = r.counter(
-        "antq_relay_frames_total",
-        "RELAY_DATA frames of our own relay paths, by direction.",
-    );
-    f.int(&[("direction", "in")], load(&s.relay_in));
-    f.int(&[("direction", "out")], load(&s.relay_out));
-    r.counter(
-        "antq_relay_forwarded_frames_total",
-        "Relay frames forwarded between two peers (bootstrap side).",
-    )
-    .int(&[], load(&s.forwarded));
-    r.counter(
-        "antq_relay_forwarded_bytes_total",
-        "Bytes of relay frames forwarded between two peers (bootstrap side).",
-    )
-    .int(&[], load(&s.forwarded_bytes));
-    let f = r.counter(
-        "antq_stream_frames_total",
-        "Frames on TCP stream paths, by direction.",
-    );
-    f.int(&[("direction", "in")], load(&s.stream_frames_in));
-    f.int(&[("direction", "out")], load(&s.stream_frames_out));
-    r.counter(
-        "antq_stream_errors_total",
-        "TCP streams closed for a framing error.",
-    )
-    .int(&[], load(&s.stream_errors));
-    r.counter(
-        "antq_streams_refused_total",
-        "Incoming TCP streams refused or closed by the listener's limits: rate, per-IP or \
-         total cap, no preface or first frame in time, not claimed by an authenticated \
-         connection in time (by reason: antq_bootstrap_refused_total).",
-    )
-    .int(&[], load(&s.streams_refused));
 }
 
 #[cfg(test)]

@@ -92,7 +92,8 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::framing::{encode_frame, PREFACE};
-use super::{canonical, AntqSocket};
+use super::AntqSocket;
+use crate::nat::canonical;
 use crate::ratelimit::{source_prefix, Permit};
 
 mod accept;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::{UnixListener, UnixStream};
 
-use super::ControlError;
+use super::IpcError;
 
 /// The socket directory. macOS has no `/run` (its system volume is
 /// read-only); `/var/run` is the place there.
@@ -80,20 +80,20 @@ pub(super) struct Listener {
     endpoint: String,
 }
 
-pub(super) async fn bind(name: &str) -> Result<Listener, ControlError> {
+pub(super) async fn bind(name: &str) -> Result<Listener, IpcError> {
     bind_in(Path::new(LOCATION), name).await
 }
 
 /// Binds the socket of `name` in `dir` (created with mode 0700).
-pub(super) async fn bind_in(dir: &Path, name: &str) -> Result<Listener, ControlError> {
+pub(super) async fn bind_in(dir: &Path, name: &str) -> Result<Listener, IpcError> {
     let path = path_in(dir, name);
     let endpoint = path.display().to_string();
-    let io = |source| ControlError::Io {
+    let io = |source| IpcError::Io {
         endpoint: endpoint.clone(),
         source,
     };
     if UnixStream::connect(&path).await.is_ok() {
-        return Err(ControlError::InUse {
+        return Err(IpcError::InUse {
             name: name.to_owned(),
             endpoint,
         });
@@ -126,16 +126,16 @@ impl Drop for Listener {
     }
 }
 
-pub(super) async fn connect(name: &str) -> Result<Stream, ControlError> {
+pub(super) async fn connect(name: &str) -> Result<Stream, IpcError> {
     connect_in(Path::new(LOCATION), name).await
 }
 
 /// Connects to the socket of `name` in `dir`.
-pub(super) async fn connect_in(dir: &Path, name: &str) -> Result<Stream, ControlError> {
+pub(super) async fn connect_in(dir: &Path, name: &str) -> Result<Stream, IpcError> {
     let path = path_in(dir, name);
     UnixStream::connect(&path)
         .await
-        .map_err(|_| ControlError::NotRunning {
+        .map_err(|_| IpcError::NotRunning {
             name: name.to_owned(),
             endpoint: path.display().to_string(),
         })
