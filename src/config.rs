@@ -3,9 +3,9 @@
 //! `[interface]` or `[bootstrap]` section, and the loopback-only metrics
 //! address.
 //!
-//! The tunnel's file ([`crate::tunnel::config`]) and the bootstrap's
-//! ([`crate::bootstrap::config`]) are built from these, so both report
-//! problems the same way.
+//! The tunnel's file (`tunnel::config`) and the bootstrap's
+//! (`bootstrap::config`) are built from these, so both report problems
+//! the same way; this module knows neither.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -17,7 +17,12 @@
 //! - [`bootstrap`]: the bootstrap / coordinator / relay node.
 //! - [`tunnel`]: TUN pump and AllowedIPs routing.
 //! - [`ratelimit`]: token buckets used by the socket layer and bootstrap.
-//! - [`metrics`]: Prometheus text exposition and its loopback HTTP server.
+//! - [`metrics`]: Prometheus text exposition and its loopback HTTP server (a
+//!   utility below the others: each module collects its own counters).
+//!
+//! Layers, each importing only those below it: the `antq-platform` crate;
+//! `identity`, `proto`, `ratelimit`, `metrics`; `tls`, `config`; `nat`;
+//! `socket`; `node`; `bootstrap` and `tunnel`; the `antq-tun` binary.
 #![warn(missing_docs)]
 
 pub mod bootstrap;

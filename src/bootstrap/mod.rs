@@ -30,6 +30,12 @@
 //! Sessions, candidates and relay allocations of a peer go away when its
 //! connection closes.
 //!
+//! Files: this one starts the bootstrap and holds its state and counters;
+//! `session.rs` serves one connected peer; `relay.rs` makes and removes
+//! relays; [`registry`] is the sans-IO bookkeeping of peers, candidates,
+//! requests and allocations; `settings.rs` and [`config`] what it runs
+//! with; [`status`] and `metrics.rs` what it reports.
+//!
 //! Peers whose network drops UDP reach the bootstrap over TCP
 //! ([`crate::socket::tcp`]; by default on the same address and port as UDP).
 //! Such a peer's QUIC connection runs from a virtual stream-path address: it
@@ -39,28 +45,26 @@
 pub mod config;
 mod metrics;
 pub mod registry;
+mod relay;
+mod session;
+mod settings;
 pub mod status;
+
+pub use settings::{BootstrapSettings, Limits, TcpListen};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use rand::RngCore as _;
-
-use self::registry::{Allocation, Held, Moved, Refusal, Registry, RelayOutcome};
-use crate::identity::{Identity, PeerId};
-use crate::nat::canonical;
-use crate::node::{IncomingLimits, Node, NodeConfig, NodeError, PeerConnection};
-use crate::proto::{ControlMessage, UnavailableReason};
-use crate::socket::{
-    bind_tcp, is_stream_addr, is_virtual, ProvenGuard, RelayBudget, RelayLimit, RelayRoute,
-    StreamLimits, Transport,
-};
+use self::registry::{Held, Refusal, Registry};
+use self::session::Session;
+use crate::identity::PeerId;
+use crate::node::{IncomingLimits, Node, NodeConfig, NodeError};
+use crate::proto::UnavailableReason;
+use crate::socket::{bind_tcp, StreamLimits};
 use crate::tls::{AcceptPolicy, Allowlist};
 
-/// How often a session checks whether QUIC moved the peer's connection.
-const OBSERVE_INTERVAL: Duration = Duration::from_millis(250);
 /// How often expired relay requests and challenges are dropped.
 const EXPIRE_INTERVAL: Duration = Duration::from_secs(1);
 /// Peers gone that make shrinking the tables and handing memory back to
@@ -69,95 +73,6 @@ const TRIM_AFTER_GONE: u64 = 64;
 /// Ticks without a departure after which any departures since the last
 /// trim are trimmed too.
 const TRIM_AFTER_QUIET_TICKS: u32 = 3;
-
-/// Limits of a bootstrap node. The defaults suit a small VPS (1 vCPU, 1 GiB);
-/// `docs/security.md` explains each and how to tune them.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
-pub struct Limits {
-    /// Coordination requests (FORWARD, RELAY_REQUEST) per second per key.
-    pub coordination_per_sec: f64,
-    /// Burst of coordination requests per key.
-    pub coordination_burst: f64,
-    /// Relay bandwidth per direction of a pair, bytes per second.
-    pub relay_bytes_per_sec: f64,
-    /// Relay burst per direction, bytes.
-    pub relay_burst_bytes: f64,
-    /// Relay bandwidth of one sending key over all its relays, bytes per
-    /// second.
-    pub relay_key_bytes_per_sec: f64,
-    /// Relay burst of one sending key over all its relays, bytes.
-    pub relay_key_burst_bytes: f64,
-    /// Relay allocations one key may be in, and relay requests it may have
-    /// waiting for the other key's consent (each).
-    pub relay_max_per_key: usize,
-    /// Relay allocations in total, and relay requests waiting in total
-    /// (each).
-    pub relay_max_total: usize,
-    /// New connections per second per source (an IPv4 address or an IPv6
-    /// /64): QUIC handshakes, and separately new TCP streams. The burst is
-    /// three times this.
-    pub connections_per_sec_per_ip: f64,
-    /// Connections held at once from one source.
-    pub max_connections_per_ip: usize,
-    /// Connected peers (connections held) in total.
-    pub max_peers: usize,
-    /// QUIC handshakes under way at once.
-    pub max_pending_handshakes: usize,
-    /// TCP streams open at once in total.
-    pub tcp_max_streams: usize,
-    /// TCP streams open at once from one source.
-    pub tcp_max_streams_per_ip: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            coordination_per_sec: 20.0,
-            coordination_burst: 60.0,
-            relay_bytes_per_sec: 25_000_000.0,
-            relay_burst_bytes: 2_000_000.0,
-            relay_key_bytes_per_sec: 25_000_000.0,
-            relay_key_burst_bytes: 4_000_000.0,
-            relay_max_per_key: 1024,
-            relay_max_total: 16_384,
-            connections_per_sec_per_ip: 20.0,
-            max_connections_per_ip: 32,
-            max_peers: 4096,
-            max_pending_handshakes: 256,
-            tcp_max_streams: 4096,
-            tcp_max_streams_per_ip: 16,
-        }
-    }
-}
-
-/// Where a bootstrap listens for TCP streams.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TcpListen {
-    /// The same IP and port as the UDP socket (the port actually bound).
-    SameAsUdp,
-    /// This address.
-    At(SocketAddr),
-    /// No TCP listener.
-    Off,
-}
-
-/// What a bootstrap server needs to start ([`config::BootstrapConfig`]
-/// reads it from a file).
-#[derive(Clone, Debug)]
-pub struct BootstrapSettings {
-    /// The bootstrap's key pair.
-    pub identity: Identity,
-    /// UDP address to listen on.
-    pub listen: SocketAddr,
-    /// TCP listener for peers whose network drops UDP.
-    pub tcp_listen: TcpListen,
-    /// Whether to relay traffic.
-    pub relay: bool,
-    /// If set, only these keys may connect.
-    pub allowed_keys: Option<Vec<PeerId>>,
-    /// Limits.
-    pub limits: Limits,
-}
 
 /// Counters of a bootstrap node.
 #[derive(Debug, Default)]
@@ -201,17 +116,6 @@ pub struct BootstrapStats {
     pub migrations_ignored: AtomicU64,
     /// Raw frames other than relay data reaching the bootstrap, dropped.
     pub raw_unexpected: AtomicU64,
-}
-
-/// A connected peer, as the driver holds it.
-#[derive(Clone, Debug)]
-struct Session {
-    conn: PeerConnection,
-    /// The relay byte budget of this key as a sender.
-    budget: Arc<RelayBudget>,
-    /// Keeps the address the peer proved by a challenge open to QUIC (its
-    /// handshake address is held by the node while the connection lives).
-    proven: Arc<Mutex<Option<ProvenGuard>>>,
 }
 
 /// Aborts the TCP listener task when the last bootstrap handle goes.
@@ -427,192 +331,6 @@ impl Bootstrap {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn serve(self, conn: PeerConnection) {
-        let peer = conn.peer_id();
-        let origin = conn.origin();
-        let session = Session {
-            conn: conn.clone(),
-            budget: Arc::new(RelayBudget::new(RelayLimit {
-                bytes_per_sec: self.settings.limits.relay_key_bytes_per_sec,
-                burst_bytes: self.settings.limits.relay_key_burst_bytes,
-            })),
-            proven: Arc::default(),
-        };
-        let (previous, moved) = self.lock().connect(peer, session, origin, Instant::now());
-        match previous {
-            Some(old) => old.conn.close("replaced by a new connection"),
-            None => {
-                self.stats.peers.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        // The peer reconnected from elsewhere, maybe over another transport
-        // (TCP back to UDP): its relays follow it to the new address.
-        if let Some(moved) = moved {
-            self.apply_move(&moved);
-        }
-        if is_stream_addr(origin) {
-            // Authenticated: the stream may stay (and its buffers grow).
-            self.node.socket().claim_stream(origin);
-        }
-        let transport = Transport::of(origin);
-        tracing::info!(%origin, %transport, "peer connected");
-        if let Some(tcp_peer) = self.node.socket().stream_peer(origin) {
-            tracing::info!(%tcp_peer, "peer is on TCP: relay only, no observed address");
-        }
-        self.send_observed(&conn, origin);
-
-        let mut tick = tokio::time::interval(OBSERVE_INTERVAL);
-        let mut ignored: Option<SocketAddr> = None;
-        loop {
-            tokio::select! {
-                msg = conn.control().recv() => match msg {
-                    Some(msg) => self.handle(peer, &conn, msg),
-                    None => break,
-                },
-                _ = tick.tick() => {
-                    self.check_address(peer, &conn, &mut ignored);
-                    if is_stream_addr(origin) && !self.node.socket().has_stream(origin) {
-                        conn.close("TCP stream closed");
-                        break;
-                    }
-                }
-                _ = conn.closed() => break,
-            }
-        }
-        self.disconnected(peer, &conn);
-        if is_stream_addr(origin) {
-            self.node.socket().close_stream(origin);
-        }
-    }
-
-    /// QUIC may have moved the connection (a NAT rebinding, or a spoofed
-    /// packet). The move is followed once the peer proved the new address:
-    /// the socket holds QUIC's packets to it and challenges it
-    /// ([`crate::socket::proof`]), the peer answers with `ADDRESS_PROOF`
-    /// ([`Self::address_proof`]).
-    fn check_address(&self, peer: PeerId, conn: &PeerConnection, ignored: &mut Option<SocketAddr>) {
-        let now_at = canonical(conn.remote_address());
-        if is_virtual(now_at) {
-            if self.address_of(&peer) != Some(now_at) && *ignored != Some(now_at) {
-                *ignored = Some(now_at);
-                self.stats
-                    .migrations_ignored
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(%now_at, "move to a virtual address not followed");
-            }
-            return;
-        }
-        let moved = self.lock().follow(peer, now_at);
-        if let Some(moved) = moved {
-            self.followed(&moved, conn);
-        }
-    }
-
-    /// The peer sent back the token of an `ADDRESS_CHALLENGE`: it receives
-    /// at the address the token went to.
-    fn address_proof(&self, peer: PeerId, conn: &PeerConnection, token: [u8; 16]) {
-        let socket = self.node.socket();
-        let Some(addr) = socket.challenged_address(&token) else {
-            self.stats.proofs_unmatched.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("address proof that answers no challenge dropped");
-            return;
-        };
-        self.stats.proofs_accepted.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(%addr, "peer proved an address");
-        // QUIC's held packets to it leave now (its own path validation
-        // completes), and the address stays open while the peer is on it.
-        let guard = socket.prove(addr);
-        let moved = {
-            let mut reg = self.lock();
-            reg.proved(peer, addr);
-            if let Some(session) = reg.handle(&peer) {
-                *session
-                    .proven
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(guard);
-            }
-            if canonical(conn.remote_address()) == addr {
-                reg.follow(peer, addr)
-            } else {
-                None
-            }
-        };
-        if let Some(moved) = moved {
-            self.followed(&moved, conn);
-        }
-    }
-
-    /// The peer's proven address changed: relays follow, and it is told.
-    fn followed(&self, moved: &Moved, conn: &PeerConnection) {
-        self.stats
-            .migrations_followed
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::info!(from = %moved.from, to = %moved.to, "peer address changed (proven)");
-        self.apply_move(moved);
-        self.send_observed(conn, moved.to);
-    }
-
-    /// Tells the peer its observed address, unless it is a virtual one (a
-    /// TCP stream path), which means nothing to anyone else.
-    fn send_observed(&self, conn: &PeerConnection, addr: SocketAddr) {
-        if is_virtual(addr) {
-            return;
-        }
-        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
-        let _ = conn
-            .control()
-            .try_send(ControlMessage::ObservedAddress { sequence, addr });
-    }
-
-    fn handle(&self, peer: PeerId, conn: &PeerConnection, msg: ControlMessage) {
-        match msg {
-            ControlMessage::AddAddress { sequence, addr } if is_virtual(addr) => {
-                tracing::debug!(sequence, %addr, "virtual address refused as a candidate");
-            }
-            ControlMessage::AddAddress { sequence, addr } => {
-                self.lock().add_candidate(peer, sequence, addr);
-            }
-            ControlMessage::RemoveAddress { sequence } => {
-                self.lock().remove_candidate(peer, sequence);
-            }
-            ControlMessage::AddressProof { token } => self.address_proof(peer, conn, token),
-            ControlMessage::Forward {
-                peer: target,
-                inner,
-            } => {
-                let target = PeerId::from_bytes(target).ok();
-                let reply = match target {
-                    Some(target) => self.forward(peer, target, *inner),
-                    None => {
-                        self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                        Err(UnavailableReason::NotConnected)
-                    }
-                };
-                if let (Err(reason), Some(target)) = (reply, target) {
-                    let _ = conn.control().try_send(ControlMessage::PeerUnavailable {
-                        peer: *target.as_bytes(),
-                        reason,
-                    });
-                }
-            }
-            ControlMessage::RelayRequest { peer: target } => {
-                let Ok(target) = PeerId::from_bytes(target) else {
-                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                    return;
-                };
-                if let Err(reason) = self.relay(peer, target) {
-                    let _ = conn.control().try_send(ControlMessage::PeerUnavailable {
-                        peer: *target.as_bytes(),
-                        reason,
-                    });
-                }
-            }
-            other => {
-                tracing::debug!(?other, "ignoring a message a bootstrap does not handle");
-            }
-        }
-    }
-
     /// Counts a refusal and gives the reason to send.
     fn refuse(&self, refusal: Refusal) -> UnavailableReason {
         let counter = match refusal {
@@ -623,174 +341,5 @@ impl Bootstrap {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         refusal.reason()
-    }
-
-    fn forward(
-        &self,
-        from: PeerId,
-        target: PeerId,
-        inner: ControlMessage,
-    ) -> Result<(), UnavailableReason> {
-        let allowed = match &inner {
-            // A virtual address is no punch candidate.
-            ControlMessage::AddAddress { addr, .. } | ControlMessage::PunchMeNow { addr, .. } => {
-                !is_virtual(*addr)
-            }
-            ControlMessage::RemoveAddress { .. } => true,
-            _ => false,
-        };
-        if !allowed {
-            self.stats.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(UnavailableReason::NotAllowed);
-        }
-        let mut reg = self.lock();
-        reg.admit(from, Instant::now())
-            .map_err(|r| self.refuse(r))?;
-        self.stats.admitted.fetch_add(1, Ordering::Relaxed);
-        let Some(target) = reg.handle(&target) else {
-            return Err(self.refuse(Refusal::NotConnected));
-        };
-        let msg = ControlMessage::Forward {
-            peer: *from.as_bytes(),
-            inner: Box::new(inner),
-        };
-        target.conn.control().try_send(msg).map_err(|_| {
-            self.stats.target_queue_full.fetch_add(1, Ordering::Relaxed);
-            UnavailableReason::RateLimited
-        })?;
-        self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn relay(&self, from: PeerId, target: PeerId) -> Result<(), UnavailableReason> {
-        if !self.settings.relay {
-            self.stats.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(UnavailableReason::RelayDisabled);
-        }
-        let now = Instant::now();
-        let mut rng = rand::rngs::OsRng;
-        let channels = [rng.next_u32(), rng.next_u32()];
-        let mut reg = self.lock();
-        if !reg.answers_waiting(from, target, now) {
-            reg.admit(from, now).map_err(|r| self.refuse(r))?;
-            self.stats.admitted.fetch_add(1, Ordering::Relaxed);
-        }
-        let outcome = reg.relay_request(from, target, now, channels);
-        // Room made at the total cap: that allocation is gone for its pair.
-        while let Some(gone) = reg.poll_evicted() {
-            self.stats.relays_evicted.fetch_add(1, Ordering::Relaxed);
-            self.close_allocation(&reg, &gone);
-        }
-        let alloc = match outcome {
-            Err(refusal) => return Err(self.refuse(refusal)),
-            Ok(RelayOutcome::StillWaiting) => return Ok(()),
-            Ok(RelayOutcome::Waiting) => {
-                // Tell the target we asked: if it wants the relay too, it
-                // asks now rather than at its next retry.
-                self.stats
-                    .relay_requests_held
-                    .fetch_add(1, Ordering::Relaxed);
-                if let Some(target) = reg.handle(&target) {
-                    let _ = target
-                        .conn
-                        .control()
-                        .try_send(ControlMessage::RelayRequest {
-                            peer: *from.as_bytes(),
-                        });
-                }
-                return Ok(());
-            }
-            Ok(RelayOutcome::Created(alloc)) => {
-                self.install(&reg, &alloc);
-                self.stats.relays_granted.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(a = %alloc.a.short(), b = %alloc.b.short(), "relay allocated");
-                alloc
-            }
-            Ok(RelayOutcome::Exists(alloc)) => alloc,
-        };
-        for (to, other, channel) in [
-            (alloc.a, alloc.b, alloc.channel_a),
-            (alloc.b, alloc.a, alloc.channel_b),
-        ] {
-            if let Some(session) = reg.handle(&to) {
-                let _ = session.conn.control().try_send(ControlMessage::RelayGrant {
-                    peer: *other.as_bytes(),
-                    channel,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Installs both directions of `alloc`, each within its sender's
-    /// budget.
-    fn install(&self, reg: &Registry<Session>, alloc: &Allocation) {
-        let limit = RelayLimit {
-            bytes_per_sec: self.settings.limits.relay_bytes_per_sec,
-            burst_bytes: self.settings.limits.relay_burst_bytes,
-        };
-        let (Some(sa), Some(sb)) = (reg.handle(&alloc.a), reg.handle(&alloc.b)) else {
-            return;
-        };
-        let a = RelayRoute {
-            server: alloc.addr_a,
-            channel: alloc.channel_a,
-        };
-        let b = RelayRoute {
-            server: alloc.addr_b,
-            channel: alloc.channel_b,
-        };
-        let socket = self.node.socket();
-        socket.set_relay_forward(a, b, limit, sa.budget.clone());
-        socket.set_relay_forward(b, a, limit, sb.budget.clone());
-    }
-
-    fn uninstall(&self, alloc: &Allocation) {
-        let socket = self.node.socket();
-        socket.remove_relay_forward(RelayRoute {
-            server: alloc.addr_a,
-            channel: alloc.channel_a,
-        });
-        socket.remove_relay_forward(RelayRoute {
-            server: alloc.addr_b,
-            channel: alloc.channel_b,
-        });
-    }
-
-    /// Removes an allocation's forwarding and tells the ends still
-    /// connected (`RELAY_CLOSE` with each one's channel).
-    fn close_allocation(&self, reg: &Registry<Session>, alloc: &Allocation) {
-        self.uninstall(alloc);
-        for (end, channel) in [(alloc.a, alloc.channel_a), (alloc.b, alloc.channel_b)] {
-            if let Some(session) = reg.handle(&end) {
-                let _ = session
-                    .conn
-                    .control()
-                    .try_send(ControlMessage::RelayClose { channel });
-            }
-        }
-    }
-
-    /// A peer proved a new address: its relay forwarding moves there.
-    fn apply_move(&self, moved: &Moved) {
-        let reg = self.lock();
-        for (before, after) in &moved.relays {
-            self.uninstall(before);
-            self.install(&reg, after);
-        }
-    }
-
-    fn disconnected(&self, peer: PeerId, conn: &PeerConnection) {
-        let id = conn.quinn().stable_id();
-        let mut reg = self.lock();
-        let Some(left) = reg.disconnect(peer, |s| s.conn.quinn().stable_id() == id) else {
-            return;
-        };
-        self.stats.peers.fetch_sub(1, Ordering::Relaxed);
-        self.gone_since_trim.fetch_add(1, Ordering::Relaxed);
-        for alloc in &left.relays {
-            self.close_allocation(&reg, alloc);
-        }
-        tracing::info!("peer disconnected");
     }
 }
