@@ -25,6 +25,7 @@ mod admission;
 mod config;
 mod connection;
 pub mod control;
+mod link_state;
 pub(crate) mod metrics;
 pub mod overlay;
 pub mod peer_state;

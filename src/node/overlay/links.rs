@@ -15,6 +15,7 @@ use tracing::Instrument as _;
 use super::{network, Overlay};
 use crate::identity::PeerId;
 use crate::nat::canonical;
+use crate::node::link_state::Reconnect;
 use crate::node::peer_state::MAINTAIN_INTERVAL;
 use crate::node::BootstrapAddr;
 use crate::node::PeerConnection;
@@ -26,17 +27,6 @@ const TCP_FALLBACK_DELAY: Duration = Duration::from_secs(1);
 /// While a bootstrap is reached over TCP, UDP is retried this often (plus up
 /// to 30 % jitter).
 const UDP_RETRY: Duration = Duration::from_secs(30);
-/// For this long after losing a bootstrap link, reconnect attempts are
-/// short and frequent (a restarting bootstrap is back within seconds)...
-const FAST_RECONNECT_WINDOW: Duration = Duration::from_secs(60);
-/// ...each attempt gets this long (quinn retransmits its Initial within it)...
-const FAST_RECONNECT_ATTEMPT: Duration = Duration::from_secs(2);
-/// ...and they are at most this far apart (plus jitter); later, up to 30 s.
-const FAST_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
-/// How long a bootstrap whose relay path stalled is passed over for new
-/// relay channels: longer than its link takes to be found dead.
-pub(super) const SUSPECT_FOR: Duration = Duration::from_secs(3);
-
 /// One connected bootstrap.
 #[derive(Clone)]
 pub(super) struct Link {
@@ -98,26 +88,23 @@ impl Overlay {
     pub(super) async fn bootstrap_link(self, index: usize) {
         let server = self.inner.config.bootstraps[index];
         let span = tracing::info_span!("bootstrap", addr = %server.addr);
-        let mut delay = Duration::from_millis(250);
-        let mut lost_at: Option<Instant> = None;
+        let mut schedule = Reconnect::new();
         loop {
-            let recent = lost_at.is_some_and(|t| t.elapsed() < FAST_RECONNECT_WINDOW);
             let attempt = self.connect_bootstrap(server).instrument(span.clone());
-            let result = if recent {
-                tokio::time::timeout(FAST_RECONNECT_ATTEMPT, attempt)
+            let result = match schedule.attempt_timeout(Instant::now()) {
+                Some(limit) => tokio::time::timeout(limit, attempt)
                     .await
-                    .unwrap_or_else(|_| Err(format!("no answer within {FAST_RECONNECT_ATTEMPT:?}")))
-            } else {
-                attempt.await
+                    .unwrap_or_else(|_| Err(format!("no answer within {limit:?}"))),
+                None => attempt.await,
             };
             let counters = &self.inner.stats.links[index];
             match result {
                 Ok(conn) => {
                     counters.connects.fetch_add(1, Ordering::Relaxed);
-                    if lost_at.is_some() {
+                    if schedule.was_up() {
                         counters.reconnects.fetch_add(1, Ordering::Relaxed);
                     }
-                    delay = Duration::from_millis(250);
+                    schedule.on_connected();
                     let mut link = Link::new(conn);
                     loop {
                         self.inner
@@ -172,21 +159,15 @@ impl Overlay {
                     for slot in self.inner.peers.values() {
                         slot.wake.notify_one();
                     }
-                    lost_at = Some(Instant::now());
+                    schedule.on_lost(Instant::now());
                 }
                 Err(error) => {
                     counters.connect_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(parent: &span, %error, "bootstrap connect failed");
                 }
             }
-            let jitter = rand::thread_rng().gen_range(0.0..0.5);
-            tokio::time::sleep(delay.mul_f64(1.0 + jitter)).await;
-            let max = if lost_at.is_some_and(|t| t.elapsed() < FAST_RECONNECT_WINDOW) {
-                FAST_RECONNECT_MAX_DELAY
-            } else {
-                Duration::from_secs(30)
-            };
-            delay = (delay * 2).min(max);
+            let jitter = rand::thread_rng().gen_range(0.0..1.0);
+            tokio::time::sleep(schedule.next_wait(Instant::now(), jitter)).await;
         }
     }
 

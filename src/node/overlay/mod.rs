@@ -40,8 +40,9 @@ mod peer;
 mod punch;
 mod stats;
 
-use self::links::{Link, SUSPECT_FOR};
+use self::links::Link;
 use self::peer::{alive, PeerSlot};
+use super::link_state::RelayChoice;
 use super::peer_state::PeerFacts;
 use super::punch_driver::ProbeIn;
 use super::{Node, NodeConfig, NodeError, PeerConnection, TransportSettings};
@@ -197,10 +198,8 @@ struct Inner {
     delivery: Delivery,
     incoming_rx: tokio::sync::Mutex<mpsc::Receiver<(PeerId, Bytes)>>,
     last_poke: Mutex<Option<Instant>>,
-    /// A bootstrap whose relay path just stalled, and when: new relay
-    /// channels are asked for elsewhere for [`SUSPECT_FOR`], since the
-    /// bootstrap itself may be what died (its link notices a second later).
-    suspect: Mutex<Option<(SocketAddr, Instant)>>,
+    /// Which bootstrap new relay channels are asked of.
+    relay_choice: Mutex<RelayChoice>,
     /// TTL of punch priming probes learned from the routers toward the
     /// bootstrap (see [`crate::nat::priming`]); 0 until learned.
     prime_ttl: AtomicU8,
@@ -282,7 +281,7 @@ impl Overlay {
             },
             incoming_rx: tokio::sync::Mutex::new(rx),
             last_poke: Mutex::default(),
-            suspect: Mutex::default(),
+            relay_choice: Mutex::default(),
             prime_ttl: AtomicU8::new(0),
             prime_traced: tokio::sync::watch::Sender::new(false),
             stats,
@@ -562,31 +561,34 @@ impl Overlay {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Passes over the bootstrap at `server` for new relay channels for
-    /// [`SUSPECT_FOR`]: its relay path just stalled, and it may be what died.
+    /// Passes over the bootstrap at `server` for new relay channels for a
+    /// while: its relay path just stalled, and it may be what died.
     fn suspect(&self, server: SocketAddr) {
-        *self
-            .inner
-            .suspect
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some((server, Instant::now()));
-    }
-
-    fn primary_link(&self) -> Option<Link> {
-        let suspect = self
-            .inner
-            .suspect
+        self.inner
+            .relay_choice
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .filter(|(_, since)| since.elapsed() < SUSPECT_FOR)
-            .map(|(addr, _)| addr);
-        let links = self.read_links();
-        let mut alive_links = links.iter().flatten().filter(|l| alive(&l.conn));
-        let first = alive_links.clone().next().cloned();
-        alive_links
-            .find(|l| Some(l.addr) != suspect)
+            .suspect(server, Instant::now());
+    }
+
+    /// The connected bootstrap that new relay channels are asked of.
+    fn primary_link(&self) -> Option<Link> {
+        // Copied out first: the two locks are never held together.
+        let alive_links: Vec<Link> = self
+            .read_links()
+            .iter()
+            .flatten()
+            .filter(|l| alive(&l.conn))
             .cloned()
-            .or(first)
+            .collect();
+        let addrs: Vec<SocketAddr> = alive_links.iter().map(|l| l.addr).collect();
+        let chosen = self
+            .inner
+            .relay_choice
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .choose(&addrs, Instant::now())?;
+        alive_links.into_iter().find(|l| l.addr == chosen)
     }
 
     /// The slot of the configured peer with key `peer`.
