@@ -107,6 +107,15 @@ impl PeerId {
         Self::from_bytes(bytes)
     }
 
+    /// Whether `signature` is this key's Ed25519 signature of `msg`
+    /// (strict verification: no malleable or small-order forms).
+    pub fn verify(&self, msg: &[u8], signature: &[u8; 64]) -> bool {
+        VerifyingKey::from_bytes(&self.0).is_ok_and(|key| {
+            key.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(signature))
+                .is_ok()
+        })
+    }
+
     /// A short form for logs: the first 8 base64 characters.
     pub fn short(&self) -> String {
         let mut s = self.to_string();
@@ -227,23 +236,35 @@ impl Identity {
     /// Writes the private key to a new file created with mode 0600. Fails if
     /// the file already exists, so a key is never overwritten by accident.
     pub fn save_new(&self, path: &Path) -> Result<(), IdentityError> {
-        let file_err = |source| IdentityError::File {
-            path: path.to_owned(),
-            source,
-        };
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(path).map_err(file_err)?;
         let mut text = self.to_base64();
         text.push('\n');
-        file.write_all(text.as_bytes()).map_err(file_err)?;
-        file.sync_all().map_err(file_err)
+        write_new_private_file(path, text.as_bytes())
     }
+
+    /// The Ed25519 signature of `msg`.
+    pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer as _;
+        self.signing.sign(msg).to_bytes()
+    }
+}
+
+/// Writes `contents` to a new file created with mode 0600 (on Unix), synced
+/// to disk. Fails if the file exists: a private key is never overwritten.
+pub fn write_new_private_file(path: &Path, contents: &[u8]) -> Result<(), IdentityError> {
+    let file_err = |source| IdentityError::File {
+        path: path.to_owned(),
+        source,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(file_err)?;
+    file.write_all(contents).map_err(file_err)?;
+    file.sync_all().map_err(file_err)
 }
 
 impl fmt::Debug for Identity {

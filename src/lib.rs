@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod bootstrap;
+pub mod cert;
 pub mod config;
 pub mod identity;
 pub mod metrics;

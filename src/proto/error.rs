@@ -65,6 +65,15 @@ pub enum DecodeError {
     /// A `FORWARD` frame whose inner message is itself a `FORWARD`.
     #[error("FORWARD frame nested inside a FORWARD frame")]
     NestedForward,
+    /// A field that is complete but breaks its rules (for example a
+    /// certificate whose name is not a DNS label).
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A well-formed varint whose value does not fit the field it encodes
     /// (for example a `PUNCH_ME_NOW` round above `u32::MAX`).
     #[error("value {value} out of range for field `{field}`")]

@@ -73,6 +73,7 @@
 //! frame (`RELAY_DATA` 0x01, `PUNCH_PROBE` 0x02, `PUNCH_ACK` 0x03,
 //! `ADDRESS_CHALLENGE` 0x04), anything else is QUIC.
 
+pub mod cert;
 mod control;
 mod error;
 mod frame;

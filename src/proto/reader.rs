@@ -83,6 +83,24 @@ impl<'a> Reader<'a> {
     }
 
     /// Drops `len` bytes (saturating at the end of the buffer).
+    /// Reads exactly `len` bytes.
+    pub(crate) fn bytes(&mut self, len: usize) -> Result<&'a [u8], DecodeError> {
+        if self.buf.len() < len {
+            return Err(DecodeError::Truncated {
+                needed: len,
+                available: self.buf.len(),
+            });
+        }
+        let (head, rest) = self.buf.split_at(len);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    /// How many bytes are left.
+    pub(crate) fn rest_len(&self) -> usize {
+        self.buf.len()
+    }
+
     fn skip(&mut self, len: usize) {
         self.buf = self.buf.get(len..).unwrap_or_default();
     }

@@ -1,5 +1,6 @@
 //! `antq-tun`: the antq command line.
 
+mod ca;
 mod keys;
 mod netcheck;
 mod run;
@@ -62,6 +63,12 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Manage a network CA and host certificates (mesh membership without
+    /// listing every peer).
+    Ca {
+        #[command(subcommand)]
+        command: ca::CaCommand,
+    },
     /// Print this host's addresses as seen by each bootstrap and the NAT
     /// mapping behaviour inferred from them.
     Netcheck {
@@ -86,6 +93,7 @@ fn main() -> ExitCode {
         Command::Down { config } => run::down(&config),
         Command::Status { json, interface } => status::status(json, interface.as_deref()),
         Command::Bootstrap { config } => run::bootstrap(&config),
+        Command::Ca { command } => ca::run(command),
         Command::Netcheck {
             config,
             bootstrap,

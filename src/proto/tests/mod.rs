@@ -1,6 +1,7 @@
 //! Tests of the `proto` codecs: hand-written hex vectors, malformed input and
 //! property tests.
 
+mod cert;
 mod control_vectors;
 mod malformed;
 mod props;
