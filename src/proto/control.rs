@@ -3,7 +3,9 @@
 //! Their encoding and decoding live in `frame.rs`. See the
 //! [module documentation](crate::proto) for the wire layouts.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+
+use super::cert::Certificate;
 
 #[cfg(doc)]
 use super::{decode_frame, DecodeError};
@@ -48,6 +50,14 @@ pub mod frame_type {
     pub const HELLO: u64 = 0x3d_7f05;
     /// antq `ADDRESS_PROOF`: the token of an `ADDRESS_CHALLENGE` received.
     pub const ADDRESS_PROOF: u64 = 0x3d_7f06;
+    /// antq `MEMBER_REGISTER`: a member gives its bootstrap its certificate.
+    pub const MEMBER_REGISTER: u64 = 0x3d_7f07;
+    /// antq `MEMBER_LOOKUP`: a member asks who holds a key or an address.
+    pub const MEMBER_LOOKUP: u64 = 0x3d_7f08;
+    /// antq `MEMBER`: the bootstrap's answer, a certificate.
+    pub const MEMBER: u64 = 0x3d_7f09;
+    /// antq `NO_MEMBER`: the bootstrap knows no member for a lookup.
+    pub const NO_MEMBER: u64 = 0x3d_7f0a;
 
     /// Whether `t` is one of the frame types above.
     pub fn is_known(t: u64) -> bool {
@@ -56,7 +66,7 @@ pub mod frame_type {
             ADD_ADDRESS_V4..=REMOVE_ADDRESS
                 | OBSERVED_ADDRESS_V4
                 | OBSERVED_ADDRESS_V6
-                | FORWARD..=ADDRESS_PROOF
+                | FORWARD..=NO_MEMBER
         )
     }
 }
@@ -110,6 +120,16 @@ impl UnavailableReason {
             other => Self::Other(other),
         }
     }
+}
+
+/// What a `MEMBER_LOOKUP` asks for: the member with a key, or the member
+/// whose certificate covers an overlay address (its address or a route).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemberQuery {
+    /// The member with this public key.
+    Key([u8; 32]),
+    /// The member owning this overlay address.
+    Addr(IpAddr),
 }
 
 /// A control message, as carried in one frame on a QUIC control stream.
@@ -213,6 +233,31 @@ pub enum ControlMessage {
         /// The challenge's token.
         token: [u8; 16],
     },
+    /// `MEMBER_REGISTER`: a member gives its bootstrap its certificate, so
+    /// that other members of the same network can find it.
+    MemberRegister {
+        /// The member's certificate.
+        cert: Box<Certificate>,
+    },
+    /// `MEMBER_LOOKUP`: a member asks its bootstrap for the certificate of
+    /// another member of its network.
+    MemberLookup {
+        /// Whom to find.
+        query: MemberQuery,
+    },
+    /// `MEMBER`: the bootstrap's answer to a `MEMBER_LOOKUP`. The asker
+    /// verifies the certificate itself; the bootstrap is not trusted.
+    Member {
+        /// The lookup this answers.
+        query: MemberQuery,
+        /// The member's certificate.
+        cert: Box<Certificate>,
+    },
+    /// `NO_MEMBER`: no registered member of the asker's network matches.
+    NoMember {
+        /// The lookup this answers.
+        query: MemberQuery,
+    },
     /// A frame of a type this implementation does not know.
     ///
     /// [`decode_frame`] consumes such frames whole and returns them here so
@@ -243,6 +288,10 @@ impl ControlMessage {
             Self::PeerUnavailable { .. } => ft::PEER_UNAVAILABLE,
             Self::Hello { .. } => ft::HELLO,
             Self::AddressProof { .. } => ft::ADDRESS_PROOF,
+            Self::MemberRegister { .. } => ft::MEMBER_REGISTER,
+            Self::MemberLookup { .. } => ft::MEMBER_LOOKUP,
+            Self::Member { .. } => ft::MEMBER,
+            Self::NoMember { .. } => ft::NO_MEMBER,
             Self::Unknown { frame_type, .. } => *frame_type,
         }
     }

@@ -6,7 +6,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-use super::control::{frame_type as ft, ControlMessage, UnavailableReason, MAX_PAYLOAD_LEN};
+use super::cert::Certificate;
+use super::control::{
+    frame_type as ft, ControlMessage, MemberQuery, UnavailableReason, MAX_PAYLOAD_LEN,
+};
 use super::error::{DecodeError, EncodeError};
 use super::reader::Reader;
 use super::varint::{decode_varint, encode_varint};
@@ -95,6 +98,12 @@ impl ControlMessage {
                 encode_varint(*flags, out)?;
             }
             Self::AddressProof { token } => out.extend_from_slice(token),
+            Self::MemberRegister { cert } => out.extend_from_slice(&cert.encode()),
+            Self::MemberLookup { query } | Self::NoMember { query } => put_query(query, out),
+            Self::Member { query, cert } => {
+                put_query(query, out);
+                out.extend_from_slice(&cert.encode());
+            }
             Self::Unknown {
                 frame_type,
                 payload,
@@ -116,6 +125,44 @@ fn put_addr(addr: &SocketAddr, out: &mut Vec<u8>) {
         IpAddr::V6(ip) => out.extend_from_slice(&ip.octets()),
     }
     out.extend_from_slice(&addr.port().to_be_bytes());
+}
+
+/// Appends a member query: `0` and a key, or `4`/`6` and an address.
+fn put_query(query: &MemberQuery, out: &mut Vec<u8>) {
+    match query {
+        MemberQuery::Key(key) => {
+            out.push(0);
+            out.extend_from_slice(key);
+        }
+        MemberQuery::Addr(IpAddr::V4(ip)) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        MemberQuery::Addr(IpAddr::V6(ip)) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+}
+
+/// Reads a member query.
+fn get_query(r: &mut Reader<'_>) -> Result<MemberQuery, DecodeError> {
+    Ok(match r.array::<1>()?[0] {
+        0 => MemberQuery::Key(r.array()?),
+        4 => MemberQuery::Addr(IpAddr::V4(r.ipv4()?)),
+        6 => MemberQuery::Addr(IpAddr::V6(r.ipv6()?)),
+        _ => {
+            return Err(DecodeError::Invalid {
+                field: "member query",
+                reason: "kind is neither 0 (key), 4 nor 6 (address)",
+            })
+        }
+    })
+}
+
+/// Decodes a certificate that takes the rest of a payload.
+fn get_cert(r: &mut Reader<'_>) -> Result<Box<Certificate>, DecodeError> {
+    Ok(Box::new(Certificate::decode(r.rest())?.0))
 }
 
 /// Reads an address whose family is given by the parity of `frame_type`.
@@ -250,6 +297,19 @@ fn decode_payload(frame_type: u64, payload: &[u8]) -> Result<ControlMessage, Dec
             flags: r.varint()?,
         },
         ft::ADDRESS_PROOF => ControlMessage::AddressProof { token: r.array()? },
+        ft::MEMBER_REGISTER => ControlMessage::MemberRegister {
+            cert: get_cert(&mut r)?,
+        },
+        ft::MEMBER_LOOKUP => ControlMessage::MemberLookup {
+            query: get_query(&mut r)?,
+        },
+        ft::MEMBER => ControlMessage::Member {
+            query: get_query(&mut r)?,
+            cert: get_cert(&mut r)?,
+        },
+        ft::NO_MEMBER => ControlMessage::NoMember {
+            query: get_query(&mut r)?,
+        },
         _ => ControlMessage::Unknown {
             frame_type,
             payload: r.rest().to_vec(),

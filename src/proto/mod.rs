@@ -53,6 +53,10 @@
 //! | `0x3d7f04` | `PEER_UNAVAILABLE` | `peer: 32 bytes, reason: varint` ([`UnavailableReason`]) |
 //! | `0x3d7f05` | `HELLO` | `version: varint, flags: varint` |
 //! | `0x3d7f06` | `ADDRESS_PROOF` | `token: 16 bytes` |
+//! | `0x3d7f07` | `MEMBER_REGISTER` | `certificate` ([`cert`]) |
+//! | `0x3d7f08` | `MEMBER_LOOKUP` | `query` |
+//! | `0x3d7f09` | `MEMBER` | `query, certificate` |
+//! | `0x3d7f0a` | `NO_MEMBER` | `query` |
 //!
 //! The `PUNCH_ME_NOW` round must fit in a `u32` (punch probes carry it in 4
 //! bytes). `peer` is an Ed25519 public key. `FORWARD` is the bootstrap's
@@ -64,6 +68,14 @@
 //! for each other. From a bootstrap to a peer it says that `peer` asked for
 //! a relay with us, so that we can ask too (if we want it) without waiting
 //! for our next retry.
+//!
+//! `query` is `0` and a 32-byte key, or `4` and an IPv4 / `6` and an IPv6
+//! overlay address. A certificate takes the rest of the payload and must
+//! decode whole ([`cert::Certificate::decode`]). The directory messages
+//! (`MEMBER_*`) are between a member and its bootstraps: a member registers
+//! its certificate, and asks for another member's by key or address; the
+//! bootstrap answers only members of the same network (CA), and the asker
+//! verifies what it gets against its own trusted CAs.
 //!
 //! Example: `HELLO { version: 1, flags: 0 }` is `80 3d 7f 05 02 01 00`.
 //!
@@ -81,7 +93,7 @@ pub mod raw;
 mod reader;
 mod varint;
 
-pub use control::{frame_type, ControlMessage, UnavailableReason, MAX_PAYLOAD_LEN};
+pub use control::{frame_type, ControlMessage, MemberQuery, UnavailableReason, MAX_PAYLOAD_LEN};
 pub use error::{DecodeError, EncodeError};
 pub use frame::decode_frame;
 pub use varint::{decode_varint, encode_varint, varint_len, VARINT_MAX};

@@ -5,10 +5,11 @@ use std::net::{IpAddr, SocketAddr};
 
 use proptest::prelude::*;
 
+use crate::proto::cert::Certificate;
 use crate::proto::raw::{classify, parse_raw, parse_relay, Probe, ProbeKind};
 use crate::proto::{
-    decode_frame, decode_varint, encode_varint, frame_type, ControlMessage as M, UnavailableReason,
-    VARINT_MAX,
+    decode_frame, decode_varint, encode_varint, frame_type, ControlMessage as M, MemberQuery,
+    UnavailableReason, VARINT_MAX,
 };
 
 fn varint() -> impl Strategy<Value = u64> {
@@ -29,6 +30,38 @@ fn sock() -> impl Strategy<Value = SocketAddr> {
 
 /// Any message except `Forward`.
 fn leaf() -> impl Strategy<Value = M> {
+    prop_oneof![6 => addresses_and_relays(), 1 => member()]
+}
+
+fn query() -> impl Strategy<Value = MemberQuery> {
+    prop_oneof![
+        any::<[u8; 32]>().prop_map(MemberQuery::Key),
+        any::<[u8; 4]>().prop_map(|a| MemberQuery::Addr(IpAddr::from(a))),
+        any::<[u8; 16]>().prop_map(|a| MemberQuery::Addr(IpAddr::from(a))),
+    ]
+}
+
+/// The directory messages.
+fn member() -> impl Strategy<Value = M> {
+    let cert = || {
+        (super::cert::any_body(), any::<[u8; 32]>()).prop_map(|(body, s)| {
+            Box::new(Certificate {
+                body,
+                signature: [s, s].concat().try_into().expect("64 bytes"),
+            })
+        })
+    };
+    prop_oneof![
+        cert().prop_map(|cert| M::MemberRegister { cert }),
+        query().prop_map(|query| M::MemberLookup { query }),
+        (query(), cert()).prop_map(|(query, cert)| M::Member { query, cert }),
+        query().prop_map(|query| M::NoMember { query }),
+        any::<[u8; 16]>().prop_map(|token| M::AddressProof { token }),
+    ]
+}
+
+/// Address, punch and relay messages.
+fn addresses_and_relays() -> impl Strategy<Value = M> {
     prop_oneof![
         (varint(), sock()).prop_map(|(sequence, addr)| M::AddAddress { sequence, addr }),
         (
