@@ -88,6 +88,23 @@ impl Bootstrap {
             "Relay requests held until the other key asks too (relays need both keys' consent).",
         )
         .int(&[], load(&s.relay_requests_held));
+        r.gauge(
+            "antq_bootstrap_members",
+            "Members with a certificate in the directory.",
+        )
+        .int(&[], self.lock().held().members as u64);
+        let f = r.counter(
+            "antq_bootstrap_directory_total",
+            "Directory registrations (accepted, refused) and lookups (found, not found).",
+        );
+        for (event, c) in [
+            ("registered", &s.members_registered),
+            ("refused", &s.members_refused),
+            ("lookup_found", &s.lookups_found),
+            ("lookup_not_found", &s.lookups_not_found),
+        ] {
+            f.int(&[("event", event)], load(c));
+        }
         r.counter(
             "antq_bootstrap_raw_unexpected_total",
             "Raw frames other than address responses and relay data, dropped.",

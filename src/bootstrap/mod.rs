@@ -43,6 +43,7 @@
 //! the peer gets no direct path and is reached through the relay only.
 
 pub mod config;
+pub mod directory;
 mod metrics;
 pub mod registry;
 mod relay;
@@ -116,6 +117,16 @@ pub struct BootstrapStats {
     pub migrations_ignored: AtomicU64,
     /// Raw frames other than relay data reaching the bootstrap, dropped.
     pub raw_unexpected: AtomicU64,
+    /// Certificates registered (`MEMBER_REGISTER` accepted).
+    pub members_registered: AtomicU64,
+    /// Certificates refused at registration (wrong key, bad signature,
+    /// expired or not yet valid).
+    pub members_refused: AtomicU64,
+    /// Lookups answered with a certificate.
+    pub lookups_found: AtomicU64,
+    /// Lookups answered `NO_MEMBER` (no such member of the asker's network,
+    /// or the asker is no member).
+    pub lookups_not_found: AtomicU64,
 }
 
 /// Aborts the TCP listener task when the last bootstrap handle goes.

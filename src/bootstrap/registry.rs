@@ -30,8 +30,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::directory::Directory;
 use super::Limits;
+use crate::cert::CertError;
 use crate::identity::PeerId;
+use crate::proto::cert::Certificate;
 use crate::proto::UnavailableReason;
 use crate::ratelimit::TokenBucket;
 
@@ -159,6 +162,8 @@ pub struct Held {
     pub relays: usize,
     /// Relay requests waiting for the other key.
     pub relay_requests_waiting: usize,
+    /// Members with a certificate in the directory.
+    pub members: usize,
 }
 
 /// The bootstrap's state. `H` is the driver's handle on a peer's
@@ -172,6 +177,8 @@ pub struct Registry<H> {
     waiting: HashMap<(PeerId, PeerId), Instant>,
     /// Allocations removed to make room, for the driver.
     evicted: Vec<Allocation>,
+    /// Connected members' certificates.
+    directory: Directory,
 }
 
 fn pair(x: PeerId, y: PeerId) -> (PeerId, PeerId) {
@@ -191,7 +198,28 @@ impl<H> Registry<H> {
             relays: HashMap::new(),
             waiting: HashMap::new(),
             evicted: Vec::new(),
+            directory: Directory::new(),
         }
+    }
+
+    /// The member directory (certificates of connected peers).
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    /// A connected peer registers its certificate at `now` (Unix
+    /// seconds); see [`Directory::register`]. Ignored for a key that is not
+    /// connected (its registration would outlive it).
+    pub fn register_member(
+        &mut self,
+        peer: PeerId,
+        cert: Certificate,
+        now: u64,
+    ) -> Result<(), CertError> {
+        if !self.peers.contains_key(&peer) {
+            return Ok(());
+        }
+        self.directory.register(peer, cert, now)
     }
 
     /// What is held now.
@@ -200,6 +228,7 @@ impl<H> Registry<H> {
             peers: self.peers.len(),
             relays: self.relays.len(),
             relay_requests_waiting: self.waiting.len(),
+            members: self.directory.len(),
         }
     }
 
@@ -280,6 +309,7 @@ impl<H> Registry<H> {
             return None;
         }
         self.peers.remove(&peer)?;
+        self.directory.remove(&peer);
         let gone: Vec<(PeerId, PeerId)> = self
             .waiting
             .keys()

@@ -187,6 +187,7 @@ fn a_leaving_peer_takes_its_requests_and_allocations() {
             peers: 2,
             relays: 0,
             relay_requests_waiting: 0,
+            members: 0,
         }
     );
     // k1's count went down with it: it may make a new one under cap 1.

@@ -13,8 +13,16 @@ use super::Bootstrap;
 use crate::identity::PeerId;
 use crate::nat::canonical;
 use crate::node::PeerConnection;
-use crate::proto::{ControlMessage, UnavailableReason};
+use crate::proto::cert::Certificate;
+use crate::proto::{ControlMessage, MemberQuery, UnavailableReason};
 use crate::socket::{is_stream_addr, is_virtual, ProvenGuard, RelayBudget, RelayLimit, Transport};
+
+/// Now in Unix seconds (certificate validity).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// How often a session checks whether QUIC moved the peer's connection.
 const OBSERVE_INTERVAL: Duration = Duration::from_millis(250);
@@ -183,6 +191,8 @@ impl Bootstrap {
                 self.lock().remove_candidate(peer, sequence);
             }
             ControlMessage::AddressProof { token } => self.address_proof(peer, conn, token),
+            ControlMessage::MemberRegister { cert } => self.register_member(peer, *cert),
+            ControlMessage::MemberLookup { query } => self.lookup_member(peer, conn, query),
             ControlMessage::Forward {
                 peer: target,
                 inner,
@@ -217,6 +227,54 @@ impl Bootstrap {
             other => {
                 tracing::debug!(?other, "ignoring a message a bootstrap does not handle");
             }
+        }
+    }
+
+    /// The peer gives us its certificate for the directory.
+    fn register_member(&self, peer: PeerId, cert: Certificate) {
+        let name = cert.body.name.clone();
+        match self.lock().register_member(peer, cert, unix_now()) {
+            Ok(()) => {
+                self.stats
+                    .members_registered
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%name, "member registered");
+            }
+            Err(error) => {
+                self.stats.members_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%error, reason = error.reason(), "member certificate refused");
+            }
+        }
+    }
+
+    /// The peer asks for another member of its network. Costs a
+    /// coordination token.
+    fn lookup_member(&self, peer: PeerId, conn: &PeerConnection, query: MemberQuery) {
+        let answer = {
+            let mut reg = self.lock();
+            if let Err(refusal) = reg.admit(peer, Instant::now()) {
+                drop(reg);
+                self.refuse(refusal);
+                return;
+            }
+            reg.directory().lookup(&peer, query, unix_now())
+        };
+        let msg = match answer {
+            Ok(cert) => {
+                self.stats.lookups_found.fetch_add(1, Ordering::Relaxed);
+                ControlMessage::Member {
+                    query,
+                    cert: Box::new((*cert).clone()),
+                }
+            }
+            Err(refusal) => {
+                self.stats.lookups_not_found.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(?query, %refusal, "member lookup");
+                ControlMessage::NoMember { query }
+            }
+        };
+        if conn.control().try_send(msg).is_err() {
+            self.stats.target_queue_full.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -45,6 +45,10 @@ pub struct BootstrapStatus {
     pub tcp_streams: usize,
     /// Relay allocations made, coordination messages forwarded.
     pub totals: BTreeMap<&'static str, u64>,
+    /// Members with a certificate in the directory.
+    pub members: usize,
+    /// Directory registrations and lookups, by outcome.
+    pub directory: BTreeMap<&'static str, u64>,
     /// Moves of peers' connections, by outcome.
     pub address_proofs: BTreeMap<&'static str, u64>,
     /// Everything a limit refused, by reason.
@@ -81,6 +85,13 @@ impl Bootstrap {
                 ("relay_requests_held", load(&self.stats.relay_requests_held)),
                 ("coordination_forwarded", load(&self.stats.forwarded)),
                 ("raw_unexpected", load(&self.stats.raw_unexpected)),
+            ]),
+            members: held.members,
+            directory: BTreeMap::from([
+                ("registered", load(&self.stats.members_registered)),
+                ("refused", load(&self.stats.members_refused)),
+                ("lookups_found", load(&self.stats.lookups_found)),
+                ("lookups_not_found", load(&self.stats.lookups_not_found)),
             ]),
             address_proofs: self.address_proofs().into_iter().collect(),
             refused: self.refusals().into_iter().collect(),

@@ -106,6 +106,11 @@ fn print_bootstrap(r: &serde_json::Value) {
         r["address_challenges"]
     );
     println!("  totals: {}", nonzero(&r["totals"]));
+    println!(
+        "  directory: {} members; {}",
+        r["members"],
+        nonzero(&r["directory"])
+    );
     println!("  address moves: {}", nonzero(&r["address_proofs"]));
     println!("  refused: {}", nonzero(&r["refused"]));
 }
