@@ -52,6 +52,10 @@ pub enum CertError {
         /// The key of the connection that presented it.
         presented: String,
     },
+    /// A directory answer that does not answer the question (another key,
+    /// or an address the certificate does not cover).
+    #[error("wrong answer: {0}")]
+    WrongAnswer(String),
     /// The bytes are not a certificate.
     #[error("malformed certificate")]
     Malformed(#[from] DecodeError),
@@ -82,7 +86,7 @@ pub enum CertError {
 impl CertError {
     /// A short label for metrics and logs of refused certificates
     /// (`unknown_ca`, `bad_signature`, `not_yet_valid`, `expired`, `revoked`,
-    /// `key_mismatch`, `malformed`; `file` for the rest).
+    /// `key_mismatch`, `wrong_answer`, `malformed`; `file` for the rest).
     pub fn reason(&self) -> &'static str {
         match self {
             Self::UnknownCa(_) => "unknown_ca",
@@ -91,6 +95,7 @@ impl CertError {
             Self::Expired(_) => "expired",
             Self::Revoked(_) => "revoked",
             Self::KeyMismatch { .. } => "key_mismatch",
+            Self::WrongAnswer(_) => "wrong_answer",
             Self::Malformed(_) | Self::Field(_) => "malformed",
             Self::File { .. } | Self::FileContent { .. } | Self::Key(_) => "file",
         }

@@ -26,6 +26,7 @@ mod config;
 mod connection;
 pub mod control;
 mod link_state;
+pub mod members;
 pub(crate) mod metrics;
 pub mod overlay;
 pub mod peer_state;

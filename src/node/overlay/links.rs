@@ -112,7 +112,7 @@ impl Overlay {
                             .write()
                             .unwrap_or_else(PoisonError::into_inner)[index] = Some(link.clone());
                         tracing::info!(parent: &span, transport = %link.transport, "bootstrap connected");
-                        for slot in self.inner.peers.values() {
+                        for slot in self.slots().values() {
                             slot.wake.notify_one();
                         }
                         let upgraded = match link.transport {
@@ -156,7 +156,7 @@ impl Overlay {
                     // once back) for new ones.
                     let via = link.addr;
                     self.retire_relays_where(|r| r.server == via);
-                    for slot in self.inner.peers.values() {
+                    for slot in self.slots().values() {
                         slot.wake.notify_one();
                     }
                     schedule.on_lost(Instant::now());
@@ -284,7 +284,7 @@ impl Overlay {
                     // A new public address (our NAT renumbered or remapped
                     // us): peers without a direct path need it now.
                     let moved = previous.is_some_and(|p| p != addr);
-                    for slot in self.inner.peers.values() {
+                    for slot in self.slots().values() {
                         if moved {
                             slot.state().announce_soon();
                         }

@@ -1,4 +1,5 @@
-//! The overlay: a node that keeps connections to a fixed set of peers,
+//! The overlay: a node that keeps connections to a set of peers (fixed at
+//! the start, plus those added later with [`Overlay::add_peer`]),
 //! directly when a hole can be punched and through a bootstrap's relay when
 //! not, and moves datagrams between them.
 //!
@@ -28,6 +29,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -189,10 +192,19 @@ pub enum SendError {
     },
 }
 
+/// The peers by key. Read on every datagram (a lock-free load); changed
+/// only by [`Overlay::add_peer`] and [`Overlay::remove_peer`], one at a time
+/// (under `Inner::peers_change`).
+type PeerMap = HashMap<PeerId, Arc<PeerSlot>>;
+
 struct Inner {
     node: Node,
     config: OverlayConfig,
-    peers: HashMap<PeerId, Arc<PeerSlot>>,
+    peers: ArcSwap<PeerMap>,
+    /// Serializes changes of `peers` (taken alone).
+    peers_change: Mutex<()>,
+    /// The keys whose handshakes we accept: the peers'.
+    allow: Allowlist,
     links: RwLock<Vec<Option<Link>>>,
     punches: Mutex<HashMap<[u8; 16], mpsc::Sender<ProbeIn>>>,
     delivery: Delivery,
@@ -247,13 +259,13 @@ impl Overlay {
         let mut node_config = NodeConfig::new(
             config.identity.clone(),
             config.bind,
-            AcceptPolicy::Allowlist(allow),
+            AcceptPolicy::Allowlist(allow.clone()),
         );
         node_config.transport = config.transport.clone();
         let node = Node::bind(node_config)?;
         let started = Instant::now();
         let punch_busy = config.punch.max_duration + config.punch.linger;
-        let peers = config
+        let peers: PeerMap = config
             .peers
             .iter()
             .map(|(id, endpoint)| {
@@ -272,7 +284,9 @@ impl Overlay {
         let inner = Arc::new(Inner {
             node,
             config,
-            peers,
+            peers: ArcSwap::from_pointee(peers),
+            peers_change: Mutex::default(),
+            allow,
             links,
             punches: Mutex::default(),
             delivery: match sink {
@@ -362,12 +376,88 @@ impl Overlay {
             tokio::spawn(async move { this.watch_network().await });
         }
         // Per-peer maintenance.
-        for slot in inner.peers.values() {
-            let this = self.clone();
-            let slot = slot.clone();
-            let span = tracing::info_span!("peer", id = %slot.id.short());
-            tokio::spawn(async move { this.maintain(slot).await }.instrument(span));
+        for slot in inner.peers.load().values() {
+            self.spawn_maintain(slot.clone());
         }
+    }
+
+    fn spawn_maintain(&self, slot: Arc<PeerSlot>) {
+        let this = self.clone();
+        let span = tracing::info_span!("peer", id = %slot.id.short());
+        tokio::spawn(async move { this.maintain(slot).await }.instrument(span));
+    }
+
+    /// Every peer now (a snapshot).
+    fn slots(&self) -> Arc<PeerMap> {
+        self.inner.peers.load_full()
+    }
+
+    /// The peer with key `id`.
+    fn slot(&self, id: &PeerId) -> Option<Arc<PeerSlot>> {
+        self.inner.peers.load().get(id).cloned()
+    }
+
+    /// Adds a peer (one learned after the start, e.g. a member of the
+    /// network found through the directory): its handshakes are accepted
+    /// from now on and the overlay connects to it as to a configured one.
+    /// Returns false if it is a peer already, or our own key.
+    pub fn add_peer(&self, id: PeerId, endpoint: Option<SocketAddr>) -> bool {
+        let me = self.peer_id();
+        if id == me {
+            return false;
+        }
+        let slot = {
+            let _change = self
+                .inner
+                .peers_change
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let current = self.inner.peers.load_full();
+            if current.contains_key(&id) {
+                return false;
+            }
+            let config = &self.inner.config;
+            let facts = PeerFacts {
+                leads: me < id,
+                endpoint,
+                started: Instant::now(),
+                punch_busy: config.punch.max_duration + config.punch.linger,
+            };
+            let slot = Arc::new(PeerSlot::new(id, facts));
+            let mut next = (*current).clone();
+            next.insert(id, slot.clone());
+            self.inner.allow.insert(id);
+            self.inner.peers.store(Arc::new(next));
+            slot
+        };
+        tracing::info!(peer = %id.short(), "peer added");
+        self.spawn_maintain(slot);
+        true
+    }
+
+    /// Removes a peer: its handshakes are refused from now on, its
+    /// connections close and its relay channel is retired. Returns false if
+    /// it was no peer.
+    pub fn remove_peer(&self, id: &PeerId) -> bool {
+        let slot = {
+            let _change = self
+                .inner
+                .peers_change
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let current = self.inner.peers.load_full();
+            let Some(slot) = current.get(id).cloned() else {
+                return false;
+            };
+            let mut next = (*current).clone();
+            next.remove(id);
+            self.inner.allow.remove(id);
+            self.inner.peers.store(Arc::new(next));
+            slot
+        };
+        tracing::info!(peer = %id.short(), "peer removed");
+        slot.remove();
+        true
     }
 
     /// The bootstrap link whose connection runs to `addr`.
@@ -419,11 +509,8 @@ impl Overlay {
     /// they are not older than [`STAGED_MAX_AGE`] by then: the first packet
     /// of a new flow (a ping, a TCP SYN) is not lost to connection setup.
     pub fn send(&self, peer: &PeerId, data: Bytes) -> Result<(), SendError> {
-        let slot = self
-            .inner
-            .peers
-            .get(peer)
-            .ok_or(SendError::UnknownPeer(*peer))?;
+        let peers = self.inner.peers.load();
+        let slot = peers.get(peer).ok_or(SendError::UnknownPeer(*peer))?;
         let len = data.len() as u64;
         let paths = slot.read();
         let Some(conn) = paths.active().1 else {
@@ -450,7 +537,8 @@ impl Overlay {
 
     /// The largest datagram that can be sent to `peer` now.
     pub fn max_datagram_size(&self, peer: &PeerId) -> Option<usize> {
-        let slot = self.inner.peers.get(peer)?;
+        let peers = self.inner.peers.load();
+        let slot = peers.get(peer)?;
         let paths = slot.read();
         paths.active().1.and_then(PeerConnection::max_datagram_size)
     }
@@ -495,8 +583,7 @@ impl Overlay {
     /// Per-peer status.
     pub fn status(&self) -> Vec<PeerStatus> {
         let mut out: Vec<_> = self
-            .inner
-            .peers
+            .slots()
             .values()
             .map(|slot| {
                 let paths = slot.read();
@@ -538,7 +625,7 @@ impl Overlay {
     /// Counts the peers' live connections, direct and relay.
     pub fn open_connections(&self) -> OpenConnections {
         let mut open = OpenConnections::default();
-        for slot in self.inner.peers.values() {
+        for slot in self.slots().values() {
             let paths = slot.read();
             let direct = paths.direct.as_ref().is_some_and(alive);
             let relay = paths.relay.as_ref().is_some_and(alive);
@@ -594,6 +681,6 @@ impl Overlay {
     /// The slot of the configured peer with key `peer`.
     fn slot_of(&self, peer: [u8; 32]) -> Option<Arc<PeerSlot>> {
         let id = PeerId::from_bytes(peer).ok()?;
-        self.inner.peers.get(&id).cloned()
+        self.slot(&id)
     }
 }

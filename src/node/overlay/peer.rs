@@ -71,6 +71,9 @@ pub(super) struct PeerSlot {
     pub(super) staged: Mutex<VecDeque<(Instant, Bytes)>>,
     pub(super) last_handshake: Mutex<Option<SystemTime>>,
     pub(super) wake: Notify,
+    /// Set when the peer was removed: its maintenance task closes its
+    /// connections and ends.
+    removed: AtomicBool,
 }
 
 impl PeerSlot {
@@ -85,7 +88,15 @@ impl PeerSlot {
             staged: Mutex::default(),
             last_handshake: Mutex::default(),
             wake: Notify::new(),
+            removed: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the peer removed and wakes its maintenance task, which tears
+    /// it down.
+    pub(super) fn remove(&self) {
+        self.removed.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
     }
 
     /// The peer's decisions. Never held across an await or with `paths`.
@@ -134,6 +145,10 @@ impl Overlay {
     /// carries out what it decides, until the overlay stops.
     pub(super) async fn maintain(self, slot: Arc<PeerSlot>) {
         loop {
+            if slot.removed.load(Ordering::SeqCst) {
+                self.tear_down(&slot);
+                return;
+            }
             let now = Instant::now();
             let tick = {
                 let paths = slot.read();
@@ -175,6 +190,27 @@ impl Overlay {
                 () = tokio::time::sleep_until(next.into()) => {}
             }
         }
+    }
+
+    /// A removed peer: its connections close, its relay channel goes, what
+    /// waited for it is dropped.
+    fn tear_down(&self, slot: &PeerSlot) {
+        let (direct, relay) = {
+            let mut paths = slot.write();
+            (paths.direct.take(), paths.relay.take())
+        };
+        for conn in direct.into_iter().chain(relay) {
+            conn.close("peer removed");
+        }
+        let route = slot.state().relay_route();
+        if let Some(route) = route {
+            self.inner.node.socket().remove_relay_route(route);
+        }
+        slot.staged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        tracing::debug!("peer torn down");
     }
 
     /// Carries out one of `slot`'s actions.
@@ -288,7 +324,7 @@ impl Overlay {
     /// Puts a new connection into its peer's paths, unless it is a
     /// duplicate ([`PeerState::on_connection`]).
     pub(super) fn install(&self, conn: PeerConnection) {
-        let Some(slot) = self.inner.peers.get(&conn.peer_id()).cloned() else {
+        let Some(slot) = self.slot(&conn.peer_id()) else {
             conn.close("not a configured peer");
             return;
         };
@@ -407,7 +443,7 @@ impl Overlay {
     /// bootstrap closed it, or its link was lost).
     pub(super) fn retire_relays_where(&self, matches: impl Fn(RelayRoute) -> bool) {
         let socket = self.inner.node.socket();
-        for slot in self.inner.peers.values() {
+        for slot in self.slots().values() {
             let route = slot.state().relay_route();
             let Some(route) = route.filter(|v| socket.relay_route(*v).is_some_and(&matches)) else {
                 continue;
