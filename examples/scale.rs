@@ -197,6 +197,7 @@ fn start_overlay(
             ..PunchConfig::default()
         },
         loopback_only: true,
+        membership: None,
     })
     .expect("start an overlay")
 }

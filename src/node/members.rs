@@ -338,6 +338,14 @@ impl MemberBook {
         }
     }
 
+    /// `query` could not be sent (no bootstrap connected): it is due again
+    /// at the next [`Self::retries`].
+    pub fn not_sent(&mut self, query: MemberQuery) {
+        if let Some(p) = self.pending.get_mut(&query) {
+            p.sent = p.sent.checked_sub(LOOKUP_TIMEOUT).unwrap_or(p.sent);
+        }
+    }
+
     /// A bootstrap knows no member for `query`: what waited for it is
     /// dropped, and it is not asked again for [`NOT_FOUND_FOR`].
     pub fn on_no_member(&mut self, query: MemberQuery, now: Instant) {

@@ -259,6 +259,7 @@ impl Tunnel {
                 ..PunchConfig::default()
             },
             loopback_only: false,
+            membership: None,
         };
         let dual = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), config.listen_port);
         let shared = Arc::new(Shared {

@@ -96,6 +96,7 @@ pub fn overlay_via(
             ..PunchConfig::default()
         },
         loopback_only: true,
+        membership: None,
     })
     .unwrap()
 }

@@ -8,6 +8,7 @@ mod common;
 mod harness;
 
 mod bootstrap_abuse;
+mod membership;
 mod metrics;
 mod node;
 mod overlay;

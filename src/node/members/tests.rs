@@ -248,3 +248,13 @@ fn members_are_bounded_and_pruned_on_expiry_revocation_and_rotation() {
     assert_eq!(removed, vec![key(14)]);
     assert_eq!(b.counters().removed, 3);
 }
+
+#[test]
+fn a_lookup_that_found_no_bootstrap_is_due_at_once() {
+    let t0 = Instant::now() + Duration::from_secs(10);
+    let (mut b, _) = book(t0);
+    let q = b.send_to(addr("10.90.0.2"), Bytes::new(), t0).unwrap();
+    assert!(b.retries(t0).is_empty());
+    b.not_sent(q);
+    assert_eq!(b.retries(t0 + Duration::from_millis(10)), vec![q]);
+}

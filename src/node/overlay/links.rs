@@ -112,6 +112,7 @@ impl Overlay {
                             .write()
                             .unwrap_or_else(PoisonError::into_inner)[index] = Some(link.clone());
                         tracing::info!(parent: &span, transport = %link.transport, "bootstrap connected");
+                        self.register_member(&link);
                         for slot in self.slots().values() {
                             slot.wake.notify_one();
                         }
@@ -309,7 +310,10 @@ impl Overlay {
                     // gets one only once we ask too (see
                     // `PeerState::handle_relay_request`).
                     let Some(slot) = self.slot_of(peer) else {
-                        tracing::debug!("relay request from an unconfigured peer ignored");
+                        let msg = ControlMessage::RelayRequest { peer };
+                        if !self.from_unknown(peer, link.addr, msg) {
+                            tracing::debug!("relay request from an unconfigured peer ignored");
+                        }
                         continue;
                     };
                     let ours = self.relay_server(&slot);
@@ -326,7 +330,9 @@ impl Overlay {
                 }
                 ControlMessage::Forward { peer, inner } => {
                     let Some(slot) = self.slot_of(peer) else {
-                        tracing::debug!("forwarded message from an unconfigured peer dropped");
+                        if !self.from_unknown(peer, link.addr, *inner) {
+                            tracing::debug!("forwarded message from an unconfigured peer dropped");
+                        }
                         continue;
                     };
                     tracing::trace!(peer = %slot.id.short(), msg = ?inner, "forwarded");
@@ -334,6 +340,8 @@ impl Overlay {
                         .handle_forwarded(link.addr, *inner, Instant::now());
                     slot.wake.notify_one();
                 }
+                ControlMessage::Member { query, cert } => self.on_member(query, *cert),
+                ControlMessage::NoMember { query } => self.on_no_member(query),
                 ControlMessage::PeerUnavailable { peer, reason } => {
                     if reason != UnavailableReason::NotConnected {
                         tracing::debug!(?reason, peer = ?PeerId::from_bytes(peer).ok(), "bootstrap refused a request");

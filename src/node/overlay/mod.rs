@@ -38,6 +38,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
 mod links;
+mod members;
 mod network;
 mod peer;
 mod punch;
@@ -46,6 +47,7 @@ mod stats;
 use self::links::Link;
 use self::peer::{alive, PeerSlot};
 use super::link_state::RelayChoice;
+use super::members::{MemberBook, MembershipConfig};
 use super::peer_state::PeerFacts;
 use super::punch_driver::ProbeIn;
 use super::{Node, NodeConfig, NodeError, PeerConnection, TransportSettings};
@@ -94,6 +96,9 @@ pub struct OverlayConfig {
     /// All peers and bootstraps live on this host's loopback (single-machine
     /// tests): offer loopback candidates and no interface addresses.
     pub loopback_only: bool,
+    /// Membership of a network (CA): members are found through the
+    /// bootstraps' directory and become peers without being listed.
+    pub membership: Option<MembershipConfig>,
 }
 
 /// A consumer that takes received datagrams as they arrive, on the task
@@ -182,6 +187,10 @@ pub enum SendError {
     /// already waiting for one.
     #[error("no path to peer {0}")]
     NoPath(PeerId),
+    /// No peer owns the address, and no member of our network does (or we
+    /// have no network).
+    #[error("no member owns {0}")]
+    NoMember(IpAddr),
     /// QUIC refused the datagram (too large, or the connection closed).
     #[error("datagram to {peer}: {source}")]
     Datagram {
@@ -212,6 +221,10 @@ struct Inner {
     last_poke: Mutex<Option<Instant>>,
     /// Which bootstrap new relay channels are asked of.
     relay_choice: Mutex<RelayChoice>,
+    /// The membership book, with a network (taken alone).
+    members: Option<Mutex<MemberBook>>,
+    /// Bumped when members join or leave.
+    members_changed: tokio::sync::watch::Sender<u64>,
     /// TTL of punch priming probes learned from the routers toward the
     /// bootstrap (see [`crate::nat::priming`]); 0 until learned.
     prime_ttl: AtomicU8,
@@ -278,6 +291,8 @@ impl Overlay {
                 (*id, Arc::new(PeerSlot::new(*id, facts)))
             })
             .collect();
+        let own = config.identity.peer_id();
+        let membership = config.membership.clone();
         let (tx, rx) = mpsc::channel(RECV_QUEUE);
         let links = RwLock::new(vec![None; config.bootstraps.len()]);
         let stats = stats::OverlayStats::new(config.bootstraps.len());
@@ -296,6 +311,8 @@ impl Overlay {
             incoming_rx: tokio::sync::Mutex::new(rx),
             last_poke: Mutex::default(),
             relay_choice: Mutex::default(),
+            members: membership.map(|m| Mutex::new(MemberBook::new(m, own, started))),
+            members_changed: tokio::sync::watch::Sender::new(0),
             prime_ttl: AtomicU8::new(0),
             prime_traced: tokio::sync::watch::Sender::new(false),
             stats,
@@ -374,6 +391,10 @@ impl Overlay {
         } else {
             let this = self.clone();
             tokio::spawn(async move { this.watch_network().await });
+        }
+        if inner.members.is_some() {
+            let this = self.clone();
+            tokio::spawn(async move { this.tend_members().await });
         }
         // Per-peer maintenance.
         for slot in inner.peers.load().values() {

@@ -202,9 +202,15 @@ impl Overlay {
         for conn in direct.into_iter().chain(relay) {
             conn.close("peer removed");
         }
+        // The route goes a little later, so that the CONNECTION_CLOSE of the
+        // relayed connection still reaches the peer through it.
         let route = slot.state().relay_route();
         if let Some(route) = route {
-            self.inner.node.socket().remove_relay_route(route);
+            let socket = self.inner.node.socket().clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                socket.remove_relay_route(route);
+            });
         }
         slot.staged
             .lock()
