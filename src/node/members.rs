@@ -250,7 +250,7 @@ impl MemberBook {
     /// A message from `peer`, not a peer of ours, came through the
     /// bootstrap at `via`. Returns the lookup to send, if one is due; the
     /// message is kept (bounded) to be handled once `peer` is a member.
-    pub fn from_unknown(
+    pub fn message_from_unknown(
         &mut self,
         peer: PeerId,
         via: std::net::SocketAddr,

@@ -76,7 +76,7 @@ fn nothing_before_start_and_stagger() {
 }
 
 #[test]
-fn probe_from_unknown_learns_prflx_acks_and_triggers() {
+fn probe_message_from_unknown_learns_prflx_acks_and_triggers() {
     let t0 = Instant::now();
     let mut s = session(
         Role::Controlled,

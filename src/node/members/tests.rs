@@ -80,10 +80,14 @@ fn a_message_from_an_unknown_key_is_replayed_once_it_is_a_member() {
     let (mut b, net) = book(t0);
     let via = "192.0.2.1:7000".parse().unwrap();
     let msg = ControlMessage::RemoveAddress { sequence: 3 };
-    let q = b.from_unknown(key(11), via, msg.clone(), t0).unwrap();
+    let q = b
+        .message_from_unknown(key(11), via, msg.clone(), t0)
+        .unwrap();
     assert_eq!(q, MemberQuery::Key(*key(11).as_bytes()));
     for _ in 0..20 {
-        assert!(b.from_unknown(key(11), via, msg.clone(), t0).is_none());
+        assert!(b
+            .message_from_unknown(key(11), via, msg.clone(), t0)
+            .is_none());
     }
     let joined = b
         .on_member(
@@ -227,7 +231,7 @@ fn members_are_bounded_and_pruned_on_expiry_revocation_and_rotation() {
     // A message from a revoked key starts no lookup.
     let via = "192.0.2.1:7000".parse().unwrap();
     assert!(b
-        .from_unknown(
+        .message_from_unknown(
             key(12),
             via,
             ControlMessage::RemoveAddress { sequence: 1 },

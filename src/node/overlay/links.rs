@@ -311,7 +311,7 @@ impl Overlay {
                     // `PeerState::handle_relay_request`).
                     let Some(slot) = self.slot_of(peer) else {
                         let msg = ControlMessage::RelayRequest { peer };
-                        if !self.from_unknown(peer, link.addr, msg) {
+                        if !self.message_from_unknown(peer, link.addr, msg) {
                             tracing::debug!("relay request from an unconfigured peer ignored");
                         }
                         continue;
@@ -330,7 +330,7 @@ impl Overlay {
                 }
                 ControlMessage::Forward { peer, inner } => {
                     let Some(slot) = self.slot_of(peer) else {
-                        if !self.from_unknown(peer, link.addr, *inner) {
+                        if !self.message_from_unknown(peer, link.addr, *inner) {
                             tracing::debug!("forwarded message from an unconfigured peer dropped");
                         }
                         continue;

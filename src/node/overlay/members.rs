@@ -121,7 +121,7 @@ impl Overlay {
     /// A message from a key that is no peer of ours came through the
     /// bootstrap at `via`. With a membership it is kept while the key is
     /// looked up; returns false (drop it) without one.
-    pub(super) fn from_unknown(
+    pub(super) fn message_from_unknown(
         &self,
         peer: [u8; 32],
         via: SocketAddr,
@@ -134,7 +134,7 @@ impl Overlay {
             let Some(mut book) = self.book() else {
                 return false;
             };
-            book.from_unknown(peer, via, msg, Instant::now())
+            book.message_from_unknown(peer, via, msg, Instant::now())
         };
         if let Some(query) = query {
             self.send_lookup(query);
