@@ -2,7 +2,7 @@
 # Builds the Debian package: target/debian/antq_VERSION-REVISION_ARCH.deb
 # (under $CARGO_TARGET_DIR when set), and prints its path as the last line.
 #
-#   bash scripts/package.sh [--no-build]
+#   bash scripts/package.sh [--no-build | --tools-only]
 #
 # 1. `cargo build --release` of antq-tun (a no-op when it is fresh, as after
 #    scripts/test.sh; --no-build skips it and packages what is there).
@@ -16,6 +16,10 @@
 #    the shared-library dependencies (dpkg-shlibdeps, from dpkg-dev) and
 #    adds the maintainer scripts and copyright of packaging/debian/.
 #
+# --tools-only installs the tools (dpkg-dev, binutils, cargo-deb) and stops:
+# scripts/test.sh runs it as root before the tests, so that cargo-deb is not
+# compiled while the timing-sensitive network tests run.
+#
 # SOURCE_DATE_EPOCH (default: the time of the last commit) dates the man
 # pages and the files in the package, so the same commit gives the same
 # package. Installs dpkg-dev and binutils with apt-get if missing (as root).
@@ -26,10 +30,11 @@ target=${CARGO_TARGET_DIR:-$root/target}
 tools=${ANTQ_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/antq/tools}
 cargo_deb_version=3.8.0
 
-build=true
+build=true tools_only=false
 for arg in "$@"; do
     case $arg in
     --no-build) build=false ;;
+    --tools-only) tools_only=true ;;
     -h | --help)
         sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
         exit 0
@@ -58,6 +63,9 @@ cargo_deb=$tools/bin/cargo-deb
 if [ "$("$cargo_deb" --version 2>/dev/null)" != "cargo-deb $cargo_deb_version" ]; then
     echo "package.sh: installing cargo-deb $cargo_deb_version into $tools" >&2
     cargo install --locked --quiet --root "$tools" --version "$cargo_deb_version" cargo-deb
+fi
+if $tools_only; then
+    exit 0
 fi
 
 if $build; then
