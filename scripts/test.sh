@@ -8,7 +8,8 @@
 #
 # The netns tests run the release build of antq-tun (built here first, so it
 # is never stale): hole punching between two home NATs depends on both peers
-# sending within microseconds of each other, which is what users run.
+# sending within microseconds of each other, which is what users run. The
+# Debian package test packs the same binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bin antq-tun
@@ -17,6 +18,12 @@ export ANTQ_TUN_BIN
 
 root=false
 [ "$(id -u)" = 0 ] && root=true
+# The Debian package test (root) runs scripts/package.sh --no-build: get
+# its tools (cargo-deb, built once per machine) before any test runs.
+# (If that fails, the package test fails and says why; the rest runs.)
+if $root; then
+    bash scripts/package.sh --tools-only || echo "test.sh: packaging tools not installed" >&2
+fi
 
 status=0
 if cargo nextest --version >/dev/null 2>&1; then

@@ -119,11 +119,11 @@ fn init(name: &str, out: &Path) -> anyhow::Result<()> {
     new_file(out, "a CA key")?;
     let ca = CaKey::generate(name).context("--name")?;
     ca.save_new(out)?;
-    eprintln!(
+    errln!(
         "antq-tun: CA for network `{name}` written to {} (keep it offline); its public key, for `[network] ca` in every host's config:",
         out.display()
     );
-    println!("{}", ca.public());
+    outln!("{}", ca.public())?;
     Ok(())
 }
 
@@ -138,7 +138,7 @@ fn sign(ca: &Path, mut body: CertBody, valid_for: Duration, out: &Path) -> anyho
     }
     let cert = ca.sign(body).context("cannot certify this host")?;
     cert::save_certificate(&cert, out)?;
-    eprintln!(
+    errln!(
         "antq-tun: certificate for `{}` written to {}, valid until {}",
         cert.body.name,
         out.display(),
@@ -167,21 +167,21 @@ fn show(file: &Path, cas: &[PeerId]) -> anyhow::Result<()> {
     let key = |bytes: &[u8; 32]| {
         PeerId::from_bytes(*bytes).map_or_else(|_| "(invalid key)".into(), |k| k.to_string())
     };
-    println!("network:    {}", b.network);
-    println!("ca:         {}", key(&b.ca));
-    println!("host key:   {}", key(&b.host));
-    println!("name:       {}", b.name);
-    println!(
+    outln!("network:    {}", b.network)?;
+    outln!("ca:         {}", key(&b.ca))?;
+    outln!("host key:   {}", key(&b.host))?;
+    outln!("name:       {}", b.name)?;
+    outln!(
         "addresses:  {}",
         list(b.addresses.iter().map(ToString::to_string))
-    );
-    println!("groups:     {}", list(b.groups.iter().cloned()));
-    println!(
+    )?;
+    outln!("groups:     {}", list(b.groups.iter().cloned()))?;
+    outln!(
         "routes:     {}",
         list(b.routes.iter().map(ToString::to_string))
-    );
-    println!("not before: {}", time_text(b.not_before));
-    println!("not after:  {}", time_text(b.not_after));
+    )?;
+    outln!("not before: {}", time_text(b.not_before))?;
+    outln!("not after:  {}", time_text(b.not_after))?;
     // The signature is checked against the CA named in the certificate,
     // or against the given ones.
     let trusted: Vec<PeerId> = if cas.is_empty() {
@@ -193,11 +193,11 @@ fn show(file: &Path, cas: &[PeerId]) -> anyhow::Result<()> {
     match cert::verify(&cert, &trusted, &[], now) {
         Ok(()) => {
             let days = (b.not_after - now) / 86_400;
-            println!("status:     valid now (signature verifies; expires in {days} days)");
+            outln!("status:     valid now (signature verifies; expires in {days} days)")?;
             Ok(())
         }
         Err(e) => {
-            println!("status:     NOT VALID: {e}");
+            outln!("status:     NOT VALID: {e}")?;
             bail!("{}: not valid: {e}", file.display())
         }
     }

@@ -12,7 +12,7 @@ pub fn keygen(out: Option<&Path>) -> anyhow::Result<()> {
     if let Some(path) = out {
         identity.save_new(path)?;
     }
-    println!("{}", identity.to_base64().as_str());
+    outln!("{}", identity.to_base64().as_str())?;
     Ok(())
 }
 
@@ -24,6 +24,6 @@ pub fn pubkey() -> anyhow::Result<()> {
         .context("reading the private key from stdin")?;
     let identity = Identity::from_base64(&text)
         .context("stdin does not hold a private key (expected 44 base64 characters, as printed by `antq-tun keygen`)")?;
-    println!("{}", identity.peer_id());
+    outln!("{}", identity.peer_id())?;
     Ok(())
 }

@@ -1,6 +1,14 @@
 //! `antq-tun`: the antq command line.
 
+// Output goes through `output` (`outln!`, `errln!`), which ends a command
+// quietly when stdout is a closed pipe instead of panicking.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+#[macro_use]
+mod output;
+
 mod ca;
+mod docs;
 mod keys;
 mod netcheck;
 mod run;
@@ -12,6 +20,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// antq: a peer-to-peer QUIC overlay network and VPN tunnel.
+///
+/// A tunnel (`up`) carries the IP packets of a TUN device as QUIC datagrams
+/// to the peer that owns their destination, directly when a hole can be
+/// punched through the NATs between them, through a bootstrap node's relay
+/// when not; peers are named by their Ed25519 public keys (`keygen`,
+/// `pubkey`). A bootstrap (`bootstrap`) tells hosts their public addresses,
+/// coordinates hole punching and relays.
 #[derive(Debug, Parser)]
 #[command(name = "antq-tun", version, about, propagate_version = true)]
 struct Cli {
@@ -82,6 +97,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the completion script of a shell on stdout.
+    ///
+    /// The Debian package installs them for bash, zsh and fish; by hand,
+    /// e.g. `antq-tun completions bash >
+    /// ~/.local/share/bash-completion/completions/antq-tun`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (antq-tun.1 and one per subcommand) into a
+    /// directory.
+    ///
+    /// The Debian package has them already; by hand, e.g. `antq-tun
+    /// manpages /usr/local/share/man/man1`.
+    Manpages {
+        /// The directory (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -99,11 +134,15 @@ fn main() -> ExitCode {
             bootstrap,
             json,
         } => netcheck::netcheck(config.as_deref(), &bootstrap, json),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Manpages { dir } => docs::manpages(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output has gone (`| head`): see `output`.
+        Err(error) if output::is_stdout_closed(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("antq-tun: error: {error:#}");
+            errln!("antq-tun: error: {error:#}");
             ExitCode::FAILURE
         }
     }

@@ -87,27 +87,27 @@ pub fn netcheck(config: Option<&Path>, extra: &[String], json: bool) -> anyhow::
                 Some((target, Err(e))) => serde_json::json!({"target": target, "error": e.to_string()}),
                 None => serde_json::Value::Null,
             };
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!({"local": base, "bootstraps": list, "mapping": format!("{mapping:?}"), "trace": trace_json}))?);
+            outln!("{}", serde_json::to_string_pretty(&serde_json::json!({"local": base, "bootstraps": list, "mapping": format!("{mapping:?}"), "trace": trace_json}))?)?;
         } else {
-            println!("local socket: {base}");
+            outln!("local socket: {base}")?;
             for (b, o) in &rows {
                 match o {
-                    Ok(m) => println!("bootstrap {}: sees us as {m}", b.addr),
-                    Err(e) => println!("bootstrap {}: unreachable ({e:#})", b.addr),
+                    Ok(m) => outln!("bootstrap {}: sees us as {m}", b.addr)?,
+                    Err(e) => outln!("bootstrap {}: unreachable ({e:#})", b.addr)?,
                 }
             }
-            println!("NAT mapping: {mapping:?}");
+            outln!("NAT mapping: {mapping:?}")?;
             if observations.len() < 2 {
-                println!("(one bootstrap cannot tell endpoint-independent from symmetric mapping; give two)");
+                outln!("(one bootstrap cannot tell endpoint-independent from symmetric mapping; give two)")?;
             }
             match &trace {
                 Some((target, Ok((ttl, routers)))) => {
                     let list: Vec<_> = routers.iter().map(hop_text).collect();
-                    println!("routers toward {target}: {}", list.join(" "));
-                    println!("punch priming TTL: {ttl} (one more than the leading private routers: our NATs)");
+                    outln!("routers toward {target}: {}", list.join(" "))?;
+                    outln!("punch priming TTL: {ttl} (one more than the leading private routers: our NATs)")?;
                 }
-                Some((target, Err(e))) => println!("routers toward {target}: cannot trace ({e})"),
-                None => println!("routers: no IPv4 bootstrap to trace toward"),
+                Some((target, Err(e))) => outln!("routers toward {target}: cannot trace ({e})")?,
+                None => outln!("routers: no IPv4 bootstrap to trace toward")?,
             }
         }
         node.close().await;

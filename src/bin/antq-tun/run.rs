@@ -9,7 +9,7 @@ use antq::metrics::http::Render;
 use antq::metrics::MetricsServer;
 use antq::tunnel::config::TunnelConfig;
 use antq::tunnel::device::Tunnel;
-use antq::tunnel::ipc::{self, Request};
+use antq::tunnel::ipc::{self, IpcError, Request};
 use anyhow::{bail, Context as _};
 
 /// Fails unless we may create devices and routes.
@@ -62,7 +62,24 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
     }
     super::local_runtime()?.block_on(async move {
         let metrics = bind_metrics(config.metrics).await?;
-        let mut listener = ipc::bind(&config.name).await?;
+        let mut listener = match ipc::bind(&config.name).await {
+            Ok(listener) => Some(listener),
+            // Not root but CAP_NET_ADMIN (`setcap cap_net_admin+ep`): root's
+            // socket directory is out of reach. The tunnel runs without
+            // one; it stops on SIGINT/SIGTERM.
+            Err(IpcError::Io { endpoint, source })
+                if source.kind() == std::io::ErrorKind::PermissionDenied
+                    && !antq_platform::is_root() =>
+            {
+                tracing::warn!(
+                    %endpoint, error = %source,
+                    "no control socket (not root): `antq-tun status` and `antq-tun down` \
+                     will not reach this tunnel; stop it with SIGINT/SIGTERM"
+                );
+                None
+            }
+            Err(error) => return Err(error.into()),
+        };
         let name = config.name.clone();
         let tunnel = Tunnel::start(config).await.with_context(|| format!("bringing up {name}"))?;
         tracing::info!(interface = %name, listen = ?tunnel.overlay().local_addr().ok(), public_key = %tunnel.overlay().peer_id(), "tunnel up");
@@ -70,12 +87,18 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
         let stop = antq_platform::terminated();
         tokio::pin!(stop);
         loop {
+            let accepted = async {
+                match listener.as_mut() {
+                    Some(l) => ipc::accept(l).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 signal = &mut stop => {
                     tracing::info!("{}, shutting down", signal?);
                     break;
                 }
-                accepted = ipc::accept(&mut listener) => {
+                accepted = accepted => {
                     let (request, stream) = accepted?;
                     match request {
                         Request::Status => {
@@ -110,7 +133,7 @@ pub fn down(path: &Path) -> anyhow::Result<()> {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        println!("{} is down", config.name);
+        outln!("{} is down", config.name)?;
         Ok(())
     })
 }

@@ -30,7 +30,7 @@ pub fn status(json: bool, only: Option<&str>) -> anyhow::Result<()> {
             // with a note; asking for one: its error is the answer.
             match ipc::request(name, Request::Status).await {
                 Ok(text) => reports.push(serde_json::from_str::<serde_json::Value>(&text)?),
-                Err(error) if only.is_none() => eprintln!("{name}: not answering ({error})"),
+                Err(error) if only.is_none() => errln!("{name}: not answering ({error})"),
                 Err(error) => return Err(error.into()),
             }
         }
@@ -43,10 +43,10 @@ pub fn status(json: bool, only: Option<&str>) -> anyhow::Result<()> {
             } else {
                 serde_json::Value::Array(reports)
             };
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?)?;
         } else {
             for report in &reports {
-                print_text(report);
+                print_text(report)?;
             }
         }
         Ok(())
@@ -76,10 +76,10 @@ fn nonzero(v: &serde_json::Value) -> String {
 }
 
 /// A bootstrap's status (from `antq::bootstrap::status::BootstrapStatus`).
-fn print_bootstrap(r: &serde_json::Value) {
+fn print_bootstrap(r: &serde_json::Value) -> anyhow::Result<()> {
     let s = text;
-    println!("bootstrap: {}", s(&r["bootstrap"]));
-    println!(
+    outln!("bootstrap: {}", s(&r["bootstrap"]))?;
+    outln!(
         "  listening on: {} (udp), {} (tcp); relay {}",
         s(&r["listen"]),
         s(&r["tcp_listen"]),
@@ -88,91 +88,99 @@ fn print_bootstrap(r: &serde_json::Value) {
         } else {
             "off"
         }
-    );
+    )?;
     let l = &r["limits"];
-    println!(
+    outln!(
         "  peers: {} udp, {} tcp (max {}, {} per IP)",
-        r["peers"]["udp"], r["peers"]["tcp"], l["max_peers"], l["max_connections_per_ip"]
-    );
-    println!(
+        r["peers"]["udp"],
+        r["peers"]["tcp"],
+        l["max_peers"],
+        l["max_connections_per_ip"]
+    )?;
+    outln!(
         "  relays: {} (max {}, {} per key), {} requests waiting for consent",
-        r["relays"], l["relay_max_total"], l["relay_max_per_key"], r["relay_requests_waiting"]
-    );
-    println!(
+        r["relays"],
+        l["relay_max_total"],
+        l["relay_max_per_key"],
+        r["relay_requests_waiting"]
+    )?;
+    outln!(
         "  tcp streams: {} (max {}, {} per IP); addresses being proven: {}",
         r["tcp_streams"],
         l["tcp_max_streams"],
         l["tcp_max_streams_per_ip"],
         r["address_challenges"]
-    );
-    println!("  totals: {}", nonzero(&r["totals"]));
-    println!(
+    )?;
+    outln!("  totals: {}", nonzero(&r["totals"]))?;
+    outln!(
         "  directory: {} members; {}",
         r["members"],
         nonzero(&r["directory"])
-    );
-    println!("  address moves: {}", nonzero(&r["address_proofs"]));
-    println!("  refused: {}", nonzero(&r["refused"]));
+    )?;
+    outln!("  address moves: {}", nonzero(&r["address_proofs"]))?;
+    outln!("  refused: {}", nonzero(&r["refused"]))?;
+    Ok(())
 }
 
-fn print_text(r: &serde_json::Value) {
+fn print_text(r: &serde_json::Value) -> anyhow::Result<()> {
     if !r["bootstrap"].is_null() {
-        print_bootstrap(r);
-        return;
+        return print_bootstrap(r);
     }
     let s = text;
-    println!("interface: {}", s(&r["interface"]));
-    println!("  public key: {}", s(&r["public_key"]));
-    println!(
+    outln!("interface: {}", s(&r["interface"]))?;
+    outln!("  public key: {}", s(&r["public_key"]))?;
+    outln!(
         "  addresses: {}",
         r["addresses"]
             .as_array()
             .map(|a| a.iter().map(s).collect::<Vec<_>>().join(", "))
             .unwrap_or_default()
-    );
-    println!("  listening on: {}", s(&r["listen"]));
+    )?;
+    outln!("  listening on: {}", s(&r["listen"]))?;
     for b in r["bootstraps"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "  bootstrap {}: observed {}, transport {}",
             s(&b["address"]),
             s(&b["observed"]),
             s(&b["transport"])
-        );
+        )?;
     }
     if !r["punch_prime_ttl"].is_null() {
-        println!("  punch priming TTL: {}", s(&r["punch_prime_ttl"]));
+        outln!("  punch priming TTL: {}", s(&r["punch_prime_ttl"]))?;
     }
     for p in r["peers"].as_array().into_iter().flatten() {
-        println!();
-        println!("peer: {}", s(&p["public_key"]));
-        println!(
+        outln!()?;
+        outln!("peer: {}", s(&p["public_key"]))?;
+        outln!(
             "  allowed ips: {}",
             p["allowed_ips"]
                 .as_array()
                 .map(|a| a.iter().map(s).collect::<Vec<_>>().join(", "))
                 .unwrap_or_default()
-        );
-        println!("  path: {}", s(&p["path"]));
-        println!("  remote: {}", s(&p["remote"]));
+        )?;
+        outln!("  path: {}", s(&p["path"]))?;
+        outln!("  remote: {}", s(&p["remote"]))?;
         if !p["transport"].is_null() {
-            println!("  transport: {}", s(&p["transport"]));
+            outln!("  transport: {}", s(&p["transport"]))?;
         }
         if let Some(rtt) = p["rtt_ms"].as_f64() {
-            println!("  rtt: {rtt:.2} ms");
+            outln!("  rtt: {rtt:.2} ms")?;
         }
-        println!(
+        outln!(
             "  transfer: {} B received, {} B sent",
-            p["bytes_in"], p["bytes_out"]
-        );
+            p["bytes_in"],
+            p["bytes_out"]
+        )?;
         match p["last_handshake_unix"].as_u64() {
             Some(t) => {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_secs())
                     .unwrap_or(t);
-                println!("  last handshake: {} s ago", now.saturating_sub(t));
+                outln!("  last handshake: {} s ago", now.saturating_sub(t))?;
             }
-            None => println!("  last handshake: never"),
+            None => outln!("  last handshake: never")?,
         }
     }
+    Ok(())
 }
