@@ -15,9 +15,13 @@ const SUBCOMMANDS: &[&str] = &[
     "status",
     "bootstrap",
     "netcheck",
+    "ca",
     "completions",
     "manpages",
 ];
+
+/// Subcommands of subcommands, which have their own pages too.
+const NESTED: &[&str] = &["ca-init", "ca-sign", "ca-show"];
 
 #[test]
 fn completions_of_every_shell_name_every_subcommand() {
@@ -72,6 +76,7 @@ fn manpages_one_per_subcommand_dated_by_source_date_epoch() {
     assert!(out.status.success(), "{}", describe(&out));
     let mut expected: Vec<String> = SUBCOMMANDS
         .iter()
+        .chain(NESTED)
         .map(|s| format!("antq-tun-{s}.1"))
         .collect();
     expected.push("antq-tun.1".to_owned());

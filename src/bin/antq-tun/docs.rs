@@ -39,7 +39,14 @@ pub fn manpages(dir: &Path) -> anyhow::Result<()> {
     let mut cmd = super::Cli::command().disable_help_subcommand(true);
     cmd.build();
     let mut written = Vec::new();
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+    // One page per subcommand, and per subcommand of those (`ca init`
+    // is `antq-tun-ca-init.1`).
+    let subs: Vec<&clap::Command> = cmd.get_subcommands().filter(|s| !s.is_hide_set()).collect();
+    let nested = subs.iter().flat_map(|s| {
+        s.get_subcommands()
+            .filter(|n| !n.is_hide_set() && n.get_name() != "help")
+    });
+    for sub in subs.iter().copied().chain(nested) {
         let man = page(sub.clone());
         let mut text = Vec::new();
         man.render(&mut text)?;
