@@ -45,10 +45,15 @@ pub const DEFAULT_MTU: u16 = 1280;
 /// Default interface name.
 pub const DEFAULT_NAME: &str = "antq0";
 
+mod network;
+
+pub use network::{NetworkConfig, DEFAULT_MAX_MEMBERS, EXPIRY_WARNING_SECS};
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
     interface: InterfaceSection,
+    network: Option<network::NetworkSection>,
     #[serde(default, rename = "peer")]
     peers: Vec<PeerSection>,
 }
@@ -107,6 +112,9 @@ pub struct TunnelConfig {
     pub bootstrap: Vec<BootstrapAddr>,
     /// Peers.
     pub peers: Vec<PeerConfig>,
+    /// Membership of a network (CA), if configured: members need no
+    /// `[[peer]]` section.
+    pub network: Option<NetworkConfig>,
     /// Address of the Prometheus metrics listener (localhost only), if on.
     pub metrics: Option<SocketAddr>,
     /// Warnings to show the operator (e.g. a world-readable key file).
@@ -200,6 +208,15 @@ impl TunnelConfig {
         }
 
         let addresses = parse_nets(path, "interface.address", &iface.address, true)?;
+        let (network, addresses) = match file.network {
+            Some(section) => {
+                let (network, addresses, warning) =
+                    section.validate(path, identity.peer_id(), &addresses)?;
+                warnings.extend(warning);
+                (Some(network), addresses)
+            }
+            None => (None, addresses),
+        };
         if addresses.is_empty() {
             return Err(invalid(
                 path,
@@ -227,6 +244,14 @@ impl TunnelConfig {
             .enumerate()
             .map(|(i, b)| parse_bootstrap(path, &format!("interface.bootstrap[{i}]"), b))
             .collect::<Result<Vec<_>, _>>()?;
+        if network.is_some() && bootstrap.is_empty() {
+            return Err(invalid(
+                path,
+                "interface.bootstrap",
+                "a [network] needs a bootstrap: members find each other through its directory",
+                "add one, e.g. bootstrap = [\"<44-char key>@203.0.113.10:9000\"]",
+            ));
+        }
 
         let metrics = iface
             .metrics
@@ -309,6 +334,7 @@ impl TunnelConfig {
             mtu,
             bootstrap,
             peers,
+            network,
             metrics,
             warnings,
         })

@@ -18,12 +18,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ipnet::IpNet;
 
-use super::config::TunnelConfig;
+use arc_swap::ArcSwap;
+
+use super::config::{TunnelConfig, DEFAULT_MAX_MEMBERS};
 use super::packet::{self, packet_too_big};
 use super::routing::AllowedIps;
 use super::tun_io::{TunReader, TunWriter};
 use crate::identity::PeerId;
 use crate::nat::PunchConfig;
+use crate::node::members::MembershipConfig;
 use crate::node::overlay::{DatagramSink, Overlay, OverlayConfig, PeerStatus, SendError};
 use crate::node::{NodeError, TransportSettings};
 use crate::socket::Transport;
@@ -114,6 +117,8 @@ pub struct TunnelStatus {
     pub listen: Option<SocketAddr>,
     /// Per peer.
     pub peers: Vec<PeerReport>,
+    /// Our network membership, if any.
+    pub network: Option<NetworkReport>,
     /// Our addresses as the bootstraps see them.
     pub bootstraps: Vec<BootstrapReport>,
     /// TTL of hole-punch priming probes (learned from the routers toward
@@ -128,11 +133,35 @@ pub struct TunnelStatus {
 /// One peer in [`TunnelStatus`].
 #[derive(Debug, serde::Serialize)]
 pub struct PeerReport {
+    /// The peer's name (from its certificate), if it has one.
+    pub name: Option<String>,
+    /// Where we know it from: `config` (a `[[peer]]`), `network` (its
+    /// certificate, found through the directory).
+    pub source: &'static str,
+    /// When its certificate expires (Unix seconds), for a network member.
+    pub certificate_expires: Option<u64>,
     /// The peer's allowed IPs.
     pub allowed_ips: Vec<String>,
     /// Connection state.
     #[serde(flatten)]
     pub status: PeerStatus,
+}
+
+/// Our network membership in [`TunnelStatus`].
+#[derive(Debug, serde::Serialize)]
+pub struct NetworkReport {
+    /// The network's name.
+    pub name: String,
+    /// Our name in it.
+    pub host_name: String,
+    /// Trusted CA keys.
+    pub ca: Vec<String>,
+    /// When our certificate expires (Unix seconds).
+    pub certificate_expires: u64,
+    /// Lookups, members joined and removed, refusals.
+    pub counters: crate::node::members::MemberCounters,
+    /// Directory answers refused, by reason.
+    pub refused: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// One bootstrap in [`TunnelStatus`].
@@ -148,12 +177,16 @@ pub struct BootstrapReport {
 
 /// What both directions of the datapath share. Packets from peers are
 /// written to the device on the overlay's reader tasks ([`DatagramSink`]).
-struct Shared {
-    tun: antq_platform::Tun,
+pub(super) struct Shared {
+    pub(super) tun: antq_platform::Tun,
     writer: TunWriter,
-    routes: AllowedIps<usize>,
-    peers: Vec<PeerId>,
-    stats: TunnelStats,
+    /// Who owns which addresses: the configured peers' allowed IPs and the
+    /// network members' certified addresses and routes (rebuilt when
+    /// members change; a lock-free load per packet).
+    pub(super) routes: ArcSwap<AllowedIps<PeerId>>,
+    /// The configured peers' part of `routes`.
+    pub(super) static_routes: Vec<(IpNet, PeerId)>,
+    pub(super) stats: TunnelStats,
     /// Our tunnel addresses (sources of ICMP answers).
     own: Vec<IpNet>,
 }
@@ -232,9 +265,9 @@ impl Tunnel {
         }
 
         let mut routes = AllowedIps::new();
-        for (i, peer) in config.peers.iter().enumerate() {
+        for peer in &config.peers {
             for net in &peer.allowed_ips {
-                routes.insert(*net, i);
+                routes.insert(*net, peer.public_key);
             }
         }
         let transport = TransportSettings {
@@ -259,14 +292,23 @@ impl Tunnel {
                 ..PunchConfig::default()
             },
             loopback_only: false,
-            membership: None,
+            membership: config.network.as_ref().map(|n| MembershipConfig {
+                certificate: n.certificate.clone(),
+                trusted: n.ca.clone(),
+                revoked: n.revoked.clone(),
+                max_members: DEFAULT_MAX_MEMBERS,
+            }),
         };
         let dual = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), config.listen_port);
         let shared = Arc::new(Shared {
             writer: TunWriter::new(&tun),
             tun,
-            routes,
-            peers: config.peers.iter().map(|p| p.public_key).collect(),
+            routes: ArcSwap::from_pointee(routes.clone()),
+            static_routes: config
+                .peers
+                .iter()
+                .flat_map(|p| p.allowed_ips.iter().map(|n| (*n, p.public_key)))
+                .collect(),
             stats: TunnelStats::default(),
             own: config.addresses.clone(),
         });
@@ -282,9 +324,17 @@ impl Tunnel {
         };
 
         let datapath = Arc::new(Datapath { shared, overlay });
+        let mut tasks = vec![tokio::spawn(tun_to_peers(datapath.clone()))];
+        if datapath.overlay.has_membership() {
+            tasks.push(tokio::spawn(super::members::follow_members(
+                datapath.shared.clone(),
+                datapath.overlay.clone(),
+                config.addresses.clone(),
+            )));
+        }
         let tunnel = Self {
             config,
-            tasks: vec![tokio::spawn(tun_to_peers(datapath.clone()))],
+            tasks,
             datapath,
         };
         Ok(tunnel)
@@ -302,18 +352,44 @@ impl Tunnel {
 
     /// The current status.
     pub fn status(&self) -> TunnelStatus {
-        let statuses = self.datapath.overlay.status();
-        let peers = self
-            .config
-            .peers
-            .iter()
-            .filter_map(|p| {
-                let key = p.public_key.to_string();
-                let status = statuses.iter().find(|s| s.public_key == key)?.clone();
-                Some(PeerReport {
-                    allowed_ips: p.allowed_ips.iter().map(ToString::to_string).collect(),
-                    status,
-                })
+        let overlay = &self.datapath.overlay;
+        let members = overlay.members();
+        let peers = overlay
+            .status()
+            .into_iter()
+            .map(|status| {
+                let configured = self
+                    .config
+                    .peers
+                    .iter()
+                    .find(|p| p.public_key.to_string() == status.public_key);
+                let member = members
+                    .iter()
+                    .find(|m| m.peer.to_string() == status.public_key);
+                let nets = |v: &[IpNet]| v.iter().map(ToString::to_string).collect();
+                match (configured, member) {
+                    (Some(p), _) => PeerReport {
+                        name: None,
+                        source: "config",
+                        certificate_expires: None,
+                        allowed_ips: nets(&p.allowed_ips),
+                        status,
+                    },
+                    (None, Some(m)) => PeerReport {
+                        name: Some(m.cert.body.name.clone()),
+                        source: "network",
+                        certificate_expires: Some(m.cert.body.not_after),
+                        allowed_ips: nets(&m.cert.body.allowed_ips()),
+                        status,
+                    },
+                    (None, None) => PeerReport {
+                        name: None,
+                        source: "leaving",
+                        certificate_expires: None,
+                        allowed_ips: Vec::new(),
+                        status,
+                    },
+                }
             })
             .collect();
         TunnelStatus {
@@ -327,6 +403,17 @@ impl Tunnel {
             public_key: self.config.identity.peer_id().to_string(),
             listen: self.datapath.overlay.local_addr().ok(),
             peers,
+            network: self.config.network.as_ref().map(|n| {
+                let (counters, refused) = overlay.member_counters().unwrap_or_default();
+                NetworkReport {
+                    name: n.certificate.body.network.clone(),
+                    host_name: n.certificate.body.name.clone(),
+                    ca: n.ca.iter().map(ToString::to_string).collect(),
+                    certificate_expires: n.certificate.body.not_after,
+                    counters,
+                    refused: refused.into_iter().collect(),
+                }
+            }),
             bootstraps: self
                 .datapath
                 .overlay
@@ -394,11 +481,7 @@ impl Datapath {
     /// destination, or answers it with "packet too big".
     fn forward(&self, packet: &[u8]) {
         let Shared {
-            routes,
-            peers,
-            stats,
-            own,
-            ..
+            routes, stats, own, ..
         } = &*self.shared;
         let overlay = &self.overlay;
         stats.tun_packets_in.fetch_add(1, Ordering::Relaxed);
@@ -406,8 +489,16 @@ impl Datapath {
             stats.drop_malformed.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let Some(peer) = routes.lookup(addrs.dst).and_then(|i| peers.get(*i)) else {
-            stats.drop_no_route.fetch_add(1, Ordering::Relaxed);
+        let routes = routes.load();
+        let Some(peer) = routes.lookup(addrs.dst) else {
+            // Maybe a member of our network we do not know yet: it is
+            // looked up, and the packet waits for it.
+            if overlay
+                .send_to_address(addrs.dst, Bytes::copy_from_slice(packet))
+                .is_err()
+            {
+                stats.drop_no_route.fetch_add(1, Ordering::Relaxed);
+            }
             return;
         };
         let n = packet.len();
@@ -459,8 +550,7 @@ impl Shared {
 /// peer can send as another or from outside its allowed IPs). Refused
 /// packets are counted in `drop_malformed` / `drop_bad_source`.
 fn admit_inbound(
-    routes: &AllowedIps<usize>,
-    peers: &[PeerId],
+    routes: &AllowedIps<PeerId>,
     stats: &TunnelStats,
     peer: PeerId,
     packet: &[u8],
@@ -469,10 +559,7 @@ fn admit_inbound(
         stats.drop_malformed.fetch_add(1, Ordering::Relaxed);
         return false;
     };
-    let allowed = routes
-        .lookup(addrs.src)
-        .and_then(|i| peers.get(*i))
-        .is_some_and(|owner| *owner == peer);
+    let allowed = routes.allows_source(&peer, addrs.src);
     if !allowed {
         stats.drop_bad_source.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(peer = %peer.short(), src = %addrs.src, "packet with a source outside the peer's allowed IPs dropped");
@@ -482,7 +569,8 @@ fn admit_inbound(
 
 impl DatagramSink for Shared {
     fn deliver(&self, peer: PeerId, datagrams: &mut Vec<Bytes>) {
-        datagrams.retain(|p| admit_inbound(&self.routes, &self.peers, &self.stats, peer, p));
+        let routes = self.routes.load();
+        datagrams.retain(|p| admit_inbound(&routes, &self.stats, peer, p));
         self.write(datagrams.iter().map(|p| &p[..]));
         datagrams.clear();
     }
@@ -522,15 +610,14 @@ mod tests {
             Identity::generate().peer_id(),
             Identity::generate().peer_id(),
         );
-        let peers = vec![a, b];
         let mut routes = AllowedIps::new();
         for (net, owner) in [
-            ("10.90.0.2/32", 0),
-            ("fd90::2/128", 0),
-            ("10.90.0.3/32", 1),
-            ("192.168.50.0/24", 1),
+            ("10.90.0.2/32", a),
+            ("fd90::2/128", a),
+            ("10.90.0.3/32", b),
+            ("192.168.50.0/24", b),
             // A more specific range inside b's belongs to a.
-            ("192.168.50.128/25", 0),
+            ("192.168.50.128/25", a),
         ] {
             routes.insert(net.parse().unwrap(), owner);
         }
@@ -552,13 +639,13 @@ mod tests {
         ];
         for (i, (peer, packet, expected)) in cases.iter().enumerate() {
             assert_eq!(
-                admit_inbound(&routes, &peers, &stats, *peer, packet),
+                admit_inbound(&routes, &stats, *peer, packet),
                 *expected,
                 "case {i}"
             );
         }
         assert_eq!(stats.drop_bad_source.load(Ordering::Relaxed), 5);
-        assert!(!admit_inbound(&routes, &peers, &stats, a, &[0x45; 10]));
+        assert!(!admit_inbound(&routes, &stats, a, &[0x45; 10]));
         assert_eq!(stats.drop_malformed.load(Ordering::Relaxed), 1);
     }
 }

@@ -13,6 +13,7 @@
 pub mod config;
 pub mod device;
 pub mod ipc;
+mod members;
 pub mod packet;
 pub mod routing;
 mod tun_io;

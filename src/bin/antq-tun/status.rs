@@ -148,9 +148,42 @@ fn print_text(r: &serde_json::Value) -> anyhow::Result<()> {
     if !r["punch_prime_ttl"].is_null() {
         outln!("  punch priming TTL: {}", s(&r["punch_prime_ttl"]))?;
     }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days_left = |t: u64| t.saturating_sub(now) / 86_400;
+    let n = &r["network"];
+    if !n.is_null() {
+        let expires = n["certificate_expires"].as_u64().unwrap_or(0);
+        outln!(
+            "  network: {} as {}, certificate expires in {} days",
+            s(&n["name"]),
+            s(&n["host_name"]),
+            days_left(expires)
+        )?;
+        if expires.saturating_sub(now) < 30 * 86_400 {
+            outln!("  WARNING: our certificate expires within 30 days: sign a new one with `antq-tun ca sign`")?;
+        }
+        outln!("  members: {}", nonzero(&n["counters"]))?;
+        if n["refused"].as_object().is_some_and(|o| !o.is_empty()) {
+            outln!("  refused members: {}", nonzero(&n["refused"]))?;
+        }
+    }
     for p in r["peers"].as_array().into_iter().flatten() {
         outln!()?;
         outln!("peer: {}", s(&p["public_key"]))?;
+        if let Some(name) = p["name"].as_str() {
+            outln!("  name: {name}")?;
+        }
+        match p["certificate_expires"].as_u64() {
+            Some(t) => outln!(
+                "  from: {} (certificate expires in {} days)",
+                s(&p["source"]),
+                days_left(t)
+            )?,
+            None => outln!("  from: {}", s(&p["source"]))?,
+        }
         outln!(
             "  allowed ips: {}",
             p["allowed_ips"]
@@ -173,10 +206,6 @@ fn print_text(r: &serde_json::Value) -> anyhow::Result<()> {
         )?;
         match p["last_handshake_unix"].as_u64() {
             Some(t) => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(t);
                 outln!("  last handshake: {} s ago", now.saturating_sub(t))?;
             }
             None => outln!("  last handshake: never")?,
