@@ -61,7 +61,7 @@ mod signal;
 mod tun_config;
 
 pub use memory::{release_free_memory, rss_kib};
-pub use signal::terminated;
+pub use signal::{notify_ready, notify_stopping, terminated, ReloadSignal};
 
 // Type-check and test the fallback on every OS, so it cannot rot unnoticed.
 #[cfg(test)]

@@ -402,6 +402,18 @@ impl MemberBook {
         gone
     }
 
+    /// A new certificate of ours (renewed; same key): our networks follow
+    /// its addresses.
+    pub fn set_certificate(&mut self, certificate: Certificate) {
+        self.networks = certificate
+            .body
+            .addresses
+            .iter()
+            .map(IpNet::trunc)
+            .collect();
+        self.config.certificate = certificate;
+    }
+
     /// New trusted CAs and revocations (a reload): returns the members they
     /// remove.
     pub fn set_policy(

@@ -184,23 +184,26 @@ pub(super) struct Shared {
     /// network members' certified addresses and routes (rebuilt when
     /// members change; a lock-free load per packet).
     pub(super) routes: ArcSwap<AllowedIps<PeerId>>,
-    /// The configured peers' part of `routes`.
-    pub(super) static_routes: Vec<(IpNet, PeerId)>,
+    /// The configured peers' part of `routes` (a reload changes it, then
+    /// wakes `routes_changed`).
+    pub(super) static_routes: ArcSwap<Vec<(IpNet, PeerId)>>,
+    /// Wakes the task that rebuilds `routes` ([`super::members`]).
+    pub(super) routes_changed: tokio::sync::Notify,
     pub(super) stats: TunnelStats,
     /// Our tunnel addresses (sources of ICMP answers).
     own: Vec<IpNet>,
 }
 
 /// The device side and the overlay.
-struct Datapath {
-    shared: Arc<Shared>,
-    overlay: Overlay,
+pub(super) struct Datapath {
+    pub(super) shared: Arc<Shared>,
+    pub(super) overlay: Overlay,
 }
 
 /// A running tunnel.
 pub struct Tunnel {
-    config: TunnelConfig,
-    datapath: Arc<Datapath>,
+    pub(super) config: TunnelConfig,
+    pub(super) datapath: Arc<Datapath>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -304,11 +307,8 @@ impl Tunnel {
             writer: TunWriter::new(&tun),
             tun,
             routes: ArcSwap::from_pointee(routes.clone()),
-            static_routes: config
-                .peers
-                .iter()
-                .flat_map(|p| p.allowed_ips.iter().map(|n| (*n, p.public_key)))
-                .collect(),
+            static_routes: ArcSwap::from_pointee(static_routes(&config)),
+            routes_changed: tokio::sync::Notify::new(),
             stats: TunnelStats::default(),
             own: config.addresses.clone(),
         });
@@ -324,14 +324,20 @@ impl Tunnel {
         };
 
         let datapath = Arc::new(Datapath { shared, overlay });
-        let mut tasks = vec![tokio::spawn(tun_to_peers(datapath.clone()))];
-        if datapath.overlay.has_membership() {
-            tasks.push(tokio::spawn(super::members::follow_members(
+        let installed = config
+            .peers
+            .iter()
+            .flat_map(|p| p.allowed_ips.iter().map(IpNet::trunc))
+            .collect();
+        let tasks = vec![
+            tokio::spawn(tun_to_peers(datapath.clone())),
+            tokio::spawn(super::members::follow_routes(
                 datapath.shared.clone(),
                 datapath.overlay.clone(),
                 config.addresses.clone(),
-            )));
-        }
+                installed,
+            )),
+        ];
         let tunnel = Self {
             config,
             tasks,
@@ -449,6 +455,15 @@ impl Tunnel {
     pub async fn shutdown(self) {
         self.datapath.overlay.close().await;
     }
+}
+
+/// The configured peers' allowed IPs, by owner.
+pub(super) fn static_routes(config: &TunnelConfig) -> Vec<(IpNet, PeerId)> {
+    config
+        .peers
+        .iter()
+        .flat_map(|p| p.allowed_ips.iter().map(|n| (*n, p.public_key)))
+        .collect()
 }
 
 /// Our tunnel address of `ip`'s family, the source of ICMP answers.

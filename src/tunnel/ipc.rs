@@ -4,20 +4,23 @@
 //! The transport is [`antq_platform::ipc`]: one endpoint per interface
 //! name (a Unix socket `/run/antq/NAME.NETNS.sock` in a directory only root
 //! can enter; a named pipe `\\.\pipe\antq-NAME` on Windows). This module is
-//! the protocol: a client sends one line (`status` or `down`) and reads the
-//! answer until the server closes the connection.
+//! the protocol: a client sends one line (`status`, `down`, or `reload
+//! PATH`) and reads the answer until the server closes the connection.
 
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 
 pub use antq_platform::ipc::{endpoint, is_running, IpcError, IpcListener, IpcStream, LOCATION};
 
 /// A request on the admin channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     /// Print the status as JSON.
     Status,
     /// Stop the tunnel.
     Down,
+    /// Re-read the config file at this path and apply what changed. The
+    /// answer starts with `ok:` or `error:`.
+    Reload(std::path::PathBuf),
 }
 
 /// Creates the ipc endpoint of `name`, refusing if a live instance
@@ -42,6 +45,10 @@ pub async fn accept(listener: &mut IpcListener) -> std::io::Result<(Request, Ipc
         let request = match (read, line.trim()) {
             (Ok(Ok(_)), "status") => Request::Status,
             (Ok(Ok(_)), "down") => Request::Down,
+            (Ok(Ok(_)), text) => match text.strip_prefix("reload ") {
+                Some(path) if !path.is_empty() => Request::Reload(path.into()),
+                _ => continue,
+            },
             _ => continue,
         };
         return Ok((request, reader.into_inner()));
@@ -63,8 +70,9 @@ pub async fn request(name: &str, request: Request) -> Result<String, IpcError> {
         source,
     };
     let line = match request {
-        Request::Status => "status\n",
-        Request::Down => "down\n",
+        Request::Status => "status\n".to_owned(),
+        Request::Down => "down\n".to_owned(),
+        Request::Reload(path) => format!("reload {}\n", path.display()),
     };
     stream.write_all(line.as_bytes()).await.map_err(io)?;
     let mut out = String::new();

@@ -15,5 +15,6 @@ pub mod device;
 pub mod ipc;
 mod members;
 pub mod packet;
+pub mod reload;
 pub mod routing;
 mod tun_io;

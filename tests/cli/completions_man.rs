@@ -12,6 +12,7 @@ const SUBCOMMANDS: &[&str] = &[
     "pubkey",
     "up",
     "down",
+    "reload",
     "status",
     "bootstrap",
     "netcheck",

@@ -53,6 +53,16 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Re-read a running tunnel's config file and apply what changed
+    /// (peers, allowed IPs, trusted CAs, revocations, a renewed
+    /// certificate) without dropping anything that did not change. A config
+    /// with errors, or with a change that needs a restart, is refused and
+    /// the running one stays. SIGHUP to the `up` process does the same.
+    Reload {
+        /// The tunnel's config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Stop the running tunnel of a config file.
     Down {
         /// The tunnel's config file.
@@ -126,6 +136,7 @@ fn main() -> ExitCode {
         Command::Pubkey => keys::pubkey(),
         Command::Up { config } => run::up(&config),
         Command::Down { config } => run::down(&config),
+        Command::Reload { config } => run::reload(&config),
         Command::Status { json, interface } => status::status(json, interface.as_deref()),
         Command::Bootstrap { config } => run::bootstrap(&config),
         Command::Ca { command } => ca::run(command),

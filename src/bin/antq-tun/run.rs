@@ -81,9 +81,14 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
             Err(error) => return Err(error.into()),
         };
         let name = config.name.clone();
-        let tunnel = Tunnel::start(config).await.with_context(|| format!("bringing up {name}"))?;
+        let config_path = config.path.clone();
+        // Installed before the device exists: a SIGHUP from here on
+        // reloads instead of ending the process.
+        let mut hup = antq_platform::ReloadSignal::new()?;
+        let mut tunnel = Tunnel::start(config).await.with_context(|| format!("bringing up {name}"))?;
         tracing::info!(interface = %name, listen = ?tunnel.overlay().local_addr().ok(), public_key = %tunnel.overlay().peer_id(), "tunnel up");
         let _metrics = serve_metrics(metrics, tunnel.metrics());
+        antq_platform::notify_ready(&format!("{name} up"));
         let stop = antq_platform::terminated();
         tokio::pin!(stop);
         loop {
@@ -98,6 +103,9 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
                     tracing::info!("{}, shutting down", signal?);
                     break;
                 }
+                () = hup.recv() => {
+                    let _ = apply_reload(&mut tunnel, &config_path);
+                }
                 accepted = accepted => {
                     let (request, stream) = accepted?;
                     match request {
@@ -110,15 +118,63 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
                             tracing::info!("down requested, shutting down");
                             break;
                         }
+                        Request::Reload(path) => {
+                            let answer = match apply_reload(&mut tunnel, &path) {
+                                Ok(report) => format!("ok: {report}\n"),
+                                Err(error) => format!("error: {error}\n"),
+                            };
+                            ipc::answer(stream, &answer).await;
+                        }
                     }
                 }
             }
         }
+        antq_platform::notify_stopping();
         tunnel.shutdown().await;
         // Removes the ipc endpoint: `antq-tun down` waits for that.
         drop(listener);
         tracing::info!(interface = %name, "tunnel down");
         Ok(())
+    })
+}
+
+/// Re-reads the config at `path` and applies it to the running tunnel; the
+/// running configuration stays when the new one is refused.
+fn apply_reload(tunnel: &mut Tunnel, path: &Path) -> Result<String, String> {
+    let result = TunnelConfig::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|config| {
+            for warning in &config.warnings {
+                tracing::warn!("{warning}");
+            }
+            tunnel.reload(config).map_err(|e| e.to_string())
+        });
+    match &result {
+        Ok(report) => tracing::info!(%report, path = %path.display(), "configuration reloaded"),
+        Err(error) => tracing::warn!(%error, "reload refused; the running configuration stays"),
+    }
+    result.map(|r| r.to_string())
+}
+
+/// `antq-tun reload -c FILE`: checks the file here (the usual errors, exit
+/// 1), then has the running tunnel apply it.
+pub fn reload(path: &Path) -> anyhow::Result<()> {
+    let config = TunnelConfig::load(path)?;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    super::local_runtime()?.block_on(async {
+        let answer = ipc::request(&config.name, Request::Reload(absolute)).await?;
+        let answer = answer.trim();
+        match answer.strip_prefix("ok: ") {
+            Some(report) => {
+                outln!("{}: reloaded ({report})", config.name)?;
+                Ok(())
+            }
+            None => anyhow::bail!(
+                "{}: {}",
+                config.name,
+                answer.strip_prefix("error: ").unwrap_or(answer)
+            ),
+        }
     })
 }
 
@@ -184,6 +240,9 @@ pub fn bootstrap(path: &Path) -> anyhow::Result<()> {
                         }
                         Request::Down => {
                             ipc::answer(stream, "a bootstrap stops on SIGTERM, not `down`\n").await;
+                        }
+                        Request::Reload(_) => {
+                            ipc::answer(stream, "error: a bootstrap does not reload; restart it\n").await;
                         }
                     }
                 }

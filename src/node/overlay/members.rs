@@ -190,6 +190,19 @@ impl Overlay {
         tracing::debug!(?query, "no such member");
     }
 
+    /// A renewed certificate of ours: kept, and registered again with every
+    /// connected bootstrap.
+    pub fn set_certificate(&self, cert: Certificate) {
+        match self.book() {
+            Some(mut book) => book.set_certificate(cert),
+            None => return,
+        }
+        let links: Vec<Link> = self.read_links().iter().flatten().cloned().collect();
+        for link in &links {
+            self.register_member(link);
+        }
+    }
+
     /// New trusted CAs and revocations (a reload): members they refuse are
     /// removed at once. Returns the keys removed.
     pub fn set_member_policy(&self, trusted: Vec<PeerId>, revoked: Vec<PeerId>) -> Vec<PeerId> {

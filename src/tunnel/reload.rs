@@ -1,0 +1,169 @@
+//! Reloading a running tunnel's configuration: what changed is applied,
+//! what did not keeps running untouched (its connections stay up).
+//!
+//! Applied live: `[[peer]]` sections added, removed or changed (allowed
+//! IPs; a changed endpoint reconnects that peer), and `[network]`: trusted
+//! CAs, revocations (members they refuse are dropped at once) and a renewed
+//! certificate of ours. Anything else (interface name, key, addresses, port,
+//! MTU, bootstraps, metrics, adding or removing `[network]`) needs the
+//! tunnel brought down and up: the reload is refused, naming the field, and
+//! the running configuration stays.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::config::{PeerConfig, TunnelConfig};
+use super::device::{static_routes, Tunnel};
+use crate::identity::PeerId;
+
+/// Why a reload was refused (the running configuration stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// A field that cannot change while the tunnel runs.
+    #[error(
+        "{field} changed in {path}: that needs `antq-tun down` and `up` (nothing was changed)"
+    )]
+    NeedsRestart {
+        /// The config file.
+        path: String,
+        /// The field.
+        field: &'static str,
+    },
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ReloadReport {
+    /// Peers added.
+    pub added: usize,
+    /// Peers removed.
+    pub removed: usize,
+    /// Peers whose allowed IPs or endpoint changed.
+    pub changed: usize,
+    /// Network members dropped (revoked, or their CA no longer trusted).
+    pub members_dropped: usize,
+    /// Whether our certificate was replaced.
+    pub certificate_renewed: bool,
+}
+
+impl std::fmt::Display for ReloadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} peers added, {} removed, {} changed; {} members dropped{}",
+            self.added,
+            self.removed,
+            self.changed,
+            self.members_dropped,
+            if self.certificate_renewed {
+                "; certificate renewed"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+fn sorted<T: Ord + Clone>(v: &[T]) -> Vec<T> {
+    let mut v = v.to_vec();
+    v.sort();
+    v
+}
+
+/// The first field of `new` that differs from `old` and cannot change live.
+fn fixed_change(old: &TunnelConfig, new: &TunnelConfig) -> Option<&'static str> {
+    if old.name != new.name {
+        return Some("interface.name");
+    }
+    if old.identity.peer_id() != new.identity.peer_id() {
+        return Some("interface.private_key");
+    }
+    if sorted(&old.addresses) != sorted(&new.addresses) {
+        return Some("interface.address");
+    }
+    if old.listen_port != new.listen_port {
+        return Some("interface.listen_port");
+    }
+    if old.mtu != new.mtu {
+        return Some("interface.mtu");
+    }
+    if old.metrics != new.metrics {
+        return Some("interface.metrics");
+    }
+    let boot = |c: &TunnelConfig| {
+        c.bootstrap
+            .iter()
+            .map(|b| (b.peer, b.addr))
+            .collect::<Vec<_>>()
+    };
+    if boot(old) != boot(new) {
+        return Some("interface.bootstrap");
+    }
+    if old.network.is_some() != new.network.is_some() {
+        return Some("network");
+    }
+    None
+}
+
+impl Tunnel {
+    /// Applies `new` (validated already) to the running tunnel; see the
+    /// module documentation for what can change.
+    pub fn reload(&mut self, new: TunnelConfig) -> Result<ReloadReport, ReloadError> {
+        if let Some(field) = fixed_change(&self.config, &new) {
+            return Err(ReloadError::NeedsRestart {
+                path: new.path.display().to_string(),
+                field,
+            });
+        }
+        let overlay = self.datapath.overlay.clone();
+        let mut report = ReloadReport::default();
+        let old: HashMap<PeerId, &PeerConfig> = self
+            .config
+            .peers
+            .iter()
+            .map(|p| (p.public_key, p))
+            .collect();
+        let next: HashMap<PeerId, &PeerConfig> =
+            new.peers.iter().map(|p| (p.public_key, p)).collect();
+        for key in old.keys().filter(|k| !next.contains_key(k)) {
+            overlay.remove_peer(key);
+            report.removed += 1;
+        }
+        for (key, peer) in &next {
+            match old.get(key) {
+                None => {
+                    // A member found through the directory may be listed
+                    // now: the configured peer takes its place.
+                    overlay.remove_peer(key);
+                    overlay.add_peer(*key, peer.endpoint);
+                    report.added += 1;
+                }
+                Some(before) if before.endpoint != peer.endpoint => {
+                    overlay.remove_peer(key);
+                    overlay.add_peer(*key, peer.endpoint);
+                    report.changed += 1;
+                }
+                Some(before) if sorted(&before.allowed_ips) != sorted(&peer.allowed_ips) => {
+                    report.changed += 1;
+                }
+                Some(_) => {}
+            }
+        }
+        if let (Some(before), Some(after)) = (&self.config.network, &new.network) {
+            if before.ca != after.ca || before.revoked != after.revoked {
+                report.members_dropped = overlay
+                    .set_member_policy(after.ca.clone(), after.revoked.clone())
+                    .len();
+            }
+            if before.certificate != after.certificate {
+                overlay.set_certificate(after.certificate.clone());
+                report.certificate_renewed = true;
+            }
+        }
+        let shared = &self.datapath.shared;
+        shared.static_routes.store(Arc::new(static_routes(&new)));
+        shared.routes_changed.notify_one();
+        self.config = new;
+        Ok(report)
+    }
+}
