@@ -5,6 +5,7 @@
 #
 #   mesh.sh up   [--prefix P] --hosts K1,K2[,K3...] [--bin PATH] [--outer ipv4|dual]
 #                [--bootstraps 1|2] [--delay MS] [--boot-listen IP]
+#                [--network] [--hold H1,H2]
 #   mesh.sh down [--prefix P]
 #   mesh.sh stop-boot  [--prefix P] [--index 1|2]   (SIGKILL, like a crash)
 #   mesh.sh start-boot [--prefix P] [--index 1|2]   (same key and config)
@@ -21,6 +22,11 @@
 # `--delay MS` adds MS of one-way latency at every NAT router's WAN side
 # (lab.sh up --delay): two NATed hosts are then 2*MS apart, like NATs a few
 # routers apart on the internet, instead of microseconds on one bridge.
+# `--network`: a network CA (ca.key) signs each host's certificate
+# (H.cert: name H, its two addresses) and the configs have a [network]
+# section and no [[peer]] at all: hosts find each other through the
+# bootstrap's directory. `--hold d,e`: those hosts get keys, certificates
+# and configs but are not started (a test starts them later).
 # Files (keys, configs, logs, pids) go to /run/antq-lab/P.mesh/.
 set -euo pipefail
 
@@ -35,9 +41,11 @@ BOOTS=1
 INDEX=1
 DELAY=""
 BOOT_LISTEN=0.0.0.0
+NETWORK=0
+HOLD=
 
 usage() {
-	sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
 	exit 2
 }
 
@@ -52,6 +60,8 @@ parse() {
 		--delay) DELAY=${2:?}; shift 2 ;;
 		--boot-listen) BOOT_LISTEN=${2:?}; shift 2 ;;
 		--index) INDEX=${2:?}; shift 2 ;;
+		--network) NETWORK=1; shift ;;
+		--hold) HOLD=,${2:?},; shift 2 ;;
 		*) usage ;;
 		esac
 	done
@@ -146,24 +156,36 @@ cmd_up() {
 		write_boot_config boot2 "$BOOT_IP4_ALT" 9902
 		boot_list="$boot_list, \"$(cat "$dir/boot2.pub")@$BOOT_IP4_ALT:9000\""
 	fi
+	[ "$NETWORK" = 0 ] || "$BIN" ca init --name lab --out "$dir/ca.key" >"$dir/ca.pub" 2>/dev/null
 	local i=0
 	for h in $LAB_HOSTS; do
 		i=$((i + 1))
+		if [ "$NETWORK" = 1 ]; then
+			"$BIN" ca sign --ca "$dir/ca.key" --pubkey "$(cat "$dir/$h.pub")" --name "$h" \
+				--address "10.90.0.$i/24" --address "fd90::$i/64" --out "$dir/$h.cert" 2>/dev/null
+		fi
 		{
 			echo "[interface]"
 			echo "name = \"antq0\""
 			echo "private_key_file = \"$h.key\""
 			echo "address = [\"10.90.0.$i/24\", \"fd90::$i/64\"]"
 			echo "bootstrap = [$boot_list]"
-			local j=0
-			for p in $LAB_HOSTS; do
-				j=$((j + 1))
-				[ "$p" = "$h" ] && continue
+			if [ "$NETWORK" = 1 ]; then
 				echo
-				echo "[[peer]]"
-				echo "public_key = \"$(cat "$dir/$p.pub")\""
-				echo "allowed_ips = [\"10.90.0.$j/32\", \"fd90::$j/128\"]"
-			done
+				echo "[network]"
+				echo "ca = [\"$(cat "$dir/ca.pub")\"]"
+				echo "certificate_file = \"$h.cert\""
+			else
+				local j=0
+				for p in $LAB_HOSTS; do
+					j=$((j + 1))
+					[ "$p" = "$h" ] && continue
+					echo
+					echo "[[peer]]"
+					echo "public_key = \"$(cat "$dir/$p.pub")\""
+					echo "allowed_ips = [\"10.90.0.$j/32\", \"fd90::$j/128\"]"
+				done
+			fi
 		} >"$dir/$h.toml"
 		if [ "$OUTER" = ipv4 ]; then
 			local ns_var="HOST_${h^^}_NS"
@@ -173,11 +195,13 @@ cmd_up() {
 
 	for i in $(seq 1 "$BOOTS"); do start_boot "$i"; done
 	for h in $LAB_HOSTS; do
+		[[ $HOLD == *",$h,"* ]] && continue
 		local ns_var="HOST_${h^^}_NS"
 		ip netns exec "${!ns_var}" "$BIN" up -c "$dir/$h.toml" >"$dir/$h.log" 2>&1 </dev/null &
 		echo $! >>"$dir/pids"
 	done
 	for h in $LAB_HOSTS; do
+		[[ $HOLD == *",$h,"* ]] && continue
 		local ns_var="HOST_${h^^}_NS" ok=0
 		for _ in $(seq 1 100); do
 			if ip -n "${!ns_var}" link show antq0 >/dev/null 2>&1; then ok=1; break; fi

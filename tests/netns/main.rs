@@ -20,6 +20,7 @@ mod traffic;
 mod bootstrap_attack;
 mod lifecycle;
 mod matrix;
+mod membership;
 mod migration;
 mod mtu;
 mod spoof;
