@@ -13,12 +13,17 @@ use crate::common::{bin, describe, wait_until, ChildGuard};
 use crate::mesh::{Failures, Mesh};
 use crate::traffic::PingStream;
 
-/// One ping from `from` to `addr`, waiting at most a second.
-fn ping_once(mesh: &Mesh, from: &str, addr: &str) -> bool {
+/// One ping from `from` to `addr`, waiting at most `wait` seconds.
+fn ping_within(mesh: &Mesh, from: &str, addr: &str, wait: &str) -> bool {
     let family = if addr.contains(':') { "-6" } else { "-4" };
-    mesh.exec(from, &["ping", family, "-c", "1", "-W", "1", addr])
+    mesh.exec(from, &["ping", family, "-c", "1", "-W", wait, addr])
         .status
         .success()
+}
+
+/// One ping from `from` to `addr`, waiting at most a second.
+fn ping_once(mesh: &Mesh, from: &str, addr: &str) -> bool {
+    ping_within(mesh, from, addr, "1")
 }
 
 /// Pings until one answers; returns how long that took, or `None` after
@@ -190,7 +195,9 @@ fn a_network_grows_and_revokes_without_touching_other_hosts() {
     failures.check(out.status.success(), || {
         format!("reload failed: {}", describe(&out))
     });
-    let refused = wait_until(Duration::from_secs(1), || !ping_once(&mesh, a, &d4));
+    let refused = wait_until(Duration::from_secs(1), || {
+        !ping_within(&mesh, a, &d4, "0.2")
+    });
     eprintln!(
         "a refuses d: {refused} ({:.2} s after the reload began)",
         reload_start.elapsed().as_secs_f64()
