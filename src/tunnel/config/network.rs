@@ -213,3 +213,199 @@ impl NetworkSection {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cert::CaKey;
+    use crate::identity::Identity;
+    use crate::proto::cert::CertBody;
+    use crate::tunnel::config::TunnelConfig;
+
+    struct Net {
+        dir: tempfile::TempDir,
+        host: Identity,
+        ca: CaKey,
+    }
+
+    fn now() -> u64 {
+        super::unix_now()
+    }
+
+    impl Net {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let host = Identity::generate();
+            host.save_new(&dir.path().join("host.key")).unwrap();
+            let ca = CaKey::generate("lab").unwrap();
+            let n = Self { dir, host, ca };
+            n.certify(
+                "host.cert",
+                n.host.peer_id(),
+                &n.ca,
+                now() - 60..now() + 365 * 86_400,
+            );
+            n
+        }
+
+        fn certify(
+            &self,
+            file: &str,
+            key: crate::identity::PeerId,
+            ca: &CaKey,
+            valid: std::ops::Range<u64>,
+        ) {
+            let cert = ca
+                .sign(CertBody {
+                    network: String::new(),
+                    ca: [0; 32],
+                    host: *key.as_bytes(),
+                    name: "db1".into(),
+                    not_before: valid.start,
+                    not_after: valid.end,
+                    addresses: vec![
+                        "10.90.0.5/24".parse().unwrap(),
+                        "fd90::5/64".parse().unwrap(),
+                    ],
+                    groups: vec![],
+                    routes: vec![],
+                })
+                .unwrap();
+            let path = self.dir.path().join(file);
+            let _ = std::fs::remove_file(&path);
+            crate::cert::save_certificate(&cert, &path).unwrap();
+        }
+
+        fn config(&self, address: &str, network: &str) -> String {
+            format!(
+                "[interface]\nprivate_key_file = \"host.key\"\n{address}\nbootstrap = [\"{}@198.51.100.1:9000\"]\n\n[network]\nca = [\"{}\"]\ncertificate_file = \"host.cert\"\n{network}\n",
+                Identity::generate().peer_id(),
+                self.ca.public()
+            )
+        }
+
+        fn load(&self, text: &str) -> Result<TunnelConfig, crate::config::ConfigError> {
+            let path = self.dir.path().join("peer.toml");
+            std::fs::write(&path, text).unwrap();
+            TunnelConfig::load(&path)
+        }
+    }
+
+    #[test]
+    fn a_network_config_needs_no_peers_and_may_omit_the_address() {
+        let n = Net::new();
+        let c = n.load(&n.config("", "")).unwrap();
+        assert!(c.peers.is_empty());
+        let net = c.network.unwrap();
+        assert_eq!(net.ca, [n.ca.public()]);
+        let addrs: Vec<String> = c.addresses.iter().map(ToString::to_string).collect();
+        assert_eq!(addrs, ["10.90.0.5/24", "fd90::5/64"]);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        // The same addresses, given in another order: fine.
+        let c = n
+            .load(&n.config("address = [\"fd90::5/64\", \"10.90.0.5/24\"]", ""))
+            .unwrap();
+        assert_eq!(c.addresses.len(), 2);
+    }
+
+    #[test]
+    fn bad_network_configs_name_file_field_and_fix() {
+        let n = Net::new();
+        let other_ca = CaKey::generate("lab").unwrap();
+        let err = |text: String| n.load(&text).unwrap_err().to_string();
+        // An address the certificate does not certify.
+        let e = err(n.config("address = [\"10.90.0.6/24\"]", ""));
+        assert!(
+            e.contains("peer.toml")
+                && e.contains("`interface.address`")
+                && e.contains("10.90.0.5/24"),
+            "{e}"
+        );
+        // No CA; a bad CA key; a bad revoked key.
+        let e = err(n
+            .config("", "")
+            .replace(&format!("ca = [\"{}\"]", n.ca.public()), "ca = []"));
+        assert!(e.contains("`network.ca`") && e.contains("ca init"), "{e}");
+        let e = err(n.config("", "").replace(&n.ca.public().to_string(), "nope"));
+        assert!(e.contains("`network.ca[0]`"), "{e}");
+        let e = err(n.config("", "revoked = [\"x\"]"));
+        assert!(e.contains("`network.revoked[0]`"), "{e}");
+        // Our own key revoked.
+        let e = err(n.config("", &format!("revoked = [\"{}\"]", n.host.peer_id())));
+        assert!(e.contains("`network.revoked`"), "{e}");
+        // Signed by a CA we do not trust: the fix names the key to add.
+        n.certify(
+            "host.cert",
+            n.host.peer_id(),
+            &other_ca,
+            now() - 60..now() + 86_400 * 90,
+        );
+        let e = err(n.config("", ""));
+        assert!(
+            e.contains("`network.certificate_file`") && e.contains(&other_ca.public().to_string()),
+            "{e}"
+        );
+        // Someone else's certificate.
+        n.certify(
+            "host.cert",
+            Identity::generate().peer_id(),
+            &n.ca,
+            now() - 60..now() + 86_400 * 90,
+        );
+        let e = err(n.config("", ""));
+        assert!(
+            e.contains("not this host's certificate") && e.contains(&n.host.peer_id().to_string()),
+            "{e}"
+        );
+        // Expired.
+        n.certify(
+            "host.cert",
+            n.host.peer_id(),
+            &n.ca,
+            now() - 100..now() - 10,
+        );
+        let e = err(n.config("", ""));
+        assert!(e.contains("expired") && e.contains("--valid-for"), "{e}");
+        // Missing file; no bootstrap.
+        let e = err(n.config("", "").replace("host.cert", "missing.cert"));
+        assert!(
+            e.contains("`network.certificate_file`") && e.contains("missing.cert"),
+            "{e}"
+        );
+        n.certify(
+            "host.cert",
+            n.host.peer_id(),
+            &n.ca,
+            now() - 60..now() + 86_400 * 90,
+        );
+        let text = n.config("", "");
+        let no_boot: String = text
+            .lines()
+            .filter(|l| !l.starts_with("bootstrap"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let e = err(no_boot);
+        assert!(
+            e.contains("`interface.bootstrap`") && e.contains("directory"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_certificate_about_to_expire_is_a_warning() {
+        let n = Net::new();
+        n.certify(
+            "host.cert",
+            n.host.peer_id(),
+            &n.ca,
+            now() - 60..now() + 10 * 86_400,
+        );
+        let c = n.load(&n.config("", "")).unwrap();
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("expires in 9 days") || w.contains("expires in 10 days")),
+            "{:?}",
+            c.warnings
+        );
+    }
+}
