@@ -239,3 +239,87 @@ async fn another_ca_expired_and_revoked_members_are_refused() {
         "{refusals:?}"
     );
 }
+
+/// A bootstrap that lies: it answers every lookup with a certificate it
+/// forged (fields changed after signing, then one signed by another key
+/// naming our CA) or with a real member's certificate for an address that
+/// member does not hold. Nothing it says makes a member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_directory_makes_no_member() {
+    use antq::proto::{ControlMessage, MemberQuery};
+    init_tracing();
+    let net = CaKey::generate("lab").unwrap();
+    let liar_ca = CaKey::generate("lab").unwrap();
+    let now = unix_now();
+    let boot_id = Identity::generate();
+    let liar = crate::harness::raw_node(&boot_id);
+    let boot_addr = liar.local_addr().unwrap();
+    let (a, b) = (Identity::generate(), Identity::generate());
+    let real_b = certify(&net, &b, "10.90.0.2/24", now - 60..now + 3600);
+    let mut forged = real_b.clone();
+    forged.body.addresses = vec!["10.90.0.3/24".parse().unwrap()];
+    let mut foreign = certify(&liar_ca, &b, "10.90.0.4/24", now - 60..now + 3600);
+    foreign.body.ca = *net.public().as_bytes();
+    let answers = std::collections::HashMap::from([
+        ("10.90.0.3", forged),
+        ("10.90.0.4", foreign),
+        ("10.90.0.5", real_b),
+    ]);
+    tokio::spawn(async move {
+        while let Some(conn) = liar.accept().await {
+            let answers = answers.clone();
+            tokio::spawn(async move {
+                while let Some(msg) = conn.control().recv().await {
+                    if let ControlMessage::MemberLookup { query } = msg {
+                        let MemberQuery::Addr(addr) = query else {
+                            continue;
+                        };
+                        if let Some(cert) = answers.get(addr.to_string().as_str()) {
+                            let _ = conn.control().try_send(ControlMessage::Member {
+                                query,
+                                cert: Box::new(cert.clone()),
+                            });
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let ha = Overlay::start(OverlayConfig {
+        identity: a.clone(),
+        bind: loopback(),
+        peers: vec![],
+        bootstraps: vec![BootstrapAddr {
+            peer: boot_id.peer_id(),
+            addr: boot_addr,
+        }],
+        exclude_ips: vec![],
+        transport: TransportSettings::default(),
+        punch: PunchConfig {
+            allow_loopback: true,
+            ..PunchConfig::default()
+        },
+        loopback_only: true,
+        membership: Some(MembershipConfig {
+            certificate: certify(&net, &a, "10.90.0.1/24", now - 60..now + 3600),
+            trusted: vec![net.public()],
+            revoked: vec![],
+            max_members: 16,
+        }),
+    })
+    .unwrap();
+    for addr in ["10.90.0.3", "10.90.0.4", "10.90.0.5"] {
+        ha.send_to_address(ip(addr), Bytes::from_static(b"x"))
+            .unwrap();
+    }
+    wait_for("three answers refused", Duration::from_secs(5), || {
+        ha.member_counters().unwrap().0.refused >= 3
+    })
+    .await;
+    let (counters, refusals) = ha.member_counters().unwrap();
+    eprintln!("{counters:?} {refusals:?}");
+    assert_eq!(counters.joined, 0);
+    assert!(ha.members().is_empty());
+    assert!(ha.status().is_empty(), "no peer was added");
+    assert_eq!(refusals, [("bad_signature", 2), ("wrong_answer", 1)]);
+}
