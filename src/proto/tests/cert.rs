@@ -289,3 +289,8 @@ fn member_message_vectors() {
     let long = [hex("803d7f07 40c9"), c, vec![0]].concat();
     assert!(decode_frame(&long).is_err());
 }
+
+#[test]
+fn the_largest_certificate_is_max_cert_len() {
+    assert_eq!(MAX_CERT_LEN, 1528, "docs/security.md quotes this figure");
+}
