@@ -35,6 +35,7 @@ const EXPECTED: &[&str] = &[
     "/usr/share/doc/antq/README.md",
     "/usr/share/doc/antq/examples/peer.toml",
     "/usr/share/doc/antq/examples/bootstrap.toml",
+    "/usr/share/doc/antq/examples/member.toml",
     "/usr/share/man/man1/antq-tun.1.gz",
     "/usr/share/man/man1/antq-tun-up.1.gz",
     "/usr/share/man/man1/antq-tun-status.1.gz",
