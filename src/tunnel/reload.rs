@@ -2,10 +2,12 @@
 //! what did not keeps running untouched (its connections stay up).
 //!
 //! Applied live: `[[peer]]` sections added, removed or changed (allowed
-//! IPs; a changed endpoint reconnects that peer), and `[network]`: trusted
-//! CAs, revocations (members they refuse are dropped at once) and a renewed
-//! certificate of ours. Anything else (interface name, key, addresses, port,
-//! MTU, bootstraps, metrics, adding or removing `[network]`) needs the
+//! IPs; a changed endpoint reconnects that peer), `interface.bootstrap`
+//! (links to removed bootstraps close, new ones connect, the others stay),
+//! and `[network]`: trusted CAs, revocations (members they refuse are
+//! dropped at once) and a renewed certificate of ours. Anything else
+//! (interface name, key, addresses, port, MTU, metrics, adding or removing
+//! `[network]`) needs the
 //! tunnel brought down and up: the reload is refused, naming the field, and
 //! the running configuration stays.
 
@@ -44,6 +46,8 @@ pub struct ReloadReport {
     pub members_dropped: usize,
     /// Whether our certificate was replaced.
     pub certificate_renewed: bool,
+    /// Whether the list of bootstraps changed.
+    pub bootstraps_changed: bool,
 }
 
 impl std::fmt::Display for ReloadReport {
@@ -59,8 +63,12 @@ impl std::fmt::Display for ReloadReport {
                 "; certificate renewed"
             } else {
                 ""
-            }
-        )
+            },
+        )?;
+        if self.bootstraps_changed {
+            write!(f, "; bootstraps changed")?;
+        }
+        Ok(())
     }
 }
 
@@ -159,6 +167,16 @@ impl Tunnel {
                 overlay.set_certificate(after.certificate.clone());
                 report.certificate_renewed = true;
             }
+        }
+        let boot = |c: &TunnelConfig| {
+            c.bootstrap
+                .iter()
+                .map(|b| (b.peer, b.addr))
+                .collect::<Vec<_>>()
+        };
+        if boot(&self.config) != boot(&new) {
+            overlay.set_bootstraps(&new.bootstrap);
+            report.bootstraps_changed = true;
         }
         let shared = &self.datapath.shared;
         shared.static_routes.store(Arc::new(static_routes(&new)));

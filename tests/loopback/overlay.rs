@@ -145,3 +145,56 @@ async fn datagrams_sent_before_the_first_connection_arrive_once_it_is_up() {
         Err(antq::node::overlay::SendError::NoPath(_))
     ));
 }
+
+/// A reload's new bootstrap list: the link to the removed bootstrap closes
+/// (its relay channels with it), the new one connects, and two peers that
+/// only share the new one reach each other through it; the direct path
+/// between the first two stays up throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstraps_are_replaced_while_running() {
+    use antq::tunnel::config::BootstrapAddr;
+    init_tracing();
+    let (boot1, boot2) = (bootstrap(), bootstrap());
+    let addr = |b: &antq::bootstrap::Bootstrap| BootstrapAddr {
+        peer: b.peer_id(),
+        addr: b.local_addr().unwrap(),
+    };
+    let (ka, kb, kc) = (Identity::generate(), Identity::generate(), Identity::generate());
+    let a = overlay(&ka, &[kb.peer_id(), kc.peer_id()], &boot1);
+    let b = overlay(&kb, &[ka.peer_id()], &boot1);
+    let c = overlay(&kc, &[ka.peer_id()], &boot2);
+    wait_for_path(&a, kb.peer_id(), PathKind::Direct, Duration::from_secs(10)).await;
+    assert_eq!(boot1.status().peers["udp"], 2);
+    assert_eq!(boot2.status().peers["udp"], 1);
+    // c is only on boot2: a cannot reach it yet.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        a.status()
+            .iter()
+            .find(|s| s.public_key == kc.peer_id().to_string())
+            .unwrap()
+            .path,
+        PathKind::None
+    );
+    a.set_bootstraps(&[addr(&boot2)]);
+    let took = wait_for_path(&a, kc.peer_id(), PathKind::Direct, Duration::from_secs(10)).await;
+    eprintln!("a reached c through the new bootstrap in {took:?}");
+    crate::harness::wait_for("a left boot1", Duration::from_secs(5), || {
+        boot1.status().peers["udp"] == 1
+    })
+    .await;
+    let transports = a.bootstrap_transports();
+    assert_eq!(transports.len(), 1);
+    assert_eq!(transports[0].0, addr(&boot2));
+    // The direct path to b never went away.
+    assert_eq!(
+        a.status()
+            .iter()
+            .find(|s| s.public_key == kb.peer_id().to_string())
+            .unwrap()
+            .path,
+        PathKind::Direct
+    );
+    exchange_within(&a, &b, 20, 0, Duration::from_secs(2)).await;
+    exchange_within(&a, &c, 20, 0, Duration::from_secs(2)).await;
+}

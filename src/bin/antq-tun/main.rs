@@ -54,8 +54,8 @@ enum Command {
         config: PathBuf,
     },
     /// Re-read a running tunnel's config file and apply what changed
-    /// (peers, allowed IPs, trusted CAs, revocations, a renewed
-    /// certificate) without dropping anything that did not change. A config
+    /// (peers, allowed IPs, bootstraps, trusted CAs, revocations, a
+    /// renewed certificate) without dropping anything that did not change. A config
     /// with errors, or with a change that needs a restart, is refused and
     /// the running one stays. SIGHUP to the `up` process does the same.
     Reload {

@@ -12,6 +12,7 @@ use rand::Rng as _;
 use tokio::sync::oneshot;
 use tracing::Instrument as _;
 
+use super::stats::LinkStats;
 use super::{network, Overlay};
 use crate::identity::PeerId;
 use crate::nat::canonical;
@@ -27,6 +28,26 @@ const TCP_FALLBACK_DELAY: Duration = Duration::from_secs(1);
 /// While a bootstrap is reached over TCP, UDP is retried this often (plus up
 /// to 30 % jitter).
 const UDP_RETRY: Duration = Duration::from_secs(30);
+/// One configured bootstrap: its link while connected, the task keeping it
+/// up, and its counters.
+pub(super) struct BootSlot {
+    pub(super) server: BootstrapAddr,
+    pub(super) link: Option<Link>,
+    pub(super) counters: Arc<LinkStats>,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+impl BootSlot {
+    pub(super) fn new(server: BootstrapAddr) -> Self {
+        Self {
+            server,
+            link: None,
+            counters: Arc::default(),
+            task: None,
+        }
+    }
+}
+
 /// One connected bootstrap.
 #[derive(Clone)]
 pub(super) struct Link {
@@ -81,12 +102,102 @@ fn close_stream_later(socket: Arc<AntqSocket>, addr: SocketAddr) {
 }
 
 impl Overlay {
-    /// Keeps one bootstrap link up, reconnecting with backoff and jitter.
+    /// Starts the task that keeps the link to `server` up.
+    pub(super) fn spawn_link(&self, server: BootstrapAddr) {
+        let this = self.clone();
+        let task = tokio::spawn(async move { this.bootstrap_link(server).await });
+        let mut boots = self
+            .inner
+            .boots
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        match boots.iter_mut().find(|b| b.server == server) {
+            Some(slot) => slot.task = Some(task.abort_handle()),
+            None => task.abort(),
+        }
+    }
+
+    /// The link to `server` is up (`Some`) or gone (`None`). Returns false
+    /// when `server` is no longer configured (a reload removed it).
+    fn set_link(&self, server: BootstrapAddr, link: Option<Link>) -> bool {
+        let mut boots = self
+            .inner
+            .boots
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        match boots.iter_mut().find(|b| b.server == server) {
+            Some(slot) => {
+                slot.link = link;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn link_counters(&self, server: BootstrapAddr) -> Arc<LinkStats> {
+        self.inner
+            .boots
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|b| b.server == server)
+            .map(|b| b.counters.clone())
+            .unwrap_or_default()
+    }
+
+    /// Replaces the list of bootstraps (a reload): links to bootstraps no
+    /// longer listed close (their relay channels go with them; peers ask the
+    /// others), new ones are connected, the rest are untouched. The order of
+    /// `servers` is the new order of preference.
+    pub fn set_bootstraps(&self, servers: &[BootstrapAddr]) {
+        let (gone, added) = {
+            let mut boots = self
+                .inner
+                .boots
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut old: Vec<BootSlot> = std::mem::take(&mut *boots);
+            for server in servers {
+                match old.iter().position(|b| b.server == *server) {
+                    Some(i) => boots.push(old.remove(i)),
+                    None => boots.push(BootSlot::new(*server)),
+                }
+            }
+            let added: Vec<BootstrapAddr> = boots
+                .iter()
+                .filter(|b| b.task.is_none())
+                .map(|b| b.server)
+                .collect();
+            (old, added)
+        };
+        for slot in gone {
+            if let Some(task) = slot.task {
+                task.abort();
+            }
+            if let Some(link) = slot.link {
+                tracing::info!(addr = %slot.server.addr, "bootstrap removed; closing its link");
+                link.conn.close("bootstrap removed");
+                let via = link.addr;
+                self.retire_relays_where(|r| r.server == via);
+                if link.transport == Transport::Tcp {
+                    close_stream_later(self.inner.node.socket().clone(), link.addr);
+                }
+            }
+        }
+        for server in added {
+            tracing::info!(addr = %server.addr, "bootstrap added");
+            self.spawn_link(server);
+        }
+        for slot in self.slots().values() {
+            slot.wake.notify_one();
+        }
+    }
+
+    /// Keeps the link to `server` up, reconnecting with backoff and jitter.
     /// Connects over UDP, or over TCP when UDP does not get through (see
     /// [`Self::connect_bootstrap`]); while on TCP, UDP is retried every
     /// [`UDP_RETRY`] and the link moves back to it when it works.
-    pub(super) async fn bootstrap_link(self, index: usize) {
-        let server = self.inner.config.bootstraps[index];
+    pub(super) async fn bootstrap_link(self, server: BootstrapAddr) {
         let span = tracing::info_span!("bootstrap", addr = %server.addr);
         let mut schedule = Reconnect::new();
         loop {
@@ -97,7 +208,7 @@ impl Overlay {
                     .unwrap_or_else(|_| Err(format!("no answer within {limit:?}"))),
                 None => attempt.await,
             };
-            let counters = &self.inner.stats.links[index];
+            let counters = self.link_counters(server);
             match result {
                 Ok(conn) => {
                     counters.connects.fetch_add(1, Ordering::Relaxed);
@@ -107,10 +218,10 @@ impl Overlay {
                     schedule.on_connected();
                     let mut link = Link::new(conn);
                     loop {
-                        self.inner
-                            .links
-                            .write()
-                            .unwrap_or_else(PoisonError::into_inner)[index] = Some(link.clone());
+                        if !self.set_link(server, Some(link.clone())) {
+                            link.conn.close("bootstrap removed");
+                            return;
+                        }
                         tracing::info!(parent: &span, transport = %link.transport, "bootstrap connected");
                         self.register_member(&link);
                         for slot in self.slots().values() {
@@ -118,12 +229,14 @@ impl Overlay {
                         }
                         let upgraded = match link.transport {
                             Transport::Udp => {
-                                self.serve_link(&link, index).instrument(span.clone()).await;
+                                self.serve_link(&link, &counters)
+                                    .instrument(span.clone())
+                                    .await;
                                 None
                             }
                             Transport::Tcp => {
                                 tokio::select! {
-                                    () = self.serve_link(&link, index).instrument(span.clone()) => None,
+                                    () = self.serve_link(&link, &counters).instrument(span.clone()) => None,
                                     () = self.watch_stream(&link) => None,
                                     conn = self.retry_udp(server).instrument(span.clone()) => Some(conn),
                                 }
@@ -142,10 +255,7 @@ impl Overlay {
                         close_stream_later(socket.clone(), link.addr);
                         link = Link::new(conn);
                     }
-                    self.inner
-                        .links
-                        .write()
-                        .unwrap_or_else(PoisonError::into_inner)[index] = None;
+                    self.set_link(server, None);
                     if link.transport == Transport::Tcp {
                         self.inner.node.socket().close_stream(link.addr);
                     }
@@ -249,7 +359,7 @@ impl Overlay {
         link.conn.close("TCP stream closed");
     }
 
-    async fn serve_link(&self, link: &Link, index: usize) {
+    async fn serve_link(&self, link: &Link, counters: &LinkStats) {
         let mut monitor = network::LinkMonitor::new();
         let mut tick = tokio::time::interval(MAINTAIN_INTERVAL);
         loop {
@@ -260,9 +370,7 @@ impl Overlay {
                 },
                 _ = tick.tick() => {
                     if monitor.stalled(&link.conn) {
-                        self.inner.stats.links[index]
-                            .stalled
-                            .fetch_add(1, Ordering::Relaxed);
+                        counters.stalled.fetch_add(1, Ordering::Relaxed);
                         tracing::info!("bootstrap link stalled");
                         link.conn.close("stalled");
                         return;

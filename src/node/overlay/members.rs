@@ -197,8 +197,7 @@ impl Overlay {
             Some(mut book) => book.set_certificate(cert),
             None => return,
         }
-        let links: Vec<Link> = self.read_links().iter().flatten().cloned().collect();
-        for link in &links {
+        for link in &self.read_links() {
             self.register_member(link);
         }
     }

@@ -44,7 +44,7 @@ mod peer;
 mod punch;
 mod stats;
 
-use self::links::Link;
+use self::links::{BootSlot, Link};
 use self::peer::{alive, PeerSlot};
 use super::link_state::RelayChoice;
 use super::members::{MemberBook, MembershipConfig};
@@ -214,7 +214,9 @@ struct Inner {
     peers_change: Mutex<()>,
     /// The keys whose handshakes we accept: the peers'.
     allow: Allowlist,
-    links: RwLock<Vec<Option<Link>>>,
+    /// The bootstraps, in order of preference: each with its link when
+    /// connected (a reload may change the list; taken alone).
+    boots: RwLock<Vec<BootSlot>>,
     punches: Mutex<HashMap<[u8; 16], mpsc::Sender<ProbeIn>>>,
     delivery: Delivery,
     incoming_rx: tokio::sync::Mutex<mpsc::Receiver<(PeerId, Bytes)>>,
@@ -294,15 +296,21 @@ impl Overlay {
         let own = config.identity.peer_id();
         let membership = config.membership.clone();
         let (tx, rx) = mpsc::channel(RECV_QUEUE);
-        let links = RwLock::new(vec![None; config.bootstraps.len()]);
-        let stats = stats::OverlayStats::new(config.bootstraps.len());
+        let boots = RwLock::new(
+            config
+                .bootstraps
+                .iter()
+                .map(|b| BootSlot::new(*b))
+                .collect(),
+        );
+        let stats = stats::OverlayStats::new();
         let inner = Arc::new(Inner {
             node,
             config,
             peers: ArcSwap::from_pointee(peers),
             peers_change: Mutex::default(),
             allow,
-            links,
+            boots,
             punches: Mutex::default(),
             delivery: match sink {
                 Some(sink) => Delivery::Sink(sink),
@@ -335,13 +343,6 @@ impl Overlay {
         if let Some(mut raw) = inner.node.socket().take_raw_receiver() {
             let this = self.clone();
             tokio::spawn(async move {
-                let bootstraps: Vec<SocketAddr> = this
-                    .inner
-                    .config
-                    .bootstraps
-                    .iter()
-                    .map(|b| canonical(b.addr))
-                    .collect();
                 let mut answers = TokenBucket::new(
                     CHALLENGE_ANSWERS_PER_SEC,
                     CHALLENGE_ANSWERS_PER_SEC,
@@ -355,10 +356,11 @@ impl Overlay {
                             // token goes back on our connection to it, at a
                             // bounded rate. Challenges from anyone else are
                             // dropped.
-                            let link = bootstraps
-                                .contains(&packet.from)
-                                .then(|| this.link_at(packet.from))
-                                .flatten();
+                            let configured = this
+                                .boot_views()
+                                .iter()
+                                .any(|(b, _, _)| canonical(b.addr) == packet.from);
+                            let link = configured.then(|| this.link_at(packet.from)).flatten();
                             match link {
                                 Some(link) if answers.try_take(1.0, Instant::now()) => {
                                     let sent = link.conn.control().try_send(
@@ -381,9 +383,8 @@ impl Overlay {
             });
         }
         // Bootstrap links.
-        for index in 0..inner.config.bootstraps.len() {
-            let this = self.clone();
-            tokio::spawn(async move { this.bootstrap_link(index).await });
+        for server in inner.config.bootstraps.clone() {
+            self.spawn_link(server);
         }
         // Network changes (and the traceroute for the priming TTL).
         if inner.config.loopback_only {
@@ -483,11 +484,7 @@ impl Overlay {
 
     /// The bootstrap link whose connection runs to `addr`.
     fn link_at(&self, addr: SocketAddr) -> Option<Link> {
-        self.read_links()
-            .iter()
-            .flatten()
-            .find(|l| l.addr == addr)
-            .cloned()
+        self.read_links().into_iter().find(|l| l.addr == addr)
     }
 
     /// Our key.
@@ -572,14 +569,12 @@ impl Overlay {
 
     /// Our addresses as observed by each bootstrap (`None` when not connected).
     pub fn observed_addresses(&self) -> Vec<(BootstrapAddr, Option<SocketAddr>)> {
-        self.read_links()
-            .iter()
-            .zip(&self.inner.config.bootstraps)
-            .map(|(link, b)| {
+        self.boot_views()
+            .into_iter()
+            .map(|(b, link, _)| {
                 (
-                    *b,
-                    link.as_ref()
-                        .and_then(|l| *l.observed.lock().unwrap_or_else(PoisonError::into_inner)),
+                    b,
+                    link.and_then(|l| *l.observed.lock().unwrap_or_else(PoisonError::into_inner)),
                 )
             })
             .collect()
@@ -587,17 +582,9 @@ impl Overlay {
 
     /// The transport of each bootstrap link (`None` when not connected).
     pub fn bootstrap_transports(&self) -> Vec<(BootstrapAddr, Option<Transport>)> {
-        self.read_links()
-            .iter()
-            .zip(&self.inner.config.bootstraps)
-            .map(|(link, b)| {
-                (
-                    *b,
-                    link.as_ref()
-                        .filter(|l| alive(&l.conn))
-                        .map(|l| l.transport),
-                )
-            })
+        self.boot_views()
+            .into_iter()
+            .map(|(b, link, _)| (b, link.filter(|l| alive(&l.conn)).map(|l| l.transport)))
             .collect()
     }
 
@@ -662,11 +649,26 @@ impl Overlay {
         self.inner.node.close().await;
     }
 
-    fn read_links(&self) -> std::sync::RwLockReadGuard<'_, Vec<Option<Link>>> {
+    /// The connected bootstrap links, in order of preference.
+    fn read_links(&self) -> Vec<Link> {
         self.inner
-            .links
+            .boots
             .read()
             .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(|b| b.link.clone())
+            .collect()
+    }
+
+    /// Every bootstrap with its link (if connected) and counters.
+    fn boot_views(&self) -> Vec<(BootstrapAddr, Option<Link>, Arc<stats::LinkStats>)> {
+        self.inner
+            .boots
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|b| (b.server, b.link.clone(), b.counters.clone()))
+            .collect()
     }
 
     /// Passes over the bootstrap at `server` for new relay channels for a
@@ -684,10 +686,8 @@ impl Overlay {
         // Copied out first: the two locks are never held together.
         let alive_links: Vec<Link> = self
             .read_links()
-            .iter()
-            .flatten()
+            .into_iter()
             .filter(|l| alive(&l.conn))
-            .cloned()
             .collect();
         let addrs: Vec<SocketAddr> = alive_links.iter().map(|l| l.addr).collect();
         let chosen = self

@@ -111,11 +111,9 @@ impl Overlay {
             return;
         }
         let Some(target) = self
-            .inner
-            .config
-            .bootstraps
+            .boot_views()
             .iter()
-            .map(|b| canonical(b.addr).ip())
+            .map(|(b, _, _)| canonical(b.addr).ip())
             .find(|ip| ip.is_ipv4() && !ip.is_loopback())
         else {
             return;

@@ -54,11 +54,10 @@ pub(super) struct OverlayStats {
     pub network_changes: AtomicU64,
     first_connect: Histogram,
     first_direct: Histogram,
-    pub links: Vec<LinkStats>,
 }
 
 impl OverlayStats {
-    pub(super) fn new(bootstraps: usize) -> Self {
+    pub(super) fn new() -> Self {
         Self {
             attempts: Default::default(),
             connections: Default::default(),
@@ -72,7 +71,6 @@ impl OverlayStats {
             network_changes: AtomicU64::new(0),
             first_connect: Histogram::new(CONNECT_SECONDS),
             first_direct: Histogram::new(CONNECT_SECONDS),
-            links: (0..bootstraps).map(|_| LinkStats::default()).collect(),
         }
     }
 
@@ -259,24 +257,22 @@ impl Overlay {
     }
 
     fn collect_links(&self, r: &mut Registry) {
-        let links: Vec<_> = self
-            .read_links()
-            .iter()
-            .map(|l| l.as_ref().filter(|l| alive(&l.conn)).map(|l| l.transport))
-            .collect();
-        let boots = &self.inner.config.bootstraps;
+        let boots = self.boot_views();
         let f = r.gauge(
             "antq_bootstrap_up",
             "Whether the link to a bootstrap is connected, by transport (udp, tcp).",
         );
-        for (b, transport) in boots.iter().zip(&links) {
+        for (b, link, _) in &boots {
             let addr = b.addr.to_string();
+            let transport = link
+                .as_ref()
+                .filter(|l| alive(&l.conn))
+                .map(|l| l.transport);
             for name in ["udp", "tcp"] {
                 let up = transport.is_some_and(|t| t.to_string() == name);
                 f.int(&[("bootstrap", &addr), ("transport", name)], u64::from(up));
             }
         }
-        let stats = &self.inner.stats.links;
         for (name, help, get) in [
             (
                 "antq_bootstrap_connects_total",
@@ -305,8 +301,8 @@ impl Overlay {
             ),
         ] {
             let f = r.counter(name, help);
-            for (b, l) in boots.iter().zip(stats) {
-                f.int(&[("bootstrap", &b.addr.to_string())], load(get(l)));
+            for (b, _, counters) in &boots {
+                f.int(&[("bootstrap", &b.addr.to_string())], load(get(counters)));
             }
         }
     }
