@@ -158,15 +158,17 @@ wine_test() {
     for set in "--workspace --lib" "-p antq-platform --test *"; do
         # shellcheck disable=SC2086 # (split on purpose; the * goes to cargo)
         (set -f; timeout 1800 nice -n 10 cargo test -Zbuild-std --target $WIN $set --locked \
-            --no-fail-fast -- "${skips[@]}") >>"$log" 2>&1 || rc=1
+            --no-fail-fast --message-format=short -- "${skips[@]}") >>"$log" 2>&1 || rc=1
     done
     /usr/lib/wine/wineserver -k 2>/dev/null
     local counts
     counts=$(awk '/^test result:/ {p += $4; f += $6; i += $8; s += $12; n++}
         END {printf "%d passed, %d failed, %d ignored, %d skipped (Wine) in %d binaries",
             p, f, i, s, n}' "$log")
-    grep -E '^test .* FAILED$|^error(\[|:)|panicked at' "$log" | sort -u | sed 's/^/    /'
-    [ $rc = 0 ] || grep -q '^test result:' "$log" || tail -20 "$log"
+    local problems
+    problems=$(grep -E '^test .* FAILED$|^[^/ ][^ ]*:[0-9]+:[0-9]+: error|^wine: ' "$log" | sort -u)
+    [ -z "$problems" ] || sed 's/^/    /' <<<"$problems"
+    [ $rc = 0 ] || [ -n "$problems" ] || tail -20 "$log"
     note wine-test "$([ $rc = 0 ] && echo ok || echo FAIL)" $((SECONDS - start)) "$counts"
 }
 
