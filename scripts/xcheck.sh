@@ -8,7 +8,10 @@
 #                        first: a separate `cargo check` would add nothing)
 #   wine-test            the workspace's unit tests (--lib) and every test
 #                        target of antq-platform, built for Windows and run
-#                        under Wine
+#                        under Wine (no doc tests)
+#
+# clippy runs with --keep-going: an error in one target hides none of the
+# others'.
 #
 # Usage: bash scripts/xcheck.sh [STEP...]    (default: all four)
 # Exit status 0 only if there was no error, no warning and no failing test.
