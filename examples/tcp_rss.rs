@@ -77,6 +77,7 @@ fn report(what: &str) {
 }
 
 /// Raises the soft file descriptor limit to the hard one.
+#[cfg(unix)]
 fn raise_fd_limit() {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -90,6 +91,10 @@ fn raise_fd_limit() {
         }
     }
 }
+
+/// Windows has no such limit on sockets.
+#[cfg(not(unix))]
+fn raise_fd_limit() {}
 
 /// The preface and `frames` frames of 1200 bytes (the size of a QUIC
 /// Initial), when `preface`.

@@ -492,10 +492,32 @@ endpoint = "198.51.100.7:9000"
         );
     }
 
+    /// An absolute `private_key_file` is used as given (on Windows a drive
+    /// path with backslashes, written as a TOML literal string); a relative
+    /// one is looked up next to the config file (GOOD's "host.key"), not
+    /// in the working directory.
+    #[test]
+    fn absolute_key_file_paths_are_used_as_given() {
+        let f = Fixture::new();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let key = elsewhere.path().join("elsewhere.key");
+        let id = Identity::generate();
+        id.save_new(&key).unwrap();
+        assert!(key.is_absolute(), "{}", key.display());
+        let text = GOOD.replace(
+            "private_key_file = \"host.key\"",
+            &format!("private_key_file = '{}'", key.display()),
+        );
+        assert_eq!(f.load(&text).unwrap().identity.peer_id(), id.peer_id());
+        assert_ne!(std::env::current_dir().unwrap(), f.dir.path());
+        assert_eq!(f.load(GOOD).unwrap().identity.peer_id(), f.own.peer_id());
+    }
+
+    /// Unix only: Windows files have ACLs, not mode bits.
+    #[cfg(unix)]
     #[test]
     fn a_key_others_may_read_is_refused() {
         let f = Fixture::new();
-        #[cfg(unix)]
         for mode in [0o644, 0o640, 0o604, 0o660] {
             use std::os::unix::fs::PermissionsExt;
             let key = f.dir.path().join("host.key");

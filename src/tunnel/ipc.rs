@@ -87,3 +87,51 @@ pub fn running_interfaces() -> std::io::Result<Vec<String>> {
     antq_platform::ipc::check_listable()?;
     Ok(antq_platform::ipc::running())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The protocol over a real endpoint: a client that sends no request
+    /// is dropped and the next one served; a request and its answer, read
+    /// to the end once the server closes; no endpoint after the listener
+    /// is gone. Needs no privilege on Windows (a named pipe: it runs under
+    /// Wine in CI, `scripts/xcheck.sh`); on Unix the socket lives in root's
+    /// directory.
+    #[test]
+    #[cfg_attr(unix, ignore = "needs root")]
+    fn request_answer_and_gone() {
+        assert!(antq_platform::is_root() || cfg!(windows), "needs root");
+        let name = format!("test-ipc-{}", std::process::id());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut listener = bind(&name).await.unwrap();
+            let server = async {
+                let (req, stream) = accept(&mut listener).await.unwrap();
+                assert_eq!(req, Request::Status);
+                answer(stream, "{\"peers\": []}\n").await;
+                let (req, stream) = accept(&mut listener).await.unwrap();
+                assert_eq!(req, Request::Down);
+                answer(stream, "ok\n").await;
+            };
+            let clients = async {
+                let mut junk = antq_platform::ipc::connect(&name).await.unwrap();
+                junk.write_all(b"what?\n").await.unwrap();
+                let status = request(&name, Request::Status).await.unwrap();
+                let down = request(&name, Request::Down).await.unwrap();
+                (status, down)
+            };
+            let ((), (status, down)) = tokio::join!(server, clients);
+            assert_eq!(status, "{\"peers\": []}\n");
+            assert_eq!(down, "ok\n");
+            drop(listener);
+            assert!(matches!(
+                request(&name, Request::Status).await,
+                Err(IpcError::NotRunning { .. })
+            ));
+        });
+    }
+}

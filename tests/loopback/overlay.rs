@@ -159,7 +159,11 @@ async fn bootstraps_are_replaced_while_running() {
         peer: b.peer_id(),
         addr: b.local_addr().unwrap(),
     };
-    let (ka, kb, kc) = (Identity::generate(), Identity::generate(), Identity::generate());
+    let (ka, kb, kc) = (
+        Identity::generate(),
+        Identity::generate(),
+        Identity::generate(),
+    );
     let a = overlay(&ka, &[kb.peer_id(), kc.peer_id()], &boot1);
     let b = overlay(&kb, &[ka.peer_id()], &boot1);
     let c = overlay(&kc, &[ka.peer_id()], &boot2);

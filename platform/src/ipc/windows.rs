@@ -164,3 +164,151 @@ impl AsyncWrite for Stream {
         }
     }
 }
+
+/// Under Wine as on Windows: these need no privilege (a named pipe with
+/// the default security descriptor is its creator's).
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use crate::ipc::{self, IpcError, IpcListener, IpcStream};
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A pipe name no other test (or test run) uses.
+    fn unique(what: &str) -> String {
+        format!("test-{what}-{}", std::process::id())
+    }
+
+    #[test]
+    fn endpoints_are_named_pipes() {
+        assert_eq!(ipc::LOCATION, r"\\.\pipe\");
+        assert_eq!(ipc::endpoint("antq0"), r"\\.\pipe\antq-antq0");
+        assert_eq!(ipc::check_listable().ok(), Some(()));
+    }
+
+    /// `running` lists `\\.\pipe\`. Wine 8 cannot: FindFirstFile on
+    /// `\\.\pipe\*` fails there with ERROR_BAD_DEV_TYPE (os error 66), and
+    /// `running` finds nothing (scripts/xcheck.sh skips this test).
+    #[test]
+    fn running_lists_a_served_pipe() {
+        let name = unique("list");
+        runtime().block_on(async {
+            let listener = IpcListener::bind(&name).await.unwrap();
+            assert!(ipc::running().contains(&name), "{:?}", ipc::running());
+            assert!(ipc::is_running(&name));
+            drop(listener);
+            assert!(!ipc::is_running(&name), "{:?}", ipc::running());
+        });
+    }
+
+    /// A second instance is refused while the first serves the name. Wine
+    /// 8 does not enforce FILE_FLAG_FIRST_PIPE_INSTANCE (a second
+    /// CreateNamedPipe with it succeeds), so scripts/xcheck.sh skips this
+    /// test.
+    #[test]
+    fn second_bind_is_refused_while_served() {
+        let name = unique("inuse");
+        runtime().block_on(async {
+            let listener = IpcListener::bind(&name).await.unwrap();
+            match IpcListener::bind(&name).await {
+                Err(IpcError::InUse { name: n, .. }) => assert_eq!(n, name),
+                other => panic!("second bind while served: {other:?}"),
+            }
+            drop(listener);
+            drop(IpcListener::bind(&name).await.unwrap());
+        });
+    }
+
+    /// The client's side of the protocol antq-tun speaks: one line, then
+    /// the answer until the server closes.
+    async fn ask(name: &str, line: &str) -> Result<String, IpcError> {
+        let mut c = ipc::connect(name).await?;
+        c.write_all(line.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.unwrap();
+        Ok(out)
+    }
+
+    /// The server's side: reads one line, answers, closes.
+    async fn serve_one(listener: &mut IpcListener, answer: &str) -> String {
+        let mut s: IpcStream = listener.accept().await.unwrap();
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while s.read(&mut byte).await.unwrap() == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        s.write_all(answer.as_bytes()).await.unwrap();
+        s.shutdown().await.unwrap();
+        String::from_utf8(line).unwrap()
+    }
+
+    #[test]
+    fn round_trip_second_client_and_closed_server() {
+        let name = unique("rt");
+        runtime().block_on(async {
+            let mut listener = IpcListener::bind(&name).await.unwrap();
+            assert_eq!(listener.endpoint(), ipc::endpoint(&name));
+
+            // A request and its answer, then a second client on the same
+            // listener (the instance that served the first was replaced).
+            let answer = "x".repeat(64 * 1024);
+            let (got, asked) =
+                tokio::join!(ask(&name, "status\n"), serve_one(&mut listener, &answer));
+            assert_eq!(asked, "status");
+            assert_eq!(got.unwrap(), answer);
+            let (got, asked) = tokio::join!(ask(&name, "down\n"), serve_one(&mut listener, "ok\n"));
+            assert_eq!(asked, "down");
+            assert_eq!(got.unwrap(), "ok\n");
+
+            // Two clients connected at once, each with its own connection.
+            let mut first = ipc::connect(&name).await.unwrap();
+            let mut s1 = listener.accept().await.unwrap();
+            let mut second = ipc::connect(&name).await.unwrap();
+            let mut s2 = listener.accept().await.unwrap();
+            second.write_all(b"2").await.unwrap();
+            first.write_all(b"1").await.unwrap();
+            let mut byte = [0u8; 1];
+            s1.read_exact(&mut byte).await.unwrap();
+            assert_eq!(&byte, b"1");
+            s2.read_exact(&mut byte).await.unwrap();
+            assert_eq!(&byte, b"2");
+        });
+        // A closed server: the pipe is gone, a client is told so.
+        runtime().block_on(async {
+            match ipc::connect(&name).await {
+                Err(IpcError::NotRunning { name: n, endpoint }) => {
+                    assert_eq!(n, name);
+                    assert_eq!(endpoint, ipc::endpoint(&name));
+                }
+                other => panic!("connect to a closed server: {other:?}"),
+            }
+            // And the name can be served again.
+            drop(IpcListener::bind(&name).await.unwrap());
+        });
+    }
+
+    /// A server that goes away mid-answer ends the client's read, with
+    /// what was written before it went.
+    #[test]
+    fn server_gone_mid_connection_ends_the_read() {
+        let name = unique("gone");
+        runtime().block_on(async {
+            let mut listener = IpcListener::bind(&name).await.unwrap();
+            let mut c = ipc::connect(&name).await.unwrap();
+            let mut s = listener.accept().await.unwrap();
+            s.write_all(b"partial").await.unwrap();
+            drop(s);
+            drop(listener);
+            // (ERROR_BROKEN_PIPE, which tokio reads as the end.)
+            let mut out = Vec::new();
+            c.read_to_end(&mut out).await.unwrap();
+            assert_eq!(out, b"partial");
+        });
+    }
+}

@@ -161,8 +161,11 @@ fn address_flags(fd: libc::c_int, name: &str, addr: &libc::sockaddr_in6) -> Opti
     // SAFETY: `req` is a valid in6_ifreq for this ioctl, which reads the
     // name and address and writes the flags into the union.
     let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFAFLAG_IN6, &mut req as *mut libc::in6_ifreq) };
+    if rc != 0 {
+        return None;
+    }
     // SAFETY: on success the kernel filled in `ifru_flags6`.
-    (rc == 0).then(|| unsafe { req.ifr_ifru.ifru_flags6 })
+    Some(unsafe { req.ifr_ifru.ifru_flags6 })
 }
 
 /// BSD names of the interfaces SystemConfiguration calls IEEE 802.11.
@@ -202,5 +205,54 @@ impl Drop for IfAddrs {
             // SAFETY: the head came from getifaddrs and is freed once.
             unsafe { libc::freeifaddrs(self.0) };
         }
+    }
+}
+
+// Compiled for macOS by CI on Linux (scripts/xcheck.sh), run only on a Mac.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sockaddr made of `bytes` (`sa_len`, family, then the rest).
+    fn sockaddr(bytes: &[u8]) -> libc::sockaddr_storage {
+        // SAFETY: all-zero is a valid sockaddr_storage.
+        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        assert!(bytes.len() <= std::mem::size_of_val(&ss));
+        // SAFETY: `bytes` fits in `ss`, checked above.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(),
+                bytes.len(),
+            );
+        }
+        ss
+    }
+
+    fn prefix(ss: &libc::sockaddr_storage, offset: usize, len: usize) -> Option<u8> {
+        // SAFETY: `ss` holds `sa_len` (at most its size) readable bytes.
+        unsafe { mask_prefix((ss as *const libc::sockaddr_storage).cast(), offset, len) }
+    }
+
+    /// Netmasks as getifaddrs gives them: BSD cuts a netmask short after
+    /// its last non-zero byte (`sa_len` says how many bytes there are).
+    #[test]
+    fn netmask_prefixes() {
+        let v4 = libc::AF_INET as u8;
+        let v6 = libc::AF_INET6 as u8;
+        let full = sockaddr(&[16, v4, 0, 0, 255, 255, 255, 0]);
+        assert_eq!(prefix(&full, 4, 4), Some(24));
+        let short = sockaddr(&[6, v4, 0, 0, 255, 255]);
+        assert_eq!(prefix(&short, 4, 4), Some(16));
+        // Nothing past the header: the all-zero mask.
+        assert_eq!(prefix(&sockaddr(&[0, 0]), 4, 4), Some(0));
+        let mut v6_64 = vec![16, v6, 0, 0, 0, 0, 0, 0];
+        v6_64.extend([0xff; 8]);
+        assert_eq!(prefix(&sockaddr(&v6_64), 8, 16), Some(64));
+        let mut v6_128 = vec![28, v6, 0, 0, 0, 0, 0, 0];
+        v6_128.extend([0xff; 16]);
+        assert_eq!(prefix(&sockaddr(&v6_128), 8, 16), Some(128));
+        // SAFETY: null is allowed.
+        assert_eq!(unsafe { mask_prefix(std::ptr::null(), 4, 4) }, None);
     }
 }

@@ -2,9 +2,10 @@
 //! `tun-rs` for utun devices, the routing socket (through `route_manager`,
 //! which `tun-rs` already depends on) for routes.
 //!
-//! Written without a Mac at hand: CI on macOS builds it and runs the
-//! unprivileged contract tests; the TUN and route tests need root and are
-//! ignored there.
+//! Written without a Mac at hand. CI lints it, tests included, for macOS
+//! on Linux (`scripts/xcheck.sh`; nothing links or runs there); the
+//! OS-independent part (`logic.rs`) is unit-tested on Linux too. The TUN
+//! and route tests need root.
 
 use std::io;
 
@@ -94,5 +95,36 @@ pub(crate) fn restore_thread_priority() {
         unsafe {
             libc::pthread_setschedparam(libc::pthread_self(), policy, &param);
         }
+    }
+}
+
+// Compiled for macOS by CI on Linux (scripts/xcheck.sh), run only on a Mac.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_mapping() {
+        let e = |n| os_error("x", io::Error::from_raw_os_error(n));
+        for n in [libc::EPERM, libc::EACCES] {
+            assert!(
+                matches!(e(n), PlatformError::PermissionDenied { .. }),
+                "{n}"
+            );
+        }
+        for n in [libc::EEXIST, libc::EBUSY] {
+            assert!(matches!(e(n), PlatformError::AlreadyExists { .. }), "{n}");
+        }
+        for n in [libc::ESRCH, libc::ENXIO, libc::ENOENT, libc::ENODEV] {
+            assert!(matches!(e(n), PlatformError::NotFound { .. }), "{n}");
+        }
+        match e(libc::EINVAL) {
+            PlatformError::Io { source, .. } => {
+                assert_eq!(source.raw_os_error(), Some(libc::EINVAL))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // A name with a NUL in it names no interface.
+        assert_eq!(if_index("utun\0"), 0);
     }
 }

@@ -56,3 +56,30 @@ pub(crate) async fn del_route(
         .and_then(|mut m| m.delete(&route))
         .map_err(|e| os_error(op, e))
 }
+
+// Compiled for macOS by CI on Linux (scripts/xcheck.sh), run only on a Mac.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_by_index_carry_the_network_and_the_interface() {
+        let r = route(&InterfaceRef::Index(5), "10.1.2.3".parse().unwrap(), 16).unwrap();
+        assert_eq!(r.destination(), "10.1.0.0".parse::<IpAddr>().unwrap());
+        assert_eq!((r.prefix(), r.if_index()), (16, Some(5)));
+        let r = route(
+            &InterfaceRef::Index(9),
+            "fd00:1:2:3::7".parse().unwrap(),
+            48,
+        )
+        .unwrap();
+        assert_eq!(r.destination(), "fd00:1:2::".parse::<IpAddr>().unwrap());
+        assert_eq!((r.prefix(), r.if_index()), (48, Some(9)));
+        for (iface, len) in [(InterfaceRef::Index(0), 8), (InterfaceRef::Index(1), 33)] {
+            assert!(matches!(
+                route(&iface, "10.0.0.0".parse().unwrap(), len),
+                Err(PlatformError::InvalidArgument { .. })
+            ));
+        }
+    }
+}

@@ -2,10 +2,11 @@
 //! events (`Notify*Change*` callbacks) and routes (`CreateIpForwardEntry2`);
 //! `tun-rs` with Wintun for the TUN device, its addresses over IP Helper.
 //!
-//! Written without a Windows machine at hand: CI on Windows builds it and
-//! runs the unprivileged contract tests; the TUN and route tests need an
-//! elevated process and `wintun.dll` and are ignored there. The IP Helper
-//! parts are also type-checked on Linux (see `check.rs`).
+//! Written without a Windows machine at hand. CI lints it for Windows and
+//! runs its tests (`tests.rs`, `ipc/windows.rs`) and the unprivileged
+//! contract tests under Wine (`scripts/xcheck.sh`); the TUN and route tests
+//! need an elevated process and `wintun.dll` and are ignored there. The IP
+//! Helper parts are also type-checked and unit-tested on Linux (`check.rs`).
 
 mod links;
 mod process;
@@ -26,3 +27,6 @@ pub(crate) const PRIVILEGE: &str = "an elevated (Administrator) process";
 /// How to get [`PRIVILEGE`].
 pub(crate) const PRIVILEGE_ADVICE: &str =
     "run it from a terminal opened with \"Run as administrator\"";
+
+#[cfg(test)]
+mod tests;

@@ -119,3 +119,44 @@ pub(crate) async fn create_tun(cfg: &TunConfig) -> Result<Tun, PlatformError> {
     }
     Ok(Tun::new(dev, name, index, cfg.mtu))
 }
+
+// Run on Windows and under Wine (scripts/xcheck.sh); need no privilege.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adapter_names() {
+        assert!(validate_name("antq0").is_ok());
+        assert!(validate_name("VPN von Zoë").is_ok());
+        assert!(validate_name(&"x".repeat(MAX_NAME_UNITS)).is_ok());
+        for bad in ["", "  ", "a\0b", &"x".repeat(MAX_NAME_UNITS + 1)] {
+            assert!(
+                matches!(validate_name(bad), Err(PlatformError::InvalidName { .. })),
+                "{bad:?}"
+            );
+        }
+        // UTF-16 units, not bytes or chars: 64 characters outside the
+        // BMP are 128 units.
+        assert!(validate_name(&"😀".repeat(64)).is_err());
+        assert!(validate_name(&"é".repeat(MAX_NAME_UNITS)).is_ok());
+    }
+
+    /// wintun.dll is looked for next to the executable, nowhere else; when
+    /// it is missing the error says where to put it.
+    #[test]
+    fn wintun_dll_next_to_the_executable() {
+        let want = std::env::current_exe()
+            .unwrap()
+            .with_file_name("wintun.dll");
+        match wintun_path() {
+            Ok(path) => assert_eq!(path, want),
+            Err(PlatformError::DriverNotFound { driver, hint }) => {
+                assert_eq!(driver, "wintun.dll");
+                assert!(hint.ends_with(&want.display().to_string()), "{hint}");
+                assert!(hint.contains("https://www.wintun.net"), "{hint}");
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+}
