@@ -207,6 +207,36 @@ impl Overlay {
             "Local network changes handled (address, route or link events).",
         )
         .int(&[], load(&s.network_changes));
+        if let Some((c, refused)) = self.member_counters() {
+            r.gauge(
+                "antq_members",
+                "Members of our network found through the directory, now.",
+            )
+            .int(&[], self.members().len() as u64);
+            let f = r.counter(
+                "antq_member_events_total",
+                "Directory lookups sent, members joined and removed (expired, revoked, CA no \
+                 longer trusted), lookups answered \"no member\", datagrams or messages dropped \
+                 at a bound.",
+            );
+            for (event, value) in [
+                ("lookup", c.lookups),
+                ("joined", c.joined),
+                ("removed", c.removed),
+                ("not_found", c.not_found),
+                ("dropped", c.dropped),
+            ] {
+                f.int(&[("event", event)], value);
+            }
+            let f = r.counter(
+                "antq_member_refused_total",
+                "Directory answers refused, by reason (unknown_ca, bad_signature, expired, \
+                 not_yet_valid, revoked, key_mismatch, wrong_answer, malformed).",
+            );
+            for (reason, value) in refused {
+                f.int(&[("reason", reason)], value);
+            }
+        }
         self.collect_peers(r);
         self.collect_links(r);
         metrics::collect_node(&self.inner.node, r);
