@@ -2,7 +2,9 @@
 //! scripts/package.sh puts in the Debian package, generated from the clap
 //! definitions.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
+#[cfg(unix)]
+use std::process::Stdio;
 
 use crate::common::{bin, describe};
 
