@@ -255,3 +255,132 @@ fn a_network_grows_and_revokes_without_touching_other_hosts() {
 
     failures.finish(&mesh);
 }
+
+/// Hosts the network must not take: one certified by another CA (its own
+/// config trusts that CA, so it runs) and one whose certificate expires a
+/// few seconds after it starts. Neither is reachable from a member once
+/// invalid, and neither reaches in.
+#[test]
+#[ignore = "needs root"]
+fn a_foreign_ca_and_an_expired_certificate_are_refused() {
+    let _alone = crate::root_alone();
+    let mesh = Mesh::up_with(&["home", "home", "home"], &["--network", "--hold", "b,c"]);
+    let mut failures = Failures::default();
+    let dir = mesh.dir();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_owned();
+    // b: certified by another CA, which its config trusts.
+    let other = run(&["ca", "init", "--name", "lab", "--out", &path("other.key")]);
+    std::fs::remove_file(dir.join("b.cert")).unwrap();
+    let b_pub = mesh.public_key("b");
+    run(&[
+        "ca",
+        "sign",
+        "--ca",
+        &path("other.key"),
+        "--pubkey",
+        &b_pub,
+        "--name",
+        "b",
+        "--address",
+        "10.90.0.2/24",
+        "--address",
+        "fd90::2/64",
+        "--out",
+        &path("b.cert"),
+    ]);
+    let b_toml = std::fs::read_to_string(dir.join("b.toml")).unwrap();
+    let ca_line = b_toml
+        .lines()
+        .find(|l| l.starts_with("ca = "))
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        dir.join("b.toml"),
+        b_toml.replace(&ca_line, &format!("ca = [\"{other}\"]")),
+    )
+    .unwrap();
+    // c: valid for 8 s from now.
+    std::fs::remove_file(dir.join("c.cert")).unwrap();
+    run(&[
+        "ca",
+        "sign",
+        "--ca",
+        &path("ca.key"),
+        "--pubkey",
+        &mesh.public_key("c"),
+        "--name",
+        "c",
+        "--address",
+        "10.90.0.3/24",
+        "--address",
+        "fd90::3/64",
+        "--valid-for",
+        "8s",
+        "--out",
+        &path("c.cert"),
+    ]);
+    let signed = Instant::now();
+    let start = |host: &str| {
+        let log = std::fs::File::create(dir.join(format!("{host}.log"))).unwrap();
+        ChildGuard(Some(
+            mesh.command(host, &[bin(), "up", "-c", &path(&format!("{host}.toml"))])
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        ))
+    };
+    let (_b, _c) = (start("b"), start("c"));
+    // a reaches c while its certificate is valid.
+    let reached = first_reply(&mesh, "a", &mesh.ip4("c"), Duration::from_secs(5));
+    eprintln!("a -> c (valid for 8 s): {reached:?}");
+    failures.check(reached.is_some(), || {
+        "a did not reach c while its certificate was valid".to_owned()
+    });
+    // Neither a nor b reaches the other.
+    let a_to_b = first_reply(&mesh, "a", &mesh.ip4("b"), Duration::from_secs(3));
+    let b_to_a = first_reply(&mesh, "b", &mesh.ip4("a"), Duration::from_secs(3));
+    eprintln!("a -> b (other CA): {a_to_b:?}; b -> a: {b_to_a:?}");
+    failures.check(a_to_b.is_none() && b_to_a.is_none(), || {
+        format!("a host of another CA was reached: a->b {a_to_b:?}, b->a {b_to_a:?}")
+    });
+    // c expires: a drops it within a second or two.
+    let expiry = Duration::from_secs(8);
+    std::thread::sleep(expiry.saturating_sub(signed.elapsed()));
+    let dropped = wait_until(Duration::from_secs(3), || {
+        !ping_within(&mesh, "a", &mesh.ip4("c"), "0.2")
+    });
+    eprintln!(
+        "a refuses c {:.1} s after its certificate expired: {dropped}",
+        (signed.elapsed() - expiry).as_secs_f64()
+    );
+    failures.check(dropped, || {
+        "a still reaches c 3 s after its certificate expired".to_owned()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    failures.check(!ping_once(&mesh, "a", &mesh.ip4("c")), || {
+        "a reached c again after expiry".to_owned()
+    });
+    let status = mesh.status("a");
+    let names: Vec<_> = status["peers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p["name"].clone())
+        .collect();
+    eprintln!(
+        "a's peers at the end: {names:?}; network: {}",
+        status["network"]
+    );
+    failures.check(names.is_empty(), || format!("a still lists {names:?}"));
+    failures.finish(&mesh);
+}
