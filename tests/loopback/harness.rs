@@ -77,14 +77,14 @@ pub fn bootstrap() -> Bootstrap {
     bootstrap_with(Limits::default(), None, TcpListen::Off)
 }
 
-/// An overlay on loopback with `peers` (no known endpoints) and one
-/// bootstrap reached at `boot`.
-pub fn overlay_via(
+/// The config of an overlay on loopback with `peers` and one bootstrap
+/// reached at `boot` (loopback candidates allowed, no membership).
+pub fn overlay_config(
     identity: &Identity,
     peers: Vec<(PeerId, Option<SocketAddr>)>,
     boot: BootstrapAddr,
-) -> Overlay {
-    Overlay::start(OverlayConfig {
+) -> OverlayConfig {
+    OverlayConfig {
         identity: identity.clone(),
         bind: loopback(),
         peers,
@@ -97,8 +97,17 @@ pub fn overlay_via(
         },
         loopback_only: true,
         membership: None,
-    })
-    .unwrap()
+    }
+}
+
+/// An overlay on loopback with `peers` (no known endpoints) and one
+/// bootstrap reached at `boot`.
+pub fn overlay_via(
+    identity: &Identity,
+    peers: Vec<(PeerId, Option<SocketAddr>)>,
+    boot: BootstrapAddr,
+) -> Overlay {
+    Overlay::start(overlay_config(identity, peers, boot)).unwrap()
 }
 
 /// An overlay on loopback with `peers`, using `boot` at its UDP address.

@@ -7,15 +7,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use antq::cert::CaKey;
 use antq::identity::{Identity, PeerId};
-use antq::nat::PunchConfig;
 use antq::node::members::MembershipConfig;
 use antq::node::overlay::{Overlay, OverlayConfig};
-use antq::node::TransportSettings;
 use antq::proto::cert::{CertBody, Certificate};
 use antq::tunnel::config::BootstrapAddr;
 use bytes::Bytes;
 
-use crate::harness::{bootstrap, init_tracing, loopback, wait_for};
+use crate::harness::{bootstrap, init_tracing, overlay_config, wait_for};
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -42,33 +40,28 @@ fn certify(ca: &CaKey, id: &Identity, addr: &str, valid: std::ops::Range<u64>) -
     .unwrap()
 }
 
+fn membership(cert: Certificate, trusted: &[PeerId]) -> Option<MembershipConfig> {
+    Some(MembershipConfig {
+        certificate: cert,
+        trusted: trusted.to_vec(),
+        revoked: vec![],
+        max_members: 16,
+    })
+}
+
 fn member(
     id: &Identity,
     cert: Certificate,
     trusted: &[PeerId],
     boot: &antq::bootstrap::Bootstrap,
 ) -> Overlay {
+    let boot = BootstrapAddr {
+        peer: boot.peer_id(),
+        addr: boot.local_addr().unwrap(),
+    };
     Overlay::start(OverlayConfig {
-        identity: id.clone(),
-        bind: loopback(),
-        peers: vec![],
-        bootstraps: vec![BootstrapAddr {
-            peer: boot.peer_id(),
-            addr: boot.local_addr().unwrap(),
-        }],
-        exclude_ips: vec![],
-        transport: TransportSettings::default(),
-        punch: PunchConfig {
-            allow_loopback: true,
-            ..PunchConfig::default()
-        },
-        loopback_only: true,
-        membership: Some(MembershipConfig {
-            certificate: cert,
-            trusted: trusted.to_vec(),
-            revoked: vec![],
-            max_members: 16,
-        }),
+        membership: membership(cert, trusted),
+        ..overlay_config(id, vec![], boot)
     })
     .unwrap()
 }
@@ -285,27 +278,16 @@ async fn a_lying_directory_makes_no_member() {
             });
         }
     });
+    let liar_addr = BootstrapAddr {
+        peer: boot_id.peer_id(),
+        addr: boot_addr,
+    };
     let ha = Overlay::start(OverlayConfig {
-        identity: a.clone(),
-        bind: loopback(),
-        peers: vec![],
-        bootstraps: vec![BootstrapAddr {
-            peer: boot_id.peer_id(),
-            addr: boot_addr,
-        }],
-        exclude_ips: vec![],
-        transport: TransportSettings::default(),
-        punch: PunchConfig {
-            allow_loopback: true,
-            ..PunchConfig::default()
-        },
-        loopback_only: true,
-        membership: Some(MembershipConfig {
-            certificate: certify(&net, &a, "10.90.0.1/24", now - 60..now + 3600),
-            trusted: vec![net.public()],
-            revoked: vec![],
-            max_members: 16,
-        }),
+        membership: membership(
+            certify(&net, &a, "10.90.0.1/24", now - 60..now + 3600),
+            &[net.public()],
+        ),
+        ..overlay_config(&a, vec![], liar_addr)
     })
     .unwrap();
     for addr in ["10.90.0.3", "10.90.0.4", "10.90.0.5"] {

@@ -419,6 +419,20 @@ impl Overlay {
         self.inner.peers.load().get(id).cloned()
     }
 
+    /// Changes the peer map with `change` (given a copy to edit; `None`
+    /// leaves the map as it is), one change at a time.
+    fn change_peers<R>(&self, change: impl FnOnce(&mut PeerMap) -> Option<R>) -> Option<R> {
+        let _one = self
+            .inner
+            .peers_change
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut next = (*self.inner.peers.load_full()).clone();
+        let result = change(&mut next)?;
+        self.inner.peers.store(Arc::new(next));
+        Some(result)
+    }
+
     /// Adds a peer (one learned after the start, e.g. a member of the
     /// network found through the directory): its handshakes are accepted
     /// from now on and the overlay connects to it as to a configured one.
@@ -428,30 +442,23 @@ impl Overlay {
         if id == me {
             return false;
         }
-        let slot = {
-            let _change = self
-                .inner
-                .peers_change
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let current = self.inner.peers.load_full();
-            if current.contains_key(&id) {
-                return false;
-            }
-            let config = &self.inner.config;
-            let facts = PeerFacts {
-                leads: me < id,
-                endpoint,
-                started: Instant::now(),
-                punch_busy: config.punch.max_duration + config.punch.linger,
-            };
-            let slot = Arc::new(PeerSlot::new(id, facts));
-            let mut next = (*current).clone();
-            next.insert(id, slot.clone());
-            self.inner.allow.insert(id);
-            self.inner.peers.store(Arc::new(next));
-            slot
+        let config = &self.inner.config;
+        let facts = PeerFacts {
+            leads: me < id,
+            endpoint,
+            started: Instant::now(),
+            punch_busy: config.punch.max_duration + config.punch.linger,
         };
+        let added = self.change_peers(|peers| {
+            if peers.contains_key(&id) {
+                return None;
+            }
+            let slot = Arc::new(PeerSlot::new(id, facts));
+            peers.insert(id, slot.clone());
+            self.inner.allow.insert(id);
+            Some(slot)
+        });
+        let Some(slot) = added else { return false };
         tracing::info!(peer = %id.short(), "peer added");
         self.spawn_maintain(slot);
         true
@@ -461,22 +468,12 @@ impl Overlay {
     /// connections close and its relay channel is retired. Returns false if
     /// it was no peer.
     pub fn remove_peer(&self, id: &PeerId) -> bool {
-        let slot = {
-            let _change = self
-                .inner
-                .peers_change
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let current = self.inner.peers.load_full();
-            let Some(slot) = current.get(id).cloned() else {
-                return false;
-            };
-            let mut next = (*current).clone();
-            next.remove(id);
+        let removed = self.change_peers(|peers| {
+            let slot = peers.remove(id)?;
             self.inner.allow.remove(id);
-            self.inner.peers.store(Arc::new(next));
-            slot
-        };
+            Some(slot)
+        });
+        let Some(slot) = removed else { return false };
         tracing::info!(peer = %id.short(), "peer removed");
         slot.remove();
         true
