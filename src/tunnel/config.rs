@@ -54,6 +54,7 @@ pub use network::{NetworkConfig, DEFAULT_MAX_MEMBERS, EXPIRY_WARNING_SECS};
 struct File {
     interface: InterfaceSection,
     network: Option<network::NetworkSection>,
+    firewall: Option<crate::tunnel::firewall::rules::FirewallSection>,
     #[serde(default, rename = "peer")]
     peers: Vec<PeerSection>,
 }
@@ -115,6 +116,8 @@ pub struct TunnelConfig {
     /// Membership of a network (CA), if configured: members need no
     /// `[[peer]]` section.
     pub network: Option<NetworkConfig>,
+    /// The inbound firewall (everything passes without a `[firewall]`).
+    pub firewall: crate::tunnel::firewall::FirewallConfig,
     /// Address of the Prometheus metrics listener (localhost only), if on.
     pub metrics: Option<SocketAddr>,
     /// Warnings to show the operator (e.g. a world-readable key file).
@@ -325,6 +328,17 @@ impl TunnelConfig {
             });
         }
 
+        let firewall = match file.firewall {
+            Some(section) => {
+                let keys: Vec<PeerId> = peers.iter().map(|p| p.public_key).collect();
+                let known = network.is_none().then_some(keys.as_slice());
+                let (firewall, warning) = section.validate(path, known, network.is_some())?;
+                warnings.extend(warning);
+                firewall
+            }
+            None => crate::tunnel::firewall::FirewallConfig::default(),
+        };
+
         Ok(Self {
             path: path.to_owned(),
             name,
@@ -335,6 +349,7 @@ impl TunnelConfig {
             bootstrap,
             peers,
             network,
+            firewall,
             metrics,
             warnings,
         })

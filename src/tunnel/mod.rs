@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod device;
+pub mod firewall;
 pub mod ipc;
 mod members;
 pub mod packet;

@@ -1,0 +1,206 @@
+//! The inbound firewall (sans-IO): which packets from peers reach the TUN
+//! device.
+//!
+//! - Packets this host sends start or refresh a flow in the connection
+//!   table ([`Firewall::outbound`]); replies on those flows pass without a
+//!   rule, and so do ICMP errors quoting one of them (path MTU discovery
+//!   keeps working).
+//! - Other inbound packets pass if a rule matches (first match, counted),
+//!   else per `default_inbound`.
+//! - Fragments: the first fragment of a datagram carries the ports and is
+//!   judged; the later ones get its verdict (remembered briefly, bounded). A
+//!   later fragment whose first was never seen is dropped and counted.
+//!
+//! No allocation per packet: the flow is read in place, the tables are
+//! bounded hash maps.
+
+pub mod conntrack;
+pub mod flow;
+pub mod rules;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+pub use conntrack::Conntrack;
+pub use flow::{parse, Flow, Fragment};
+pub use rules::{FirewallConfig, Proto, Rule, Sender, Source};
+
+/// Verdicts on later fragments are kept this long.
+pub const FRAGMENT_MEMORY: Duration = Duration::from_secs(30);
+/// Most datagrams whose fragment verdicts are kept.
+pub const MAX_FRAGMENTED: usize = 4096;
+
+/// Why a packet was dropped (or `Accepted` with how).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Passed: rule `n` matched.
+    Rule(usize),
+    /// Passed: a reply on a flow we started, or an ICMP error about one.
+    Tracked,
+    /// Passed by `default_inbound = "allow"`.
+    DefaultAllow,
+    /// Dropped: no rule matched and the default is deny.
+    DefaultDeny,
+    /// Dropped: a later fragment of a datagram whose first fragment was
+    /// dropped or never seen.
+    Fragment,
+    /// Dropped: not a packet the firewall could read.
+    Malformed,
+}
+
+impl Verdict {
+    /// Whether the packet passes.
+    pub fn passes(self) -> bool {
+        matches!(self, Self::Rule(_) | Self::Tracked | Self::DefaultAllow)
+    }
+}
+
+/// Counters: per rule (packets passed), and drops by reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FirewallCounters {
+    /// Packets each rule let in, by rule index.
+    pub rule_hits: Vec<u64>,
+    /// Replies and ICMP errors passed by the connection table.
+    pub tracked: u64,
+    /// Packets passed by the default.
+    pub default_allowed: u64,
+    /// Packets dropped by the default.
+    pub default_denied: u64,
+    /// Later fragments dropped.
+    pub fragments_dropped: u64,
+    /// Unreadable packets dropped.
+    pub malformed: u64,
+}
+
+impl FirewallCounters {
+    /// Every packet dropped.
+    pub fn dropped(&self) -> u64 {
+        self.default_denied + self.fragments_dropped + self.malformed
+    }
+}
+
+/// The firewall of one tunnel.
+#[derive(Debug)]
+pub struct Firewall {
+    config: FirewallConfig,
+    conntrack: Conntrack,
+    /// (source, datagram id, protocol) → (passes, until).
+    fragments: HashMap<(IpAddr, u32, u8), (bool, Instant)>,
+    counters: FirewallCounters,
+}
+
+impl Firewall {
+    /// A firewall with `config`.
+    pub fn new(config: FirewallConfig) -> Self {
+        let rules = config.inbound.len();
+        Self {
+            config,
+            conntrack: Conntrack::new(),
+            fragments: HashMap::new(),
+            counters: FirewallCounters {
+                rule_hits: vec![0; rules],
+                ..FirewallCounters::default()
+            },
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &FirewallConfig {
+        &self.config
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &FirewallCounters {
+        &self.counters
+    }
+
+    /// Flows in the connection table.
+    pub fn tracked_flows(&self) -> usize {
+        self.conntrack.len()
+    }
+
+    /// A packet this host sends to a peer (from the TUN device).
+    pub fn outbound(&mut self, packet: &[u8], now: Instant) {
+        if let Some(flow) = parse(packet) {
+            if !matches!(flow.fragment, Fragment::Later { .. }) {
+                self.conntrack.outbound(&flow, now);
+            }
+        }
+    }
+
+    /// Judges a packet `sender` sent us, at `now`, and counts it.
+    pub fn inbound(&mut self, packet: &[u8], sender: &Sender<'_>, now: Instant) -> Verdict {
+        let verdict = self.judge(packet, sender, now);
+        let c = &mut self.counters;
+        match verdict {
+            Verdict::Rule(n) => c.rule_hits[n] += 1,
+            Verdict::Tracked => c.tracked += 1,
+            Verdict::DefaultAllow => c.default_allowed += 1,
+            Verdict::DefaultDeny => c.default_denied += 1,
+            Verdict::Fragment => c.fragments_dropped += 1,
+            Verdict::Malformed => c.malformed += 1,
+        }
+        verdict
+    }
+
+    fn judge(&mut self, packet: &[u8], sender: &Sender<'_>, now: Instant) -> Verdict {
+        let Some(flow) = parse(packet) else {
+            return Verdict::Malformed;
+        };
+        if let Fragment::Later { id } = flow.fragment {
+            return match self.fragments.get(&(flow.src, id, flow.proto)) {
+                Some((true, until)) if *until > now => Verdict::Tracked,
+                _ => Verdict::Fragment,
+            };
+        }
+        let verdict = self.judge_whole(packet, &flow, sender, now);
+        if let Fragment::First { id } = flow.fragment {
+            if self.fragments.len() >= MAX_FRAGMENTED {
+                self.fragments.retain(|_, (_, until)| *until > now);
+            }
+            if self.fragments.len() < MAX_FRAGMENTED {
+                self.fragments.insert(
+                    (flow.src, id, flow.proto),
+                    (verdict.passes(), now + FRAGMENT_MEMORY),
+                );
+            }
+        }
+        verdict
+    }
+
+    fn judge_whole(
+        &mut self,
+        packet: &[u8],
+        flow: &Flow,
+        sender: &Sender<'_>,
+        now: Instant,
+    ) -> Verdict {
+        if self.conntrack.is_reply(flow, now) {
+            return Verdict::Tracked;
+        }
+        if flow.is_icmp_error() {
+            if let Some(quoted) = flow::quoted(packet, flow) {
+                if self.conntrack.knows(&quoted, now) {
+                    return Verdict::Tracked;
+                }
+            }
+        }
+        if let Some(n) = self
+            .config
+            .inbound
+            .iter()
+            .position(|r| r.matches(flow, sender))
+        {
+            return Verdict::Rule(n);
+        }
+        if self.config.default_allow {
+            Verdict::DefaultAllow
+        } else {
+            Verdict::DefaultDeny
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
