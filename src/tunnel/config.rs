@@ -118,6 +118,9 @@ pub struct TunnelConfig {
     pub network: Option<NetworkConfig>,
     /// The inbound firewall (everything passes without a `[firewall]`).
     pub firewall: crate::tunnel::firewall::FirewallConfig,
+    /// Whether the file has a `[firewall]` section (without one, packets
+    /// are not even looked at).
+    pub firewall_section: bool,
     /// Address of the Prometheus metrics listener (localhost only), if on.
     pub metrics: Option<SocketAddr>,
     /// Warnings to show the operator (e.g. a world-readable key file).
@@ -328,6 +331,7 @@ impl TunnelConfig {
             });
         }
 
+        let firewall_section = file.firewall.is_some();
         let firewall = match file.firewall {
             Some(section) => {
                 let keys: Vec<PeerId> = peers.iter().map(|p| p.public_key).collect();
@@ -350,6 +354,7 @@ impl TunnelConfig {
             peers,
             network,
             firewall,
+            firewall_section,
             metrics,
             warnings,
         })

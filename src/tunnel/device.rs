@@ -21,6 +21,7 @@ use ipnet::IpNet;
 use arc_swap::ArcSwap;
 
 use super::config::{TunnelConfig, DEFAULT_MAX_MEMBERS};
+use super::firewall::{Firewall, Sender};
 use super::packet::{self, packet_too_big};
 use super::routing::AllowedIps;
 use super::tun_io::{TunReader, TunWriter};
@@ -119,6 +120,8 @@ pub struct TunnelStatus {
     pub peers: Vec<PeerReport>,
     /// Our network membership, if any.
     pub network: Option<NetworkReport>,
+    /// The inbound firewall, with a `[firewall]` section.
+    pub firewall: Option<super::firewall::FirewallReport>,
     /// Our addresses as the bootstraps see them.
     pub bootstraps: Vec<BootstrapReport>,
     /// TTL of hole-punch priming probes (learned from the routers toward
@@ -190,6 +193,12 @@ pub(super) struct Shared {
     /// Wakes the task that rebuilds `routes` ([`super::members`]).
     pub(super) routes_changed: tokio::sync::Notify,
     pub(super) stats: TunnelStats,
+    /// The inbound firewall, with a `[firewall]` section (taken alone, for
+    /// one packet or one batch at a time).
+    pub(super) firewall: Option<std::sync::Mutex<Firewall>>,
+    /// Each network member's groups (from its certificate), for the
+    /// firewall's `group:` rules; rebuilt with `routes`.
+    pub(super) groups: ArcSwap<std::collections::HashMap<PeerId, Vec<String>>>,
     /// Our tunnel addresses (sources of ICMP answers).
     own: Vec<IpNet>,
 }
@@ -309,6 +318,10 @@ impl Tunnel {
             routes: ArcSwap::from_pointee(routes.clone()),
             static_routes: ArcSwap::from_pointee(static_routes(&config)),
             routes_changed: tokio::sync::Notify::new(),
+            firewall: config
+                .firewall_section
+                .then(|| std::sync::Mutex::new(Firewall::new(config.firewall.clone()))),
+            groups: ArcSwap::default(),
             stats: TunnelStats::default(),
             own: config.addresses.clone(),
         });
@@ -432,6 +445,11 @@ impl Tunnel {
                     transport,
                 })
                 .collect(),
+            firewall: self.datapath.shared.firewall.as_ref().map(|fw| {
+                fw.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .report()
+            }),
             punch_prime_ttl: self.datapath.overlay.prime_ttl(),
             stats: serde_json::to_value(&self.datapath.shared.stats).unwrap_or_default(),
             socket: serde_json::to_value(self.datapath.overlay.node().socket().stats())
@@ -516,6 +534,11 @@ impl Datapath {
             }
             return;
         };
+        if let Some(fw) = &self.shared.firewall {
+            fw.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .outbound(packet, std::time::Instant::now());
+        }
         let n = packet.len();
         if let Some(max) = overlay.max_datagram_size(peer) {
             if n > max {
@@ -586,6 +609,16 @@ impl DatagramSink for Shared {
     fn deliver(&self, peer: PeerId, datagrams: &mut Vec<Bytes>) {
         let routes = self.routes.load();
         datagrams.retain(|p| admit_inbound(&routes, &self.stats, peer, p));
+        if let Some(fw) = &self.firewall {
+            let groups = self.groups.load();
+            let sender = Sender {
+                peer,
+                groups: groups.get(&peer).map_or(&[][..], Vec::as_slice),
+            };
+            let now = std::time::Instant::now();
+            let mut fw = fw.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            datagrams.retain(|p| fw.inbound(p, &sender, now).passes());
+        }
         self.write(datagrams.iter().map(|p| &p[..]));
         datagrams.clear();
     }

@@ -25,7 +25,9 @@ pub(super) async fn follow_routes(
     loop {
         let mut routes = AllowedIps::new();
         let mut wanted = BTreeSet::new();
+        let mut groups = std::collections::HashMap::new();
         for member in overlay.members() {
+            groups.insert(member.peer, member.cert.body.groups.clone());
             for net in member.cert.body.allowed_ips() {
                 routes.insert(net, member.peer);
                 if !own.iter().any(|o| o.trunc().contains(&net)) {
@@ -39,6 +41,7 @@ pub(super) async fn follow_routes(
             wanted.insert(net.trunc());
         }
         shared.routes.store(Arc::new(routes));
+        shared.groups.store(Arc::new(groups));
         for net in wanted.difference(&installed).copied().collect::<Vec<_>>() {
             if net.prefix_len() == 0 {
                 tracing::warn!(%net, "a default route is not installed (exit nodes need policy routing)");

@@ -48,6 +48,8 @@ pub struct ReloadReport {
     pub certificate_renewed: bool,
     /// Whether the list of bootstraps changed.
     pub bootstraps_changed: bool,
+    /// Whether the firewall rules changed.
+    pub firewall_changed: bool,
 }
 
 impl std::fmt::Display for ReloadReport {
@@ -67,6 +69,9 @@ impl std::fmt::Display for ReloadReport {
         )?;
         if self.bootstraps_changed {
             write!(f, "; bootstraps changed")?;
+        }
+        if self.firewall_changed {
+            write!(f, "; firewall rules changed")?;
         }
         Ok(())
     }
@@ -109,6 +114,9 @@ fn fixed_change(old: &TunnelConfig, new: &TunnelConfig) -> Option<&'static str> 
     }
     if old.network.is_some() != new.network.is_some() {
         return Some("network");
+    }
+    if old.firewall_section != new.firewall_section {
+        return Some("firewall");
     }
     None
 }
@@ -179,6 +187,14 @@ impl Tunnel {
             report.bootstraps_changed = true;
         }
         let shared = &self.datapath.shared;
+        if let Some(fw) = &shared.firewall {
+            if self.config.firewall != new.firewall {
+                fw.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .set_config(new.firewall.clone());
+                report.firewall_changed = true;
+            }
+        }
         shared.static_routes.store(Arc::new(static_routes(&new)));
         shared.routes_changed.notify_one();
         self.config = new;

@@ -170,6 +170,28 @@ fn print_text(r: &serde_json::Value) -> anyhow::Result<()> {
             outln!("  refused members: {}", nonzero(&n["refused"]))?;
         }
     }
+    let fw = &r["firewall"];
+    if !fw.is_null() {
+        outln!(
+            "  firewall: inbound default {}, {} dropped, {} flows tracked",
+            s(&fw["default_inbound"]),
+            fw["dropped"],
+            fw["tracked_flows"]
+        )?;
+        for (i, rule) in fw["rules"].as_array().into_iter().flatten().enumerate() {
+            outln!(
+                "    [{i}] {} port {} from {}: {} packets",
+                s(&rule["proto"]),
+                s(&rule["port"]),
+                rule["from"]
+                    .as_array()
+                    .map(|a| a.iter().map(s).collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default(),
+                rule["hits"]
+            )?;
+        }
+        outln!("    drops: {}", nonzero(&fw["counters"]))?;
+    }
     for p in r["peers"].as_array().into_iter().flatten() {
         outln!()?;
         outln!("peer: {}", s(&p["public_key"]))?;

@@ -80,6 +80,36 @@ impl FirewallCounters {
     }
 }
 
+/// One rule as `antq-tun status` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RuleReport {
+    /// tcp, udp, icmp, any.
+    pub proto: &'static str,
+    /// A port, a range or any.
+    pub port: String,
+    /// The sources as written.
+    pub from: Vec<String>,
+    /// Packets it let in.
+    pub hits: u64,
+}
+
+/// The firewall in `antq-tun status --json`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FirewallReport {
+    /// allow or deny.
+    pub default_inbound: &'static str,
+    /// The rules with their counters.
+    pub rules: Vec<RuleReport>,
+    /// All counters.
+    pub counters: FirewallCounters,
+    /// Packets dropped in total.
+    pub dropped: u64,
+    /// Flows in the connection table.
+    pub tracked_flows: usize,
+    /// Flows not tracked because the table was full.
+    pub tracking_refused: u64,
+}
+
 /// The firewall of one tunnel.
 #[derive(Debug)]
 pub struct Firewall {
@@ -102,6 +132,67 @@ impl Firewall {
                 rule_hits: vec![0; rules],
                 ..FirewallCounters::default()
             },
+        }
+    }
+
+    /// New rules (a reload): the connection table and fragment verdicts
+    /// stay, so flows under way carry on; rule counters start again.
+    pub fn set_config(&mut self, config: FirewallConfig) {
+        self.counters.rule_hits = vec![0; config.inbound.len()];
+        self.config = config;
+    }
+
+    /// The rules and their counters, for `antq-tun status`.
+    pub fn report(&self) -> FirewallReport {
+        let text = |r: &Rule| {
+            let proto = match r.proto {
+                Proto::Tcp => "tcp",
+                Proto::Udp => "udp",
+                Proto::Icmp => "icmp",
+                Proto::Any => "any",
+            };
+            let port = match r.ports {
+                (0, u16::MAX) => "any".to_owned(),
+                (lo, hi) if lo == hi => lo.to_string(),
+                (lo, hi) => format!("{lo}-{hi}"),
+            };
+            let from = r
+                .from
+                .iter()
+                .map(|s| match s {
+                    Source::Any => "any".to_owned(),
+                    Source::Group(g) => format!("group:{g}"),
+                    Source::Peer(p) => format!("peer:{p}"),
+                    Source::Cidr(n) => format!("cidr:{n}"),
+                })
+                .collect();
+            (proto, port, from)
+        };
+        FirewallReport {
+            default_inbound: if self.config.default_allow {
+                "allow"
+            } else {
+                "deny"
+            },
+            rules: self
+                .config
+                .inbound
+                .iter()
+                .zip(&self.counters.rule_hits)
+                .map(|(r, hits)| {
+                    let (proto, port, from) = text(r);
+                    RuleReport {
+                        proto,
+                        port,
+                        from,
+                        hits: *hits,
+                    }
+                })
+                .collect(),
+            counters: self.counters.clone(),
+            dropped: self.counters.dropped(),
+            tracked_flows: self.conntrack.len(),
+            tracking_refused: self.conntrack.refused,
         }
     }
 
