@@ -18,6 +18,7 @@ mod mesh;
 mod traffic;
 
 mod bootstrap_attack;
+mod firewall;
 mod lifecycle;
 mod matrix;
 mod membership;
