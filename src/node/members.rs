@@ -247,6 +247,18 @@ impl MemberBook {
         due.then_some(query)
     }
 
+    /// Asks who is behind `query` with nothing to deliver (`antq-tun ping`
+    /// to a member not met yet). Returns the lookup to send, if one is due;
+    /// `None` also for an address outside our networks.
+    pub fn look_up(&mut self, query: MemberQuery, now: Instant) -> Option<MemberQuery> {
+        if let MemberQuery::Addr(addr) = query {
+            if !self.in_network(addr) {
+                return None;
+            }
+        }
+        self.start(query, now).then_some(query)
+    }
+
     /// A message from `peer`, not a peer of ours, came through the
     /// bootstrap at `via`. Returns the lookup to send, if one is due; the
     /// message is kept (bounded) to be handled once `peer` is a member.

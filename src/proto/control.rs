@@ -58,6 +58,10 @@ pub mod frame_type {
     pub const MEMBER: u64 = 0x3d_7f09;
     /// antq `NO_MEMBER`: the bootstrap knows no member for a lookup.
     pub const NO_MEMBER: u64 = 0x3d_7f0a;
+    /// antq `PING`: a peer asks another for a `PONG` (`antq-tun ping`).
+    pub const PING: u64 = 0x3d_7f0b;
+    /// antq `PONG`: the answer to a `PING`, with its token.
+    pub const PONG: u64 = 0x3d_7f0c;
 
     /// Whether `t` is one of the frame types above.
     pub fn is_known(t: u64) -> bool {
@@ -66,7 +70,7 @@ pub mod frame_type {
             ADD_ADDRESS_V4..=REMOVE_ADDRESS
                 | OBSERVED_ADDRESS_V4
                 | OBSERVED_ADDRESS_V6
-                | FORWARD..=NO_MEMBER
+                | FORWARD..=PONG
         )
     }
 }
@@ -258,6 +262,19 @@ pub enum ControlMessage {
         /// The lookup this answers.
         query: MemberQuery,
     },
+    /// `PING`: a peer asks the peer at the other end of a connection for a
+    /// `PONG`, on a bidirectional stream of its own (one `PING`, one
+    /// `PONG`, then both sides finish): the round trip of the path that
+    /// connection takes, measured above QUIC.
+    Ping {
+        /// Chosen by the sender, echoed in the `PONG`.
+        token: [u8; 8],
+    },
+    /// `PONG`: the answer to a `PING`.
+    Pong {
+        /// The `PING`'s token.
+        token: [u8; 8],
+    },
     /// A frame of a type this implementation does not know.
     ///
     /// [`decode_frame`] consumes such frames whole and returns them here so
@@ -292,6 +309,8 @@ impl ControlMessage {
             Self::MemberLookup { .. } => ft::MEMBER_LOOKUP,
             Self::Member { .. } => ft::MEMBER,
             Self::NoMember { .. } => ft::NO_MEMBER,
+            Self::Ping { .. } => ft::PING,
+            Self::Pong { .. } => ft::PONG,
             Self::Unknown { frame_type, .. } => *frame_type,
         }
     }

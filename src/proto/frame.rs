@@ -98,6 +98,7 @@ impl ControlMessage {
                 encode_varint(*flags, out)?;
             }
             Self::AddressProof { token } => out.extend_from_slice(token),
+            Self::Ping { token } | Self::Pong { token } => out.extend_from_slice(token),
             Self::MemberRegister { cert } => out.extend_from_slice(&cert.encode()),
             Self::MemberLookup { query } | Self::NoMember { query } => put_query(query, out),
             Self::Member { query, cert } => {
@@ -310,6 +311,8 @@ fn decode_payload(frame_type: u64, payload: &[u8]) -> Result<ControlMessage, Dec
         ft::NO_MEMBER => ControlMessage::NoMember {
             query: get_query(&mut r)?,
         },
+        ft::PING => ControlMessage::Ping { token: r.array()? },
+        ft::PONG => ControlMessage::Pong { token: r.array()? },
         _ => ControlMessage::Unknown {
             frame_type,
             payload: r.rest().to_vec(),

@@ -57,6 +57,8 @@
 //! | `0x3d7f08` | `MEMBER_LOOKUP` | `query` |
 //! | `0x3d7f09` | `MEMBER` | `query, certificate` |
 //! | `0x3d7f0a` | `NO_MEMBER` | `query` |
+//! | `0x3d7f0b` | `PING` | `token: 8 bytes` |
+//! | `0x3d7f0c` | `PONG` | `token: 8 bytes` |
 //!
 //! The `PUNCH_ME_NOW` round must fit in a `u32` (punch probes carry it in 4
 //! bytes). `peer` is an Ed25519 public key. `FORWARD` is the bootstrap's
@@ -76,6 +78,10 @@
 //! its certificate, and asks for another member's by key or address; the
 //! bootstrap answers only members of the same network (CA), and the asker
 //! verifies what it gets against its own trusted CAs.
+//!
+//! `PING` and `PONG` are between two peers, alone on a bidirectional stream
+//! that the pinging side opens: one `PING`, answered by one `PONG` with the
+//! same token (`antq-tun ping`).
 //!
 //! Example: `HELLO { version: 1, flags: 0 }` is `80 3d 7f 05 02 01 00`.
 //!

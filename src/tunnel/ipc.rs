@@ -4,8 +4,9 @@
 //! The transport is [`antq_platform::ipc`]: one endpoint per interface
 //! name (a Unix socket `/run/antq/NAME.NETNS.sock` in a directory only root
 //! can enter; a named pipe `\\.\pipe\antq-NAME` on Windows). This module is
-//! the protocol: a client sends one line (`status`, `down`, or `reload
-//! PATH`) and reads the answer until the server closes the connection.
+//! the protocol: a client sends one line (`status`, `down`, `reload PATH`,
+//! or `ping TIMEOUT_MS TARGET`) and reads the answer until the server
+//! closes the connection.
 
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 
@@ -21,6 +22,28 @@ pub enum Request {
     /// Re-read the config file at this path and apply what changed. The
     /// answer starts with `ok:` or `error:`.
     Reload(std::path::PathBuf),
+    /// Ping a peer once (`antq-tun ping`); the answer is one
+    /// [`PingAnswer`](super::ping::PingAnswer) as JSON.
+    Ping {
+        /// An overlay address, a key or a member's name.
+        target: String,
+        /// How long the ping may take, resolving the target included.
+        timeout: std::time::Duration,
+    },
+}
+
+/// The longest ping timeout a client may ask for.
+pub const PING_TIMEOUT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn parse_ping(rest: &str) -> Option<Request> {
+    let (ms, target) = rest.split_once(' ')?;
+    let timeout = std::time::Duration::from_millis(ms.parse().ok()?);
+    (!target.is_empty() && !target.contains(' ') && timeout <= PING_TIMEOUT_MAX).then(|| {
+        Request::Ping {
+            target: target.to_owned(),
+            timeout,
+        }
+    })
 }
 
 /// Creates the ipc endpoint of `name`, refusing if a live instance
@@ -45,10 +68,15 @@ pub async fn accept(listener: &mut IpcListener) -> std::io::Result<(Request, Ipc
         let request = match (read, line.trim()) {
             (Ok(Ok(_)), "status") => Request::Status,
             (Ok(Ok(_)), "down") => Request::Down,
-            (Ok(Ok(_)), text) => match text.strip_prefix("reload ") {
-                Some(path) if !path.is_empty() => Request::Reload(path.into()),
-                _ => continue,
-            },
+            (Ok(Ok(_)), text) => {
+                if let Some(path) = text.strip_prefix("reload ").filter(|p| !p.is_empty()) {
+                    Request::Reload(path.into())
+                } else if let Some(ping) = text.strip_prefix("ping ").and_then(parse_ping) {
+                    ping
+                } else {
+                    continue;
+                }
+            }
             _ => continue,
         };
         return Ok((request, reader.into_inner()));
@@ -73,6 +101,7 @@ pub async fn request(name: &str, request: Request) -> Result<String, IpcError> {
         Request::Status => "status\n".to_owned(),
         Request::Down => "down\n".to_owned(),
         Request::Reload(path) => format!("reload {}\n", path.display()),
+        Request::Ping { target, timeout } => format!("ping {} {target}\n", timeout.as_millis()),
     };
     stream.write_all(line.as_bytes()).await.map_err(io)?;
     let mut out = String::new();
@@ -91,6 +120,23 @@ pub fn running_interfaces() -> std::io::Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ping(target: &str, ms: u64) -> Request {
+        Request::Ping {
+            target: target.into(),
+            timeout: std::time::Duration::from_millis(ms),
+        }
+    }
+
+    #[test]
+    fn ping_lines() {
+        assert_eq!(parse_ping("1000 10.90.0.2"), Some(ping("10.90.0.2", 1000)));
+        assert_eq!(parse_ping("1000"), None);
+        assert_eq!(parse_ping("1000 "), None);
+        assert_eq!(parse_ping("x 10.90.0.2"), None);
+        assert_eq!(parse_ping("1000 a b"), None);
+        assert_eq!(parse_ping("60001 a"), None);
+    }
 
     /// The protocol over a real endpoint: a client that sends no request
     /// is dropped and the next one served; a request and its answer, read
@@ -116,12 +162,16 @@ mod tests {
                 let (req, stream) = accept(&mut listener).await.unwrap();
                 assert_eq!(req, Request::Down);
                 answer(stream, "ok\n").await;
+                let (req, stream) = accept(&mut listener).await.unwrap();
+                assert_eq!(req, ping("b", 1500));
+                answer(stream, "{}\n").await;
             };
             let clients = async {
                 let mut junk = antq_platform::ipc::connect(&name).await.unwrap();
                 junk.write_all(b"what?\n").await.unwrap();
                 let status = request(&name, Request::Status).await.unwrap();
                 let down = request(&name, Request::Down).await.unwrap();
+                request(&name, ping("b", 1500)).await.unwrap();
                 (status, down)
             };
             let ((), (status, down)) = tokio::join!(server, clients);

@@ -8,7 +8,9 @@
 //! - [`packet`]: IP address parsing and ICMP "packet too big".
 //! - [`device`]: the running tunnel (TUN pump).
 //! - `tun_io`: reading and writing the device, batched with Linux offload.
-//! - [`ipc`]: the local admin channel for `status` and `down`.
+//! - [`ipc`]: the local admin channel for `status`, `down`, `reload` and
+//!   `ping`.
+//! - [`ping`]: `antq-tun ping`: targets resolved to peers, pinged above QUIC.
 
 pub mod config;
 pub mod device;
@@ -16,6 +18,7 @@ pub mod firewall;
 pub mod ipc;
 mod members;
 pub mod packet;
+pub mod ping;
 pub mod reload;
 pub mod routing;
 mod tun_io;

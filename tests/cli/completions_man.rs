@@ -16,6 +16,7 @@ const SUBCOMMANDS: &[&str] = &[
     "down",
     "reload",
     "status",
+    "ping",
     "bootstrap",
     "netcheck",
     "ca",

@@ -202,3 +202,48 @@ async fn bootstraps_are_replaced_while_running() {
     exchange_within(&a, &b, 20, 0, Duration::from_secs(2)).await;
     exchange_within(&a, &c, 20, 0, Duration::from_secs(2)).await;
 }
+
+/// `Overlay::ping`: a PONG over the path the peer's traffic takes (the
+/// direct one names the peer's address), counted on both sides; an
+/// unknown key is refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_name_their_path_and_are_counted() {
+    use antq::node::overlay::PingError;
+    init_tracing();
+    let boot = bootstrap();
+    let (ka, kb) = (Identity::generate(), Identity::generate());
+    let a = overlay(&ka, &[kb.peer_id()], &boot);
+    let b = overlay(&kb, &[ka.peer_id()], &boot);
+    // The first ping waits for a first connection (relay or direct).
+    let first = a.ping(&kb.peer_id(), Duration::from_secs(5)).await.unwrap();
+    assert_ne!(first.path, PathKind::None);
+    wait_for_path(&a, kb.peer_id(), PathKind::Direct, Duration::from_secs(10)).await;
+    let reply = a.ping(&kb.peer_id(), Duration::from_secs(2)).await.unwrap();
+    assert_eq!(reply.path, PathKind::Direct);
+    assert_eq!(reply.via, b.local_addr().unwrap());
+    assert!(reply.rtt < Duration::from_secs(1), "{reply:?}");
+    let back = b.ping(&ka.peer_id(), Duration::from_secs(2)).await.unwrap();
+    assert_eq!(back.path, PathKind::Direct);
+    let stranger = Identity::generate().peer_id();
+    assert!(matches!(
+        a.ping(&stranger, Duration::from_secs(1)).await,
+        Err(PingError::UnknownPeer(p)) if p == stranger
+    ));
+    let metric = |o: &Overlay, event: &str| {
+        let mut r = antq::metrics::Registry::new();
+        o.collect_metrics(&mut r);
+        let text = r.render();
+        let line = format!("antq_pings_total{{event=\"{event}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .unwrap_or_else(|| panic!("no {line} in\n{text}"))
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert_eq!(metric(&a, "sent"), 2);
+    assert_eq!(metric(&a, "replied"), 2);
+    assert_eq!(metric(&a, "lost"), 0);
+    assert_eq!(metric(&b, "answered"), 2);
+    assert_eq!(metric(&a, "answered"), 1);
+    assert_eq!(metric(&b, "refused"), 0);
+}

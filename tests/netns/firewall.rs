@@ -163,5 +163,23 @@ fn a_allows_ssh_from_b_only_and_replies_to_its_own_flows() {
         format!("no rule table: {text}")
     });
 
+    // 4. `antq-tun ping` is no IP packet: it gets through where c's ICMP
+    //    pings did not, and drops nothing.
+    let out = mesh.exec("c", &[bin(), "ping", &a4, "-c", "2", "-i", "0.2"]);
+    eprintln!(
+        "antq-tun ping from c: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    failures.check(out.status.success(), || {
+        format!("antq-tun ping from c to a: {}", describe(&out))
+    });
+    failures.check(dropped(&mesh, "a") == after, || {
+        format!(
+            "antq-tun ping was dropped: {} -> {}",
+            after,
+            dropped(&mesh, "a")
+        )
+    });
+
     failures.finish(&mesh);
 }

@@ -11,6 +11,7 @@ mod ca;
 mod docs;
 mod keys;
 mod netcheck;
+mod ping;
 mod run;
 mod status;
 
@@ -82,6 +83,12 @@ enum Command {
         #[arg(short, long, value_name = "NAME")]
         interface: Option<String>,
     },
+    /// Ping a peer through a running tunnel, above QUIC (whatever its
+    /// firewall lets through): one line per reply with the path it took
+    /// (direct with the peer's address, or relay via which bootstrap) and
+    /// the round trip. Exits 0 when a reply came (with --until-direct: a
+    /// direct one), 1 otherwise.
+    Ping(ping::PingArgs),
     /// Run a bootstrap / coordinator / relay node in the foreground.
     Bootstrap {
         /// The bootstrap's config file.
@@ -139,6 +146,12 @@ fn main() -> ExitCode {
         Command::Reload { config } => run::reload(&config),
         Command::Status { json, interface } => status::status(json, interface.as_deref()),
         Command::Bootstrap { config } => run::bootstrap(&config),
+        Command::Ping(args) => match ping::ping(&args) {
+            Ok(true) => Ok(()),
+            // The lines printed say what happened.
+            Ok(false) => return ExitCode::FAILURE,
+            Err(error) => Err(error),
+        },
         Command::Ca { command } => ca::run(command),
         Command::Netcheck {
             config,

@@ -125,6 +125,14 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
                             };
                             ipc::answer(stream, &answer).await;
                         }
+                        Request::Ping { target, timeout } => {
+                            let pinger = tunnel.pinger();
+                            tokio::spawn(async move {
+                                let answer = pinger.ping(&target, timeout).await;
+                                let json = serde_json::to_string(&answer).unwrap_or_default();
+                                ipc::answer(stream, &json).await;
+                            });
+                        }
                     }
                 }
             }
@@ -243,6 +251,9 @@ pub fn bootstrap(path: &Path) -> anyhow::Result<()> {
                         }
                         Request::Reload(_) => {
                             ipc::answer(stream, "error: a bootstrap does not reload; restart it\n").await;
+                        }
+                        Request::Ping { .. } => {
+                            ipc::answer(stream, "{\"error\": \"a bootstrap has no peers to ping\", \"unknown\": true}").await;
                         }
                     }
                 }

@@ -262,3 +262,27 @@ fn a_lookup_that_found_no_bootstrap_is_due_at_once() {
     b.not_sent(q);
     assert_eq!(b.retries(t0 + Duration::from_millis(10)), vec![q]);
 }
+
+#[test]
+fn a_look_up_with_nothing_to_deliver_finds_the_member() {
+    let t0 = Instant::now();
+    let (mut b, net) = book(t0);
+    let q = b.look_up(MemberQuery::Addr(addr("10.90.0.7")), t0);
+    assert_eq!(q, Some(MemberQuery::Addr(addr("10.90.0.7"))));
+    // Asked again at once: the lookup in flight is not sent twice.
+    assert_eq!(b.look_up(MemberQuery::Addr(addr("10.90.0.7")), t0), None);
+    // Outside our network: nothing asked, nothing counted as sent.
+    assert_eq!(b.look_up(MemberQuery::Addr(addr("10.91.0.7")), t0), None);
+    let by_key = MemberQuery::Key(*key(12).as_bytes());
+    assert_eq!(b.look_up(by_key, t0), Some(by_key));
+    let joined = b
+        .on_member(
+            q.unwrap(),
+            cert(&net, 11, "10.90.0.7/24", UNIX - 10..UNIX + 100),
+            UNIX,
+        )
+        .unwrap();
+    assert_eq!(joined.member.unwrap().peer, key(11));
+    assert!(joined.staged.is_empty());
+    assert_eq!(b.counters().lookups, 2);
+}

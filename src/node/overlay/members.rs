@@ -118,6 +118,27 @@ impl Overlay {
         Ok(())
     }
 
+    /// Looks `query` up in the directory, with nothing to deliver: the
+    /// member found becomes a peer. False without a membership, or for an
+    /// address outside our networks.
+    pub fn look_up(&self, query: MemberQuery) -> bool {
+        let due = {
+            let Some(mut book) = self.book() else {
+                return false;
+            };
+            if let MemberQuery::Addr(addr) = query {
+                if !book.in_network(addr) {
+                    return false;
+                }
+            }
+            book.look_up(query, Instant::now())
+        };
+        if let Some(query) = due {
+            self.send_lookup(query);
+        }
+        true
+    }
+
     /// A message from a key that is no peer of ours came through the
     /// bootstrap at `via`. With a membership it is kept while the key is
     /// looked up; returns false (drop it) without one.

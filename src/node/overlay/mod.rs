@@ -20,7 +20,8 @@
 //!
 //! Files: `peer` (the per-peer driver around [`PeerState`]), `links`
 //! (bootstrap links), `punch` (candidates and punch sessions), `network`
-//! (network changes, dead links, the priming TTL), `stats`. See
+//! (network changes, dead links, the priming TTL), `ping` (pings above
+//! QUIC), `stats`. See
 //! `docs/architecture.md` for the tasks and who owns what.
 //!
 //! [`PeerState`]: crate::node::peer_state::PeerState
@@ -41,11 +42,13 @@ mod links;
 mod members;
 mod network;
 mod peer;
+mod ping;
 mod punch;
 mod stats;
 
 use self::links::{BootSlot, Link};
 use self::peer::{alive, PeerSlot};
+pub use self::ping::{PingError, PingReply, PONG_DEADLINE};
 use super::link_state::RelayChoice;
 use super::members::{MemberBook, MembershipConfig};
 use super::peer_state::PeerFacts;
@@ -433,6 +436,11 @@ impl Overlay {
         Some(result)
     }
 
+    /// Whether `id` is one of our peers now.
+    pub fn is_peer(&self, id: &PeerId) -> bool {
+        self.inner.peers.load().contains_key(id)
+    }
+
     /// Adds a peer (one learned after the start, e.g. a member of the
     /// network found through the directory): its handshakes are accepted
     /// from now on and the overlay connects to it as to a configured one.
@@ -593,15 +601,9 @@ impl Overlay {
             .map(|slot| {
                 let paths = slot.read();
                 let (path, conn) = paths.active();
-                let socket = self.inner.node.socket();
-                // The relay server's address for a relayed path; over TCP
-                // the stream path's virtual address stands for the server.
-                let hop = conn.map(|c| {
-                    let addr = canonical(c.remote_address());
-                    socket.relay_route(addr).map_or(addr, |r| r.server)
-                });
-                let transport = hop.map(Transport::of);
-                let remote = hop.map(|a| socket.stream_peer(a).unwrap_or(a));
+                let hop = conn.map(|c| self.hop(c));
+                let transport = hop.map(|(_, _, t)| t);
+                let remote = hop.map(|(_, via, _)| via);
                 let (first_connect, first_direct) = slot.state().firsts();
                 let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
                 PeerStatus {

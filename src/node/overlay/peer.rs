@@ -386,6 +386,7 @@ impl Overlay {
                 }
             }
         }
+        self.spawn_pong(slot.id, conn.clone());
         self.spawn_reader(slot.clone(), conn);
         slot.wake.notify_one();
     }

@@ -54,6 +54,7 @@ pub(super) struct OverlayStats {
     pub network_changes: AtomicU64,
     first_connect: Histogram,
     first_direct: Histogram,
+    pub pings: super::ping::PingStats,
 }
 
 impl OverlayStats {
@@ -71,6 +72,7 @@ impl OverlayStats {
             network_changes: AtomicU64::new(0),
             first_connect: Histogram::new(CONNECT_SECONDS),
             first_direct: Histogram::new(CONNECT_SECONDS),
+            pings: Default::default(),
         }
     }
 
@@ -202,6 +204,14 @@ impl Overlay {
             "Relay connections dropped because their channel was closed or replaced.",
         )
         .int(&[], load(&s.relay_retired));
+        let f = r.counter(
+            "antq_pings_total",
+            "Pings above QUIC (antq-tun ping): ours sent, replied and lost; the peers' answered \
+             and refused (malformed or too slow).",
+        );
+        for (event, value) in s.pings.events() {
+            f.int(&[("event", event)], value);
+        }
         r.counter(
             "antq_network_changes_total",
             "Local network changes handled (address, route or link events).",

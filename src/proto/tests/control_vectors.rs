@@ -265,6 +265,20 @@ pub(crate) fn vectors() -> Vec<(&'static str, &'static str, M)> {
             },
         ),
         (
+            "PING",
+            "803d7f0b 08 01020304 05060708",
+            M::Ping {
+                token: [1, 2, 3, 4, 5, 6, 7, 8],
+            },
+        ),
+        (
+            "PONG",
+            "803d7f0c 08 f0f1f2f3 f4f5f6f7",
+            M::Pong {
+                token: [0xf0, 0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7],
+            },
+        ),
+        (
             "Unknown (1-byte type)",
             "21 03 aabbcc",
             M::Unknown {

@@ -57,6 +57,8 @@ fn member() -> impl Strategy<Value = M> {
         (query(), cert()).prop_map(|(query, cert)| M::Member { query, cert }),
         query().prop_map(|query| M::NoMember { query }),
         any::<[u8; 16]>().prop_map(|token| M::AddressProof { token }),
+        any::<[u8; 8]>().prop_map(|token| M::Ping { token }),
+        any::<[u8; 8]>().prop_map(|token| M::Pong { token }),
     ]
 }
 
