@@ -97,6 +97,16 @@ fn a_network_grows_and_revokes_without_touching_other_hosts() {
         named.iter().filter(|(_, s)| s == "network").count() == 2,
         || format!("a should list b and c from the network: {named:?}"),
     );
+    // `antq-tun ping` takes a member's name (from its certificate).
+    if let Some((name, _)) = named.iter().find(|(_, s)| s == "network") {
+        let out = mesh.exec(a, &[bin(), "ping", name, "-c", "1"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        eprintln!("antq-tun ping {name}: {text}");
+        failures.check(
+            out.status.success() && text.contains(&format!("reply from {name} (")),
+            || format!("antq-tun ping {name} from a: {}", describe(&out)),
+        );
+    }
 
     // 2. d gets its certificate and starts; a, b and c reach it without a
     //    change to their configs.
