@@ -12,6 +12,8 @@
 //! - [`prediction`]: NAT mapping inference from bootstrap observations
 //!   (RFC 4787) and port prediction for symmetric NATs.
 //! - [`punch`]: one coordinated hole-punch attempt ([`PunchSession`]).
+//! - [`birthday`]: birthday probing between an endpoint-independent NAT
+//!   and a symmetric one ([`BirthdaySession`]).
 //! - [`priming`]: the TTL of its priming probes, from the routers on our
 //!   way out ([`prime_ttl_for`]).
 //! - [`liveness`]: dead-path detection from a connection's counters
@@ -27,6 +29,7 @@
 //! overlay in `node`, which owns both connections.
 
 pub mod addr;
+pub mod birthday;
 pub mod candidate;
 pub mod liveness;
 pub mod prediction;
@@ -41,6 +44,10 @@ pub(crate) mod sim;
 mod sim_tests;
 
 pub use addr::{canonical, canonical_ip, is_private_ip};
+pub use birthday::{
+    birthday_fits, BirthdayConfig, BirthdayConfigError, BirthdayEvent, BirthdayParams,
+    BirthdaySession, BirthdaySide, BirthdayStats, BirthdayTransmit,
+};
 pub use candidate::{
     check_list, host_addresses, interface_addresses, pair_priority, Candidate, CandidateKind,
     CandidatePair, CandidateSet, CandidateSetConfig, HostAddr, InterfaceInfo, Role,

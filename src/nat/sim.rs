@@ -12,7 +12,9 @@
 //!   conntrack clash: an unsolicited inbound packet from R to public port P
 //!   is remembered, and if the host later sends to R for the first time, the
 //!   reply tuple would clash, so that flow gets a fresh random port.
-//! - `Symmetric`: address-and-port-dependent mapping with random ports.
+//! - `Symmetric`: address-and-port-dependent mapping with random ports,
+//!   skipping a port toward a remote that already sent an unsolicited
+//!   packet to it (the tuple is taken, as in Linux conntrack).
 //! - `SequentialSymmetric`: like `Symmetric` but ports are allocated
 //!   sequentially (`delta` plus a random jitter in `0..=jitter`).
 //! - `UdpBlocked`: drops all UDP.
@@ -63,7 +65,8 @@ pub(crate) type HostId = usize;
 struct Host {
     ip: IpAddr,
     nat: Option<usize>,
-    inbox: VecDeque<(SocketAddr, Payload)>,
+    /// Received: (local port, source, payload).
+    inbox: VecDeque<(u16, SocketAddr, Payload)>,
 }
 
 #[derive(Debug)]
@@ -264,6 +267,11 @@ impl Sim {
 
     /// Next received datagram of `host`: (source, payload).
     pub(crate) fn recv(&mut self, host: HostId) -> Option<(SocketAddr, Payload)> {
+        self.recv_at(host).map(|(_, src, payload)| (src, payload))
+    }
+
+    /// Like [`Self::recv`], with the local port it came to.
+    pub(crate) fn recv_at(&mut self, host: HostId) -> Option<(u16, SocketAddr, Payload)> {
         self.hosts[host].inbox.pop_front()
     }
 
@@ -276,7 +284,7 @@ impl Sim {
                 Some(n) => same_lan(self.nats[n].lan, p.src.ip()),
             };
             if lan_ok {
-                h.inbox.push_back((p.src, p.payload));
+                h.inbox.push_back((p.dst.port(), p.src, p.payload));
             } else {
                 self.dropped += 1;
             }
@@ -289,7 +297,7 @@ impl Sim {
         match self.nat_inbound(n, p.dst.port(), p.src, now) {
             Some(priv_dst) => {
                 if let Some(h) = self.hosts.iter_mut().find(|h| h.ip == priv_dst.ip()) {
-                    h.inbox.push_back((p.src, p.payload));
+                    h.inbox.push_back((priv_dst.port(), p.src, p.payload));
                 }
             }
             None => self.dropped += 1,
@@ -300,6 +308,24 @@ impl Sim {
         loop {
             let port = self.rng.gen_range(1024..=65535u16);
             if !self.nats[n].owner.contains_key(&port) {
+                return port;
+            }
+        }
+    }
+
+    /// A random free port whose tuple toward `dst` no live unsolicited
+    /// inbound flow holds: Linux's NAT skips a port whose reply tuple is
+    /// in its connection table (`nf_nat_used_tuple`), so an early packet
+    /// from `dst` to port P keeps P from being handed out toward `dst`.
+    fn alloc_random_toward(&mut self, n: usize, dst: SocketAddr) -> u16 {
+        let (now, timeout) = (self.now, self.mapping_timeout);
+        loop {
+            let port = self.alloc_random(n);
+            let taken = self.nats[n]
+                .unsolicited
+                .get(&(port, dst))
+                .is_some_and(|t| now.saturating_duration_since(*t) < timeout);
+            if !taken {
                 return port;
             }
         }
@@ -379,7 +405,7 @@ impl Sim {
                             NatType::SequentialSymmetric { delta, jitter } => {
                                 self.alloc_sequential(n, delta, jitter)
                             }
-                            _ => self.alloc_random(n),
+                            _ => self.alloc_random_toward(n, dst),
                         };
                         self.nats[n].owner.insert(p, src);
                         p
