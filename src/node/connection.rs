@@ -121,9 +121,11 @@ impl PeerConnection {
         &self.control
     }
 
-    /// Whether this connection runs over a relay (a virtual address).
+    /// Whether this connection runs over a relay (a virtual address that
+    /// is not a side path: a side path is direct, from another socket).
     pub fn is_relayed(&self) -> bool {
-        socket::is_virtual(self.conn.remote_address())
+        let remote = self.conn.remote_address();
+        socket::is_virtual(remote) && !socket::is_side_addr(remote)
     }
 
     /// The underlying quinn connection.

@@ -16,6 +16,8 @@ pub(crate) fn collect_socket(s: &SocketStats, r: &mut Registry) {
         ("relay_unroutable", &s.relay_unroutable),
         ("relay_rate_limited", &s.forward_limited),
         ("stream_dropped", &s.stream_dropped),
+        ("side_dropped", &s.side_dropped),
+        ("side_unroutable", &s.side_unroutable),
     ] {
         f.int(&[("reason", reason)], load(c));
     }
@@ -41,6 +43,16 @@ pub(crate) fn collect_socket(s: &SocketStats, r: &mut Registry) {
     );
     f.int(&[("direction", "in")], load(&s.stream_frames_in));
     f.int(&[("direction", "out")], load(&s.stream_frames_out));
+    r.counter(
+        "antq_side_sockets_opened_total",
+        "Extra UDP sockets opened for birthday probing (hard NAT side).",
+    )
+    .int(&[], load(&s.side_sockets_opened));
+    r.counter(
+        "antq_side_packets_total",
+        "QUIC packets received on side paths (a birthday attempt's winning socket).",
+    )
+    .int(&[], load(&s.side_in));
     r.counter(
         "antq_stream_errors_total",
         "TCP streams closed for a framing error.",

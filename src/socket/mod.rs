@@ -38,6 +38,10 @@
 //!   per source and in total, and closed unless claimed
 //!   ([`AntqSocket::claim_stream`]) soon after they open ([`tcp`]).
 //!
+//! - **Side paths** ([`side`]): an extra UDP socket that won a birthday
+//!   attempt carries QUIC to one remote as a virtual address in
+//!   `242.0.0.0/8`.
+//!
 //! Files: this one holds the socket, its sends and quinn's side of it;
 //! `recv.rs` sorts what is received, `relay.rs` holds the relay paths and
 //! forwarding entries, `guard.rs` the send guard (its challenges in
@@ -49,10 +53,12 @@ pub(crate) mod metrics;
 pub mod proof;
 mod recv;
 mod relay;
+pub mod side;
 pub mod tcp;
 
 pub use guard::{ProvenAddrs, ProvenGuard, PROVEN_GRACE};
 pub use relay::{RelayBudget, RelayLimit, RelayRoute};
+pub use side::{is_side_addr, SideGroup, SideRaw};
 pub use tcp::{bind_tcp, is_stream_addr, StreamError, StreamLimits, Transport};
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -93,7 +99,8 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 }
 
 /// Whether `addr` is a virtual address (`240.0.0.0/4` but the broadcast
-/// address): a relay path (`240.0.0.0/8`) or a stream path (`241.0.0.0/8`).
+/// address): a relay path (`240.0.0.0/8`), a stream path (`241.0.0.0/8`)
+/// or a side path (`242.0.0.0/8`, [`side`]).
 /// Virtual addresses are never punch candidates nor observed addresses.
 pub fn is_virtual(addr: SocketAddr) -> bool {
     match canonical(addr).ip() {
@@ -176,6 +183,15 @@ pub struct SocketStats {
     pub challenges_sent: AtomicU64,
     /// Held packets sent after their address was proven.
     pub proven_released: AtomicU64,
+    /// Side sockets opened (birthday attempts, [`side`]).
+    pub side_sockets_opened: AtomicU64,
+    /// QUIC packets received on side paths.
+    pub side_in: AtomicU64,
+    /// Datagrams dropped on side sockets (QUIC on a socket that is no
+    /// path, a stranger on a path, a full queue).
+    pub side_dropped: AtomicU64,
+    /// Packets to a side path that is gone.
+    pub side_unroutable: AtomicU64,
 }
 
 /// The socket shared by the QUIC endpoint, punch probes and relay paths.
@@ -204,6 +220,8 @@ pub struct AntqSocket {
     stats: SocketStats,
     proven: ProvenAddrs,
     proofs: Mutex<proof::Proofs>,
+    /// Adopted side sockets, by virtual address.
+    sides: Mutex<side::SideTable>,
 }
 
 impl fmt::Debug for AntqSocket {
@@ -239,6 +257,7 @@ impl AntqSocket {
             stats: SocketStats::default(),
             proven: ProvenAddrs::default(),
             proofs: Mutex::new(proof::Proofs::new(Instant::now())),
+            sides: Mutex::default(),
         }))
     }
 
@@ -375,6 +394,9 @@ impl AsyncUdpSocket for AntqSocket {
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
         if is_virtual(transmit.destination) {
+            if is_side_addr(transmit.destination) {
+                return self.send_side(transmit);
+            }
             if is_stream_addr(transmit.destination) {
                 let segment = transmit
                     .segment_size

@@ -83,15 +83,18 @@ impl AntqSocket {
         let Some((from, offset)) = self.classify(self.to_wire(addr), datagram) else {
             return false;
         };
+        self.queue_pending(from, datagram.get(offset..).unwrap_or_default())
+    }
+
+    /// Queues a packet for quinn as coming from `from` (wire form); false
+    /// when the queue is full (the packet is dropped, as on a full socket
+    /// buffer). Call [`Self::wake_recv`] after queueing.
+    pub(super) fn queue_pending(&self, from: SocketAddr, packet: &[u8]) -> bool {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         if pending.len() >= PENDING_QUEUE {
             return false;
         }
-        pending.push_back((
-            from,
-            None,
-            datagram.get(offset..).unwrap_or_default().to_vec(),
-        ));
+        pending.push_back((from, None, packet.to_vec()));
         true
     }
 

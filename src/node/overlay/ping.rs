@@ -145,11 +145,15 @@ impl Overlay {
         })
     }
 
-    /// Where `conn` goes: direct to the peer, or relayed by a bootstrap
-    /// (over TCP: the bootstrap's stream address stands for it).
+    /// Where `conn` goes: direct to the peer (from a side socket: the
+    /// peer's real address), or relayed by a bootstrap (over TCP: the
+    /// bootstrap's stream address stands for it).
     pub(super) fn hop(&self, conn: &PeerConnection) -> (PathKind, SocketAddr, Transport) {
         let socket = self.inner.node.socket();
         let addr = canonical(conn.remote_address());
+        if let Some(remote) = socket.side_remote(addr) {
+            return (PathKind::Direct, remote, Transport::Udp);
+        }
         let server = socket.relay_route(addr).map_or(addr, |r| r.server);
         let remote = socket.stream_peer(server).unwrap_or(server);
         let path = if conn.is_relayed() {
