@@ -6,8 +6,14 @@
 # encryption, no framing) gives the latency floor of any userspace tunnel on
 # the machine.
 #
-# usage: bench.sh [--quick] [--only veth,socat,wireguard-go,nebula,antq]
+# usage: bench.sh [--quick] [--only veth,socat,wireguard-go,nebula,antq,antq-fw]
 #                 [--scenarios veth,nat] [--antq-bin PATH] [--out FILE]
+#
+# System "antq-fw" (veth scenario only): antq-tun again, with a [firewall]
+# of 20 inbound rules on A (the iperf3 server) that B's traffic matches only
+# at the end of the table: UDP to 5201 at rule 18, ICMP at 19, TCP to 5201 at
+# rule 20 (rules 1-17 name other ports or other sources).  With "antq" in
+# the same run, a table compares the two (fw on / fw off).
 #
 # Scenario "veth": namespaces bnA and bnB joined by one veth pair
 # (198.18.1.1/24 - 198.18.1.2/24), tunnel inner addresses 10.99.0.1/24 (A,
@@ -37,7 +43,7 @@ UDP_RATE=200M
 UDP_LEN=1200
 PING_COUNT=200
 TTFP_TIMEOUT=${BENCH_TTFP_TIMEOUT:-20} # s: give up waiting for the first ping reply
-ALL_SYSTEMS="veth socat wireguard-go nebula antq"
+ALL_SYSTEMS="veth socat wireguard-go nebula antq antq-fw"
 
 QUICK=0
 ONLY=$ALL_SYSTEMS
@@ -50,6 +56,7 @@ usage() {
 usage: bench.sh [--quick] [--only SYS[,SYS...]] [--scenarios veth,nat]
                 [--antq-bin PATH] [--out FILE]
   systems: ${ALL_SYSTEMS// /, }
+  antq-fw: antq-tun with 20 firewall rules on the receiving side (veth only)
   --quick      5 s iperf3 runs and 3 time-to-first-ping runs (else 10 s and 5)
   --antq-bin   antq-tun binary (default: $REPO/target/release/antq-tun if present)
   --out        machine-readable results (default: ./bench-results.json)
@@ -189,6 +196,7 @@ check_systems() {
 	else
 		UNAVAIL[antq]="" ANTQ_BIN=$bin
 	fi
+	UNAVAIL[antq-fw]=${UNAVAIL[antq]}
 }
 
 print_versions() {
@@ -215,7 +223,7 @@ print_versions() {
 	elif want nebula; then
 		printf '  %-14s %s\n' nebula "not available"
 	fi
-	if want antq; then
+	if want antq || want antq-fw; then
 		if [[ -z ${UNAVAIL[antq]} ]]; then
 			v=$("$ANTQ_BIN" --version 2>&1 | head -n1 || true)
 			printf '  %-14s %s (%s)\n' antq-tun "$v" "$ANTQ_BIN"
@@ -630,13 +638,13 @@ antq_infra_start() {
 	return 1
 }
 
-antq_start() {
-	local run=$1
-	ip netns exec "$S_NS" "$ANTQ_BIN" up -c "$TMP/antq/a.toml" >"$TMP/antq-a-$run.log" 2>&1 &
+antq_daemons() { # LOG_PREFIX RUN
+	ip netns exec "$S_NS" "$ANTQ_BIN" up -c "$TMP/antq/a.toml" >"$TMP/$1-a-$2.log" 2>&1 &
 	DAEMONS+=($!)
-	ip netns exec "$C_NS" "$ANTQ_BIN" up -c "$TMP/antq/b.toml" >"$TMP/antq-b-$run.log" 2>&1 &
+	ip netns exec "$C_NS" "$ANTQ_BIN" up -c "$TMP/antq/b.toml" >"$TMP/$1-b-$2.log" 2>&1 &
 	DAEMONS+=($!)
 }
+antq_start() { antq_daemons antq "$1"; }
 # In the NAT lab, after each run's first ping: how long after its start the
 # daemon on B had a direct path (`first_direct_ms` in its status), waiting up
 # to 10 s for one.
@@ -655,6 +663,63 @@ antq_started() {
 }
 antq_check() { true; }
 
+# antq-fw: the same two daemons; A (server side) gets a [firewall] whose
+# rules B's traffic matches only at the end: every rule before is walked
+# (for TCP, all 20).  Rules 1-17: other ports, or port 5201 from other
+# sources.  Replies to A's own packets pass by its connection table.
+antq_fw_rules() { # CLIENT_INNER_ADDR
+	local b=$1 r proto port from
+	echo "[firewall]"
+	echo "default_inbound = \"deny\""
+	for r in \
+		'tcp|22|any' 'tcp|80|any' 'tcp|443|any' 'udp|53|any' 'udp|123|any' \
+		'tcp|8000-8100|any' 'tcp|5201|cidr:10.98.0.0/16' 'udp|5201|cidr:10.98.0.0/16' \
+		'tcp|3000-3999|cidr:10.99.0.0/24' 'tcp|5432|cidr:10.99.0.0/24' "tcp|6379|cidr:$b/32" \
+		'udp|51820|any' 'tcp|9090-9100|cidr:10.99.0.0/24' 'tcp|5201|cidr:192.0.2.0/24' \
+		'udp|5000-5200|cidr:10.99.0.0/24' 'tcp|5202-6000|cidr:10.99.0.0/24' 'any|5300-5400|any' \
+		"udp|$IPERF_PORT|cidr:$b/32" "icmp|any|cidr:$b/32" "tcp|$IPERF_PORT|cidr:$b/32"; do
+		IFS='|' read -r proto port from <<<"$r"
+		echo "[[firewall.inbound]]"
+		echo "proto = \"$proto\""
+		echo "port = \"$port\""
+		echo "from = [\"$from\"]"
+	done
+}
+ANTQ_FW_RULES=20
+antqfw_setup() {
+	antq_setup
+	antq_fw_rules "$INNER_B" >>"$TMP/antq/a.toml"
+}
+antqfw_infra_start() { antq_infra_start; }
+antqfw_start() { antq_daemons antqfw "$1"; }
+antqfw_started() { antq_started; }
+antqfw_check() { # the rules are in force: the table has them all
+	local n
+	n=$(nsx "$S_NS" "$ANTQ_BIN" status --json -i antqA 2>/dev/null |
+		jq -r '(if type == "array" then .[0] else . end).firewall.rules | length' 2>/dev/null || true)
+	if [[ $n == "$ANTQ_FW_RULES" ]]; then
+		rec "$SCEN" antq-fw fw_rules "$n"
+	else
+		rec "$SCEN" antq-fw fw_rules '"missing"'
+		log "warning: A's firewall has ${n:-no} rules, not $ANTQ_FW_RULES"
+	fi
+}
+# After the measurements: how A's firewall let the traffic in (the last
+# rule, the connection table) and what it dropped.
+antqfw_done() {
+	local j v k
+	j=$(nsx "$S_NS" "$ANTQ_BIN" status --json -i antqA 2>/dev/null |
+		jq -c '(if type == "array" then .[0] else . end).firewall' 2>/dev/null || true)
+	[[ -n $j && $j != null ]] || return 0
+	for k in "fw_rule_last_packets:.rules[-1].hits" "fw_rule_udp_packets:.rules[-3].hits" \
+		"fw_rule_icmp_packets:.rules[-2].hits" "fw_tracked_packets:.counters.tracked" \
+		"fw_dropped_packets:.dropped" "fw_tracked_flows:.tracked_flows"; do
+		v=$(jq -r "${k#*:} // empty" <<<"$j" 2>/dev/null || true)
+		[[ -n $v ]] && rec "$SCEN" antq-fw "${k%%:*}" "$v"
+	done
+	log "  antq-fw on A: rule $ANTQ_FW_RULES (tcp) let in $(get "$SCEN" antq-fw fw_rule_last_packets), rule 18 (udp) $(get "$SCEN" antq-fw fw_rule_udp_packets), rule 19 (icmp) $(get "$SCEN" antq-fw fw_rule_icmp_packets); connection table $(get "$SCEN" antq-fw fw_tracked_packets); dropped $(get "$SCEN" antq-fw fw_dropped_packets)"
+}
+
 # ---------------------------------------------------------------- driver
 INFRA=()
 fn_of() { # SYS -> function prefix
@@ -662,6 +727,7 @@ fn_of() { # SYS -> function prefix
 	wireguard-go) echo wg ;;
 	nebula) echo neb ;;
 	antq) echo antq ;;
+	antq-fw) echo antqfw ;;
 	esac
 }
 
@@ -755,6 +821,7 @@ measure_tunnel() { # SYS FULL
 			measure_tcp "$SCEN" "$sys" "$C_NS" "$INNER_A" 4 tcp4_mbps
 			measure_udp "$SCEN" "$sys" "$C_NS" "$INNER_A"
 		fi
+		if declare -F "${f}_done" >/dev/null; then "${f}_done"; fi
 	else
 		rec "$SCEN" "$sys" status '"tunnel down"'
 		log "  $sys: tunnel did not come up; last logs:"
@@ -821,7 +888,7 @@ scenario_nat() {
 	echo
 	local sys
 	for sys in $ONLY; do
-		[[ $sys == veth || $sys == socat ]] && continue
+		[[ $sys == veth || $sys == socat || $sys == antq-fw ]] && continue
 		if [[ -n ${UNAVAIL[$sys]} ]]; then
 			rec nat "$sys" status "$(jstr "${UNAVAIL[$sys]}")"
 			continue
@@ -895,6 +962,25 @@ print_table() { # SCEN "SYS..." "KEY:LABEL..."
 	done
 }
 
+# antq-tun without (antq) and with (antq-fw) the firewall: values and ratio.
+print_fw_table() {
+	local m key label off on w=12
+	printf '%-28s %*s %*s %*s\n' metric $w "fw off" $w "fw on" $w "on/off"
+	for m in "first_ping_median_ms:first_ping_ms_(median)" tcp1_mbps:TCP_1_stream_Mbit/s \
+		tcp4_mbps:TCP_4_streams_Mbit/s "udp_loss_pct:UDP_${UDP_RATE}_loss_%" \
+		rtt_median_ms:ping_RTT_median_ms rtt_added_ms:RTT_added_over_veth_ms; do
+		key=${m%%:*} label=${m#*:}
+		off=$(fmt_val "$(get veth antq "$key")")
+		on=$(fmt_val "$(get veth antq-fw "$key")")
+		printf '%-28s %*s %*s %*s\n' "${label//_/ }" $w "$off" $w "$on" $w "$(ratio "$on" "$off")"
+	done
+	for m in "fw_rule_last_packets:let in by rule $ANTQ_FW_RULES (tcp)" "fw_tracked_packets:passed by conn. table" \
+		"fw_dropped_packets:dropped"; do
+		key=${m%%:*} label=${m#*:}
+		printf '%-28s %*s %*s\n' "$label" $w "-" $w "$(fmt_val "$(get veth antq-fw "$key")")"
+	done
+}
+
 # Added RTT of each tunnel: its median minus raw veth's, same run.
 derive_added_rtt() {
 	local base sys v
@@ -928,10 +1014,15 @@ rtt_median_ms:ping_RTT_median_ms rtt_added_ms:RTT_added_over_veth_ms rtt_min_ms:
 first_direct_median_ms:direct_path_ms_(median) tcp1_mbps:TCP_1_stream_Mbit/s rtt_median_ms:ping_RTT_median_ms path:path"
 		fi
 	fi
+	if want_scen veth && want antq && want antq-fw; then
+		echo
+		echo "== firewall: antq-tun without and with $ANTQ_FW_RULES inbound rules on A (TCP matches the last), same run"
+		print_fw_table
+	fi
 	echo
 	echo "first ping: from starting both daemons to the first echo reply B -> A, median of $RUNS runs."
 	echo "ratios: antq value / other value (for RTT, loss and first ping, lower is better)."
-	want socat && echo "socat: TUN <-> UDP with no encryption, one thread: the least a userspace tunnel adds here."
+	if want socat; then echo "socat: TUN <-> UDP with no encryption, one thread: the least a userspace tunnel adds here."; fi
 }
 
 write_json() {

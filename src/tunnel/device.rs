@@ -457,13 +457,22 @@ impl Tunnel {
         }
     }
 
-    /// A renderer of the tunnel's metrics (datapath, overlay, node, socket)
-    /// for [`crate::metrics::serve`].
+    /// A renderer of the tunnel's metrics (datapath, firewall with a
+    /// `[firewall]` section, overlay, node, socket) for
+    /// [`crate::metrics::serve`].
     pub fn metrics(&self) -> crate::metrics::http::Render {
         let datapath = self.datapath.clone();
         Arc::new(move || {
             let mut r = crate::metrics::Registry::new();
             datapath.shared.stats.collect(&mut r);
+            if let Some(fw) = &datapath.shared.firewall {
+                // The report is taken under the lock, rendered after it.
+                let report = fw
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .report();
+                report.collect(&mut r);
+            }
             datapath.overlay.collect_metrics(&mut r);
             r.render()
         })

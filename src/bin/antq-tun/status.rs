@@ -190,7 +190,24 @@ fn print_text(r: &serde_json::Value) -> anyhow::Result<()> {
                 rule["hits"]
             )?;
         }
-        outln!("    drops: {}", nonzero(&fw["counters"]))?;
+        // The counters hold passes too (and the rules' hits, printed
+        // above): drops and passes without a rule on their own lines.
+        let c = &fw["counters"];
+        let pick = |keys: &[&str]| {
+            serde_json::Value::Object(
+                keys.iter()
+                    .map(|k| ((*k).to_owned(), c[*k].clone()))
+                    .collect(),
+            )
+        };
+        outln!(
+            "    drops: {}",
+            nonzero(&pick(&["default_denied", "fragments_dropped", "malformed"]))
+        )?;
+        outln!(
+            "    passed without a rule: {}",
+            nonzero(&pick(&["tracked", "default_allowed"]))
+        )?;
     }
     for p in r["peers"].as_array().into_iter().flatten() {
         outln!()?;

@@ -110,6 +110,75 @@ pub struct FirewallReport {
     pub tracking_refused: u64,
 }
 
+impl FirewallReport {
+    /// Adds the firewall's metrics to `r` (scraped only with a `[firewall]`
+    /// section). Rules are labelled by their index in the table, counted
+    /// from 0 as `antq-tun status` prints them and as config errors name
+    /// them (`firewall.inbound[0]`), with their protocol and port: one
+    /// series per rule, and a reload starts the rules' counters again.
+    pub fn collect(&self, r: &mut crate::metrics::Registry) {
+        let c = &self.counters;
+        let f = r.counter(
+            "antq_tun_firewall_dropped_total",
+            "Inbound packets the firewall dropped, by reason: default_deny (no rule \
+             matched and default_inbound is deny), fragment (a later fragment whose \
+             first fragment was dropped or never seen), malformed (not readable as \
+             IP with its ports).",
+        );
+        for (reason, n) in [
+            ("default_deny", c.default_denied),
+            ("fragment", c.fragments_dropped),
+            ("malformed", c.malformed),
+        ] {
+            f.int(&[("reason", reason)], n);
+        }
+        let f = r.counter(
+            "antq_tun_firewall_passed_total",
+            "Inbound packets the firewall let in without a rule, by reason: tracked \
+             (a reply on a flow this host started, an ICMP error about one, or a \
+             later fragment of a datagram let in), default_allow (no rule matched \
+             and default_inbound is allow). Packets rules let in are in \
+             antq_tun_firewall_rule_packets_total.",
+        );
+        f.int(&[("reason", "tracked")], c.tracked);
+        f.int(&[("reason", "default_allow")], c.default_allowed);
+        let f = r.counter(
+            "antq_tun_firewall_rule_packets_total",
+            "Inbound packets each firewall rule let in (first match), by rule index \
+             (from 0, as antq-tun status prints it), protocol and port; a reload \
+             starts them again.",
+        );
+        for (i, rule) in self.rules.iter().enumerate() {
+            let index = i.to_string();
+            f.int(
+                &[
+                    ("rule", &index),
+                    ("proto", rule.proto),
+                    ("port", &rule.port),
+                ],
+                rule.hits,
+            );
+        }
+        r.gauge(
+            "antq_tun_firewall_flows",
+            "Flows in the firewall's connection table (started by this host; their \
+             replies pass without a rule).",
+        )
+        .int(&[], self.tracked_flows as u64);
+        r.gauge(
+            "antq_tun_firewall_flows_limit",
+            "Most flows the firewall's connection table holds.",
+        )
+        .int(&[], conntrack::MAX_FLOWS as u64);
+        r.counter(
+            "antq_tun_firewall_flows_refused_total",
+            "Flows this host started that were not tracked because the connection \
+             table was full of live flows (their replies meet the rules).",
+        )
+        .int(&[], self.tracking_refused);
+    }
+}
+
 /// The firewall of one tunnel.
 #[derive(Debug)]
 pub struct Firewall {

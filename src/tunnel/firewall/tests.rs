@@ -206,6 +206,82 @@ fn fragments_follow_their_first_and_orphans_are_dropped() {
     assert_eq!(w.fw.counters().fragments_dropped, 2);
 }
 
+#[test]
+fn firewall_metrics_count_drops_by_reason_and_passes_by_rule() {
+    let mut w = ssh_from_b();
+    let (b, c) = (w.b, w.c);
+    let ops = ["ops".to_owned()];
+    // Rule 0 lets in two packets, rule 1 one.
+    w.from(b, &[], &v4(TCP, B, A, 0, 1, &tcp(40000, 22, SYN)));
+    w.from(b, &[], &v4(TCP, B, A, 0, 2, &tcp(40001, 22, SYN)));
+    w.from(c, &ops, &v4(ICMP, C, A, 0, 1, &icmp(8, 0, 7, &[])));
+    // Three denied, one orphan fragment, one unreadable packet.
+    for port in [23, 80, 443] {
+        w.from(c, &[], &v4(TCP, C, A, 0, 1, &tcp(40000, port, SYN)));
+    }
+    w.from(c, &[], &v4(UDP, C, A, 5, 79, &[0u8; 16]));
+    w.from(c, &[], &[0x45, 0, 0]);
+    // Two flows of ours; one reply on them.
+    w.fw.outbound(&v4(UDP, A, C, 0, 1, &udp(53000, 53)), w.now);
+    w.fw.outbound(&v4(TCP, A, C, 0, 1, &tcp(50000, 80, SYN)), w.now);
+    w.from(c, &[], &v4(UDP, C, A, 0, 1, &udp(53, 53000)));
+
+    let mut r = crate::metrics::Registry::new();
+    w.fw.report().collect(&mut r);
+    let text = r.render();
+    let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        samples,
+        [
+            "antq_tun_firewall_dropped_total{reason=\"default_deny\"} 3",
+            "antq_tun_firewall_dropped_total{reason=\"fragment\"} 1",
+            "antq_tun_firewall_dropped_total{reason=\"malformed\"} 1",
+            "antq_tun_firewall_passed_total{reason=\"tracked\"} 1",
+            "antq_tun_firewall_passed_total{reason=\"default_allow\"} 0",
+            "antq_tun_firewall_rule_packets_total{rule=\"0\",proto=\"tcp\",port=\"22\"} 2",
+            "antq_tun_firewall_rule_packets_total{rule=\"1\",proto=\"icmp\",port=\"any\"} 1",
+            "antq_tun_firewall_flows 2",
+            "antq_tun_firewall_flows_limit 65536",
+            "antq_tun_firewall_flows_refused_total 0",
+        ],
+        "{text}"
+    );
+    for (name, kind) in [
+        ("antq_tun_firewall_dropped_total", "counter"),
+        ("antq_tun_firewall_passed_total", "counter"),
+        ("antq_tun_firewall_rule_packets_total", "counter"),
+        ("antq_tun_firewall_flows", "gauge"),
+        ("antq_tun_firewall_flows_limit", "gauge"),
+        ("antq_tun_firewall_flows_refused_total", "counter"),
+    ] {
+        assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "{text}");
+        assert!(text.contains(&format!("# HELP {name} ")), "{text}");
+    }
+
+    // A reload with one rule: one rule series, counted from 0 again.
+    w.fw.set_config(FirewallConfig {
+        default_allow: false,
+        inbound: vec![Rule {
+            proto: Proto::Udp,
+            ports: (8000, 8100),
+            from: vec![Source::Any],
+        }],
+    });
+    w.from(c, &[], &v4(UDP, C, A, 0, 1, &udp(40000, 8050)));
+    let mut r = crate::metrics::Registry::new();
+    w.fw.report().collect(&mut r);
+    let text = r.render();
+    let rules: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("antq_tun_firewall_rule_packets_total"))
+        .collect();
+    assert_eq!(
+        rules,
+        ["antq_tun_firewall_rule_packets_total{rule=\"0\",proto=\"udp\",port=\"8000-8100\"} 1"]
+    );
+    assert!(text.contains("antq_tun_firewall_dropped_total{reason=\"default_deny\"} 3\n"));
+}
+
 fn v6(next: u8, src: Ipv6Addr, dst: Ipv6Addr, rest: &[u8]) -> Vec<u8> {
     let mut p = vec![0u8; 40];
     p[0] = 0x60;
