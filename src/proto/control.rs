@@ -62,6 +62,13 @@ pub mod frame_type {
     pub const PING: u64 = 0x3d_7f0b;
     /// antq `PONG`: the answer to a `PING`, with its token.
     pub const PONG: u64 = 0x3d_7f0c;
+    /// antq `NAT_MAPPING`: how the sender's NAT maps, for the peer's choice
+    /// of punch method.
+    pub const NAT_MAPPING: u64 = 0x3d_7f10;
+    /// antq `BIRTHDAY_ME_NOW` (IPv4): start birthday probing.
+    pub const BIRTHDAY_ME_NOW_V4: u64 = 0x3d_7f12;
+    /// antq `BIRTHDAY_ME_NOW` (IPv6).
+    pub const BIRTHDAY_ME_NOW_V6: u64 = 0x3d_7f13;
 
     /// Whether `t` is one of the frame types above.
     pub fn is_known(t: u64) -> bool {
@@ -71,6 +78,9 @@ pub mod frame_type {
                 | OBSERVED_ADDRESS_V4
                 | OBSERVED_ADDRESS_V6
                 | FORWARD..=PONG
+                | NAT_MAPPING
+                | BIRTHDAY_ME_NOW_V4
+                | BIRTHDAY_ME_NOW_V6
         )
     }
 }
@@ -98,6 +108,43 @@ pub enum UnavailableReason {
     /// get their own variant; `Other(1)` would encode as code 1 and decode
     /// back as [`UnavailableReason::NotConnected`].
     Other(u64),
+}
+
+/// How a host's NAT maps its socket, as far as its bootstraps' views tell
+/// (`NAT_MAPPING`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NatClass {
+    /// Code 0: not known (or any code this version does not know).
+    Unknown,
+    /// Code 1: no NAT: the host's own address is the observed one.
+    Public,
+    /// Code 2: a NAT that keeps one mapping for every destination
+    /// ("home", full cone).
+    EndpointIndependent,
+    /// Code 3: a NAT that maps each destination anew (symmetric).
+    Dependent,
+}
+
+impl NatClass {
+    /// The wire code.
+    pub fn code(self) -> u64 {
+        match self {
+            Self::Unknown => 0,
+            Self::Public => 1,
+            Self::EndpointIndependent => 2,
+            Self::Dependent => 3,
+        }
+    }
+
+    /// The class of a wire code; unknown codes are [`Self::Unknown`].
+    pub fn from_code(code: u64) -> Self {
+        match code {
+            1 => Self::Public,
+            2 => Self::EndpointIndependent,
+            3 => Self::Dependent,
+            _ => Self::Unknown,
+        }
+    }
 }
 
 impl UnavailableReason {
@@ -275,6 +322,32 @@ pub enum ControlMessage {
         /// The `PING`'s token.
         token: [u8; 8],
     },
+    /// `NAT_MAPPING`: the sender's NAT class, sent to a peer (in `FORWARD`)
+    /// with its candidates.
+    NatMapping {
+        /// The class.
+        class: NatClass,
+    },
+    /// `BIRTHDAY_ME_NOW`: the leader asks the peer to start birthday
+    /// probing ([`crate::nat::birthday`] names the sides) at
+    /// `start_at_unix_micros`, or `delay_ms` after receipt; its probes
+    /// carry `token`. The frame type gives the family of both addresses.
+    BirthdayMeNow {
+        /// The round (the probes carry it as a `u32`).
+        round: u32,
+        /// Random value (CSPRNG, chosen by the sender) that the probes carry.
+        token: [u8; 16],
+        /// How long after receipt to start, in milliseconds.
+        delay_ms: u64,
+        /// The sender's start time in microseconds since the Unix epoch.
+        start_at_unix_micros: u64,
+        /// Whether the sender is the easy side.
+        sender_easy: bool,
+        /// The easy side's public address.
+        easy: SocketAddr,
+        /// The hard side's public IP.
+        hard: IpAddr,
+    },
     /// A frame of a type this implementation does not know.
     ///
     /// [`decode_frame`] consumes such frames whole and returns them here so
@@ -311,6 +384,8 @@ impl ControlMessage {
             Self::NoMember { .. } => ft::NO_MEMBER,
             Self::Ping { .. } => ft::PING,
             Self::Pong { .. } => ft::PONG,
+            Self::NatMapping { .. } => ft::NAT_MAPPING,
+            Self::BirthdayMeNow { easy, .. } => ft::BIRTHDAY_ME_NOW_V4 + v6(easy),
             Self::Unknown { frame_type, .. } => *frame_type,
         }
     }

@@ -103,6 +103,10 @@ pub enum EncodeError {
     /// known frame types: it would decode as something else.
     #[error("frame type {0:#x} is a known type and cannot be sent as Unknown")]
     KnownTypeAsUnknown(u64),
+    /// A message whose addresses must share a family (the frame type names
+    /// it) mixes IPv4 and IPv6.
+    #[error("the addresses of frame type {0:#x} mix IPv4 and IPv6")]
+    MixedFamilies(u64),
     /// The payload would exceed [`crate::proto::MAX_PAYLOAD_LEN`].
     #[error("frame payload of {len} bytes exceeds the maximum of {max}")]
     FrameTooLarge {

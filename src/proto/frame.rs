@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 
 use super::cert::Certificate;
 use super::control::{
-    frame_type as ft, ControlMessage, MemberQuery, UnavailableReason, MAX_PAYLOAD_LEN,
+    frame_type as ft, ControlMessage, MemberQuery, NatClass, UnavailableReason, MAX_PAYLOAD_LEN,
 };
 use super::error::{DecodeError, EncodeError};
 use super::reader::Reader;
@@ -99,6 +99,29 @@ impl ControlMessage {
             }
             Self::AddressProof { token } => out.extend_from_slice(token),
             Self::Ping { token } | Self::Pong { token } => out.extend_from_slice(token),
+            Self::NatMapping { class } => {
+                encode_varint(class.code(), out)?;
+            }
+            Self::BirthdayMeNow {
+                round,
+                token,
+                delay_ms,
+                start_at_unix_micros,
+                sender_easy,
+                easy,
+                hard,
+            } => {
+                if easy.is_ipv4() != hard.is_ipv4() {
+                    return Err(EncodeError::MixedFamilies(self.frame_type()));
+                }
+                encode_varint(u64::from(*round), out)?;
+                out.extend_from_slice(token);
+                encode_varint(*delay_ms, out)?;
+                encode_varint(*start_at_unix_micros, out)?;
+                out.push(u8::from(*sender_easy));
+                put_addr(easy, out);
+                put_ip(hard, out);
+            }
             Self::MemberRegister { cert } => out.extend_from_slice(&cert.encode()),
             Self::MemberLookup { query } | Self::NoMember { query } => put_query(query, out),
             Self::Member { query, cert } => {
@@ -126,6 +149,23 @@ fn put_addr(addr: &SocketAddr, out: &mut Vec<u8>) {
         IpAddr::V6(ip) => out.extend_from_slice(&ip.octets()),
     }
     out.extend_from_slice(&addr.port().to_be_bytes());
+}
+
+/// Appends an IP address: 4 or 16 bytes.
+fn put_ip(ip: &IpAddr, out: &mut Vec<u8>) {
+    match ip {
+        IpAddr::V4(ip) => out.extend_from_slice(&ip.octets()),
+        IpAddr::V6(ip) => out.extend_from_slice(&ip.octets()),
+    }
+}
+
+/// Reads an IP address whose family is given by the parity of `frame_type`.
+fn get_ip(r: &mut Reader<'_>, frame_type: u64) -> Result<IpAddr, DecodeError> {
+    Ok(if frame_type & 1 == 0 {
+        IpAddr::V4(r.ipv4()?)
+    } else {
+        IpAddr::V6(r.ipv6()?)
+    })
 }
 
 /// Appends a member query: `0` and a key, or `4`/`6` and an address.
@@ -310,6 +350,27 @@ fn decode_payload(frame_type: u64, payload: &[u8]) -> Result<ControlMessage, Dec
         },
         ft::NO_MEMBER => ControlMessage::NoMember {
             query: get_query(&mut r)?,
+        },
+        ft::NAT_MAPPING => ControlMessage::NatMapping {
+            class: NatClass::from_code(r.varint()?),
+        },
+        ft::BIRTHDAY_ME_NOW_V4 | ft::BIRTHDAY_ME_NOW_V6 => ControlMessage::BirthdayMeNow {
+            round: r.varint_u32("round")?,
+            token: r.array()?,
+            delay_ms: r.varint()?,
+            start_at_unix_micros: r.varint()?,
+            sender_easy: match r.array::<1>()?[0] {
+                0 => false,
+                1 => true,
+                _ => {
+                    return Err(DecodeError::Invalid {
+                        field: "sender_easy",
+                        reason: "neither 0 nor 1",
+                    })
+                }
+            },
+            easy: get_addr(&mut r, frame_type)?,
+            hard: get_ip(&mut r, frame_type)?,
         },
         ft::PING => ControlMessage::Ping { token: r.array()? },
         ft::PONG => ControlMessage::Pong { token: r.array()? },

@@ -59,6 +59,8 @@
 //! | `0x3d7f0a` | `NO_MEMBER` | `query` |
 //! | `0x3d7f0b` | `PING` | `token: 8 bytes` |
 //! | `0x3d7f0c` | `PONG` | `token: 8 bytes` |
+//! | `0x3d7f10` | `NAT_MAPPING` | `class: varint` ([`NatClass`]) |
+//! | `0x3d7f12` / `0x3d7f13` | `BIRTHDAY_ME_NOW` | `round: varint, token: 16 bytes, delay_ms: varint, start_at_unix_micros: varint, sender_easy: 1 byte (0/1), easy: ip, port, hard: ip` |
 //!
 //! The `PUNCH_ME_NOW` round must fit in a `u32` (punch probes carry it in 4
 //! bytes). `peer` is an Ed25519 public key. `FORWARD` is the bootstrap's
@@ -78,6 +80,12 @@
 //! its certificate, and asks for another member's by key or address; the
 //! bootstrap answers only members of the same network (CA), and the asker
 //! verifies what it gets against its own trusted CAs.
+//!
+//! `NAT_MAPPING` and `BIRTHDAY_ME_NOW` travel in `FORWARD` between two
+//! peers: a peer's NAT class goes with its candidates, and the leader of a
+//! pair where one NAT maps endpoint-independently and the other per
+//! destination starts birthday probing with `BIRTHDAY_ME_NOW` instead of
+//! `PUNCH_ME_NOW` (see [`crate::nat::birthday`]).
 //!
 //! `PING` and `PONG` are between two peers, alone on a bidirectional stream
 //! that the pinging side opens: one `PING`, answered by one `PONG` with the
@@ -99,7 +107,9 @@ pub mod raw;
 mod reader;
 mod varint;
 
-pub use control::{frame_type, ControlMessage, MemberQuery, UnavailableReason, MAX_PAYLOAD_LEN};
+pub use control::{
+    frame_type, ControlMessage, MemberQuery, NatClass, UnavailableReason, MAX_PAYLOAD_LEN,
+};
 pub use error::{DecodeError, EncodeError};
 pub use frame::decode_frame;
 pub use varint::{decode_varint, encode_varint, varint_len, VARINT_MAX};

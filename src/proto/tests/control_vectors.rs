@@ -265,6 +265,28 @@ pub(crate) fn vectors() -> Vec<(&'static str, &'static str, M)> {
             },
         ),
         (
+            "NAT_MAPPING",
+            "803d7f10 01 03",
+            M::NatMapping {
+                class: crate::proto::NatClass::Dependent,
+            },
+        ),
+        (
+            // payload 1 + 16 + 2 + 1 + 1 + 6 + 4 = 31 = 0x1f
+            "BIRTHDAY_ME_NOW v4",
+            "803d7f12 1f 03 00010203 04050607 08090a0b 0c0d0e0f 40fa 00 01
+             c6336407 c350 cb007109",
+            M::BirthdayMeNow {
+                round: 3,
+                token: TOKEN_A,
+                delay_ms: 250,
+                start_at_unix_micros: 0,
+                sender_easy: true,
+                easy: addr("198.51.100.7:50000"),
+                hard: "203.0.113.9".parse().unwrap(),
+            },
+        ),
+        (
             "PING",
             "803d7f0b 08 01020304 05060708",
             M::Ping {
@@ -460,4 +482,27 @@ fn unavailable_reason_codes() {
     assert_eq!(R::from_code(0), R::Other(0));
     assert_eq!(R::from_code(5), R::LimitReached);
     assert_eq!(R::from_code(6), R::Other(6));
+}
+
+#[test]
+fn birthday_addresses_share_a_family() {
+    let msg = M::BirthdayMeNow {
+        round: 1,
+        token: TOKEN_A,
+        delay_ms: 0,
+        start_at_unix_micros: 0,
+        sender_easy: false,
+        easy: addr("198.51.100.7:50000"),
+        hard: "2001:db8::1".parse().unwrap(),
+    };
+    assert_eq!(
+        msg.encode(&mut Vec::new()),
+        Err(crate::proto::EncodeError::MixedFamilies(0x3d_7f12))
+    );
+    // sender_easy is 0 or 1.
+    let mut bytes =
+        hex("803d7f12 1f 03 00010203 04050607 08090a0b 0c0d0e0f 40fa 00 02 c6336407 c350 cb007109");
+    assert!(decode_frame(&bytes).is_err());
+    bytes[25] = 0;
+    assert!(decode_frame(&bytes).unwrap().is_some());
 }

@@ -57,6 +57,36 @@ fn member() -> impl Strategy<Value = M> {
         (query(), cert()).prop_map(|(query, cert)| M::Member { query, cert }),
         query().prop_map(|query| M::NoMember { query }),
         any::<[u8; 16]>().prop_map(|token| M::AddressProof { token }),
+        (0u64..4).prop_map(|c| M::NatMapping {
+            class: crate::proto::NatClass::from_code(c)
+        }),
+        (
+            any::<u32>(),
+            any::<[u8; 16]>(),
+            varint(),
+            varint(),
+            any::<bool>(),
+            sock(),
+            any::<[u8; 16]>(),
+        )
+            .prop_map(
+                |(round, token, delay_ms, start_at_unix_micros, sender_easy, easy, h)| {
+                    let hard = if easy.is_ipv4() {
+                        IpAddr::from([h[0], h[1], h[2], h[3]])
+                    } else {
+                        IpAddr::from(h)
+                    };
+                    M::BirthdayMeNow {
+                        round,
+                        token,
+                        delay_ms,
+                        start_at_unix_micros,
+                        sender_easy,
+                        easy,
+                        hard,
+                    }
+                }
+            ),
         any::<[u8; 8]>().prop_map(|token| M::Ping { token }),
         any::<[u8; 8]>().prop_map(|token| M::Pong { token }),
     ]
