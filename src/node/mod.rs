@@ -22,6 +22,7 @@
 //! socket.
 
 mod admission;
+mod birthday_driver;
 mod config;
 mod connection;
 pub mod control;

@@ -361,6 +361,16 @@ impl AntqSocket {
             .unwrap_or_else(PoisonError::into_inner) = Some(set);
     }
 
+    /// Whether `ip` is one of the host's addresses (`None`: not known yet,
+    /// see [`Self::set_local_ips`]).
+    pub fn is_local_ip(&self, ip: IpAddr) -> Option<bool> {
+        self.local_ips
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|set| set.contains(&canonical_ip(ip)))
+    }
+
     /// The source address to send from: `src` unless the host no longer has it.
     fn source_ip(&self, src: Option<IpAddr>) -> Option<IpAddr> {
         let ip = src?;

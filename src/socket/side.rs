@@ -156,6 +156,21 @@ impl AntqSocket {
             .remove(&canonical(virtual_addr));
     }
 
+    /// Sends a raw frame on side path `virtual_addr` to its remote (the
+    /// attempt that made the path acks the peer's last probes on it).
+    pub fn try_send_raw_on_side_path(
+        &self,
+        virtual_addr: SocketAddr,
+        data: &[u8],
+    ) -> io::Result<()> {
+        let sides = self.sides.lock().unwrap_or_else(PoisonError::into_inner);
+        let path = sides
+            .get(&canonical(virtual_addr))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such side path"))?;
+        path.socket.send_to(data, path.remote)?;
+        Ok(())
+    }
+
     /// The remote end of side path `virtual_addr`, if it is one.
     pub fn side_remote(&self, virtual_addr: SocketAddr) -> Option<SocketAddr> {
         self.sides

@@ -20,7 +20,8 @@
 //!
 //! Files: `peer` (the per-peer driver around [`PeerState`]), `links`
 //! (bootstrap links), `punch` (candidates and punch sessions), `network`
-//! (network changes, dead links, the priming TTL), `ping` (pings above
+//! (network changes, dead links, the priming TTL), `birthday` (birthday
+//! probing with a hard NAT), `ping` (pings above
 //! QUIC), `stats`. See
 //! `docs/architecture.md` for the tasks and who owns what.
 //!
@@ -38,6 +39,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
+mod birthday;
 mod links;
 mod members;
 mod network;
@@ -180,6 +182,13 @@ pub struct OpenConnections {
     pub both: usize,
 }
 
+/// How long a punch or birthday attempt keeps a peer busy (no other
+/// starts meanwhile).
+fn punch_busy(punch: &PunchConfig) -> Duration {
+    let birthday = crate::nat::BirthdayConfig::default();
+    (punch.max_duration + punch.linger).max(birthday.max_duration + birthday.linger)
+}
+
 /// Why a datagram could not be sent.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -282,7 +291,7 @@ impl Overlay {
         node_config.transport = config.transport.clone();
         let node = Node::bind(node_config)?;
         let started = Instant::now();
-        let punch_busy = config.punch.max_duration + config.punch.linger;
+        let punch_busy = punch_busy(&config.punch);
         let peers: PeerMap = config
             .peers
             .iter()
@@ -455,7 +464,7 @@ impl Overlay {
             leads: me < id,
             endpoint,
             started: Instant::now(),
-            punch_busy: config.punch.max_duration + config.punch.linger,
+            punch_busy: punch_busy(&config.punch),
         };
         let added = self.change_peers(|peers| {
             if peers.contains_key(&id) {

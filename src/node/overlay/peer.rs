@@ -165,7 +165,12 @@ impl Overlay {
                     }),
                 }
             };
-            slot.state().handle_timeout(now, tick);
+            let nat = self.nat_class();
+            {
+                let mut state = slot.state();
+                state.set_own_nat(nat);
+                state.handle_timeout(now, tick);
+            }
             loop {
                 let action = slot.state().poll_action();
                 let Some(action) = action else { break };
@@ -231,10 +236,37 @@ impl Overlay {
                 }
             }
             PeerAction::Announce { via } => self.announce(via, slot).await,
-            PeerAction::InitiatePunch { via } => {
+            PeerAction::InitiatePunch { via, birthday } => {
                 if let Some(link) = self.link_at(via) {
-                    self.initiate_punch(&link, slot);
+                    match birthday {
+                        Some(we_easy) => self.initiate_birthday(&link, slot, we_easy),
+                        None => self.initiate_punch(&link, slot),
+                    }
                 }
+            }
+            PeerAction::JoinBirthday {
+                via,
+                round,
+                token,
+                delay_ms,
+                start_at_unix_micros,
+                easy,
+                hard,
+                we_easy,
+            } => {
+                let rtt = self.link_at(via).map_or(Duration::ZERO, |l| l.conn.rtt());
+                let start_at = punch_start(delay_ms, start_at_unix_micros, rtt);
+                self.start_birthday(
+                    slot,
+                    super::birthday::BirthdayStart {
+                        we_easy,
+                        round,
+                        token,
+                        start_at,
+                        easy,
+                        hard,
+                    },
+                );
             }
             PeerAction::JoinPunch {
                 via,

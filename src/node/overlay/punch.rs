@@ -45,7 +45,7 @@ impl Overlay {
         }
     }
 
-    fn lock_punches(
+    pub(super) fn lock_punches(
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 16], mpsc::Sender<ProbeIn>>> {
         self.inner
@@ -266,7 +266,7 @@ fn unix_micros(t: SystemTime) -> u64 {
 /// same moment, give or take a few microseconds: both peers turn the agreed
 /// wall-clock start into their own monotonic instant, and a read that was
 /// interrupted in between would shift it.
-fn clock_pair() -> (Instant, u64) {
+pub(super) fn clock_pair() -> (Instant, u64) {
     let mut best: Option<(Duration, Instant, u64)> = None;
     for _ in 0..5 {
         let before = Instant::now();

@@ -39,6 +39,26 @@ pub(super) struct LinkStats {
     pub stalled: AtomicU64,
 }
 
+/// Counters of birthday probing (see `overlay::birthday`).
+#[derive(Debug, Default)]
+pub(super) struct BirthdayCounters {
+    pub started: AtomicU64,
+    pub succeeded: AtomicU64,
+    pub failed: AtomicU64,
+    primes: AtomicU64,
+    probes: AtomicU64,
+    acks: AtomicU64,
+}
+
+impl BirthdayCounters {
+    /// Adds an attempt's sends.
+    pub(super) fn probes(&self, s: &crate::nat::BirthdayStats) {
+        self.primes.fetch_add(s.primes_sent, Ordering::Relaxed);
+        self.probes.fetch_add(s.probes_sent, Ordering::Relaxed);
+        self.acks.fetch_add(s.acks_sent, Ordering::Relaxed);
+    }
+}
+
 /// Counters of an overlay.
 #[derive(Debug)]
 pub(super) struct OverlayStats {
@@ -55,6 +75,7 @@ pub(super) struct OverlayStats {
     first_connect: Histogram,
     first_direct: Histogram,
     pub pings: super::ping::PingStats,
+    pub birthdays: BirthdayCounters,
 }
 
 impl OverlayStats {
@@ -73,6 +94,7 @@ impl OverlayStats {
             first_connect: Histogram::new(CONNECT_SECONDS),
             first_direct: Histogram::new(CONNECT_SECONDS),
             pings: Default::default(),
+            birthdays: BirthdayCounters::default(),
         }
     }
 
@@ -109,8 +131,9 @@ fn nat_index(m: MappingBehaviour) -> usize {
 }
 
 impl Overlay {
-    /// Our NAT's mapping behaviour from the bootstraps' observations.
-    fn nat_kind(&self) -> usize {
+    /// Our NAT's mapping behaviour, from the bootstraps' observations of
+    /// our socket (`Unknown` until two views differ in server).
+    pub fn nat_mapping(&self) -> MappingBehaviour {
         let port = self.local_addr().map(|a| a.port()).unwrap_or(0);
         let base = std::net::SocketAddr::new(std::net::IpAddr::from([0, 0, 0, 0]), port);
         let observations: Vec<Observation> = self
@@ -124,7 +147,12 @@ impl Overlay {
                 })
             })
             .collect();
-        nat_index(infer_mapping(&observations))
+        infer_mapping(&observations)
+    }
+
+    /// The metrics label index of [`Self::nat_mapping`].
+    fn nat_kind(&self) -> usize {
+        nat_index(self.nat_mapping())
     }
 
     /// Counts a connection attempt we start (`relayed`: over a relay).
@@ -204,6 +232,21 @@ impl Overlay {
             "Relay connections dropped because their channel was closed or replaced.",
         )
         .int(&[], load(&s.relay_retired));
+        let b = &s.birthdays;
+        let f = r.counter(
+            "antq_birthdays_total",
+            "Birthday probing attempts (an easy NAT and a symmetric one), by result.",
+        );
+        f.int(&[("result", "started")], load(&b.started));
+        f.int(&[("result", "succeeded")], load(&b.succeeded));
+        f.int(&[("result", "failed")], load(&b.failed));
+        let f = r.counter(
+            "antq_birthday_packets_total",
+            "Packets sent by birthday attempts: primes (small TTL, easy side), probes, acks.",
+        );
+        f.int(&[("kind", "prime")], load(&b.primes));
+        f.int(&[("kind", "probe")], load(&b.probes));
+        f.int(&[("kind", "ack")], load(&b.acks));
         let f = r.counter(
             "antq_pings_total",
             "Pings above QUIC (antq-tun ping): ours sent, replied and lost; the peers' answered \

@@ -92,6 +92,10 @@ pub enum PeerAction {
     InitiatePunch {
         /// The link's address.
         via: SocketAddr,
+        /// Birthday probing instead ([`crate::nat::birthday`]), with our
+        /// side: `Some(true)` easy, `Some(false)` hard (send
+        /// BIRTHDAY_ME_NOW instead of PUNCH_ME_NOW).
+        birthday: Option<bool>,
     },
     /// The peer asked us to punch: start the session.
     JoinPunch {
@@ -107,6 +111,26 @@ pub enum PeerAction {
         start_at_unix_micros: u64,
         /// The leader's current public address, if not a candidate already.
         also: Option<SocketAddr>,
+    },
+    /// The peer asked for birthday probing (our side is the one
+    /// `BIRTHDAY_ME_NOW` did not name for the sender): start the session.
+    JoinBirthday {
+        /// The link the request came through.
+        via: SocketAddr,
+        /// The round.
+        round: u32,
+        /// The session's token.
+        token: [u8; 16],
+        /// Relative start.
+        delay_ms: u64,
+        /// Absolute start (µs since the epoch), 0 if none.
+        start_at_unix_micros: u64,
+        /// The easy side's public address.
+        easy: SocketAddr,
+        /// The hard side's public IP.
+        hard: std::net::IpAddr,
+        /// Whether we are the easy side.
+        we_easy: bool,
     },
     /// Drop the direct connection (traffic moves to the relay): close it
     /// with `why`, count it, and make every connection ping (our address

@@ -39,7 +39,7 @@ pub use self::io::{Admission, ConnId, LinkView, PathSample, PeerAction, PeerFact
 
 use crate::nat::{canonical, is_private_ip};
 use crate::nat::{Candidate, CandidateKind, Liveness, LivenessConfig, PathHealth};
-use crate::proto::ControlMessage;
+use crate::proto::{ControlMessage, NatClass};
 use crate::socket::is_virtual;
 
 /// How often the peer's paths are re-checked (and their liveness sampled:
@@ -119,7 +119,11 @@ pub struct PeerState {
     /// Until when a punch session runs.
     punching: Option<Instant>,
     /// The peer's and our candidates when the last punch started.
-    last_punched: (Vec<SocketAddr>, Vec<SocketAddr>),
+    last_punched: (Vec<SocketAddr>, Vec<SocketAddr>, (NatClass, NatClass)),
+    /// Our NAT class, as the driver last told it ([`Self::set_own_nat`]).
+    own_nat: NatClass,
+    /// The peer's, as its last `NAT_MAPPING` said.
+    remote_nat: NatClass,
     /// When the last direct path was dropped as dead.
     direct_lost: Option<Instant>,
     /// A validated punch address the follower dials at this time unless a
@@ -158,7 +162,13 @@ impl PeerState {
             announce_now: false,
             last_announce: None,
             punching: None,
-            last_punched: Default::default(),
+            last_punched: (
+                Vec::new(),
+                Vec::new(),
+                (NatClass::Unknown, NatClass::Unknown),
+            ),
+            own_nat: NatClass::Unknown,
+            remote_nat: NatClass::Unknown,
             direct_lost: None,
             dial_after_punch: None,
             dialing: Vec::new(),
@@ -391,7 +401,9 @@ impl PeerState {
         }
         let mut ours: Vec<SocketAddr> = self.announced.keys().copied().collect();
         ours.sort_unstable();
-        let candidates = (remote, ours);
+        // A NAT class learned late counts as new candidates: it may call
+        // for another method.
+        let candidates = (remote, ours, (self.own_nat, self.remote_nat));
         // New candidates (either side moved) are punched at once, even over
         // a running or failed attempt on the old ones: the backoff is for
         // retrying the same addresses.
@@ -410,8 +422,10 @@ impl PeerState {
         {
             self.punch_backoff.arm(now);
             self.last_punched = candidates;
-            self.actions
-                .push_back(PeerAction::InitiatePunch { via: link.addr });
+            self.actions.push_back(PeerAction::InitiatePunch {
+                via: link.addr,
+                birthday: self.birthday_side(),
+            });
         }
     }
 
@@ -445,6 +459,30 @@ impl PeerState {
         let route = self.relay_route.take();
         self.actions
             .push_back(PeerAction::RelayStalled { conn, route });
+    }
+
+    /// Our side of a birthday attempt with the peer (`Some(true)`: the
+    /// easy side), when one of the two NATs maps endpoint-independently
+    /// and the other per destination: a plain punch cannot guess the hard
+    /// side's port. A host without NAT needs no birthday (the hard side's
+    /// probes reach it).
+    pub fn birthday_side(&self) -> Option<bool> {
+        match (self.own_nat, self.remote_nat) {
+            (NatClass::EndpointIndependent, NatClass::Dependent) => Some(true),
+            (NatClass::Dependent, NatClass::EndpointIndependent) => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Our NAT class now (the driver reads it from the bootstraps' views
+    /// before each pass). A change is announced to the peer.
+    pub fn set_own_nat(&mut self, class: NatClass) {
+        if class != self.own_nat {
+            self.own_nat = class;
+            if !self.announced.is_empty() {
+                self.announce_now = true;
+            }
+        }
     }
 
     // ---- our announcement ----
@@ -481,6 +519,11 @@ impl PeerState {
             messages.push(ControlMessage::AddAddress {
                 sequence,
                 addr: *addr,
+            });
+        }
+        if self.own_nat != NatClass::Unknown {
+            messages.push(ControlMessage::NatMapping {
+                class: self.own_nat,
             });
         }
         if let Some(link) = self.pending_punch.take() {
@@ -632,6 +675,45 @@ impl PeerState {
             ControlMessage::RemoveAddress { sequence } => {
                 self.candidates.remove(&sequence);
                 self.candidates_changed = Some(now);
+            }
+            ControlMessage::NatMapping { class } => {
+                if class != self.remote_nat {
+                    self.remote_nat = class;
+                    self.candidates_changed = Some(now);
+                }
+            }
+            ControlMessage::BirthdayMeNow {
+                round,
+                token,
+                delay_ms,
+                start_at_unix_micros,
+                sender_easy,
+                easy,
+                hard,
+            } => {
+                if self.facts.leads || self.direct.is_some() {
+                    return;
+                }
+                // One attempt at a time, as for PUNCH_ME_NOW; and only
+                // where our own view agrees on the sides.
+                if self.punching.is_some_and(|t| now < t) {
+                    tracing::debug!(round, "birthday requested while a punch runs; ignored");
+                    return;
+                }
+                if self.birthday_side() != Some(!sender_easy) {
+                    tracing::debug!(round, own = ?self.own_nat, "birthday requested, but our NAT class disagrees; ignored");
+                    return;
+                }
+                self.actions.push_back(PeerAction::JoinBirthday {
+                    via,
+                    round,
+                    token,
+                    delay_ms,
+                    start_at_unix_micros,
+                    easy: canonical(easy),
+                    hard,
+                    we_easy: !sender_easy,
+                });
             }
             ControlMessage::PunchMeNow {
                 round,

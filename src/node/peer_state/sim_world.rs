@@ -658,7 +658,7 @@ impl World {
                     );
                 }
             }
-            PeerAction::InitiatePunch { via } => {
+            PeerAction::InitiatePunch { via, .. } => {
                 let b = self.boot_at(via);
                 let Some(addr) = self.peers[p].observed.iter().flatten().next().copied() else {
                     return;
@@ -691,6 +691,9 @@ impl World {
                 let start = now + Duration::from_millis(delay_ms);
                 self.start_session(p, Role::Controlled, round, start, also);
             }
+            // This world tells no peer its NAT class, so none picks
+            // birthday probing (its own sim tests are in nat::birthday).
+            PeerAction::JoinBirthday { .. } => {}
             PeerAction::DropDirect { conn, .. } | PeerAction::RelayStalled { conn, .. } => {
                 self.close_from(p, conn);
             }

@@ -265,7 +265,10 @@ fn leader_punches_once_candidates_settle_and_again_only_when_they_change() {
     p.advance(CANDIDATES_SETTLE);
     let actions = p.pass();
     assert!(has(&actions, |a| *a
-        == PeerAction::InitiatePunch { via: sa(BOOT) }));
+        == PeerAction::InitiatePunch {
+            via: sa(BOOT),
+            birthday: None
+        }));
     p.state.on_punch_started(p.now + Duration::from_millis(100));
     // Same candidates: no retry while it runs, nor within PUNCH_QUIET of
     // its end.
@@ -684,4 +687,116 @@ fn backoff_doubles_to_its_cap_and_resets() {
     assert!(!b.ready(at + Duration::from_secs(60)));
     b.reset();
     assert!(b.ready(at));
+}
+
+fn birthday_me_now(sender_easy: bool) -> ControlMessage {
+    ControlMessage::BirthdayMeNow {
+        round: 9,
+        token: [9; 16],
+        delay_ms: 60,
+        start_at_unix_micros: 0,
+        sender_easy,
+        easy: sa("203.0.113.77:5000"),
+        hard: "198.51.100.9".parse().unwrap(),
+    }
+}
+
+/// The NAT classes pick the method: birthday probing only between an
+/// endpoint-independent NAT and a dependent one, with our side; the class
+/// goes out with the candidates, and a class learned late is news.
+#[test]
+fn nat_classes_pick_birthday_probing_and_its_side() {
+    use crate::proto::NatClass::{Dependent, EndpointIndependent, Public, Unknown};
+    let mut p = Peer::new(true, None);
+    p.state.set_own_nat(EndpointIndependent);
+    let actions = p.pass();
+    assert!(has(&actions, |a| matches!(a, PeerAction::Announce { .. })));
+    let sent = p.state.announcement(&[sa("203.0.113.1:4000")], p.now);
+    assert_eq!(
+        sent.last(),
+        Some(&ControlMessage::NatMapping {
+            class: EndpointIndependent
+        })
+    );
+    p.add_candidate(0, "198.51.100.9:6000");
+    p.advance(CANDIDATES_SETTLE);
+    assert!(has(&p.pass(), |a| *a
+        == PeerAction::InitiatePunch {
+            via: sa(BOOT),
+            birthday: None
+        }));
+    p.state.on_punch_started(p.now);
+    // The peer says it is behind a symmetric NAT: news, at once.
+    p.state.handle_forwarded(
+        sa(BOOT),
+        ControlMessage::NatMapping { class: Dependent },
+        p.now,
+    );
+    assert_eq!(p.state.birthday_side(), Some(true));
+    p.advance(CANDIDATES_SETTLE);
+    assert!(has(&p.pass(), |a| *a
+        == PeerAction::InitiatePunch {
+            via: sa(BOOT),
+            birthday: Some(true)
+        }));
+    // Our class changing is announced again.
+    p.state.set_own_nat(Dependent);
+    assert_eq!(p.state.birthday_side(), None, "two hard NATs: no birthday");
+    assert!(has(&p.pass(), |a| matches!(a, PeerAction::Announce { .. })));
+    for (own, remote, side) in [
+        (Dependent, EndpointIndependent, Some(false)),
+        (Public, Dependent, None),
+        (EndpointIndependent, EndpointIndependent, None),
+        (Unknown, Dependent, None),
+    ] {
+        let mut p = Peer::new(true, None);
+        p.state.set_own_nat(own);
+        p.state.handle_forwarded(
+            sa(BOOT),
+            ControlMessage::NatMapping { class: remote },
+            p.now,
+        );
+        assert_eq!(p.state.birthday_side(), side, "{own:?} {remote:?}");
+    }
+}
+
+/// The follower joins a birthday attempt only when its own class agrees
+/// on the sides, one at a time, and never as the leader.
+#[test]
+fn birthday_requests_are_joined_when_the_sides_agree() {
+    use crate::proto::NatClass::{Dependent, EndpointIndependent};
+    let mut p = Peer::new(false, None);
+    p.state.set_own_nat(Dependent);
+    p.state.handle_forwarded(
+        sa(BOOT),
+        ControlMessage::NatMapping {
+            class: EndpointIndependent,
+        },
+        p.now,
+    );
+    // The sender claims to be hard too: refused.
+    p.state
+        .handle_forwarded(sa(BOOT), birthday_me_now(false), p.now);
+    assert!(p.drain().is_empty());
+    p.state
+        .handle_forwarded(sa(BOOT), birthday_me_now(true), p.now);
+    let actions = p.drain();
+    assert!(matches!(
+        actions[..],
+        [PeerAction::JoinBirthday {
+            round: 9,
+            we_easy: false,
+            ..
+        }]
+    ));
+    p.state.on_punch_started(p.now);
+    p.state
+        .handle_forwarded(sa(BOOT), birthday_me_now(true), p.now);
+    assert!(p.drain().is_empty(), "one at a time");
+    let mut leader = Peer::new(true, None);
+    leader.state.set_own_nat(Dependent);
+    leader
+        .state
+        .handle_forwarded(sa(BOOT), birthday_me_now(true), leader.now);
+    assert!(leader.drain().is_empty(), "the leader starts its own");
 }
