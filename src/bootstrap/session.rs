@@ -286,10 +286,10 @@ impl Bootstrap {
     ) -> Result<(), UnavailableReason> {
         let allowed = match &inner {
             // A virtual address is no punch candidate.
-            ControlMessage::AddAddress { addr, .. } | ControlMessage::PunchMeNow { addr, .. } => {
-                !is_virtual(*addr)
-            }
-            ControlMessage::RemoveAddress { .. } => true,
+            ControlMessage::AddAddress { addr, .. }
+            | ControlMessage::PunchMeNow { addr, .. }
+            | ControlMessage::BirthdayMeNow { easy: addr, .. } => !is_virtual(*addr),
+            ControlMessage::RemoveAddress { .. } | ControlMessage::NatMapping { .. } => true,
             _ => false,
         };
         if !allowed {

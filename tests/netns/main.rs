@@ -14,6 +14,7 @@
 mod common;
 
 mod attack;
+mod birthday;
 mod mesh;
 mod traffic;
 

@@ -137,7 +137,7 @@ impl Overlay {
         let span = tracing::info_span!("birthday", peer = %slot.id.short(), round = b.round);
         tracing::info!(parent: &span, easy = b.we_easy, peer_easy = %b.easy, peer_hard = %b.hard, "birthday probing starts");
         let busy_until = b.start_at + config.max_duration + config.linger;
-        slot.state().on_punch_started(b.start_at);
+        slot.state().on_birthday_started(b.start_at);
         self.inner
             .stats
             .birthdays
@@ -172,7 +172,7 @@ impl Overlay {
                 let stats =
                     birthday_driver::run(session, b.token, socket, group, rx, outcome_tx).await;
                 this.inner.stats.birthdays.probes(&stats);
-                tracing::debug!(?stats, "birthday attempt over");
+                tracing::info!(?stats, "birthday attempt over");
             }
             .instrument(span.clone()),
         );

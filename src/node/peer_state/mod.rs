@@ -124,6 +124,9 @@ pub struct PeerState {
     own_nat: NatClass,
     /// The peer's, as its last `NAT_MAPPING` said.
     remote_nat: NatClass,
+    /// Until when a birthday attempt runs (no second one meanwhile; a
+    /// plain punch may run beside it).
+    birthday_until: Option<Instant>,
     /// When the last direct path was dropped as dead.
     direct_lost: Option<Instant>,
     /// A validated punch address the follower dials at this time unless a
@@ -169,6 +172,7 @@ impl PeerState {
             ),
             own_nat: NatClass::Unknown,
             remote_nat: NatClass::Unknown,
+            birthday_until: None,
             direct_lost: None,
             dial_after_punch: None,
             dialing: Vec::new(),
@@ -694,10 +698,12 @@ impl PeerState {
                 if self.facts.leads || self.direct.is_some() {
                     return;
                 }
-                // One attempt at a time, as for PUNCH_ME_NOW; and only
-                // where our own view agrees on the sides.
-                if self.punching.is_some_and(|t| now < t) {
-                    tracing::debug!(round, "birthday requested while a punch runs; ignored");
+                // One attempt at a time, as for PUNCH_ME_NOW (a plain
+                // punch that began before the NAT classes were known may
+                // still run: it does not hold this off); and only where
+                // our own view agrees on the sides.
+                if self.birthday_until.is_some_and(|t| now < t) {
+                    tracing::debug!(round, "birthday requested while one runs; ignored");
                     return;
                 }
                 if self.birthday_side() != Some(!sender_easy) {
@@ -756,6 +762,12 @@ impl PeerState {
     /// A punch session started at `start_at`: no other runs until it ends.
     pub fn on_punch_started(&mut self, start_at: Instant) {
         self.punching = Some(start_at + self.facts.punch_busy);
+    }
+
+    /// A birthday attempt starts at `start_at`: no other runs until it
+    /// ends.
+    pub fn on_birthday_started(&mut self, start_at: Instant) {
+        self.birthday_until = Some(start_at + self.facts.punch_busy);
     }
 
     /// A punch validated a direct path to `remote`: the leader dials it at

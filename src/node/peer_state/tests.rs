@@ -774,6 +774,9 @@ fn birthday_requests_are_joined_when_the_sides_agree() {
         },
         p.now,
     );
+    // A plain punch running (begun before the classes were known) does
+    // not hold a birthday off.
+    p.state.on_punch_started(p.now);
     // The sender claims to be hard too: refused.
     p.state
         .handle_forwarded(sa(BOOT), birthday_me_now(false), p.now);
@@ -789,7 +792,7 @@ fn birthday_requests_are_joined_when_the_sides_agree() {
             ..
         }]
     ));
-    p.state.on_punch_started(p.now);
+    p.state.on_birthday_started(p.now);
     p.state
         .handle_forwarded(sa(BOOT), birthday_me_now(true), p.now);
     assert!(p.drain().is_empty(), "one at a time");
