@@ -240,6 +240,13 @@ flush_conntrack_ns() {
 # ---- kind upnp: stund in boot, miniupnpd in the router (files in upnp_dir)
 upnp_dir() { echo "$STATE_DIR/$PREFIX.upnp"; }
 
+# proc_alive PID: running (a zombie, waiting for init to reap it, is not)
+proc_alive() {
+	local st
+	st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+	[[ $st != Z* ]]
+}
+
 # wait_listen NS PROTO(u|t) [ADDR]:PORT: until something listens there (10 s)
 wait_listen() {
 	local _
@@ -259,7 +266,7 @@ start_stund() {
 	d=$(upnp_dir)
 	pidf=$d/stund.pid
 	mkdir -p "$d"
-	if [[ -s $pidf ]] && kill -0 "$(cat "$pidf")" 2>/dev/null; then return 0; fi
+	if [[ -s $pidf ]] && proc_alive "$(cat "$pidf")"; then return 0; fi
 	setsid ip netns exec "$BOOT_NS" stund -h "$BOOT_IP4" -a "$BOOT_IP4_ALT" \
 		-p "$STUN_PORT" -o "$((STUN_PORT + 1))" >"$d/stund.log" 2>&1 </dev/null &
 	echo $! >"$pidf"
@@ -320,7 +327,7 @@ stop_upnp() {
 		pid=$(cat "$d/$r.pid.lab")
 		kill "$pid" 2>/dev/null || true
 		for _ in $(seq 50); do
-			kill -0 "$pid" 2>/dev/null || break
+			proc_alive "$pid" || break
 			sleep 0.05
 		done
 		kill -9 "$pid" 2>/dev/null || true
