@@ -66,12 +66,16 @@ check_prefix() {
 state_file() { echo "$STATE_DIR/$PREFIX.env"; }
 
 # ---------------------------------------------------------------- deps
+# cmd_deps [base|all]: base = what every lab needs; all (the 'deps' command,
+# and 'up'/'set-kind' with kind upnp) adds miniupnpd, stund and the clients
 cmd_deps() {
 	local -A pkg_of=([ip]=iproute2 [tc]=iproute2 [iptables]=iptables [ip6tables]=iptables
 		[conntrack]=conntrack [iperf3]=iperf3 [curl]=curl [python3]=python3
-		[ps]=procps [sysctl]=procps [nft]=nftables
-		[iptables-legacy]=iptables [ip6tables-legacy]=iptables
-		[miniupnpd]=miniupnpd-iptables [stund]=stun-server [natpmpc]=natpmpc [upnpc]=miniupnpc)
+		[ps]=procps [sysctl]=procps [nft]=nftables)
+	if [[ ${1:-all} == all ]]; then
+		pkg_of+=([iptables-legacy]=iptables [ip6tables-legacy]=iptables
+			[miniupnpd]=miniupnpd-iptables [stund]=stun-server [natpmpc]=natpmpc [upnpc]=miniupnpc)
+	fi
 	local -A want=()
 	local c
 	for c in "${!pkg_of[@]}"; do
@@ -449,7 +453,7 @@ cmd_up() {
 	local k
 	for k in "${kinds[@]}"; do valid_kind "$k" || die "up: unknown kind '$k' (kinds: $KINDS)"; done
 	need_root
-	cmd_deps
+	if [[ ,$hosts, == *,upnp,* ]]; then cmd_deps all; else cmd_deps base; fi
 	cmd_down
 
 	UP_DONE=0
@@ -689,6 +693,7 @@ cmd_set_kind() {
 	if [[ $kind == cgnat || ${!k} == cgnat ]]; then
 		die "set-kind: cannot change host '$l' from ${!k} to $kind: kind cgnat (double NAT) is a topology fixed at 'up'; rebuild the lab with 'up --hosts ...' instead"
 	fi
+	if [[ $kind == upnp ]]; then cmd_deps all; fi
 	apply_kind "$PREFIX-r$l" "$kind" "${!h}"
 	if [[ $kind == none ]]; then set_public_route "$l" on; else set_public_route "$l" off; fi
 	flush_conntrack_ns "$PREFIX-r$l"
@@ -854,7 +859,7 @@ main() {
 		esac
 	done
 	case $cmd in
-	deps) cmd_deps ;;
+	deps) cmd_deps all ;;
 	up) cmd_up "${rest[@]}" ;;
 	down) cmd_down ;;
 	exec) cmd_exec "${rest[@]}" ;;
