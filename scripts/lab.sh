@@ -9,7 +9,7 @@ set -euo pipefail
 
 STATE_DIR=/run/antq-lab
 DEFAULT_PREFIX=aqlab
-KINDS="none full-cone home symmetric symmetric-range udp-blocked cgnat"
+KINDS="none full-cone home home-fw symmetric symmetric-range udp-blocked cgnat upnp"
 LETTERS=(a b c d e f g h i j k l m n o p q r s t u v w x y z)
 NET4=198.18.0      # the "internet" (RFC 2544 benchmark range), a /24
 NET6=2001:db8:ff   # the "internet" IPv6 /64 (documentation range)
@@ -17,6 +17,8 @@ BOOT_HOST=10       # boot: .10 (and .11, a second "third party" address)
 SYMRANGE=40000-40999
 CARRIER4=100.64    # cgnat: carrier network 100.64.N.0/24 (RFC 6598 shared space)
 CARRIER6=fd64      # cgnat: carrier network fd64:N::/64 (IPv6 routed, not NATed)
+STUN_PORT=3470     # upnp: stund in boot on BOOT_IP4/BOOT_IP4_ALT, ports 3470 and 3471
+UPNP_HTTP_PORT=5000 # upnp: miniupnpd's UPnP IGD (HTTP) port on the router's LAN address
 ATTACH_NAME_RE='[a-z][a-z0-9]{2,11}' # attach: names of plain namespaces on the bridge
 
 PREFIX=$DEFAULT_PREFIX
@@ -28,7 +30,9 @@ usage: lab.sh COMMAND [--prefix P] ARGS...
   up [--prefix P] --hosts K1[,K2...] [--delay MS]
                                         build a lab (runs 'down' first)
                                         kinds: ${KINDS// /, }
-                                        (cgnat: home NAT hrX behind carrier NAT rX)
+                                        (cgnat: home NAT hrX behind carrier NAT rX;
+                                         home-fw: home + router drops new inbound to itself;
+                                         upnp: symmetric + miniupnpd: UPnP IGD, NAT-PMP, PCP)
   down [--prefix P]                     kill processes, delete namespaces + state
   exec [--prefix P] NAME CMD...         run CMD in namespace NAME
                                         (a, b, ..., ra, rb, ..., hrb (cgnat), boot, inet)
@@ -62,10 +66,16 @@ check_prefix() {
 state_file() { echo "$STATE_DIR/$PREFIX.env"; }
 
 # ---------------------------------------------------------------- deps
+# cmd_deps [base|all]: base = what every lab needs; all (the 'deps' command,
+# and 'up'/'set-kind' with kind upnp) adds miniupnpd, stund and the clients
 cmd_deps() {
 	local -A pkg_of=([ip]=iproute2 [tc]=iproute2 [iptables]=iptables [ip6tables]=iptables
 		[conntrack]=conntrack [iperf3]=iperf3 [curl]=curl [python3]=python3
 		[ps]=procps [sysctl]=procps [nft]=nftables)
+	if [[ ${1:-all} == all ]]; then
+		pkg_of+=([iptables-legacy]=iptables [ip6tables-legacy]=iptables
+			[miniupnpd]=miniupnpd-iptables [stund]=stun-server [natpmpc]=natpmpc [upnpc]=miniupnpc)
+	fi
 	local -A want=()
 	local c
 	for c in "${!pkg_of[@]}"; do
@@ -76,9 +86,41 @@ cmd_deps() {
 	command -v apt-get >/dev/null 2>&1 || die "missing packages (${!want[*]}) and no apt-get"
 	log "installing ${!want[*]}"
 	export DEBIAN_FRONTEND=noninteractive
+	# The lab runs miniupnpd and stund inside its own namespaces only; a copy
+	# started as a system service in the root namespace would answer on the
+	# machine's real networks. miniupnpd-iptables itself ships no service
+	# (the unit and the debconf questions are in package miniupnpd, which is
+	# not installed here, but preseeded in case apt brings it along:
+	# start_daemon=false, no question asked). stun-server ships
+	# /etc/init.d/stun, which starts nothing unless /etc/default/stun says
+	# START_DAEMON=true. On top of that, a policy-rc.d (only if the machine
+	# has none; removed right after) keeps invoke-rc.d from starting
+	# anything during the install, and under systemd both units are
+	# disabled and stopped afterwards.
+	if command -v debconf-set-selections >/dev/null 2>&1; then
+		debconf-set-selections <<-EOF
+			miniupnpd miniupnpd/start_daemon boolean false
+			miniupnpd miniupnpd/listen string
+			miniupnpd miniupnpd/iface string
+			miniupnpd miniupnpd/ip6script boolean false
+		EOF
+	fi
+	local rcd=/usr/sbin/policy-rc.d ours=""
+	if [[ ! -e $rcd ]]; then
+		printf '#!/bin/sh\n# scripts/lab.sh deps: no service starts during the install\nexit 101\n' >"$rcd"
+		chmod 755 "$rcd"
+		ours=1
+	fi
+	local rc=0
 	if ! apt-get install -y -qq --no-install-recommends "${!want[@]}" >/dev/null 2>&1; then
-		apt-get update -qq >/dev/null
-		apt-get install -y -qq --no-install-recommends "${!want[@]}" >/dev/null
+		apt-get update -qq >/dev/null || true
+		apt-get install -y -qq --no-install-recommends "${!want[@]}" >/dev/null || rc=$?
+	fi
+	[[ -z $ours ]] || rm -f "$rcd"
+	((rc == 0)) || die "apt-get install ${!want[*]} failed"
+	# Under systemd: make sure the units stay disabled and stopped.
+	if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
+		systemctl disable --now miniupnpd.service stun.service >/dev/null 2>&1 || true
 	fi
 }
 
@@ -168,6 +210,13 @@ ip6t() {
 	shift
 	nsx "$ns" ip6tables -w "$@"
 }
+# Kind upnp: miniupnpd talks to the kernel through libiptc, i.e. the legacy
+# xtables, so that router uses iptables-legacy throughout (no nft rules at all).
+iptl() {
+	local ns=$1
+	shift
+	nsx "$ns" iptables-legacy -w "$@"
+}
 
 # Our rules live in our own chains so that set-kind can swap them atomically-ish.
 ensure_chains() {
@@ -176,10 +225,14 @@ ensure_chains() {
 	ipt "$ns" -t nat -N LAB_POST 2>/dev/null || true
 	ipt "$ns" -N LAB_FWD 2>/dev/null || true
 	ip6t "$ns" -N LAB_FWD 2>/dev/null || true
+	ipt "$ns" -N LAB_IN 2>/dev/null || true
+	ip6t "$ns" -N LAB_IN 2>/dev/null || true
 	ipt "$ns" -t nat -C PREROUTING -j LAB_PRE 2>/dev/null || ipt "$ns" -t nat -A PREROUTING -j LAB_PRE
 	ipt "$ns" -t nat -C POSTROUTING -j LAB_POST 2>/dev/null || ipt "$ns" -t nat -A POSTROUTING -j LAB_POST
 	ipt "$ns" -C FORWARD -j LAB_FWD 2>/dev/null || ipt "$ns" -A FORWARD -j LAB_FWD
 	ip6t "$ns" -C FORWARD -j LAB_FWD 2>/dev/null || ip6t "$ns" -A FORWARD -j LAB_FWD
+	ipt "$ns" -C INPUT -j LAB_IN 2>/dev/null || ipt "$ns" -A INPUT -j LAB_IN
+	ip6t "$ns" -C INPUT -j LAB_IN 2>/dev/null || ip6t "$ns" -A INPUT -j LAB_IN
 }
 
 flush_conntrack_ns() {
@@ -188,16 +241,140 @@ flush_conntrack_ns() {
 	nsx "$ns" conntrack -F -f ipv6 >/dev/null 2>&1 || true
 }
 
+# ---- kind upnp: stund in boot, miniupnpd in the router (files in upnp_dir)
+upnp_dir() { echo "$STATE_DIR/$PREFIX.upnp"; }
+
+# proc_alive PID: running (a zombie, waiting for init to reap it, is not)
+proc_alive() {
+	local st
+	st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+	[[ $st != Z* ]]
+}
+
+# wait_listen NS PROTO(u|t) [ADDR]:PORT: until something listens there (10 s)
+wait_listen() {
+	local _
+	for _ in $(seq 200); do
+		nsx "$1" ss -Hn"$2"l 2>/dev/null | grep -qF "$3 " && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+# stund (package stun-server, RFC 3489: it needs two addresses) in boot on
+# BOOT_IP4 and BOOT_IP4_ALT, ports STUN_PORT and STUN_PORT+1. miniupnpd
+# refuses a WAN address in a reserved range (198.18.0.0/15 is one) unless
+# STUN shows that the router is not itself behind a NAT. One per lab.
+start_stund() {
+	local d pidf
+	d=$(upnp_dir)
+	pidf=$d/stund.pid
+	mkdir -p "$d"
+	if [[ -s $pidf ]] && proc_alive "$(cat "$pidf")"; then return 0; fi
+	setsid ip netns exec "$BOOT_NS" stund -h "$BOOT_IP4" -a "$BOOT_IP4_ALT" \
+		-p "$STUN_PORT" -o "$((STUN_PORT + 1))" >"$d/stund.log" 2>&1 </dev/null &
+	echo $! >"$pidf"
+	wait_listen "$BOOT_NS" u "$BOOT_IP4:$STUN_PORT" || die "stund did not start in $BOOT_NS (log: $d/stund.log)"
+}
+
+# start_upnp NS HOST_LAN4: miniupnpd in router NS with its own config, pid,
+# lease and log files (upnp_dir/rX.*): UPnP IGD on LAN:UPNP_HTTP_PORT,
+# NAT-PMP and PCP on LAN:5351, mappings of UDP and TCP ports 1024-65535 for
+# the router's LAN only.
+start_upnp() {
+	local ns=$1 host=$2 d r lan4
+	d=$(upnp_dir)
+	r=${ns#"$PREFIX"-}
+	lan4=${host%.*}.1
+	start_stund
+	cat >"$d/$r.conf" <<-EOF
+		# generated by scripts/lab.sh for $ns
+		ext_ifname=wan
+		listening_ip=lan
+		http_port=$UPNP_HTTP_PORT
+		enable_upnp=yes
+		# NAT-PMP and PCP (both on UDP 5351)
+		enable_natpmp=yes
+		ipv6_disable=yes
+		secure_mode=yes
+		system_uptime=yes
+		ext_perform_stun=yes
+		ext_stun_host=$BOOT_IP4
+		ext_stun_port=$STUN_PORT
+		# not the machine's /var/run/minissdpd.sock (shared by all namespaces)
+		minissdpdsocket=$d/$r.minissdpd.sock
+		lease_file=$d/$r.leases
+		uuid=$(cat /proc/sys/kernel/random/uuid)
+		min_lifetime=10
+		allow 1024-65535 ${host%.*}.0/24 1024-65535
+		deny 0-65535 0.0.0.0/0 0-65535
+	EOF
+	: >"$d/$r.leases"
+	# -d: foreground (and debug log to stderr); setsid: out of lab.sh's session
+	setsid ip netns exec "$ns" miniupnpd -d -f "$d/$r.conf" -P "$d/$r.pid" \
+		>"$d/$r.log" 2>&1 </dev/null &
+	echo $! >"$d/$r.pid.lab"
+	# (it asks the STUN server first: up to 3 s when an answer is lost)
+	if ! wait_listen "$ns" u "$lan4:5351" || ! wait_listen "$ns" t ":$UPNP_HTTP_PORT"; then
+		die "miniupnpd did not start in $ns (log: $d/$r.log)"
+	fi
+}
+
+# stop_upnp NS: stop that router's miniupnpd (if any) and remove every
+# legacy iptables rule and chain of the router.
+stop_upnp() {
+	local ns=$1 d r pid t
+	d=$(upnp_dir)
+	r=${ns#"$PREFIX"-}
+	[[ -e $d/$r.conf ]] || return 0
+	if [[ -s $d/$r.pid.lab ]]; then
+		pid=$(cat "$d/$r.pid.lab")
+		kill "$pid" 2>/dev/null || true
+		for _ in $(seq 50); do
+			proc_alive "$pid" || break
+			sleep 0.05
+		done
+		kill -9 "$pid" 2>/dev/null || true
+	fi
+	for t in nat mangle filter; do
+		iptl "$ns" -t "$t" -F
+		iptl "$ns" -t "$t" -X
+	done
+	rm -f "$d/$r".*
+}
+
 # apply_kind NS KIND HOST_LAN4: (re)write the router's NAT rules.
 # For cgnat, NS is the carrier NAT (its own rules are those of home); the
 # home router in front of the host gets kind home (see cmd_up).
 apply_kind() {
 	local ns=$1 kind=$2 host=$3
+	stop_upnp "$ns"
+	if [[ $kind == upnp ]]; then
+		# legacy iptables only: no nft table at all in this router
+		nsx "$ns" nft flush ruleset
+		# the chains of miniupnpd's iptables_init.sh, hooked on the WAN
+		iptl "$ns" -t nat -N MINIUPNPD
+		iptl "$ns" -t nat -A PREROUTING -i wan -j MINIUPNPD
+		iptl "$ns" -t nat -N MINIUPNPD-POSTROUTING
+		iptl "$ns" -t nat -A POSTROUTING -o wan -j MINIUPNPD-POSTROUTING
+		iptl "$ns" -t mangle -N MINIUPNPD
+		iptl "$ns" -t mangle -A PREROUTING -i wan -j MINIUPNPD
+		iptl "$ns" -t filter -N MINIUPNPD
+		iptl "$ns" -t filter -A FORWARD -i wan ! -o wan -j MINIUPNPD
+		# symmetric, as kind symmetric, but only for the LAN: the router's
+		# own STUN packets must keep their ports, or miniupnpd concludes that
+		# it is behind a symmetric NAT and grants nothing
+		iptl "$ns" -t nat -A POSTROUTING -s "${host%.*}.0/24" -o wan -j MASQUERADE --random-fully
+		start_upnp "$ns" "$host"
+		return 0
+	fi
 	ensure_chains "$ns"
 	ipt "$ns" -t nat -F LAB_PRE
 	ipt "$ns" -t nat -F LAB_POST
 	ipt "$ns" -F LAB_FWD
 	ip6t "$ns" -F LAB_FWD
+	ipt "$ns" -F LAB_IN
+	ip6t "$ns" -F LAB_IN
 	case $kind in
 	none) ;;
 	full-cone)
@@ -206,6 +383,14 @@ apply_kind() {
 		;;
 	home | cgnat)
 		ipt "$ns" -t nat -A LAB_POST -o wan -j MASQUERADE
+		;;
+	home-fw)
+		# home, and the router drops what is addressed to itself unless it
+		# belongs to a connection it knows (as most home routers do). What
+		# is forwarded to the LAN (replies to the host's flows) passes.
+		ipt "$ns" -t nat -A LAB_POST -o wan -j MASQUERADE
+		ipt "$ns" -A LAB_IN -i wan -m conntrack --ctstate NEW -j DROP
+		ip6t "$ns" -A LAB_IN -i wan -m conntrack --ctstate NEW -j DROP
 		;;
 	symmetric)
 		ipt "$ns" -t nat -A LAB_POST -o wan -j MASQUERADE --random-fully
@@ -268,7 +453,7 @@ cmd_up() {
 	local k
 	for k in "${kinds[@]}"; do valid_kind "$k" || die "up: unknown kind '$k' (kinds: $KINDS)"; done
 	need_root
-	cmd_deps
+	if [[ ,$hosts, == *,upnp,* ]]; then cmd_deps all; else cmd_deps base; fi
 	cmd_down
 
 	UP_DONE=0
@@ -470,6 +655,7 @@ cmd_down() {
 		done
 	fi
 	rm -f "$(state_file)"
+	rm -rf "$(upnp_dir)"
 }
 
 # ---------------------------------------------------------------- others
@@ -507,6 +693,7 @@ cmd_set_kind() {
 	if [[ $kind == cgnat || ${!k} == cgnat ]]; then
 		die "set-kind: cannot change host '$l' from ${!k} to $kind: kind cgnat (double NAT) is a topology fixed at 'up'; rebuild the lab with 'up --hosts ...' instead"
 	fi
+	if [[ $kind == upnp ]]; then cmd_deps all; fi
 	apply_kind "$PREFIX-r$l" "$kind" "${!h}"
 	if [[ $kind == none ]]; then set_public_route "$l" on; else set_public_route "$l" off; fi
 	flush_conntrack_ns "$PREFIX-r$l"
@@ -571,6 +758,10 @@ cmd_renumber_wan() {
 	# (deleting a primary address takes its secondaries along: old one first)
 	nsx "$r" ip addr del "$old4/24" dev wan
 	nsx "$r" ip addr add "$new4/24" dev wan
+	# miniupnpd learns its external address once, at start (STUN): restart it
+	# (its mappings went with the old address anyway)
+	local h=HOST_${L}_LAN4
+	if [[ ${!k} == upnp ]]; then apply_kind "$r" upnp "${!h}"; fi
 	state_set "ROUTER_${L}_WAN4" "$new4"
 	echo "$new4"
 }
@@ -668,7 +859,7 @@ main() {
 		esac
 	done
 	case $cmd in
-	deps) cmd_deps ;;
+	deps) cmd_deps all ;;
 	up) cmd_up "${rest[@]}" ;;
 	down) cmd_down ;;
 	exec) cmd_exec "${rest[@]}" ;;

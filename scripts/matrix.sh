@@ -8,9 +8,11 @@
 #   matrix.sh [--kinds k1,k2,...] [--settle SECONDS] [--json FILE] [--bin PATH]
 #             [--keep-logs DIR]
 #
-# Kinds default to every lab kind. Needs root. Prints a table; with --json
-# also writes the rows as JSON; with --keep-logs keeps each pair's logs
-# (bootstrap, a, b) in DIR/KA-KB/.
+# Kinds: any of lab.sh's (none, full-cone, home, home-fw, symmetric,
+# symmetric-range, udp-blocked, cgnat, upnp); default: none, full-cone,
+# home, symmetric, symmetric-range, udp-blocked (21 pairs). Needs root.
+# Prints a table; with --json also writes the rows as JSON; with
+# --keep-logs keeps each pair's logs (bootstrap, a, b) in DIR/KA-KB/.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -31,7 +33,7 @@ while [ $# -gt 0 ]; do
 	--bin) BIN=${2:?}; shift 2 ;;
 	--prefix) PREFIX=${2:?}; shift 2 ;;
 	--keep-logs) KEEP_LOGS=${2:?}; shift 2 ;;
-	*) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+	*) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 	esac
 done
 
@@ -39,6 +41,12 @@ cleanup() { bash "$HERE/mesh.sh" down --prefix "$PREFIX" >/dev/null 2>&1 || true
 trap cleanup EXIT INT TERM
 
 IFS=, read -r -a kinds <<<"$KINDS"
+for k in "${kinds[@]}"; do
+	case " $(sed -n 's/^KINDS="\(.*\)"$/\1/p' "$HERE/lab.sh") " in
+	*" $k "*) ;;
+	*) echo "matrix.sh: unknown kind '$k'" >&2; exit 2 ;;
+	esac
+done
 [ -n "$BIN" ] || BIN=$(antq_bin)
 rows=()
 printf '%-16s %-16s %-9s %-7s %-14s %-14s\n' "host a" "host b" connected path "first ms" "direct ms"

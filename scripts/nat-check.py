@@ -27,6 +27,12 @@ Python 3 standard library only.  Addresses are IPv4 "a.b.c.d:port" or IPv6
   send-to --via SERVER TARGET
       Ask SERVER (started with --allow-send-to) to send one datagram to TARGET
       from its own socket (used to pre-create a conntrack entry on a router).
+  pcp-map --gateway IP --internal-port N [--external-port E] [--lifetime S]
+          [--protocol udp|tcp] [--nonce TEXT]
+      One PCP (RFC 6887) MAP request to IP:5351 for this host's IPv4 address:
+      print result=SUCCESS|<code name>, external=IP:PORT and lifetime=S.
+      Lifetime 0 deletes the mapping (PCP wants the nonce that created it:
+      the same --nonce, a fixed default).
 
 Output of client commands is "key=value" lines.  Exit status: 0 on an answer,
 2 if nothing came back (blocked), 1 on usage errors.
@@ -278,6 +284,53 @@ def cmd_send_to(args):
     return 0 if words else 2
 
 
+PCP_RESULTS = {
+    0: "SUCCESS", 1: "UNSUPP_VERSION", 2: "NOT_AUTHORIZED", 3: "MALFORMED_REQUEST",
+    4: "UNSUPP_OPCODE", 5: "UNSUPP_OPTION", 6: "MALFORMED_OPTION", 7: "NETWORK_FAILURE",
+    8: "NO_RESOURCES", 9: "UNSUPP_PROTOCOL", 10: "USER_EX_QUOTA",
+    11: "CANNOT_PROVIDE_EXTERNAL", 12: "ADDRESS_MISMATCH", 13: "EXCESSIVE_REMOTE_PEERS",
+}
+
+
+def cmd_pcp_map(args):
+    proto = {"udp": 17, "tcp": 6}[args.protocol]
+    nonce_bytes = args.nonce.encode()[:12].ljust(12, b"\0")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.connect((args.gateway, 5351))
+    client = sock.getsockname()[0]
+
+    def mapped(ip):  # IPv4-mapped IPv6 address, as PCP carries addresses
+        return b"\0" * 10 + b"\xff\xff" + socket.inet_aton(ip)
+
+    # common header: version 2, opcode MAP (1), lifetime, client address
+    req = bytes([2, 1, 0, 0]) + args.lifetime.to_bytes(4, "big") + mapped(client)
+    # MAP: nonce, protocol, internal port, suggested external port and address
+    req += nonce_bytes + bytes([proto, 0, 0, 0]) + args.internal_port.to_bytes(2, "big")
+    req += args.external_port.to_bytes(2, "big") + mapped("0.0.0.0")
+    for _ in range(args.tries):
+        sock.send(req)
+        r, _, _ = select.select([sock], [], [], args.timeout)
+        if not r:
+            continue
+        try:
+            data = sock.recv(1100)
+        except OSError as e:
+            print("result=error error=%s" % e)
+            return 2
+        if len(data) < 60 or data[0] != 2 or data[1] != 0x81 or data[24:36] != nonce_bytes:
+            continue
+        code = data[3]
+        lifetime = int.from_bytes(data[4:8], "big")
+        port = int.from_bytes(data[42:44], "big")
+        ip = socket.inet_ntoa(data[56:60])
+        print("result=%s" % PCP_RESULTS.get(code, code))
+        print("external=%s:%d" % (ip, port))
+        print("lifetime=%d" % lifetime)
+        return 0 if code == 0 else 3
+    print("result=no-answer")
+    return 2
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -314,6 +367,15 @@ def main():
     p.add_argument("target")
     common(p)
     p.set_defaults(fn=cmd_send_to)
+    p = sub.add_parser("pcp-map", help="one PCP MAP request")
+    p.add_argument("--gateway", required=True)
+    p.add_argument("--internal-port", type=int, required=True)
+    p.add_argument("--external-port", type=int, default=0)
+    p.add_argument("--lifetime", type=int, default=60)
+    p.add_argument("--protocol", choices=("udp", "tcp"), default="udp")
+    p.add_argument("--nonce", default="antq-lab-pcp")
+    common(p)
+    p.set_defaults(fn=cmd_pcp_map)
     args = ap.parse_args()
     try:
         return args.fn(args) or 0
