@@ -15,9 +15,9 @@
 //!    ([`BirthdayConfig::lead`] after `start_at`), the hard side sends a probe
 //!    from each of [`BirthdayConfig::hard_sockets`] fresh local sockets (the
 //!    driver opens them; socket `0` is the main one, `1..=N` the extra
-//!    ones) to the easy side's address, and again every
-//!    [`BirthdayConfig::hard_interval`] from the same sockets, so their
-//!    mappings stay. Each socket's first probe gets a random public port;
+//!    ones) to the easy side's address, and once more
+//!    [`BirthdayConfig::hard_interval`] later from the same sockets (for
+//!    loss: their mappings stay, so the bet is the same). Each socket's first probe gets a random public port;
 //!    when one of them is a port the easy side primed, that probe gets
 //!    through.
 //! 3. **Validation.** A probe is answered by an ack from the socket it came
@@ -33,10 +33,11 @@
 //!
 //! **Bounds** (what one attempt may send): the easy side `easy_ports`
 //! primes (never reaching the peer), at most [`MAX_TRIGGERED`] triggered
-//! probes and one ack per probe received; the hard side at most
-//! `hard_sockets` probes per `hard_interval` until `max_duration`, all to
-//! the one address the easy side announced, and one ack per probe
-//! received. Neither sends faster than `rate` probes a second.
+//! probes and one ack per probe received; the hard side `hard_sockets`
+//! probes per round for [`BirthdayConfig::hard_rounds`] rounds (512 probes
+//! of 25 bytes by default, 12.8 kB), all to the one address the easy side
+//! announced, and one ack per probe received. Neither sends faster than
+//! `rate` probes a second.
 //!
 //! Like [`super::punch`], the session only names [`ProbeOut`]s; the driver
 //! encodes them with the attempt's token. Randomness (the primed ports)
@@ -72,6 +73,10 @@ pub struct BirthdayConfig {
     pub rate: u32,
     /// How often each hard socket probes again.
     pub hard_interval: Duration,
+    /// How many times each hard socket probes. A socket keeps its NAT
+    /// mapping, so a later round only makes up for loss: a round more does
+    /// not widen the bet.
+    pub hard_rounds: u32,
     /// The attempt gives up this long after `start_at`.
     pub max_duration: Duration,
     /// After success, acks are still sent this long.
@@ -86,7 +91,8 @@ impl Default for BirthdayConfig {
             port_range: (1024, 65535),
             rate: 2000,
             hard_interval: Duration::from_secs(1),
-            max_duration: Duration::from_secs(6),
+            hard_rounds: 2,
+            max_duration: Duration::from_secs(4),
             linger: Duration::from_secs(2),
         }
     }
@@ -96,7 +102,7 @@ impl Default for BirthdayConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BirthdayConfigError {
     /// A count or the rate is zero.
-    #[error("hard_sockets, easy_ports and rate must be at least 1")]
+    #[error("hard_sockets, easy_ports, hard_rounds and rate must be at least 1")]
     Zero,
     /// More ports to prime than the range has.
     #[error("easy_ports ({ports}) exceeds the port range ({range} ports)")]
@@ -128,7 +134,8 @@ impl BirthdayConfig {
 
     /// Checks the values.
     pub fn validate(&self) -> Result<(), BirthdayConfigError> {
-        if self.hard_sockets == 0 || self.easy_ports == 0 || self.rate == 0 {
+        if self.hard_sockets == 0 || self.easy_ports == 0 || self.rate == 0 || self.hard_rounds == 0
+        {
             return Err(BirthdayConfigError::Zero);
         }
         if self.port_range.0 > self.port_range.1 || u32::from(self.easy_ports) > self.range_len() {
@@ -360,6 +367,9 @@ impl BirthdaySession {
                 self.start_at + pace(self.primed as u32, self.config.rate)
             }
             BirthdaySide::Hard { .. } => {
+                if self.hard_round >= self.config.hard_rounds {
+                    return None;
+                }
                 let sent_in_round = u32::from(self.hard_next_socket - 1);
                 self.hard_round_at(self.hard_round) + pace(sent_in_round, self.config.rate)
             }

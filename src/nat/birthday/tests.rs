@@ -56,12 +56,17 @@ fn config_is_checked() {
     ));
     let short = BirthdayConfig {
         max_duration: Duration::from_millis(600),
-        ..ok
+        ..ok.clone()
     };
     assert!(matches!(
         short.validate(),
         Err(BirthdayConfigError::TooShort { .. })
     ));
+    let no_rounds = BirthdayConfig {
+        hard_rounds: 0,
+        ..ok
+    };
+    assert_eq!(no_rounds.validate(), Err(BirthdayConfigError::Zero));
 }
 
 #[test]
@@ -271,9 +276,9 @@ fn hard_side_is_bounded() {
         sent += drain(&mut s).len();
     }
     assert_eq!(now, t0 + config.max_duration);
-    // Rounds start at lead + k s (k = 0..5) before the 6 s deadline.
-    assert_eq!(sent, 256 * 6);
-    assert_eq!(s.stats().probes_sent, 256 * 6);
+    // Two rounds, 1 s apart.
+    assert_eq!(sent, 256 * 2);
+    assert_eq!(s.stats().probes_sent, 256 * 2);
     assert_eq!(s.poll_event(), Some(BirthdayEvent::Failed));
 }
 
@@ -414,7 +419,7 @@ fn home_and_symmetric_meet_at_a_birthday() {
         for r in &runs {
             assert_eq!(r.easy_stats.primes_sent, 1024);
             assert!(r.easy_stats.probes_sent <= MAX_TRIGGERED as u64);
-            assert!(r.hard_stats.probes_sent <= 256 * 6);
+            assert!(r.hard_stats.probes_sent <= 256 * 2);
             assert!(r.hard_stats.primes_sent == 0);
         }
         assert!(ok
