@@ -62,6 +62,8 @@ pub mod frame_type {
     pub const PING: u64 = 0x3d_7f0b;
     /// antq `PONG`: the answer to a `PING`, with its token.
     pub const PONG: u64 = 0x3d_7f0c;
+    /// antq `OBSERVE_AT`: the bootstrap's observe socket is on this port.
+    pub const OBSERVE_AT: u64 = 0x3d_7f0d;
 
     /// Whether `t` is one of the frame types above.
     pub fn is_known(t: u64) -> bool {
@@ -70,7 +72,7 @@ pub mod frame_type {
             ADD_ADDRESS_V4..=REMOVE_ADDRESS
                 | OBSERVED_ADDRESS_V4
                 | OBSERVED_ADDRESS_V6
-                | FORWARD..=PONG
+                | FORWARD..=OBSERVE_AT
         )
     }
 }
@@ -275,6 +277,15 @@ pub enum ControlMessage {
         /// The `PING`'s token.
         token: [u8; 8],
     },
+    /// `OBSERVE_AT`: from a bootstrap, right after its first
+    /// `OBSERVED_ADDRESS`: its observe socket listens on `port` of the IP
+    /// the peer reaches it at, and answers `OBSERVE_REQUEST` raw frames
+    /// ([`crate::proto::raw::ObserveRequest`]) sent there from the peer's
+    /// main socket. Bootstraps without one never send it.
+    ObserveAt {
+        /// The observe socket's UDP port.
+        port: u16,
+    },
     /// A frame of a type this implementation does not know.
     ///
     /// [`decode_frame`] consumes such frames whole and returns them here so
@@ -311,6 +322,7 @@ impl ControlMessage {
             Self::NoMember { .. } => ft::NO_MEMBER,
             Self::Ping { .. } => ft::PING,
             Self::Pong { .. } => ft::PONG,
+            Self::ObserveAt { .. } => ft::OBSERVE_AT,
             Self::Unknown { frame_type, .. } => *frame_type,
         }
     }

@@ -20,8 +20,9 @@
 //!
 //! Files: `peer` (the per-peer driver around [`PeerState`]), `links`
 //! (bootstrap links), `punch` (candidates and punch sessions), `network`
-//! (network changes, dead links, the priming TTL), `ping` (pings above
-//! QUIC), `stats`. See
+//! (network changes, dead links, the priming TTL), `observe` (our NAT's
+//! mapping behaviour from a bootstrap's observe socket), `ping` (pings
+//! above QUIC), `stats`. See
 //! `docs/architecture.md` for the tasks and who owns what.
 //!
 //! [`PeerState`]: crate::node::peer_state::PeerState
@@ -41,6 +42,7 @@ use tracing::Instrument as _;
 mod links;
 mod members;
 mod network;
+mod observe;
 mod peer;
 mod ping;
 mod punch;
@@ -342,7 +344,8 @@ impl Overlay {
                 this.install(conn);
             }
         });
-        // Raw frames: punch probes, and address challenges from bootstraps.
+        // Raw frames: punch probes, address challenges from bootstraps, and
+        // the answers of their observe sockets.
         if let Some(mut raw) = inner.node.socket().take_raw_receiver() {
             let this = self.clone();
             tokio::spawn(async move {
@@ -378,7 +381,10 @@ impl Overlay {
                                 }
                             }
                         }
-                        Ok(RawFrame::Relay { .. }) | Err(_) => {
+                        Ok(RawFrame::ObserveReply(reply)) => {
+                            this.observe_reply(packet.from, reply);
+                        }
+                        Ok(RawFrame::Relay { .. } | RawFrame::ObserveRequest(_)) | Err(_) => {
                             tracing::debug!(from = %packet.from, "unexpected raw frame dropped");
                         }
                     }
