@@ -192,8 +192,11 @@ async fn serve(
         let now = Instant::now();
         for (m, buf) in meta.iter().zip(&bufs).take(count) {
             let data = &buf[..m.len.min(RECV_BUF)];
+            // GRO may have joined several datagrams of one source; an
+            // empty datagram is one (malformed) datagram too.
             let stride = m.stride.max(1);
-            for datagram in data.chunks(stride) {
+            let datagrams = data.chunks(stride).chain(data.is_empty().then_some(data));
+            for datagram in datagrams {
                 let Answer::Reply(reply) = answerer.handle(m.addr, datagram, now, &stats) else {
                     tracing::trace!(from = %m.addr, "observe request dropped");
                     continue;
