@@ -52,9 +52,11 @@ async fn one_bootstrap_tells_an_endpoint_independent_mapping() {
     let a = overlay(&Identity::generate(), &[], &boot);
     assert_eq!(a.nat_mapping(), MappingBehaviour::Unknown);
     let started = Instant::now();
-    let took = wait_for("nat_mapping EndpointIndependent", Duration::from_secs(5), || {
-        a.nat_mapping() == MappingBehaviour::EndpointIndependent
-    })
+    let took = wait_for(
+        "nat_mapping EndpointIndependent",
+        Duration::from_secs(5),
+        || a.nat_mapping() == MappingBehaviour::EndpointIndependent,
+    )
     .await;
     eprintln!(
         "one bootstrap: EndpointIndependent after {:.0} ms (from overlay start {:.0} ms)",
@@ -109,9 +111,11 @@ async fn replies_nobody_asked_for_are_dropped() {
     init_tracing();
     let boot = bootstrap();
     let a = overlay(&Identity::generate(), &[], &boot);
-    wait_for("nat_mapping EndpointIndependent", Duration::from_secs(5), || {
-        a.nat_mapping() == MappingBehaviour::EndpointIndependent
-    })
+    wait_for(
+        "nat_mapping EndpointIndependent",
+        Duration::from_secs(5),
+        || a.nat_mapping() == MappingBehaviour::EndpointIndependent,
+    )
     .await;
     // Someone else (not the observe socket) claims we are elsewhere; and a
     // reply "from" nowhere in particular with a random token.

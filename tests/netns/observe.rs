@@ -42,9 +42,10 @@ fn one_bootstrap_tells_home_from_symmetric_mapping() {
                 last["nat_mapping"]
             )
         });
-        failures.check(last["bootstraps"].as_array().map(Vec::len) == Some(1), || {
-            format!("host {host}: want one bootstrap: {}", last["bootstraps"])
-        });
+        failures.check(
+            last["bootstraps"].as_array().map(Vec::len) == Some(1),
+            || format!("host {host}: want one bootstrap: {}", last["bootstraps"]),
+        );
         let out = mesh.exec(host, &[bin(), "status", "-i", "antq0"]);
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         failures.check(text.contains(&format!("NAT mapping: {want}")), || {
@@ -79,10 +80,9 @@ fn one_bootstrap_tells_home_from_symmetric_mapping() {
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        failures.check(
-            b["observe_port"]["address"] == "198.18.0.10:9001",
-            || format!("host {host}: observe port not 198.18.0.10:9001: {b}"),
-        );
+        failures.check(b["observe_port"]["address"] == "198.18.0.10:9001", || {
+            format!("host {host}: observe port not 198.18.0.10:9001: {b}")
+        });
         // Both seen from the NAT's public address; the same port behind
         // home, another one behind symmetric.
         failures.check(
@@ -114,7 +114,10 @@ fn one_bootstrap_tells_home_from_symmetric_mapping() {
     let out = mesh.exec("boot", &[bin(), "status", "--json", "-i", "bootstrap-9000"]);
     let status = serde_json::from_slice::<serde_json::Value>(&out.stdout)
         .unwrap_or_else(|e| panic!("bootstrap status: {e}: {}", describe(&out)));
-    eprintln!("bootstrap observe: {} at {}", status["observe"], status["observe_listen"]);
+    eprintln!(
+        "bootstrap observe: {} at {}",
+        status["observe"], status["observe_listen"]
+    );
     failures.check(
         status["observe"]["answered"].as_u64().unwrap_or(0) >= 6
             && status["observe"]["malformed"] == 0,
