@@ -7,7 +7,8 @@
 //! tcp_listen = "0.0.0.0:9000"   # optional; default: the `listen` address and
 //!                               # port; "off" = no TCP (hosts behind networks
 //!                               # that drop UDP cannot then connect)
-//! observe_port = 9001    # optional; default: the `listen` port + 1; "off" =
+//! observe_port = 9001    # optional; default: the `listen` port + 1 (another
+//!                        # free port if that one is taken); "off" =
 //!                        # none (peers with this bootstrap alone then cannot
 //!                        # tell their NAT's mapping behaviour)
 //! relay = true

@@ -217,10 +217,23 @@ impl Bootstrap {
             None => None,
         };
         let observe = match settings.observe.bind_addr(settings.listen) {
-            Some(addr) => Some(Arc::new(
-                observe::spawn(addr, &limits)
-                    .map_err(|source| NodeError::ObserveBind { addr, source })?,
-            )),
+            Some(addr) => {
+                let bound = observe::spawn(addr, &limits).or_else(|error| {
+                    // The default port is only a convention (peers learn
+                    // the real one from OBSERVE_AT): when it is taken, any
+                    // free port will do. A configured port must be that one.
+                    if settings.observe != ObserveListen::NextPort || addr.port() == 0 {
+                        return Err(error);
+                    }
+                    let any = SocketAddr::new(addr.ip(), 0);
+                    let server = observe::spawn(any, &limits)?;
+                    tracing::warn!(%addr, %error, local = %server.local, "observe port taken; using another (set observe_port to choose)");
+                    Ok(server)
+                });
+                Some(Arc::new(
+                    bound.map_err(|source| NodeError::ObserveBind { addr, source })?,
+                ))
+            }
             None => None,
         };
         let raw = node.socket().take_raw_receiver();

@@ -89,7 +89,8 @@ pub enum TcpListen {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ObserveListen {
     /// The listen IP and the listen port + 1 (a free port chosen by the
-    /// system when the listen port is 0 or 65535).
+    /// system when the listen port is 0 or 65535, or when port + 1 is
+    /// taken: peers learn the port from `OBSERVE_AT`).
     NextPort,
     /// The listen IP and this port (0: a free port chosen by the system).
     Port(u16),

@@ -194,3 +194,49 @@ async fn observe_socket_answers_within_its_limits_and_never_amplifies() {
     assert!(observe_counter(&boot, "rate_limited") >= 14);
     assert_eq!(observe_counter(&boot, "answered"), 1 + answers);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_default_port_falls_back_a_configured_one_fails() {
+    init_tracing();
+    let start = |listen: SocketAddr, observe: ObserveListen| {
+        Bootstrap::start(BootstrapSettings {
+            identity: Identity::generate(),
+            listen,
+            tcp_listen: TcpListen::Off,
+            observe,
+            relay: true,
+            allowed_keys: None,
+            limits: Limits::default(),
+        })
+    };
+    // Port + 1 held by someone else; the listen port itself free.
+    let (blocker, listen) = (0..20)
+        .find_map(|_| {
+            let blocker = UdpSocket::bind(loopback()).unwrap();
+            let taken = blocker.local_addr().unwrap();
+            let listen = SocketAddr::new(taken.ip(), taken.port().checked_sub(1)?);
+            UdpSocket::bind(listen).ok()?;
+            Some((blocker, listen))
+        })
+        .expect("a free port below a taken one");
+    let taken = blocker.local_addr().unwrap();
+    let err = start(listen, ObserveListen::Port(taken.port()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("observe socket") && err.contains("observe_port"),
+        "{err}"
+    );
+    let boot = start(listen, ObserveListen::NextPort).unwrap();
+    let observe = boot.observe_local_addr().unwrap();
+    assert_ne!(observe, taken);
+    assert_ne!(observe.port(), listen.port());
+    // Peers learn the port from OBSERVE_AT, so the mapping still works.
+    let a = overlay(&Identity::generate(), &[], &boot);
+    wait_for(
+        "nat_mapping EndpointIndependent",
+        Duration::from_secs(5),
+        || a.nat_mapping() == MappingBehaviour::EndpointIndependent,
+    )
+    .await;
+}
