@@ -7,6 +7,10 @@
 //! tcp_listen = "0.0.0.0:9000"   # optional; default: the `listen` address and
 //!                               # port; "off" = no TCP (hosts behind networks
 //!                               # that drop UDP cannot then connect)
+//! observe_port = 9001    # optional; default: the `listen` port + 1 (another
+//!                        # free port if that one is taken); "off" =
+//!                        # none (peers with this bootstrap alone then cannot
+//!                        # tell their NAT's mapping behaviour)
 //! relay = true
 //! allowed_keys = ["BASE64PUBKEY", ...]            # optional: serve only these
 //! metrics = "127.0.0.1:9901"                     # optional: Prometheus, loopback only
@@ -27,6 +31,8 @@
 //! max_pending_handshakes = 256
 //! tcp_max_streams = 4096
 //! tcp_max_streams_per_ip = 16
+//! observe_per_sec_per_ip = 5         # OBSERVE_REQUESTs answered per source
+//! observe_per_sec = 2000             # and in total
 //! ```
 
 use std::net::SocketAddr;
@@ -34,7 +40,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{BootstrapSettings, Limits, TcpListen};
+use super::{BootstrapSettings, Limits, ObserveListen, TcpListen};
 use crate::config::{invalid, load_private_key, parse_metrics, parse_toml, read_text, ConfigError};
 use crate::identity::PeerId;
 
@@ -51,6 +57,7 @@ struct Section {
     private_key: Option<String>,
     listen: Option<String>,
     tcp_listen: Option<String>,
+    observe_port: Option<PortOrOff>,
     relay: Option<bool>,
     allowed_keys: Option<Vec<String>>,
     coordination_per_sec: Option<f64>,
@@ -67,7 +74,17 @@ struct Section {
     max_pending_handshakes: Option<i64>,
     tcp_max_streams: Option<i64>,
     tcp_max_streams_per_ip: Option<i64>,
+    observe_per_sec_per_ip: Option<f64>,
+    observe_per_sec: Option<f64>,
     metrics: Option<String>,
+}
+
+/// A port number, or a word (`"off"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PortOrOff {
+    Port(i64),
+    Word(String),
 }
 
 /// A validated bootstrap configuration: what [`Bootstrap::start`] takes,
@@ -127,6 +144,44 @@ impl BootstrapConfig {
                      listener; leave it out to use the `listen` address",
                 )
             })?),
+        };
+        let observe_fix = "write a free UDP port other than the listen port, e.g. observe_port = \
+                           9001, or \"off\" for none; leave it out for the listen port + 1";
+        let observe = match s.observe_port {
+            None if listen.port() == u16::MAX => {
+                return Err(invalid(
+                    path,
+                    "bootstrap.observe_port",
+                    "the default (listen port + 1) does not exist for listen port 65535",
+                    observe_fix,
+                ))
+            }
+            None => ObserveListen::NextPort,
+            Some(PortOrOff::Word(w)) if w.trim() == "off" => ObserveListen::Off,
+            Some(PortOrOff::Word(w)) => {
+                return Err(invalid(
+                    path,
+                    "bootstrap.observe_port",
+                    format!("`{w}` is neither a port nor \"off\""),
+                    observe_fix,
+                ))
+            }
+            Some(PortOrOff::Port(n)) => match u16::try_from(n) {
+                Ok(port) if port != 0 && (port != listen.port() || listen.port() == 0) => {
+                    ObserveListen::Port(port)
+                }
+                _ => {
+                    return Err(invalid(
+                        path,
+                        "bootstrap.observe_port",
+                        format!(
+                            "{n} is not a UDP port (1-65535) other than the listen port {}",
+                            listen.port()
+                        ),
+                        observe_fix,
+                    ))
+                }
+            },
         };
         let allowed_keys = s
             .allowed_keys
@@ -239,6 +294,16 @@ impl BootstrapConfig {
                 s.tcp_max_streams_per_ip,
                 defaults.tcp_max_streams_per_ip,
             )?,
+            observe_per_sec_per_ip: positive(
+                "observe_per_sec_per_ip",
+                s.observe_per_sec_per_ip,
+                defaults.observe_per_sec_per_ip,
+            )?,
+            observe_per_sec: positive(
+                "observe_per_sec",
+                s.observe_per_sec,
+                defaults.observe_per_sec,
+            )?,
         };
         let metrics = s
             .metrics
@@ -251,6 +316,7 @@ impl BootstrapConfig {
                 identity,
                 listen,
                 tcp_listen,
+                observe,
                 relay: s.relay.unwrap_or(true),
                 allowed_keys,
                 limits,
@@ -313,6 +379,39 @@ mod tests {
         assert!(e.contains("positive whole number"), "{e}");
         let e = load("tcp_listen = false\n").unwrap_err().to_string();
         assert!(e.contains("tcp_listen"), "{e}");
+    }
+
+    #[test]
+    fn observe_port_defaults_to_the_next_port_and_can_be_set_or_turned_off() {
+        let c = load("").unwrap();
+        assert_eq!(c.settings.observe, ObserveListen::NextPort);
+        assert_eq!(
+            c.settings.observe.bind_addr(c.settings.listen),
+            Some("127.0.0.1:9001".parse().unwrap())
+        );
+        let c = load("observe_port = 3478\nobserve_per_sec_per_ip = 2\n").unwrap();
+        assert_eq!(c.settings.observe, ObserveListen::Port(3478));
+        assert_eq!(c.settings.limits.observe_per_sec_per_ip, 2.0);
+        assert_eq!(
+            load("observe_port = \"off\"\n").unwrap().settings.observe,
+            ObserveListen::Off
+        );
+    }
+
+    #[test]
+    fn bad_observe_port_names_file_field_and_fix() {
+        for bad in ["0", "9000", "70000", "-1", "\"sometimes\"", "true"] {
+            let e = load(&format!("observe_port = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("boot.toml"), "{bad}: {e}");
+            assert!(e.contains("observe_port"), "{bad}: {e}");
+            if bad != "true" {
+                assert!(e.contains("fix:") && e.contains("\"off\""), "{bad}: {e}");
+            }
+        }
+        let e = load("observe_per_sec = 0\n").unwrap_err().to_string();
+        assert!(e.contains("`bootstrap.observe_per_sec`"), "{e}");
     }
 
     #[test]

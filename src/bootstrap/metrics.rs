@@ -105,6 +105,16 @@ impl Bootstrap {
         ] {
             f.int(&[("event", event)], load(c));
         }
+        if let Some(observe) = self.observe_stats() {
+            let f = r.counter(
+                "antq_bootstrap_observe_requests_total",
+                "OBSERVE_REQUESTs on the observe socket, by result (answered, rate_limited, \
+                 malformed, send_failed).",
+            );
+            for (result, value) in observe.events() {
+                f.int(&[("result", result)], value);
+            }
+        }
         r.counter(
             "antq_bootstrap_raw_unexpected_total",
             "Raw frames other than address responses and relay data, dropped.",

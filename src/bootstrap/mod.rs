@@ -2,7 +2,10 @@
 //!
 //! For each connected peer it:
 //! - reports the address it observes (`OBSERVED_ADDRESS`, again whenever the
-//!   peer proves a new one);
+//!   peer proves a new one), and where its observe socket is (`OBSERVE_AT`):
+//!   a second UDP port that answers `OBSERVE_REQUEST` with the address it
+//!   sees, so that the peer can tell its NAT's mapping behaviour
+//!   ([`observe`]);
 //! - keeps the peer's announced candidates (`ADD_ADDRESS`/`REMOVE_ADDRESS`);
 //! - forwards coordination messages between two peers (`FORWARD` carrying
 //!   `ADD_ADDRESS`, `REMOVE_ADDRESS` or `PUNCH_ME_NOW`), within a per-key
@@ -45,13 +48,14 @@
 pub mod config;
 pub mod directory;
 mod metrics;
+pub mod observe;
 pub mod registry;
 mod relay;
 mod session;
 mod settings;
 pub mod status;
 
-pub use settings::{BootstrapSettings, Limits, TcpListen};
+pub use settings::{BootstrapSettings, Limits, ObserveListen, TcpListen};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -147,6 +151,7 @@ impl Drop for TcpServer {
 pub struct Bootstrap {
     node: Node,
     tcp: Option<Arc<TcpServer>>,
+    observe: Option<Arc<observe::ObserveServer>>,
     settings: Arc<BootstrapSettings>,
     registry: Arc<Mutex<Registry<Session>>>,
     stats: Arc<BootstrapStats>,
@@ -211,10 +216,31 @@ impl Bootstrap {
             }
             None => None,
         };
+        let observe = match settings.observe.bind_addr(settings.listen) {
+            Some(addr) => {
+                let bound = observe::spawn(addr, &limits).or_else(|error| {
+                    // The default port is only a convention (peers learn
+                    // the real one from OBSERVE_AT): when it is taken, any
+                    // free port will do. A configured port must be that one.
+                    if settings.observe != ObserveListen::NextPort || addr.port() == 0 {
+                        return Err(error);
+                    }
+                    let any = SocketAddr::new(addr.ip(), 0);
+                    let server = observe::spawn(any, &limits)?;
+                    tracing::warn!(%addr, %error, local = %server.local, "observe port taken; using another (set observe_port to choose)");
+                    Ok(server)
+                });
+                Some(Arc::new(
+                    bound.map_err(|source| NodeError::ObserveBind { addr, source })?,
+                ))
+            }
+            None => None,
+        };
         let raw = node.socket().take_raw_receiver();
         let this = Self {
             node,
             tcp,
+            observe,
             registry: Arc::new(Mutex::new(Registry::new(limits))),
             settings: Arc::new(settings),
             stats: Arc::default(),
@@ -292,6 +318,17 @@ impl Bootstrap {
         self.tcp.as_ref().map(|t| t.local)
     }
 
+    /// The bound address of the observe socket, if it is on.
+    pub fn observe_local_addr(&self) -> Option<SocketAddr> {
+        self.observe.as_ref().map(|o| o.local)
+    }
+
+    /// The observe socket's counters (answered, rate limited, malformed,
+    /// send failed); `None` when it is off.
+    pub fn observe_stats(&self) -> Option<&observe::ObserveStats> {
+        self.observe.as_ref().map(|o| &*o.stats)
+    }
+
     /// Counters.
     pub fn stats(&self) -> &BootstrapStats {
         &self.stats
@@ -333,6 +370,9 @@ impl Bootstrap {
     pub async fn close(&self) {
         if let Some(tcp) = &self.tcp {
             tcp.task.abort();
+        }
+        if let Some(observe) = &self.observe {
+            observe.task.abort();
         }
         self.node.close().await;
         self.node.socket().close_all_streams();

@@ -75,6 +75,7 @@ impl Bootstrap {
             tracing::info!(%tcp_peer, "peer is on TCP: relay only, no observed address");
         }
         self.send_observed(&conn, origin);
+        self.send_observe_at(&conn, origin);
 
         let mut tick = tokio::time::interval(OBSERVE_INTERVAL);
         let mut ignored: Option<SocketAddr> = None;
@@ -177,6 +178,18 @@ impl Bootstrap {
         let _ = conn
             .control()
             .try_send(ControlMessage::ObservedAddress { sequence, addr });
+    }
+
+    /// Tells a peer on UDP where the observe socket is (`OBSERVE_AT`), so
+    /// that it can ask it for a second observation of its address.
+    fn send_observe_at(&self, conn: &PeerConnection, addr: SocketAddr) {
+        let Some(port) = self.observe_local_addr().map(|a| a.port()) else {
+            return;
+        };
+        if is_virtual(addr) {
+            return;
+        }
+        let _ = conn.control().try_send(ControlMessage::ObserveAt { port });
     }
 
     fn handle(&self, peer: PeerId, conn: &PeerConnection, msg: ControlMessage) {

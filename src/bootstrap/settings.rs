@@ -42,6 +42,11 @@ pub struct Limits {
     pub tcp_max_streams: usize,
     /// TCP streams open at once from one source.
     pub tcp_max_streams_per_ip: usize,
+    /// `OBSERVE_REQUEST`s answered per second per source (the burst is
+    /// three times this).
+    pub observe_per_sec_per_ip: f64,
+    /// `OBSERVE_REQUEST`s answered per second in total (also the burst).
+    pub observe_per_sec: f64,
 }
 
 impl Default for Limits {
@@ -61,6 +66,8 @@ impl Default for Limits {
             max_pending_handshakes: 256,
             tcp_max_streams: 4096,
             tcp_max_streams_per_ip: 16,
+            observe_per_sec_per_ip: 5.0,
+            observe_per_sec: 2000.0,
         }
     }
 }
@@ -76,6 +83,37 @@ pub enum TcpListen {
     Off,
 }
 
+/// Where a bootstrap's observe socket listens (it answers `OBSERVE_REQUEST`
+/// raw frames, so that peers learn their NAT's mapping toward a second port
+/// of the bootstrap: [`crate::proto::raw::ObserveRequest`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObserveListen {
+    /// The listen IP and the listen port + 1 (a free port chosen by the
+    /// system when the listen port is 0 or 65535, or when port + 1 is
+    /// taken: peers learn the port from `OBSERVE_AT`).
+    NextPort,
+    /// The listen IP and this port (0: a free port chosen by the system).
+    Port(u16),
+    /// No observe socket: peers of this bootstrap alone cannot tell their
+    /// NAT's mapping behaviour.
+    Off,
+}
+
+impl ObserveListen {
+    /// The address to bind for a bootstrap listening on `listen`, if any.
+    pub fn bind_addr(self, listen: SocketAddr) -> Option<SocketAddr> {
+        let port = match self {
+            Self::Off => return None,
+            Self::Port(port) => port,
+            Self::NextPort => match listen.port() {
+                0 | u16::MAX => 0,
+                port => port + 1,
+            },
+        };
+        Some(SocketAddr::new(listen.ip(), port))
+    }
+}
+
 /// What a bootstrap server needs to start
 /// ([`BootstrapConfig`](super::config::BootstrapConfig) reads it from a
 /// file).
@@ -87,10 +125,41 @@ pub struct BootstrapSettings {
     pub listen: SocketAddr,
     /// TCP listener for peers whose network drops UDP.
     pub tcp_listen: TcpListen,
+    /// The observe socket (NAT mapping discovery).
+    pub observe: ObserveListen,
     /// Whether to relay traffic.
     pub relay: bool,
     /// If set, only these keys may connect.
     pub allowed_keys: Option<Vec<PeerId>>,
     /// Limits.
     pub limits: Limits,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observe_port_follows_the_listen_port() {
+        let at = |o: ObserveListen, listen: &str| o.bind_addr(listen.parse().unwrap());
+        assert_eq!(
+            at(ObserveListen::NextPort, "198.51.100.1:9000"),
+            Some("198.51.100.1:9001".parse().unwrap())
+        );
+        assert_eq!(
+            at(ObserveListen::NextPort, "[::]:9000"),
+            Some("[::]:9001".parse().unwrap())
+        );
+        for any in ["127.0.0.1:0", "127.0.0.1:65535"] {
+            assert_eq!(
+                at(ObserveListen::NextPort, any),
+                Some("127.0.0.1:0".parse().unwrap())
+            );
+        }
+        assert_eq!(
+            at(ObserveListen::Port(3478), "10.0.0.1:9000"),
+            Some("10.0.0.1:3478".parse().unwrap())
+        );
+        assert_eq!(at(ObserveListen::Off, "10.0.0.1:9000"), None);
+    }
 }

@@ -31,6 +31,8 @@ pub struct BootstrapStatus {
     pub listen: Option<SocketAddr>,
     /// The TCP address it listens on, if any.
     pub tcp_listen: Option<SocketAddr>,
+    /// The UDP address of its observe socket, if any.
+    pub observe_listen: Option<SocketAddr>,
     /// Whether it relays.
     pub relay: bool,
     /// Connected peers by transport.
@@ -49,6 +51,9 @@ pub struct BootstrapStatus {
     pub members: usize,
     /// Directory registrations and lookups, by outcome.
     pub directory: BTreeMap<&'static str, u64>,
+    /// `OBSERVE_REQUEST`s on the observe socket, by outcome (answered,
+    /// rate_limited, malformed, send_failed); empty when it is off.
+    pub observe: BTreeMap<&'static str, u64>,
     /// Moves of peers' connections, by outcome.
     pub address_proofs: BTreeMap<&'static str, u64>,
     /// Everything a limit refused, by reason.
@@ -74,6 +79,7 @@ impl Bootstrap {
             bootstrap: self.peer_id().to_string(),
             listen: self.local_addr().ok(),
             tcp_listen: self.tcp_local_addr(),
+            observe_listen: self.observe_local_addr(),
             relay: self.settings.relay,
             peers: BTreeMap::from([("udp", held.peers - tcp), ("tcp", tcp)]),
             relays: held.relays,
@@ -93,6 +99,10 @@ impl Bootstrap {
                 ("lookups_found", load(&self.stats.lookups_found)),
                 ("lookups_not_found", load(&self.stats.lookups_not_found)),
             ]),
+            observe: self
+                .observe_stats()
+                .map(|o| o.events().into_iter().collect())
+                .unwrap_or_default(),
             address_proofs: self.address_proofs().into_iter().collect(),
             refused: self.refusals().into_iter().collect(),
             limits: self.settings.limits,

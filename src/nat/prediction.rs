@@ -77,6 +77,17 @@ pub enum MappingBehaviour {
 }
 
 impl MappingBehaviour {
+    /// A short name: `endpoint_independent`, `address_dependent`,
+    /// `symmetric` or `unknown` (status output, metric labels).
+    pub fn label(&self) -> &'static str {
+        match self {
+            MappingBehaviour::EndpointIndependent => "endpoint_independent",
+            MappingBehaviour::AddressDependent { .. } => "address_dependent",
+            MappingBehaviour::Symmetric { .. } => "symmetric",
+            MappingBehaviour::Unknown => "unknown",
+        }
+    }
+
     /// The port allocation pattern, for dependent mappings.
     pub fn pattern(&self) -> Option<PortAllocation> {
         match self {

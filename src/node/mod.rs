@@ -80,6 +80,17 @@ pub enum NodeError {
     /// The QUIC endpoint could not be created.
     #[error("cannot create QUIC endpoint: {0}")]
     Endpoint(std::io::Error),
+    /// A bootstrap's observe socket could not be bound.
+    #[error(
+        "cannot bind the observe socket (UDP {addr}): {source}; set bootstrap.observe_port \
+         to a free port, or \"off\""
+    )]
+    ObserveBind {
+        /// The address we tried.
+        addr: SocketAddr,
+        /// Why it failed.
+        source: std::io::Error,
+    },
 }
 
 /// Errors from [`Node::connect`].

@@ -69,6 +69,8 @@ pub mod frame_type {
     pub const BIRTHDAY_ME_NOW_V4: u64 = 0x3d_7f12;
     /// antq `BIRTHDAY_ME_NOW` (IPv6).
     pub const BIRTHDAY_ME_NOW_V6: u64 = 0x3d_7f13;
+    /// antq `OBSERVE_AT`: the bootstrap's observe socket is on this port.
+    pub const OBSERVE_AT: u64 = 0x3d_7f0d;
 
     /// Whether `t` is one of the frame types above.
     pub fn is_known(t: u64) -> bool {
@@ -77,7 +79,7 @@ pub mod frame_type {
             ADD_ADDRESS_V4..=REMOVE_ADDRESS
                 | OBSERVED_ADDRESS_V4
                 | OBSERVED_ADDRESS_V6
-                | FORWARD..=PONG
+                | FORWARD..=OBSERVE_AT
                 | NAT_MAPPING
                 | BIRTHDAY_ME_NOW_V4
                 | BIRTHDAY_ME_NOW_V6
@@ -348,6 +350,15 @@ pub enum ControlMessage {
         /// The hard side's public IP.
         hard: IpAddr,
     },
+    /// `OBSERVE_AT`: from a bootstrap, right after its first
+    /// `OBSERVED_ADDRESS`: its observe socket listens on `port` of the IP
+    /// the peer reaches it at, and answers `OBSERVE_REQUEST` raw frames
+    /// ([`crate::proto::raw::ObserveRequest`]) sent there from the peer's
+    /// main socket. Bootstraps without one never send it.
+    ObserveAt {
+        /// The observe socket's UDP port.
+        port: u16,
+    },
     /// A frame of a type this implementation does not know.
     ///
     /// [`decode_frame`] consumes such frames whole and returns them here so
@@ -386,6 +397,7 @@ impl ControlMessage {
             Self::Pong { .. } => ft::PONG,
             Self::NatMapping { .. } => ft::NAT_MAPPING,
             Self::BirthdayMeNow { easy, .. } => ft::BIRTHDAY_ME_NOW_V4 + v6(easy),
+            Self::ObserveAt { .. } => ft::OBSERVE_AT,
             Self::Unknown { frame_type, .. } => *frame_type,
         }
     }

@@ -122,6 +122,7 @@ impl ControlMessage {
                 put_addr(easy, out);
                 put_ip(hard, out);
             }
+            Self::ObserveAt { port } => out.extend_from_slice(&port.to_be_bytes()),
             Self::MemberRegister { cert } => out.extend_from_slice(&cert.encode()),
             Self::MemberLookup { query } | Self::NoMember { query } => put_query(query, out),
             Self::Member { query, cert } => {
@@ -374,6 +375,7 @@ fn decode_payload(frame_type: u64, payload: &[u8]) -> Result<ControlMessage, Dec
         },
         ft::PING => ControlMessage::Ping { token: r.array()? },
         ft::PONG => ControlMessage::Pong { token: r.array()? },
+        ft::OBSERVE_AT => ControlMessage::ObserveAt { port: r.u16_be()? },
         _ => ControlMessage::Unknown {
             frame_type,
             payload: r.rest().to_vec(),

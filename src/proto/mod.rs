@@ -59,6 +59,7 @@
 //! | `0x3d7f0a` | `NO_MEMBER` | `query` |
 //! | `0x3d7f0b` | `PING` | `token: 8 bytes` |
 //! | `0x3d7f0c` | `PONG` | `token: 8 bytes` |
+//! | `0x3d7f0d` | `OBSERVE_AT` | `port: u16` |
 //! | `0x3d7f10` | `NAT_MAPPING` | `class: varint` ([`NatClass`]) |
 //! | `0x3d7f12` / `0x3d7f13` | `BIRTHDAY_ME_NOW` | `round: varint, token: 16 bytes, delay_ms: varint, start_at_unix_micros: varint, sender_easy: 1 byte (0/1), easy: ip, port, hard: ip` |
 //!
@@ -91,13 +92,21 @@
 //! that the pinging side opens: one `PING`, answered by one `PONG` with the
 //! same token (`antq-tun ping`).
 //!
+//! `OBSERVE_AT` goes from a bootstrap to a peer, right after the first
+//! `OBSERVED_ADDRESS` (not to peers on TCP): the bootstrap answers
+//! `OBSERVE_REQUEST` raw frames on `port` of its IP (see [`raw`]), so that
+//! the peer sees its NAT's mapping toward a second destination of the same
+//! bootstrap. Example: `OBSERVE_AT { port: 9001 }` is `80 3d 7f 0d 02 23 29`.
+//! A peer that does not know the type skips it.
+//!
 //! Example: `HELLO { version: 1, flags: 0 }` is `80 3d 7f 05 02 01 00`.
 //!
 //! # Raw UDP frames
 //!
 //! See [`raw`]: a datagram whose first byte is in `0x00..=0x3f` is an antq
 //! frame (`RELAY_DATA` 0x01, `PUNCH_PROBE` 0x02, `PUNCH_ACK` 0x03,
-//! `ADDRESS_CHALLENGE` 0x04), anything else is QUIC.
+//! `ADDRESS_CHALLENGE` 0x04, `OBSERVE_REQUEST` 0x05, `OBSERVE_REPLY` 0x06),
+//! anything else is QUIC.
 
 pub mod cert;
 mod control;

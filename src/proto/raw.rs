@@ -1,5 +1,5 @@
-//! Raw UDP frames sharing the QUIC socket: relay data, punch probes and
-//! address challenges.
+//! Raw UDP frames sharing the QUIC socket: relay data, punch probes,
+//! address challenges and the bootstrap's observe requests and replies.
 //!
 //! QUIC packets always have the "fixed bit" (`0x40`) of their first byte set,
 //! because antq never negotiates greasing of that bit (RFC 9287). A datagram
@@ -11,6 +11,8 @@
 //! PUNCH_PROBE [0x02][token: 16][round: u32 BE][seq: u32 BE][padding...]
 //! PUNCH_ACK   [0x03][token: 16][round: u32 BE][seq: u32 BE][padding...]
 //! ADDRESS_CHALLENGE [0x04][token: 16]
+//! OBSERVE_REQUEST   [0x05][token: 16][padding: zeros, 36 bytes in all at least]
+//! OBSERVE_REPLY     [0x06][token: 16][family: 4 | 6][ip: 4 | 16][port: u16 BE]
 //! ```
 //!
 //! `ADDRESS_CHALLENGE` is how a bootstrap makes sure that a peer really is
@@ -25,10 +27,31 @@
 //! sees the token) cannot answer for the spoofer's connection. The frame is
 //! 17 bytes and answered by nothing on the wire: it cannot be amplified.
 //!
+//! `OBSERVE_REQUEST` asks a bootstrap's *observe socket* (a second UDP port
+//! on the bootstrap's IP, announced on the control link by `OBSERVE_AT`)
+//! which source address it sees; `OBSERVE_REPLY` answers from that socket
+//! with the requester's token and that address (`family` 4: 4 IP bytes,
+//! 6: 16). A peer compares it with the `OBSERVED_ADDRESS` of the
+//! bootstrap's main port: the same mapping for another destination port of
+//! the same IP means the NAT does not map per port (endpoint-independent as
+//! far as one bootstrap can tell), another mapping means symmetric. The
+//! request is padded to at least [`ObserveReply::MAX_LEN`] (36) bytes, and
+//! [`ObserveRequest::answer`] never writes a reply longer than the request
+//! it answers: a spoofed request cannot be amplified. Padding is written as
+//! zeros and ignored on receipt; a reply has a fixed size per family.
+//!
+//! Vectors (token `00 01 .. 0f`): the 36-byte request is `05`, the token,
+//! 19 zero bytes; the reply for `192.0.2.1:4660` is
+//! `06 000102030405060708090a0b0c0d0e0f 04 c0000201 1234` (24 bytes), for
+//! `[2001:db8::1]:443` `06 <token> 06 20010db8000000000000000000000001 01bb`
+//! (36 bytes).
+//!
 //! Any other first byte in `0x00..=0x3f` is [`DecodeError::UnknownType`].
 //! Probe padding is chosen by the sender, written as zeros and ignored on
 //! receipt. An ACK is never larger than the probe it answers
 //! ([`Probe::answer`] enforces it), so a spoofed probe cannot be amplified.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::error::DecodeError;
 
@@ -40,6 +63,10 @@ pub const PUNCH_PROBE: u8 = 0x02;
 pub const PUNCH_ACK: u8 = 0x03;
 /// First byte of an `ADDRESS_CHALLENGE` frame.
 pub const ADDRESS_CHALLENGE: u8 = 0x04;
+/// First byte of an `OBSERVE_REQUEST` frame.
+pub const OBSERVE_REQUEST: u8 = 0x05;
+/// First byte of an `OBSERVE_REPLY` frame.
+pub const OBSERVE_REPLY: u8 = 0x06;
 
 /// What a datagram received on the shared socket is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -249,6 +276,172 @@ impl AddressChallenge {
     }
 }
 
+/// An `OBSERVE_REQUEST` frame: asks a bootstrap's observe socket for the
+/// source address it sees. The token is chosen by the requester (from a
+/// CSPRNG) and echoed in the reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ObserveRequest {
+    /// The token the reply must carry.
+    pub token: [u8; 16],
+}
+
+impl ObserveRequest {
+    /// The shortest request: 36 bytes, as long as the longest reply
+    /// ([`ObserveReply::MAX_LEN`]), so that no reply is larger than the
+    /// request it answers.
+    pub const MIN_LEN: usize = ObserveReply::MAX_LEN;
+    /// Length of the fixed fields (type and token): 17 bytes.
+    const FIXED: usize = 1 + 16;
+
+    /// The request in wire form: the token, zero-padded to
+    /// [`Self::MIN_LEN`].
+    pub fn to_bytes(self) -> [u8; Self::MIN_LEN] {
+        let mut out = [0; Self::MIN_LEN];
+        out[0] = OBSERVE_REQUEST;
+        out[1..Self::FIXED].copy_from_slice(&self.token);
+        out
+    }
+
+    /// Decodes a request of at least [`Self::MIN_LEN`] bytes; the padding
+    /// after the token is ignored. A shorter one is
+    /// [`DecodeError::Truncated`] (it could not be answered without
+    /// amplification).
+    pub fn decode(datagram: &[u8]) -> Result<Self, DecodeError> {
+        expect_type(datagram, OBSERVE_REQUEST)?;
+        if datagram.len() < Self::MIN_LEN {
+            return Err(truncated(Self::MIN_LEN, datagram));
+        }
+        let (fixed, _padding) = datagram
+            .split_first_chunk::<{ Self::FIXED }>()
+            .ok_or_else(|| truncated(Self::MIN_LEN, datagram))?;
+        let [_, token @ ..] = *fixed;
+        Ok(Self { token })
+    }
+
+    /// Answers a received `OBSERVE_REQUEST` datagram: decodes it and
+    /// appends the `OBSERVE_REPLY` telling `observed` to `out`, but only if
+    /// the reply is not longer than `request_datagram` (anti-amplification;
+    /// with [`Self::MIN_LEN`] it never is). Returns the decoded request.
+    ///
+    /// Fails if the datagram is not a valid request; `out` is then
+    /// untouched.
+    pub fn answer(
+        request_datagram: &[u8],
+        observed: SocketAddr,
+        out: &mut Vec<u8>,
+    ) -> Result<Self, DecodeError> {
+        let request = Self::decode(request_datagram)?;
+        let reply = ObserveReply {
+            token: request.token,
+            observed,
+        };
+        if reply.len() > request_datagram.len() {
+            return Err(truncated(reply.len(), request_datagram));
+        }
+        reply.encode(out);
+        Ok(request)
+    }
+}
+
+/// An `OBSERVE_REPLY` frame: a bootstrap's observe socket tells the
+/// requester the source address it saw. Addresses travel as IP and port
+/// only (an IPv6 flow label and scope id decode as 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ObserveReply {
+    /// The request's token.
+    pub token: [u8; 16],
+    /// The request's source address, as the observe socket saw it.
+    pub observed: SocketAddr,
+}
+
+impl ObserveReply {
+    /// Length of a reply with an IPv4 address: 24 bytes.
+    pub const LEN_V4: usize = 1 + 16 + 1 + 4 + 2;
+    /// Length of a reply with an IPv6 address, the longest: 36 bytes.
+    pub const MAX_LEN: usize = 1 + 16 + 1 + 16 + 2;
+
+    /// The reply's length in bytes (24 or 36).
+    pub fn len(&self) -> usize {
+        match self.observed {
+            SocketAddr::V4(_) => Self::LEN_V4,
+            SocketAddr::V6(_) => Self::MAX_LEN,
+        }
+    }
+
+    /// Always false: a reply is never empty (for clippy's `len` rule).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Appends the reply to `out`; returns the number of bytes written.
+    pub fn encode(&self, out: &mut Vec<u8>) -> usize {
+        out.reserve(self.len());
+        out.push(OBSERVE_REPLY);
+        out.extend_from_slice(&self.token);
+        match self.observed.ip() {
+            IpAddr::V4(ip) => {
+                out.push(4);
+                out.extend_from_slice(&ip.octets());
+            }
+            IpAddr::V6(ip) => {
+                out.push(6);
+                out.extend_from_slice(&ip.octets());
+            }
+        }
+        out.extend_from_slice(&self.observed.port().to_be_bytes());
+        self.len()
+    }
+
+    /// Decodes a reply. Its size is fixed by its family: a longer datagram
+    /// is [`DecodeError::TrailingBytes`], a family other than 4 or 6
+    /// [`DecodeError::Invalid`].
+    pub fn decode(datagram: &[u8]) -> Result<Self, DecodeError> {
+        expect_type(datagram, OBSERVE_REPLY)?;
+        let (fixed, rest) = datagram
+            .split_first_chunk::<18>()
+            .ok_or_else(|| truncated(Self::LEN_V4, datagram))?;
+        let [_, token @ .., family] = *fixed;
+        let (ip, rest) = match family {
+            4 => {
+                let (ip, rest) = rest
+                    .split_first_chunk::<4>()
+                    .ok_or_else(|| truncated(Self::LEN_V4, datagram))?;
+                (IpAddr::V4(Ipv4Addr::from(*ip)), rest)
+            }
+            6 => {
+                let (ip, rest) = rest
+                    .split_first_chunk::<16>()
+                    .ok_or_else(|| truncated(Self::MAX_LEN, datagram))?;
+                (IpAddr::V6(Ipv6Addr::from(*ip)), rest)
+            }
+            _ => {
+                return Err(DecodeError::Invalid {
+                    field: "OBSERVE_REPLY family",
+                    reason: "not 4 (IPv4) or 6 (IPv6)",
+                })
+            }
+        };
+        let needed = if family == 4 {
+            Self::LEN_V4
+        } else {
+            Self::MAX_LEN
+        };
+        let (port, rest) = rest
+            .split_first_chunk::<2>()
+            .ok_or_else(|| truncated(needed, datagram))?;
+        if !rest.is_empty() {
+            return Err(DecodeError::TrailingBytes {
+                frame_type: u64::from(OBSERVE_REPLY),
+                extra: rest.len(),
+            });
+        }
+        Ok(Self {
+            token,
+            observed: SocketAddr::new(ip, u16::from_be_bytes(*port)),
+        })
+    }
+}
+
 /// A decoded raw frame, borrowing from the datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RawFrame<'a> {
@@ -263,6 +456,10 @@ pub enum RawFrame<'a> {
     Probe(Probe),
     /// `ADDRESS_CHALLENGE`.
     AddressChallenge(AddressChallenge),
+    /// `OBSERVE_REQUEST` (only a bootstrap's observe socket answers it).
+    ObserveRequest(ObserveRequest),
+    /// `OBSERVE_REPLY`.
+    ObserveReply(ObserveReply),
 }
 
 /// Decodes any raw frame (a datagram classified as [`PacketClass::Raw`]).
@@ -275,6 +472,8 @@ pub fn parse_raw(datagram: &[u8]) -> Result<RawFrame<'_>, DecodeError> {
         Some(&ADDRESS_CHALLENGE) => {
             AddressChallenge::decode(datagram).map(RawFrame::AddressChallenge)
         }
+        Some(&OBSERVE_REQUEST) => ObserveRequest::decode(datagram).map(RawFrame::ObserveRequest),
+        Some(&OBSERVE_REPLY) => ObserveReply::decode(datagram).map(RawFrame::ObserveReply),
         _ => Err(type_error(datagram, RELAY_DATA)),
     }
 }
@@ -300,12 +499,13 @@ fn expect_type(datagram: &[u8], expected: u8) -> Result<(), DecodeError> {
 fn type_error(datagram: &[u8], expected: u8) -> DecodeError {
     match datagram.first() {
         None => truncated(1, datagram),
-        Some(&found @ (RELAY_DATA | PUNCH_PROBE | PUNCH_ACK | ADDRESS_CHALLENGE)) => {
-            DecodeError::UnexpectedType {
-                expected: u64::from(expected),
-                found: u64::from(found),
-            }
-        }
+        Some(
+            &found @ (RELAY_DATA | PUNCH_PROBE | PUNCH_ACK | ADDRESS_CHALLENGE | OBSERVE_REQUEST
+            | OBSERVE_REPLY),
+        ) => DecodeError::UnexpectedType {
+            expected: u64::from(expected),
+            found: u64::from(found),
+        },
         Some(&found) => DecodeError::UnknownType {
             frame_type: u64::from(found),
         },

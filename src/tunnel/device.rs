@@ -124,6 +124,10 @@ pub struct TunnelStatus {
     pub firewall: Option<super::firewall::FirewallReport>,
     /// Our addresses as the bootstraps see them.
     pub bootstraps: Vec<BootstrapReport>,
+    /// Our NAT's mapping behaviour (`endpoint_independent`,
+    /// `address_dependent`, `symmetric`, `unknown`), from the bootstraps'
+    /// observations (`Overlay::nat_mapping`).
+    pub nat_mapping: &'static str,
     /// TTL of hole-punch priming probes (learned from the routers toward
     /// the bootstrap); `None` when priming is off.
     pub punch_prime_ttl: Option<u8>,
@@ -450,6 +454,7 @@ impl Tunnel {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .report()
             }),
+            nat_mapping: self.datapath.overlay.nat_mapping().label(),
             punch_prime_ttl: self.datapath.overlay.prime_ttl(),
             stats: serde_json::to_value(&self.datapath.shared.stats).unwrap_or_default(),
             socket: serde_json::to_value(self.datapath.overlay.node().socket().stats())

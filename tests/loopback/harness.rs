@@ -65,6 +65,7 @@ pub fn bootstrap_with(
         identity: Identity::generate(),
         listen: loopback(),
         tcp_listen,
+        observe: antq::bootstrap::ObserveListen::NextPort,
         relay: true,
         allowed_keys,
         limits,

@@ -11,6 +11,7 @@ mod bootstrap_abuse;
 mod membership;
 mod metrics;
 mod node;
+mod observe;
 mod overlay;
 mod relay_socket;
 mod security;

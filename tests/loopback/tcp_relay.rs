@@ -146,6 +146,7 @@ async fn new_streams_are_rate_limited_per_ip() {
         identity: Identity::generate(),
         listen: loopback(),
         tcp_listen: TcpListen::SameAsUdp,
+        observe: antq::bootstrap::ObserveListen::NextPort,
         relay: true,
         allowed_keys: None,
         limits: Limits {

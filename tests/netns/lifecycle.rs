@@ -51,6 +51,12 @@ fn netcheck_tells_endpoint_independent_from_symmetric_mapping() {
         seen[0].as_str().unwrap().starts_with("198.18.0.20:"),
         "{home}"
     );
+    // Its observe port (0.0.0.0:9001) answered on both addresses, each
+    // from the address asked (else the reply would be dropped), and saw
+    // the same mapping.
+    for b in home["bootstraps"].as_array().unwrap() {
+        assert_eq!(b["observe_port"]["observed"], b["observed"], "{home}");
+    }
     let symmetric = ask("b");
     assert!(
         symmetric["mapping"]

@@ -25,6 +25,7 @@ mod matrix;
 mod membership;
 mod migration;
 mod mtu;
+mod observe;
 mod ping;
 mod spoof;
 mod tcp_relay;

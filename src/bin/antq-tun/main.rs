@@ -103,6 +103,10 @@ enum Command {
     },
     /// Print this host's addresses as seen by each bootstrap and the NAT
     /// mapping behaviour inferred from them.
+    ///
+    /// Each bootstrap is asked on its main port and on its observe port
+    /// (which it announces): one bootstrap is enough to tell an
+    /// endpoint-independent mapping from a symmetric one.
     Netcheck {
         /// Take the key and the bootstraps from this tunnel config.
         #[arg(short, long, value_name = "FILE")]

@@ -1,5 +1,6 @@
 //! `netcheck`: our mapped address as each bootstrap sees it, from one
-//! socket, and the NAT mapping behaviour that follows.
+//! socket (on its main port and, when it has one, on its observe port), and
+//! the NAT mapping behaviour that follows.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -8,10 +9,28 @@ use std::time::Duration;
 use antq::identity::Identity;
 use antq::nat::{infer_mapping, prime_ttl_from_trace, Observation, TRACE_HOPS};
 use antq::node::{BootstrapAddr, Node, NodeConfig};
+use antq::proto::raw::{parse_raw, ObserveRequest, RawFrame};
 use antq::proto::ControlMessage;
+use antq::socket::RawPacket;
 use antq::tls::{AcceptPolicy, Allowlist};
 use antq::tunnel::config::TunnelConfig;
 use anyhow::{bail, Context as _};
+use rand::Rng as _;
+use tokio::sync::mpsc;
+
+/// How long to wait for `OBSERVE_AT` after `OBSERVED_ADDRESS`.
+const OBSERVE_AT_WAIT: Duration = Duration::from_secs(1);
+/// Observe requests sent, and how long to wait for an answer to each.
+const OBSERVE_TRIES: u32 = 4;
+const OBSERVE_WAIT: Duration = Duration::from_millis(500);
+
+/// What one bootstrap saw of us.
+struct Seen {
+    /// On its main port.
+    mapped: SocketAddr,
+    /// On its observe port: `(observe address, mapped)`, or why not.
+    observe: Result<(SocketAddr, SocketAddr), String>,
+}
 
 pub fn netcheck(config: Option<&Path>, extra: &[String], json: bool) -> anyhow::Result<()> {
     let (identity, mut bootstraps) = match config {
@@ -42,14 +61,17 @@ pub fn netcheck(config: Option<&Path>, extra: &[String], json: bool) -> anyhow::
         let node = Node::bind(NodeConfig::new(identity, bind, AcceptPolicy::Allowlist(Allowlist::default())))
             .or_else(|_| Node::bind(NodeConfig::new(Identity::generate(), "0.0.0.0:0".parse()?, AcceptPolicy::Allowlist(Allowlist::default()))).map_err(anyhow::Error::from))?;
         let base = node.local_addr()?;
+        let mut raw = node.socket().take_raw_receiver().context("no raw frame receiver")?;
         let mut observations = Vec::new();
         let mut rows = Vec::new();
         for b in &bootstraps {
-            let observed = observe(&node, b).await;
-            if let Ok(mapped) = &observed {
-                observations.push(Observation { server: b.addr, base, mapped: *mapped });
+            let observed = observe(&node, b, &mut raw).await;
+            if let Ok(seen) = &observed {
+                observations.push(Observation { server: b.addr, base, mapped: seen.mapped });
+                if let Ok((server, mapped)) = seen.observe {
+                    observations.push(Observation { server, base, mapped });
+                }
             }
-
             rows.push((b, observed));
         }
         let mapping = infer_mapping(&observations);
@@ -74,7 +96,8 @@ pub fn netcheck(config: Option<&Path>, extra: &[String], json: bool) -> anyhow::
             let list: Vec<_> = rows
                 .iter()
                 .map(|(b, o)| match o {
-                    Ok(m) => serde_json::json!({"bootstrap": b.addr, "observed": m}),
+                    Ok(Seen { mapped, observe: Ok((at, m)) }) => serde_json::json!({"bootstrap": b.addr, "observed": mapped, "observe_port": {"address": at, "observed": m}}),
+                    Ok(Seen { mapped, observe: Err(e) }) => serde_json::json!({"bootstrap": b.addr, "observed": mapped, "observe_port": {"error": e}}),
                     Err(e) => serde_json::json!({"bootstrap": b.addr, "error": format!("{e:#}")}),
                 })
                 .collect();
@@ -87,18 +110,24 @@ pub fn netcheck(config: Option<&Path>, extra: &[String], json: bool) -> anyhow::
                 Some((target, Err(e))) => serde_json::json!({"target": target, "error": e.to_string()}),
                 None => serde_json::Value::Null,
             };
-            outln!("{}", serde_json::to_string_pretty(&serde_json::json!({"local": base, "bootstraps": list, "mapping": format!("{mapping:?}"), "trace": trace_json}))?)?;
+            outln!("{}", serde_json::to_string_pretty(&serde_json::json!({"local": base, "bootstraps": list, "mapping": format!("{mapping:?}"), "nat_mapping": mapping.label(), "trace": trace_json}))?)?;
         } else {
             outln!("local socket: {base}")?;
             for (b, o) in &rows {
                 match o {
-                    Ok(m) => outln!("bootstrap {}: sees us as {m}", b.addr)?,
+                    Ok(seen) => {
+                        outln!("bootstrap {}: sees us as {}", b.addr, seen.mapped)?;
+                        match &seen.observe {
+                            Ok((at, m)) => outln!("  its observe port {at}: sees us as {m}")?,
+                            Err(e) => outln!("  its observe port: {e}")?,
+                        }
+                    }
                     Err(e) => outln!("bootstrap {}: unreachable ({e:#})", b.addr)?,
                 }
             }
             outln!("NAT mapping: {mapping:?}")?;
             if observations.len() < 2 {
-                outln!("(one bootstrap cannot tell endpoint-independent from symmetric mapping; give two)")?;
+                outln!("(one observation cannot tell endpoint-independent from symmetric mapping; give a second bootstrap, or one with an observe port)")?;
             }
             match &trace {
                 Some((target, Ok((ttl, routers)))) => {
@@ -115,7 +144,11 @@ pub fn netcheck(config: Option<&Path>, extra: &[String], json: bool) -> anyhow::
     })
 }
 
-async fn observe(node: &Node, b: &BootstrapAddr) -> anyhow::Result<SocketAddr> {
+async fn observe(
+    node: &Node,
+    b: &BootstrapAddr,
+    raw: &mut mpsc::Receiver<RawPacket>,
+) -> anyhow::Result<Seen> {
     let conn = node.connect(b.peer, &[b.addr]).await?;
     let wait = async {
         while let Some(msg) = conn.control().recv().await {
@@ -129,6 +162,66 @@ async fn observe(node: &Node, b: &BootstrapAddr) -> anyhow::Result<SocketAddr> {
         .await
         .ok()
         .flatten();
+    let Some(mapped) = observed else {
+        conn.close("netcheck done");
+        bail!("the bootstrap sent no OBSERVED_ADDRESS");
+    };
+    // It says where its observe socket is right after.
+    let wait = async {
+        while let Some(msg) = conn.control().recv().await {
+            if let ControlMessage::ObserveAt { port } = msg {
+                return Some(port);
+            }
+        }
+        None
+    };
+    let port = tokio::time::timeout(OBSERVE_AT_WAIT, wait)
+        .await
+        .ok()
+        .flatten();
+    let observe = match port {
+        Some(port) if port != 0 => {
+            let at = SocketAddr::new(antq::nat::canonical(b.addr).ip(), port);
+            ask_observe(node, at, raw).await.map(|m| (at, m))
+        }
+        _ => Err("none (the bootstrap did not tell one)".to_owned()),
+    };
     conn.close("netcheck done");
-    observed.context("the bootstrap sent no OBSERVED_ADDRESS")
+    Ok(Seen { mapped, observe })
+}
+
+/// Sends `OBSERVE_REQUEST`s to `at` until one is answered from there with
+/// its token.
+async fn ask_observe(
+    node: &Node,
+    at: SocketAddr,
+    raw: &mut mpsc::Receiver<RawPacket>,
+) -> Result<SocketAddr, String> {
+    let mut tokens = Vec::new();
+    for _ in 0..OBSERVE_TRIES {
+        let token: [u8; 16] = rand::rngs::OsRng.gen();
+        tokens.push(token);
+        let _ = node
+            .socket()
+            .try_send_raw(at, &ObserveRequest { token }.to_bytes());
+        let answer = async {
+            while let Some(packet) = raw.recv().await {
+                if packet.from != at {
+                    continue;
+                }
+                if let Ok(RawFrame::ObserveReply(reply)) = parse_raw(&packet.data) {
+                    if tokens.contains(&reply.token) {
+                        return Some(antq::nat::canonical(reply.observed));
+                    }
+                }
+            }
+            None
+        };
+        if let Ok(Some(mapped)) = tokio::time::timeout(OBSERVE_WAIT, answer).await {
+            return Ok(mapped);
+        }
+    }
+    Err(format!(
+        "{at}: no answer to {OBSERVE_TRIES} requests (UDP to that port blocked?)"
+    ))
 }

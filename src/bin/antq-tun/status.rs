@@ -117,6 +117,15 @@ fn print_bootstrap(r: &serde_json::Value) -> anyhow::Result<()> {
         r["members"],
         nonzero(&r["directory"])
     )?;
+    if r["observe_listen"].is_null() {
+        outln!("  observe socket: off")?;
+    } else {
+        outln!(
+            "  observe socket: {}; requests: {}",
+            s(&r["observe_listen"]),
+            nonzero(&r["observe"])
+        )?;
+    }
     outln!("  address moves: {}", nonzero(&r["address_proofs"]))?;
     outln!("  refused: {}", nonzero(&r["refused"]))?;
     Ok(())
@@ -144,6 +153,9 @@ fn print_text(r: &serde_json::Value) -> anyhow::Result<()> {
             s(&b["observed"]),
             s(&b["transport"])
         )?;
+    }
+    if !r["nat_mapping"].is_null() {
+        outln!("  NAT mapping: {}", s(&r["nat_mapping"]))?;
     }
     if !r["punch_prime_ttl"].is_null() {
         outln!("  punch priming TTL: {}", s(&r["punch_prime_ttl"]))?;

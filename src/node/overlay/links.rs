@@ -1,7 +1,8 @@
 //! Bootstrap links: one task per configured bootstrap keeps a connection
 //! up (UDP, or TCP when UDP does not get through, moving back to UDP when it
 //! works again) and serves the bootstrap's messages: our observed address,
-//! relay grants, requests and closes, and what peers forward to us.
+//! its observe socket (see `observe`), relay grants, requests and closes,
+//! and what peers forward to us.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -12,6 +13,7 @@ use rand::Rng as _;
 use tokio::sync::oneshot;
 use tracing::Instrument as _;
 
+use super::observe::ObserveState;
 use super::stats::LinkStats;
 use super::{network, Overlay};
 use crate::identity::PeerId;
@@ -58,6 +60,8 @@ pub(super) struct Link {
     pub(super) addr: SocketAddr,
     pub(super) transport: Transport,
     pub(super) observed: Arc<Mutex<Option<SocketAddr>>>,
+    /// The bootstrap's observe socket and its answer (a second observation).
+    pub(super) observe: Arc<Mutex<ObserveState>>,
 }
 
 impl Link {
@@ -68,6 +72,7 @@ impl Link {
             addr,
             transport: Transport::of(addr),
             observed: Arc::default(),
+            observe: Arc::default(),
         }
     }
 }
@@ -393,6 +398,11 @@ impl Overlay {
                     // A new public address (our NAT renumbered or remapped
                     // us): peers without a direct path need it now.
                     let moved = previous.is_some_and(|p| p != addr);
+                    if moved {
+                        // Our mapping toward the observe socket may have
+                        // changed too.
+                        self.observe_again(link);
+                    }
                     for slot in self.slots().values() {
                         if moved {
                             slot.state().announce_soon();
@@ -400,6 +410,7 @@ impl Overlay {
                         slot.wake.notify_one();
                     }
                 }
+                ControlMessage::ObserveAt { port } => self.on_observe_at(link, port),
                 ControlMessage::RelayGrant { peer, channel } => {
                     let Some(slot) = self.slot_of(peer) else {
                         continue;

@@ -20,9 +20,10 @@
 //!
 //! Files: `peer` (the per-peer driver around [`PeerState`]), `links`
 //! (bootstrap links), `punch` (candidates and punch sessions), `network`
-//! (network changes, dead links, the priming TTL), `birthday` (birthday
-//! probing with a hard NAT), `ping` (pings above
-//! QUIC), `stats`. See
+//! (network changes, dead links, the priming TTL), `observe` (our NAT's
+//! mapping behaviour from a bootstrap's observe socket), `birthday`
+//! (birthday probing with a hard NAT), `ping` (pings above QUIC), `stats`.
+//! See
 //! `docs/architecture.md` for the tasks and who owns what.
 //!
 //! [`PeerState`]: crate::node::peer_state::PeerState
@@ -43,6 +44,7 @@ mod birthday;
 mod links;
 mod members;
 mod network;
+mod observe;
 mod peer;
 mod ping;
 mod punch;
@@ -351,7 +353,8 @@ impl Overlay {
                 this.install(conn);
             }
         });
-        // Raw frames: punch probes, and address challenges from bootstraps.
+        // Raw frames: punch probes, address challenges from bootstraps, and
+        // the answers of their observe sockets.
         if let Some(mut raw) = inner.node.socket().take_raw_receiver() {
             let this = self.clone();
             tokio::spawn(async move {
@@ -387,7 +390,10 @@ impl Overlay {
                                 }
                             }
                         }
-                        Ok(RawFrame::Relay { .. }) | Err(_) => {
+                        Ok(RawFrame::ObserveReply(reply)) => {
+                            this.observe_reply(packet.from, reply);
+                        }
+                        Ok(RawFrame::Relay { .. } | RawFrame::ObserveRequest(_)) | Err(_) => {
                             tracing::debug!(from = %packet.from, "unexpected raw frame dropped");
                         }
                     }

@@ -6,7 +6,8 @@
 //!   source), every connection switches to a fresh connection ID and pings
 //!   ([`Node::network_changed`](crate::node::Node::network_changed)), so
 //!   bootstraps and server-side peers follow us to the new address, and
-//!   peers without a direct path get our new candidates.
+//!   peers without a direct path get our new candidates, and the
+//!   bootstraps' observe sockets are asked again (our NAT's mapping).
 //! - **Dead paths** (a NAT lost its mapping, the peer moved, a relay or a
 //!   bootstrap went away): every connection's counters are sampled
 //!   ([`Liveness`]); a direct path that stalls is dropped, so traffic takes
@@ -89,6 +90,10 @@ impl Overlay {
             tracing::debug!(?events, "network change events");
             self.refresh_local_ips().await;
             self.inner.node.network_changed();
+            // Our NAT's mapping may be another one now.
+            for link in self.read_links() {
+                self.observe_again(&link);
+            }
             for slot in self.slots().values() {
                 slot.state().announce_soon();
                 slot.wake.notify_one();

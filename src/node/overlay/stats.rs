@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use super::{alive, Overlay, PathKind};
 use crate::metrics::{load, Histogram, Registry, CONNECT_SECONDS};
-use crate::nat::{infer_mapping, MappingBehaviour, Observation};
+use crate::nat::MappingBehaviour;
 use crate::node::metrics;
 use crate::node::peer_state::PEER_LOST;
 
 /// Labels of our NAT's mapping behaviour, as far as the bootstraps' views
-/// tell (`unknown` with fewer than two bootstraps connected).
+/// tell (`unknown` with fewer than two observations: two bootstraps, or one
+/// with an observe socket).
 const NAT_KINDS: [&str; 4] = [
     "endpoint_independent",
     "address_dependent",
@@ -76,6 +77,7 @@ pub(super) struct OverlayStats {
     first_direct: Histogram,
     pub pings: super::ping::PingStats,
     pub birthdays: BirthdayCounters,
+    pub observe: super::observe::ObserveCounters,
 }
 
 impl OverlayStats {
@@ -95,6 +97,7 @@ impl OverlayStats {
             first_direct: Histogram::new(CONNECT_SECONDS),
             pings: Default::default(),
             birthdays: BirthdayCounters::default(),
+            observe: Default::default(),
         }
     }
 
@@ -131,26 +134,7 @@ fn nat_index(m: MappingBehaviour) -> usize {
 }
 
 impl Overlay {
-    /// Our NAT's mapping behaviour, from the bootstraps' observations of
-    /// our socket (`Unknown` until two views differ in server).
-    pub fn nat_mapping(&self) -> MappingBehaviour {
-        let port = self.local_addr().map(|a| a.port()).unwrap_or(0);
-        let base = std::net::SocketAddr::new(std::net::IpAddr::from([0, 0, 0, 0]), port);
-        let observations: Vec<Observation> = self
-            .observed_addresses()
-            .into_iter()
-            .filter_map(|(b, o)| {
-                o.map(|mapped| Observation {
-                    server: b.addr,
-                    base,
-                    mapped,
-                })
-            })
-            .collect();
-        infer_mapping(&observations)
-    }
-
-    /// The metrics label index of [`Self::nat_mapping`].
+    /// Our NAT's mapping behaviour from the bootstraps' observations.
     fn nat_kind(&self) -> usize {
         nat_index(self.nat_mapping())
     }
@@ -254,6 +238,22 @@ impl Overlay {
         );
         for (event, value) in s.pings.events() {
             f.int(&[("event", event)], value);
+        }
+        let f = r.counter(
+            "antq_nat_observe_total",
+            "Requests to the bootstraps' observe sockets (our NAT's mapping): sent, answers \
+             learned, runs unanswered, replies dropped as unmatched.",
+        );
+        for (event, value) in s.observe.events() {
+            f.int(&[("event", event)], value);
+        }
+        let f = r.gauge(
+            "antq_nat_mapping",
+            "Our NAT's mapping behaviour now: 1 for the current one.",
+        );
+        let now = nat_index(self.nat_mapping());
+        for (i, kind) in NAT_KINDS.iter().enumerate() {
+            f.int(&[("kind", kind)], u64::from(i == now));
         }
         r.counter(
             "antq_network_changes_total",

@@ -301,6 +301,11 @@ pub(crate) fn vectors() -> Vec<(&'static str, &'static str, M)> {
             },
         ),
         (
+            "OBSERVE_AT",
+            "803d7f0d 02 2329",
+            M::ObserveAt { port: 9001 },
+        ),
+        (
             "Unknown (1-byte type)",
             "21 03 aabbcc",
             M::Unknown {

@@ -6,7 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use proptest::prelude::*;
 
 use crate::proto::cert::Certificate;
-use crate::proto::raw::{classify, parse_raw, parse_relay, Probe, ProbeKind};
+use crate::proto::raw::{
+    classify, parse_raw, parse_relay, ObserveReply, ObserveRequest, Probe, ProbeKind,
+};
 use crate::proto::{
     decode_frame, decode_varint, encode_varint, frame_type, ControlMessage as M, MemberQuery,
     UnavailableReason, VARINT_MAX,
@@ -89,6 +91,7 @@ fn member() -> impl Strategy<Value = M> {
             ),
         any::<[u8; 8]>().prop_map(|token| M::Ping { token }),
         any::<[u8; 8]>().prop_map(|token| M::Pong { token }),
+        any::<u16>().prop_map(|port| M::ObserveAt { port }),
     ]
 }
 
@@ -196,7 +199,7 @@ proptest! {
 
     #[test]
     fn decode_frame_with_valid_header_never_panics(
-        t in prop_oneof![Just(frame_type::FORWARD), 0x3d_7e90u64..=0x3d_7e94, 0x3d_7f00u64..=0x3d_7f05, 0x9f_81a6u64..=0x9f_81a7],
+        t in prop_oneof![Just(frame_type::FORWARD), 0x3d_7e90u64..=0x3d_7e94, 0x3d_7f00u64..=0x3d_7f0d, 0x9f_81a6u64..=0x9f_81a7],
         payload in proptest::collection::vec(any::<u8>(), 0..120),
     ) {
         // Random payloads behind known types exercise the payload parsers.
@@ -232,6 +235,19 @@ proptest! {
                 prop_assert_eq!(out.len(), bytes.len());
             }
         }
+    }
+
+    #[test]
+    fn observe_round_trip(token in any::<[u8; 16]>(), observed in sock(), pad in 0usize..100) {
+        let mut request = ObserveRequest { token }.to_bytes().to_vec();
+        request.resize(request.len() + pad, 0);
+        let mut reply = Vec::new();
+        prop_assert_eq!(ObserveRequest::answer(&request, observed, &mut reply), Ok(ObserveRequest { token }));
+        prop_assert!(reply.len() <= request.len());
+        let decoded = ObserveReply::decode(&reply).unwrap();
+        prop_assert_eq!(decoded.token, token);
+        prop_assert_eq!(decoded.observed.ip(), observed.ip());
+        prop_assert_eq!(decoded.observed.port(), observed.port());
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use super::hex;
 use crate::proto::raw::{
-    classify, encode_relay_header, parse_raw, parse_relay, AddressChallenge, PacketClass, Probe,
-    ProbeKind, RawFrame, RelayHeader,
+    classify, encode_relay_header, parse_raw, parse_relay, AddressChallenge, ObserveReply,
+    ObserveRequest, PacketClass, Probe, ProbeKind, RawFrame, RelayHeader,
 };
 use crate::proto::DecodeError as D;
 
@@ -233,7 +233,7 @@ fn wrong_and_unknown_types() {
             found: 2
         })
     );
-    for b in (0x00..=0x3f).filter(|b| !(1..=4).contains(b)) {
+    for b in (0x00..=0x3f).filter(|b| !(1..=6).contains(b)) {
         let unknown = [
             b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
         ];
@@ -291,4 +291,162 @@ fn address_challenge() {
             found: 1
         })
     );
+}
+
+const REQUEST: &str =
+    "05 00010203 04050607 08090a0b 0c0d0e0f 00000000 00000000 00000000 00000000 000000";
+
+/// `(hex, reply)`.
+fn observe_reply_vectors() -> Vec<(&'static str, ObserveReply)> {
+    vec![
+        (
+            "06 00010203 04050607 08090a0b 0c0d0e0f 04 c0000201 1234",
+            ObserveReply {
+                token: TOKEN,
+                observed: "192.0.2.1:4660".parse().unwrap(),
+            },
+        ),
+        (
+            "06 00010203 04050607 08090a0b 0c0d0e0f 06 20010db8 00000000 00000000 00000001 01bb",
+            ObserveReply {
+                token: TOKEN,
+                observed: "[2001:db8::1]:443".parse().unwrap(),
+            },
+        ),
+        (
+            "06 ffffffff ffffffff ffffffff ffffffff 04 ffffffff ffff",
+            ObserveReply {
+                token: [0xff; 16],
+                observed: "255.255.255.255:65535".parse().unwrap(),
+            },
+        ),
+    ]
+}
+
+#[test]
+fn observe_request_exact_bytes() {
+    let request = ObserveRequest { token: TOKEN };
+    assert_eq!(ObserveRequest::MIN_LEN, 36);
+    assert_eq!(request.to_bytes().to_vec(), hex(REQUEST));
+    assert_eq!(ObserveRequest::decode(&hex(REQUEST)), Ok(request));
+    assert_eq!(
+        parse_raw(&hex(REQUEST)),
+        Ok(RawFrame::ObserveRequest(request))
+    );
+    // Longer padding, whatever its content, is accepted and ignored.
+    let mut long = hex(REQUEST);
+    long.extend_from_slice(&[0xaa; 100]);
+    assert_eq!(ObserveRequest::decode(&long), Ok(request));
+}
+
+#[test]
+fn observe_request_truncated_at_every_offset() {
+    let bytes = hex(REQUEST);
+    for cut in 1..bytes.len() {
+        assert_eq!(
+            ObserveRequest::decode(&bytes[..cut]),
+            Err(D::Truncated {
+                needed: 36,
+                available: cut
+            }),
+            "cut at {cut}"
+        );
+        assert!(parse_raw(&bytes[..cut]).is_err());
+    }
+    assert_eq!(
+        ObserveRequest::decode(&[]),
+        Err(D::Truncated {
+            needed: 1,
+            available: 0
+        })
+    );
+}
+
+#[test]
+fn observe_reply_exact_bytes() {
+    for (h, reply) in observe_reply_vectors() {
+        let mut out = vec![0xee];
+        let n = reply.encode(&mut out);
+        assert_eq!(out[1..], hex(h)[..], "{reply:?}");
+        assert_eq!(n, reply.len());
+        assert_eq!(n, out.len() - 1);
+        assert_eq!(ObserveReply::decode(&hex(h)), Ok(reply));
+        assert_eq!(parse_raw(&hex(h)), Ok(RawFrame::ObserveReply(reply)));
+    }
+    assert_eq!((ObserveReply::LEN_V4, ObserveReply::MAX_LEN), (24, 36));
+}
+
+#[test]
+fn observe_reply_truncated_at_every_offset() {
+    for (h, reply) in observe_reply_vectors() {
+        let bytes = hex(h);
+        for cut in 1..bytes.len() {
+            let got = ObserveReply::decode(&bytes[..cut]);
+            // Before the family byte, the shortest (IPv4) length is needed.
+            let needed = if cut < 18 { 24 } else { reply.len() };
+            assert_eq!(
+                got,
+                Err(D::Truncated {
+                    needed,
+                    available: cut
+                }),
+                "{h} cut at {cut}"
+            );
+            assert!(parse_raw(&bytes[..cut]).is_err());
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(
+            ObserveReply::decode(&long),
+            Err(D::TrailingBytes {
+                frame_type: 6,
+                extra: 1
+            })
+        );
+    }
+}
+
+#[test]
+fn observe_reply_bad_family() {
+    for family in [0u8, 5, 7, 0x46, 0xff] {
+        let mut bytes = hex("06 00010203 04050607 08090a0b 0c0d0e0f 04 c0000201 1234");
+        bytes[17] = family;
+        assert!(
+            matches!(ObserveReply::decode(&bytes), Err(D::Invalid { .. })),
+            "family {family}"
+        );
+    }
+}
+
+#[test]
+fn observe_answer_never_exceeds_request() {
+    let v6: std::net::SocketAddr = "[2001:db8::1]:443".parse().unwrap();
+    let v4: std::net::SocketAddr = "192.0.2.1:4660".parse().unwrap();
+    for observed in [v4, v6] {
+        let mut out = Vec::new();
+        let request = ObserveRequest::answer(&hex(REQUEST), observed, &mut out).unwrap();
+        assert_eq!(request.token, TOKEN);
+        assert!(out.len() <= ObserveRequest::MIN_LEN);
+        assert_eq!(
+            ObserveReply::decode(&out),
+            Ok(ObserveReply {
+                token: TOKEN,
+                observed
+            })
+        );
+    }
+    // Too short to answer without amplification: nothing is written.
+    let mut out = Vec::new();
+    assert!(ObserveRequest::answer(&hex(REQUEST)[..35], v6, &mut out).is_err());
+    assert!(out.is_empty());
+    // A reply is not a request.
+    let reply = hex("06 00010203 04050607 08090a0b 0c0d0e0f 04 c0000201 1234");
+    assert_eq!(
+        ObserveRequest::answer(&reply, v4, &mut out),
+        Err(D::UnexpectedType {
+            expected: 5,
+            found: 6
+        })
+    );
+    assert!(out.is_empty());
 }
