@@ -69,6 +69,11 @@ pub struct BirthdayConfig {
     /// The hard NAT's port range, as far as we know (all unprivileged
     /// ports by default).
     pub port_range: (u16, u16),
+    /// Half the primes go within this many ports of a port the hard NAT
+    /// gave lately ([`BirthdaySide::Easy::near`]): many NATs hand out ports
+    /// from a block or a range (a random-port NAT loses nothing: the ports
+    /// near one are as likely as any).
+    pub near_window: u16,
     /// Probes (and primes) a second, at most, on either side.
     pub rate: u32,
     /// How often each hard socket probes again.
@@ -89,6 +94,7 @@ impl Default for BirthdayConfig {
             hard_sockets: 256,
             easy_ports: 1024,
             port_range: (1024, 65535),
+            near_window: 2048,
             rate: 2000,
             hard_interval: Duration::from_secs(1),
             hard_rounds: 2,
@@ -160,14 +166,44 @@ fn pace(n: u32, rate: u32) -> Duration {
     Duration::from_secs(u64::from(n)) / rate.max(1)
 }
 
+/// The ports the easy side primes, in order: `easy_ports` distinct ones
+/// of the range, half of them (alternately) within `near_window` of
+/// `near` when it is known and the window holds enough ports.
+fn prime_ports(config: &BirthdayConfig, near: Option<u16>, seed: u64) -> Vec<u16> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (lo, hi) = config.port_range;
+    let want = usize::from(config.easy_ports);
+    let window = near.map(|p| {
+        let w = config.near_window;
+        (p.saturating_sub(w).max(lo), p.saturating_add(w).min(hi))
+    });
+    // The window must hold its half with room to spare, else all uniform.
+    let window = window.filter(|(a, b)| usize::from(b - a) + 1 >= want);
+    let mut chosen = HashSet::with_capacity(want);
+    let mut order = Vec::with_capacity(want);
+    while order.len() < want {
+        let port = match window {
+            Some((a, b)) if order.len() % 2 == 0 => rng.gen_range(a..=b),
+            _ => rng.gen_range(lo..=hi),
+        };
+        if chosen.insert(port) {
+            order.push(port);
+        }
+    }
+    order
+}
+
 /// Which side of a birthday attempt we are, and what we know of the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BirthdaySide {
     /// Our NAT maps endpoint-independently; the peer's public address is
-    /// `hard_ip`, its ports unknown.
+    /// `hard_ip`, its next ports unknown.
     Easy {
         /// The hard side's public IP.
         hard_ip: IpAddr,
+        /// A port the hard NAT gave the peer lately (its announced public
+        /// address), if known: half the primes go near it.
+        near: Option<u16>,
     },
     /// Our NAT maps per destination; the easy side is at `easy`.
     Hard {
@@ -293,19 +329,7 @@ impl BirthdaySession {
     ) -> Result<Self, BirthdayConfigError> {
         config.validate()?;
         let primes = match params.side {
-            BirthdaySide::Easy { .. } => {
-                let mut rng = StdRng::seed_from_u64(params.seed);
-                let (lo, hi) = config.port_range;
-                let mut chosen = HashSet::with_capacity(usize::from(config.easy_ports));
-                let mut order = Vec::with_capacity(usize::from(config.easy_ports));
-                while order.len() < usize::from(config.easy_ports) {
-                    let port = rng.gen_range(lo..=hi);
-                    if chosen.insert(port) {
-                        order.push(port);
-                    }
-                }
-                order
-            }
+            BirthdaySide::Easy { near, .. } => prime_ports(&config, near, params.seed),
             BirthdaySide::Hard { .. } => Vec::new(),
         };
         Ok(Self {
@@ -399,7 +423,7 @@ impl BirthdaySession {
 
     fn send_next(&mut self, now: Instant) {
         match self.side {
-            BirthdaySide::Easy { hard_ip } => {
+            BirthdaySide::Easy { hard_ip, .. } => {
                 let port = self.primes[self.primed];
                 self.primed += 1;
                 let seq = self.take_seq();
@@ -509,7 +533,7 @@ impl BirthdaySession {
     /// side, the easy side's address on the hard side.
     fn expected_source(&self, from: SocketAddr) -> bool {
         match self.side {
-            BirthdaySide::Easy { hard_ip } => from.ip() == hard_ip,
+            BirthdaySide::Easy { hard_ip, .. } => from.ip() == hard_ip,
             BirthdaySide::Hard { easy } => from == easy,
         }
     }

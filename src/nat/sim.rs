@@ -17,6 +17,7 @@
 //!   packet to it (the tuple is taken, as in Linux conntrack).
 //! - `SequentialSymmetric`: like `Symmetric` but ports are allocated
 //!   sequentially (`delta` plus a random jitter in `0..=jitter`).
+//! - `SymmetricRange`: like `Symmetric`, with ports from a range only.
 //! - `UdpBlocked`: drops all UDP.
 //!
 //! Mappings and filter entries expire after `mapping_timeout` of idleness.
@@ -37,7 +38,16 @@ pub(crate) enum NatType {
     FullCone,
     Home,
     Symmetric,
-    SequentialSymmetric { delta: u16, jitter: u16 },
+    SequentialSymmetric {
+        delta: u16,
+        jitter: u16,
+    },
+    /// Like `Symmetric`, with ports from `lo..=hi` only (Linux
+    /// `MASQUERADE --to-ports lo-hi`).
+    SymmetricRange {
+        lo: u16,
+        hi: u16,
+    },
     UdpBlocked,
 }
 
@@ -305,8 +315,12 @@ impl Sim {
     }
 
     fn alloc_random(&mut self, n: usize) -> u16 {
+        let (lo, hi) = match self.nats[n].kind {
+            NatType::SymmetricRange { lo, hi } => (lo, hi),
+            _ => (1024, 65535),
+        };
         loop {
-            let port = self.rng.gen_range(1024..=65535u16);
+            let port = self.rng.gen_range(lo..=hi);
             if !self.nats[n].owner.contains_key(&port) {
                 return port;
             }
@@ -397,28 +411,30 @@ impl Sim {
                     }
                 }
             }
-            NatType::Symmetric | NatType::SequentialSymmetric { .. } => {
-                match self.nats[n].dep.get(&(src, dst)) {
-                    Some((p, t)) if alive(t) => *p,
-                    _ => {
-                        let p = match kind {
-                            NatType::SequentialSymmetric { delta, jitter } => {
-                                self.alloc_sequential(n, delta, jitter)
-                            }
-                            _ => self.alloc_random_toward(n, dst),
-                        };
-                        self.nats[n].owner.insert(p, src);
-                        p
-                    }
+            NatType::Symmetric
+            | NatType::SymmetricRange { .. }
+            | NatType::SequentialSymmetric { .. } => match self.nats[n].dep.get(&(src, dst)) {
+                Some((p, t)) if alive(t) => *p,
+                _ => {
+                    let p = match kind {
+                        NatType::SequentialSymmetric { delta, jitter } => {
+                            self.alloc_sequential(n, delta, jitter)
+                        }
+                        _ => self.alloc_random_toward(n, dst),
+                    };
+                    self.nats[n].owner.insert(p, src);
+                    p
                 }
-            }
+            },
         };
         let nat = &mut self.nats[n];
         if let Some(e) = nat.dep.get_mut(&(src, dst)) {
             e.1 = now;
         } else if matches!(
             kind,
-            NatType::Symmetric | NatType::SequentialSymmetric { .. }
+            NatType::Symmetric
+                | NatType::SymmetricRange { .. }
+                | NatType::SequentialSymmetric { .. }
         ) {
             nat.dep.insert((src, dst), (port, now));
         }
@@ -445,18 +461,19 @@ impl Sim {
                     _ => None,
                 }
             }
-            NatType::Home | NatType::Symmetric | NatType::SequentialSymmetric { .. } => {
-                match nat.flows.get_mut(&(port, from)) {
-                    Some((src, t)) if alive(t) => {
-                        *t = now;
-                        Some(*src)
-                    }
-                    _ => {
-                        nat.unsolicited.entry((port, from)).or_insert(now);
-                        None
-                    }
+            NatType::Home
+            | NatType::Symmetric
+            | NatType::SymmetricRange { .. }
+            | NatType::SequentialSymmetric { .. } => match nat.flows.get_mut(&(port, from)) {
+                Some((src, t)) if alive(t) => {
+                    *t = now;
+                    Some(*src)
                 }
-            }
+                _ => {
+                    nat.unsolicited.entry((port, from)).or_insert(now);
+                    None
+                }
+            },
         }
     }
 }

@@ -34,7 +34,7 @@ fn packets(mesh: &Mesh) -> String {
 fn runs(kinds: [&str; 2], runs: usize) -> Vec<Option<u64>> {
     (0..runs)
         .map(|run| {
-            let mesh = Mesh::up_with(&kinds, &["--bootstraps", "2"]);
+            let mesh = Mesh::up(&kinds);
             let started = Instant::now();
             let direct = wait_until(Duration::from_secs(10), || {
                 mesh.paths("a").iter().any(|(_, path)| path == "direct")

@@ -130,7 +130,15 @@ impl Overlay {
     pub(super) fn start_birthday(&self, slot: &Arc<PeerSlot>, b: BirthdayStart) {
         let config = BirthdayConfig::default();
         let side = if b.we_easy {
-            BirthdaySide::Easy { hard_ip: b.hard }
+            BirthdaySide::Easy {
+                hard_ip: b.hard,
+                near: slot
+                    .state()
+                    .punch_candidates(None)
+                    .iter()
+                    .find(|c| c.addr.ip() == b.hard)
+                    .map(|c| c.addr.port()),
+            }
         } else {
             BirthdaySide::Hard { easy: b.easy }
         };

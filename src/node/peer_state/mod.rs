@@ -419,16 +419,21 @@ impl PeerState {
         if let Some(left) = settling {
             self.recheck = self.recheck.min(left);
         }
+        // One birthday attempt at a time, fresh candidates or not: each
+        // opens hundreds of sockets or primes a thousand ports.
+        let birthday = self.birthday_side();
+        let birthday_busy = birthday.is_some() && self.birthday_until.is_some_and(|t| now < t);
         if self.facts.leads
             && settling.is_none()
             && have_candidates
+            && !birthday_busy
             && (fresh || (!busy && self.punch_backoff.ready(now)))
         {
             self.punch_backoff.arm(now);
             self.last_punched = candidates;
             self.actions.push_back(PeerAction::InitiatePunch {
                 via: link.addr,
-                birthday: self.birthday_side(),
+                birthday,
             });
         }
     }
@@ -479,9 +484,12 @@ impl PeerState {
     }
 
     /// Our NAT class now (the driver reads it from the bootstraps' views
-    /// before each pass). A change is announced to the peer.
+    /// before each pass). A change is announced to the peer; `Unknown`
+    /// changes nothing.
     pub fn set_own_nat(&mut self, class: NatClass) {
-        if class != self.own_nat {
+        // Not knowing for a moment (our NAT is asked again) is no news:
+        // the last class known stands until another one is.
+        if class != self.own_nat && class != NatClass::Unknown {
             self.own_nat = class;
             if !self.announced.is_empty() {
                 self.announce_now = true;

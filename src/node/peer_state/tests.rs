@@ -739,6 +739,17 @@ fn nat_classes_pick_birthday_probing_and_its_side() {
             via: sa(BOOT),
             birthday: Some(true)
         }));
+    // The leader starts no second birthday while one runs, even for news.
+    p.state.on_birthday_started(p.now);
+    p.add_candidate(1, "198.51.100.9:6001");
+    p.advance(CANDIDATES_SETTLE);
+    assert!(!has(&p.pass(), |a| matches!(
+        a,
+        PeerAction::InitiatePunch { .. }
+    )));
+    // Not knowing our class for a moment changes nothing.
+    p.state.set_own_nat(Unknown);
+    assert_eq!(p.state.birthday_side(), Some(true));
     // Our class changing is announced again.
     p.state.set_own_nat(Dependent);
     assert_eq!(p.state.birthday_side(), None, "two hard NATs: no birthday");
