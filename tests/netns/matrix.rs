@@ -15,11 +15,20 @@ fn expected(a: &str, b: &str) -> Option<bool> {
     let open = |k: &str| k == "none" || k == "full-cone";
     // A home NAT behind a carrier NAT maps and filters like a home NAT.
     let mapping_kept = |k: &str| k == "home" || k == "cgnat";
+    // An endpoint-independent mapping behind a NAT facing a symmetric one
+    // (random ports, or a port range) meets it by birthday probing.
+    let easy = |k: &str| mapping_kept(k) || k == "full-cone" || k == "home-fw";
+    let hard = |k: &str| k == "symmetric" || k == "symmetric-range";
     // Endpoint-independent filtering on one side, or two endpoint-
     // independent mappings (home↔home, by synchronized punching), go
-    // direct. A port-restricted NAT facing a random-port symmetric NAT, or
-    // two symmetric NATs, cannot be punched: relay.
-    Some(open(a) || open(b) || (mapping_kept(a) && mapping_kept(b)))
+    // direct. Two symmetric NATs cannot be punched: relay.
+    Some(
+        open(a)
+            || open(b)
+            || (mapping_kept(a) && mapping_kept(b))
+            || (easy(a) && hard(b))
+            || (hard(a) && easy(b)),
+    )
 }
 
 #[derive(Debug, serde::Deserialize)]

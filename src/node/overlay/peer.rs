@@ -238,9 +238,12 @@ impl Overlay {
             PeerAction::Announce { via } => self.announce(via, slot).await,
             PeerAction::InitiatePunch { via, birthday } => {
                 if let Some(link) = self.link_at(via) {
-                    match birthday {
-                        Some(we_easy) => self.initiate_birthday(&link, slot, we_easy),
-                        None => self.initiate_punch(&link, slot),
+                    // The plain punch runs beside a birthday attempt: it
+                    // reaches an easy side whose NAT also filters
+                    // endpoint-independently (full cone) in a round trip.
+                    self.initiate_punch(&link, slot);
+                    if let Some(we_easy) = birthday {
+                        self.initiate_birthday(&link, slot, we_easy);
                     }
                 }
             }

@@ -92,9 +92,9 @@ pub enum PeerAction {
     InitiatePunch {
         /// The link's address.
         via: SocketAddr,
-        /// Birthday probing instead ([`crate::nat::birthday`]), with our
-        /// side: `Some(true)` easy, `Some(false)` hard (send
-        /// BIRTHDAY_ME_NOW instead of PUNCH_ME_NOW).
+        /// Birthday probing too ([`crate::nat::birthday`]), with our side:
+        /// `Some(true)` easy, `Some(false)` hard (send BIRTHDAY_ME_NOW as
+        /// well as PUNCH_ME_NOW, and run both sessions).
         birthday: Option<bool>,
     },
     /// The peer asked us to punch: start the session.
