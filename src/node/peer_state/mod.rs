@@ -718,13 +718,27 @@ impl PeerState {
                     tracing::debug!(round, own = ?self.own_nat, "birthday requested, but our NAT class disagrees; ignored");
                     return;
                 }
+                // We probe only the peer's own public addresses: as the
+                // hard side 512 probes to `easy`, as the easy side primes
+                // to many ports of `hard`. An address the peer did not
+                // announce (someone else's) gets nothing.
+                let (easy, hard) = (canonical(easy), crate::nat::canonical_ip(hard));
+                let announced = if sender_easy {
+                    self.candidates.values().any(|a| *a == easy)
+                } else {
+                    !is_private_ip(hard) && self.candidates.values().any(|a| a.ip() == hard)
+                };
+                if !announced {
+                    tracing::debug!(round, %easy, %hard, "birthday toward an address the peer did not announce; ignored");
+                    return;
+                }
                 self.actions.push_back(PeerAction::JoinBirthday {
                     via,
                     round,
                     token,
                     delay_ms,
                     start_at_unix_micros,
-                    easy: canonical(easy),
+                    easy,
                     hard,
                     we_easy: !sender_easy,
                 });

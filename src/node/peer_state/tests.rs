@@ -785,6 +785,11 @@ fn birthday_requests_are_joined_when_the_sides_agree() {
         },
         p.now,
     );
+    // An easy address the peer never announced: nothing to probe.
+    p.state
+        .handle_forwarded(sa(BOOT), birthday_me_now(true), p.now);
+    assert!(p.drain().is_empty(), "not one of the peer's addresses");
+    p.add_candidate(0, "203.0.113.77:5000");
     // A plain punch running (begun before the classes were known) does
     // not hold a birthday off.
     p.state.on_punch_started(p.now);
@@ -813,4 +818,40 @@ fn birthday_requests_are_joined_when_the_sides_agree() {
         .state
         .handle_forwarded(sa(BOOT), birthday_me_now(true), leader.now);
     assert!(leader.drain().is_empty(), "the leader starts its own");
+}
+
+/// The easy side primes only a public IP the peer announced.
+#[test]
+fn the_easy_side_primes_only_an_announced_public_ip() {
+    use crate::proto::NatClass::{Dependent, EndpointIndependent};
+    let mut p = Peer::new(false, None);
+    p.state.set_own_nat(EndpointIndependent);
+    p.state.handle_forwarded(
+        sa(BOOT),
+        ControlMessage::NatMapping { class: Dependent },
+        p.now,
+    );
+    let hard_at = |ip: &str| ControlMessage::BirthdayMeNow {
+        round: 9,
+        token: [9; 16],
+        delay_ms: 60,
+        start_at_unix_micros: 0,
+        sender_easy: false,
+        easy: sa("203.0.113.1:4000"),
+        hard: ip.parse().unwrap(),
+    };
+    p.state
+        .handle_forwarded(sa(BOOT), hard_at("198.51.100.9"), p.now);
+    assert!(p.drain().is_empty(), "not announced");
+    p.add_candidate(0, "10.0.0.9:6000");
+    p.state
+        .handle_forwarded(sa(BOOT), hard_at("10.0.0.9"), p.now);
+    assert!(p.drain().is_empty(), "private");
+    p.add_candidate(1, "198.51.100.9:6000");
+    p.state
+        .handle_forwarded(sa(BOOT), hard_at("198.51.100.9"), p.now);
+    assert!(matches!(
+        p.drain()[..],
+        [PeerAction::JoinBirthday { we_easy: true, .. }]
+    ));
 }
