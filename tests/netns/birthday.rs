@@ -39,11 +39,13 @@ fn runs(kinds: [&str; 2], runs: usize) -> Vec<Option<u64>> {
             let direct = wait_until(Duration::from_secs(10), || {
                 mesh.paths("a").iter().any(|(_, path)| path == "direct")
             });
+            let status = mesh.status("a");
             let ms = direct
-                .then(|| mesh.status("a")["peers"][0]["first_direct_ms"].as_u64())
+                .then(|| status["peers"][0]["first_direct_ms"].as_u64())
                 .flatten();
+            let found_by = status["peers"][0]["direct_found_by"].clone();
             eprintln!(
-                "{}<->{} run {run}: {} after {:.1} s (first_direct_ms {ms:?})",
+                "{}<->{} run {run}: {} after {:.1} s (first_direct_ms {ms:?}, found by {found_by})",
                 kinds[0],
                 kinds[1],
                 if direct { "direct" } else { "relayed" },

@@ -242,7 +242,10 @@ fn print_text(r: &serde_json::Value) -> anyhow::Result<()> {
                 .map(|a| a.iter().map(s).collect::<Vec<_>>().join(", "))
                 .unwrap_or_default()
         )?;
-        outln!("  path: {}", s(&p["path"]))?;
+        match p["direct_found_by"].as_str() {
+            Some(by) => outln!("  path: {} (found by {by})", s(&p["path"]))?,
+            None => outln!("  path: {}", s(&p["path"]))?,
+        }
         outln!("  remote: {}", s(&p["remote"]))?;
         if !p["transport"].is_null() {
             outln!("  transport: {}", s(&p["transport"]))?;

@@ -18,6 +18,7 @@ use tracing::Instrument as _;
 
 use super::links::Link;
 use super::punch::clock_pair;
+use super::stats::{Method, Outcome};
 use super::{alive, Overlay, PeerSlot};
 use crate::nat::{
     is_private_ip, BirthdayConfig, BirthdayParams, BirthdaySession, BirthdaySide, DEFAULT_PRIME_TTL,
@@ -145,12 +146,20 @@ impl Overlay {
         let span = tracing::info_span!("birthday", peer = %slot.id.short(), round = b.round);
         tracing::info!(parent: &span, easy = b.we_easy, peer_easy = %b.easy, peer_hard = %b.hard, "birthday probing starts");
         let busy_until = b.start_at + config.max_duration + config.linger;
-        slot.state().on_birthday_started(b.start_at);
+        let classes = {
+            let mut state = slot.state();
+            state.on_birthday_started(b.start_at);
+            state.nat_classes()
+        };
         self.inner
             .stats
             .birthdays
             .started
             .fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .stats
+            .attempts_by_class
+            .note(Method::Birthday, classes, Outcome::Started);
         let (tx, rx) = mpsc::channel(256);
         self.lock_punches().insert(b.token, tx);
         let (outcome_tx, outcome_rx) = oneshot::channel();
@@ -188,9 +197,19 @@ impl Overlay {
         let slot = slot.clone();
         tokio::spawn(
             async move {
+                let tally = |outcome| {
+                    this.inner
+                        .stats
+                        .attempts_by_class
+                        .note(Method::Birthday, classes, outcome)
+                };
                 match outcome_rx.await {
-                    Ok(Some(path)) => this.birthday_won(&slot, path).await,
+                    Ok(Some(path)) => {
+                        tally(Outcome::Succeeded);
+                        this.birthday_won(&slot, path).await;
+                    }
                     Ok(None) => {
+                        tally(Outcome::Failed);
                         this.inner
                             .stats
                             .birthdays
@@ -215,6 +234,11 @@ impl Overlay {
             .birthdays
             .succeeded
             .fetch_add(1, Ordering::Relaxed);
+        *slot
+            .validated
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((path.remote, Method::Birthday));
         tracing::info!(remote = %path.remote, side_path = path.side, "direct path validated by birthday probing");
         self.inner
             .node

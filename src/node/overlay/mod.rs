@@ -169,6 +169,10 @@ pub struct PeerStatus {
     pub first_connect_ms: Option<u64>,
     /// Milliseconds from overlay start to the first direct connection.
     pub first_direct_ms: Option<u64>,
+    /// How the direct path in use was found: `punch` or `birthday` (a
+    /// path validated by that attempt), else `null` (dialed at a known
+    /// endpoint, or accepted from the peer's dial).
+    pub direct_found_by: Option<&'static str>,
 }
 
 /// How many peers have a live connection of each kind
@@ -637,6 +641,15 @@ impl Overlay {
                         .map(|d| d.as_secs()),
                     first_connect_ms: ms(first_connect),
                     first_direct_ms: ms(first_direct),
+                    direct_found_by: conn.filter(|_| path == PathKind::Direct).and_then(|c| {
+                        let validated = *slot
+                            .validated
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner);
+                        validated
+                            .filter(|(addr, _)| *addr == canonical(c.remote_address()))
+                            .map(|(_, method)| method.label())
+                    }),
                 }
             })
             .collect();

@@ -70,6 +70,8 @@ pub(super) struct PeerSlot {
     /// they go out when the first connection comes up.
     pub(super) staged: Mutex<VecDeque<(Instant, Bytes)>>,
     pub(super) last_handshake: Mutex<Option<SystemTime>>,
+    /// The last direct path a punch or birthday attempt validated, and how.
+    pub(super) validated: Mutex<Option<(SocketAddr, super::stats::Method)>>,
     pub(super) wake: Notify,
     /// Set when the peer was removed: its maintenance task closes its
     /// connections and ends.
@@ -87,6 +89,7 @@ impl PeerSlot {
             bytes_out: AtomicU64::new(0),
             staged: Mutex::default(),
             last_handshake: Mutex::default(),
+            validated: Mutex::default(),
             wake: Notify::new(),
             removed: AtomicBool::new(false),
         }

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
 use super::links::Link;
+use super::stats::{Method, Outcome};
 use super::{Overlay, PeerSlot};
 use crate::nat::{
     host_addresses, predict_ports, Candidate, CandidateKind, CandidateSet, CandidateSetConfig,
@@ -185,11 +186,22 @@ impl Overlay {
         tracing::info!(parent: &span, ?role, candidates = remote.len(), "hole punching starts");
         let config = self.inner.config.punch.clone();
         let busy_until = start_at + config.max_duration + config.linger;
-        slot.state().on_punch_started(start_at);
+        let classes = {
+            let mut state = slot.state();
+            state.on_punch_started(start_at);
+            state.nat_classes()
+        };
         self.inner
             .stats
             .punches_started
             .fetch_add(1, Ordering::Relaxed);
+        let tally = |outcome| {
+            self.inner
+                .stats
+                .attempts_by_class
+                .note(Method::Punch, classes, outcome)
+        };
+        tally(Outcome::Started);
         let (tx, rx) = mpsc::channel(256);
         self.lock_punches().insert(token, tx);
         let (outcome_tx, outcome_rx) = oneshot::channel();
@@ -229,6 +241,16 @@ impl Overlay {
                             .stats
                             .punches_succeeded
                             .fetch_add(1, Ordering::Relaxed);
+                        this.inner.stats.attempts_by_class.note(
+                            Method::Punch,
+                            classes,
+                            Outcome::Succeeded,
+                        );
+                        *slot
+                            .validated
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner) =
+                            Some((remote, Method::Punch));
                         tracing::info!(%remote, ?rtt, "direct path validated");
                         // Whichever side dials, the other needs no Retry.
                         this.inner
@@ -244,6 +266,11 @@ impl Overlay {
                             .stats
                             .punches_failed
                             .fetch_add(1, Ordering::Relaxed);
+                        this.inner.stats.attempts_by_class.note(
+                            Method::Punch,
+                            classes,
+                            Outcome::Failed,
+                        );
                         tracing::info!(%reason, "hole punching failed");
                     }
                     Err(_) => {}

@@ -12,6 +12,7 @@ use crate::metrics::{load, Histogram, Registry, CONNECT_SECONDS};
 use crate::nat::MappingBehaviour;
 use crate::node::metrics;
 use crate::node::peer_state::PEER_LOST;
+use crate::proto::NatClass;
 
 /// Labels of our NAT's mapping behaviour, as far as the bootstraps' views
 /// tell (`unknown` with fewer than two observations: two bootstraps, or one
@@ -38,6 +39,92 @@ pub(super) struct LinkStats {
     pub lost: AtomicU64,
     /// Links found stalled (a subset of `lost`).
     pub stalled: AtomicU64,
+}
+
+/// How a direct path was found: the labels of [`AttemptTally`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Method {
+    /// `PUNCH_ME_NOW` (with priming).
+    Punch,
+    /// `BIRTHDAY_ME_NOW`.
+    Birthday,
+}
+
+impl Method {
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Self::Punch => "punch",
+            Self::Birthday => "birthday",
+        }
+    }
+}
+
+/// An attempt's result: the labels of [`AttemptTally`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Outcome {
+    Started,
+    Succeeded,
+    Failed,
+}
+
+const CLASSES: [&str; 4] = ["unknown", "public", "endpoint_independent", "dependent"];
+const OUTCOMES: [&str; 3] = ["started", "succeeded", "failed"];
+
+fn class_index(c: NatClass) -> usize {
+    match c {
+        NatClass::Unknown => 0,
+        NatClass::Public => 1,
+        NatClass::EndpointIndependent => 2,
+        NatClass::Dependent => 3,
+    }
+}
+
+/// Punch and birthday attempts by method, our NAT class and the peer's,
+/// and result (a fixed set of 96 counters).
+#[derive(Debug, Default)]
+pub(super) struct AttemptTally([[[[AtomicU64; 3]; 4]; 4]; 2]);
+
+impl AttemptTally {
+    /// Counts one attempt's start or end, with the classes it started with.
+    pub(super) fn note(&self, method: Method, classes: (NatClass, NatClass), outcome: Outcome) {
+        let m = usize::from(method == Method::Birthday);
+        let o = match outcome {
+            Outcome::Started => 0,
+            Outcome::Succeeded => 1,
+            Outcome::Failed => 2,
+        };
+        self.0[m][class_index(classes.0)][class_index(classes.1)][o]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn collect(&self, r: &mut Registry) {
+        let f = r.counter(
+            "antq_punch_attempts_total",
+            "Hole punching attempts by method (punch, birthday), our NAT class and the peer's \
+             (unknown, public, endpoint_independent, dependent), and result (started, succeeded, \
+             failed); only the pairs seen.",
+        );
+        for (m, method) in [Method::Punch, Method::Birthday].iter().enumerate() {
+            for (i, ours) in CLASSES.iter().enumerate() {
+                for (j, theirs) in CLASSES.iter().enumerate() {
+                    for (o, result) in OUTCOMES.iter().enumerate() {
+                        let n = load(&self.0[m][i][j][o]);
+                        if n > 0 {
+                            f.int(
+                                &[
+                                    ("method", method.label()),
+                                    ("ours", ours),
+                                    ("theirs", theirs),
+                                    ("result", result),
+                                ],
+                                n,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Counters of birthday probing (see `overlay::birthday`).
@@ -77,6 +164,7 @@ pub(super) struct OverlayStats {
     first_direct: Histogram,
     pub pings: super::ping::PingStats,
     pub birthdays: BirthdayCounters,
+    pub attempts_by_class: AttemptTally,
     pub observe: super::observe::ObserveCounters,
 }
 
@@ -97,6 +185,7 @@ impl OverlayStats {
             first_direct: Histogram::new(CONNECT_SECONDS),
             pings: Default::default(),
             birthdays: BirthdayCounters::default(),
+            attempts_by_class: AttemptTally::default(),
             observe: Default::default(),
         }
     }
@@ -216,6 +305,7 @@ impl Overlay {
             "Relay connections dropped because their channel was closed or replaced.",
         )
         .int(&[], load(&s.relay_retired));
+        s.attempts_by_class.collect(r);
         let b = &s.birthdays;
         let f = r.counter(
             "antq_birthdays_total",

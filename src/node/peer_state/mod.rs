@@ -470,6 +470,11 @@ impl PeerState {
             .push_back(PeerAction::RelayStalled { conn, route });
     }
 
+    /// Our NAT class and the peer's, as known now.
+    pub fn nat_classes(&self) -> (NatClass, NatClass) {
+        (self.own_nat, self.remote_nat)
+    }
+
     /// Our side of a birthday attempt with the peer (`Some(true)`: the
     /// easy side), when one of the two NATs maps endpoint-independently
     /// and the other per destination: a plain punch cannot guess the hard
