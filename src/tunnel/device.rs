@@ -124,6 +124,8 @@ pub struct TunnelStatus {
     pub firewall: Option<super::firewall::FirewallReport>,
     /// Our addresses as the bootstraps see them.
     pub bootstraps: Vec<BootstrapReport>,
+    /// Port mapping on the gateway.
+    pub port_mapping: PortMapReport,
     /// TTL of hole-punch priming probes (learned from the routers toward
     /// the bootstrap); `None` when priming is off.
     pub punch_prime_ttl: Option<u8>,
@@ -165,6 +167,15 @@ pub struct NetworkReport {
     pub counters: crate::node::members::MemberCounters,
     /// Directory answers refused, by reason.
     pub refused: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// Port mapping in [`TunnelStatus`].
+#[derive(Debug, serde::Serialize)]
+pub struct PortMapReport {
+    /// `[interface] port_mapping` (default on).
+    pub enabled: bool,
+    /// The mapping held now: protocol, external address, expiry.
+    pub mapping: Option<crate::node::overlay::PortMapStatus>,
 }
 
 /// One bootstrap in [`TunnelStatus`].
@@ -304,6 +315,7 @@ impl Tunnel {
                 ..PunchConfig::default()
             },
             loopback_only: false,
+            port_mapping: config.port_mapping,
             membership: config.network.as_ref().map(|n| MembershipConfig {
                 certificate: n.certificate.clone(),
                 trusted: n.ca.clone(),
@@ -450,6 +462,10 @@ impl Tunnel {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .report()
             }),
+            port_mapping: PortMapReport {
+                enabled: self.config.port_mapping,
+                mapping: overlay.port_mapping(),
+            },
             punch_prime_ttl: self.datapath.overlay.prime_ttl(),
             stats: serde_json::to_value(&self.datapath.shared.stats).unwrap_or_default(),
             socket: serde_json::to_value(self.datapath.overlay.node().socket().stats())

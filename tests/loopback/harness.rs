@@ -96,6 +96,7 @@ pub fn overlay_config(
             ..PunchConfig::default()
         },
         loopback_only: true,
+        port_mapping: false,
         membership: None,
     }
 }

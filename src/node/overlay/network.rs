@@ -89,6 +89,7 @@ impl Overlay {
             tracing::debug!(?events, "network change events");
             self.refresh_local_ips().await;
             self.inner.node.network_changed();
+            self.portmap_network_changed();
             for slot in self.slots().values() {
                 slot.state().announce_soon();
                 slot.wake.notify_one();

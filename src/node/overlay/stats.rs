@@ -76,6 +76,7 @@ pub(super) struct OverlayStats {
     first_direct: Histogram,
     pub pings: super::ping::PingStats,
     pub birthdays: BirthdayCounters,
+    pub portmap: super::portmap::PortMapCounters,
 }
 
 impl OverlayStats {
@@ -95,6 +96,7 @@ impl OverlayStats {
             first_direct: Histogram::new(CONNECT_SECONDS),
             pings: Default::default(),
             birthdays: BirthdayCounters::default(),
+            portmap: Default::default(),
         }
     }
 
@@ -260,6 +262,7 @@ impl Overlay {
             "Local network changes handled (address, route or link events).",
         )
         .int(&[], load(&s.network_changes));
+        self.collect_portmap_metrics(r);
         if let Some((c, refused)) = self.member_counters() {
             r.gauge(
                 "antq_members",
