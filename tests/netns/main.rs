@@ -26,6 +26,7 @@ mod membership;
 mod migration;
 mod mtu;
 mod ping;
+mod portmap;
 mod spoof;
 mod tcp_relay;
 mod tunnel;
