@@ -101,8 +101,10 @@ enum Command {
         #[command(subcommand)]
         command: ca::CaCommand,
     },
-    /// Print this host's addresses as seen by each bootstrap and the NAT
-    /// mapping behaviour inferred from them.
+    /// Print this host's addresses as seen by each bootstrap, the NAT
+    /// mapping behaviour inferred from them, and which port mapping
+    /// protocols the default gateway answers (PCP, NAT-PMP, UPnP IGD: a
+    /// short test mapping by each, removed at once).
     Netcheck {
         /// Take the key and the bootstraps from this tunnel config.
         #[arg(short, long, value_name = "FILE")]
