@@ -197,6 +197,7 @@ fn start_overlay(
             ..PunchConfig::default()
         },
         loopback_only: true,
+        port_mapping: false,
         membership: None,
     })
     .expect("start an overlay")

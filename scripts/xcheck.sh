@@ -45,6 +45,7 @@ WINE_SKIP=(
     # Windows answers, Wine fails with WSAEOPNOTSUPP (os error 10045).
     socket::tests::relay_routes_are_stable_and_removable
     socket::tests::relay_routes_move_to_another_server_keeping_their_address
+    socket::side::tests::raw_frames_by_socket_then_one_adopted_as_a_quic_path
     # "Call from ... to unimplemented function
     # iphlpapi.dll.InitializeIpForwardEntry, aborting" (the whole binary).
     imp::tests::route_rows_are_on_link

@@ -13,6 +13,10 @@
 //! | macOS | `getifaddrs` (+ `SIOCGIFAFLAG_IN6`, SystemConfiguration for Wi-Fi) | `SCDynamicStore` notifications on a run-loop thread | `tun-rs` (utun) | routing socket (`route_manager`) |
 //! | Windows | IP Helper `GetAdaptersAddresses` | `NotifyIpInterfaceChange`, `NotifyUnicastIpAddressChange`, `NotifyRouteChange2` | `tun-rs` (Wintun), addresses over IP Helper | `CreateIpForwardEntry2` |
 //!
+//! [`default_gateway_v4`] (the router port mapping asks) reads
+//! `/proc/net/route` on Linux, the routing-table dump on macOS and
+//! `GetIpForwardTable2` on Windows.
+//!
 //! On every other OS the functions return [`PlatformError::Unsupported`].
 //! The macOS and Windows modules are linted for their targets on Linux by
 //! `scripts/xcheck.sh` (CI), which also runs the Windows tests under Wine;
@@ -585,6 +589,16 @@ pub fn trace_hops(dst: IpAddr, max_ttl: u8, wait: Duration) -> Result<Vec<Hop>, 
             what: "hop tracing",
         })
     }
+}
+
+/// The IPv4 default gateway: the next hop of the default route with the
+/// lowest metric (`None` when there is no default route through a
+/// gateway). The router that port mapping (PCP, NAT-PMP) asks. Linux:
+/// `/proc/net/route` of the caller's network namespace; macOS: the routing
+/// table dump (`route_manager`); Windows: `GetIpForwardTable2`. Blocking
+/// but quick (one table read); needs no privilege.
+pub fn default_gateway_v4() -> Result<Option<std::net::Ipv4Addr>, PlatformError> {
+    imp::default_gateway_v4()
 }
 
 /// Whether the process may configure the network: root, or (Linux)

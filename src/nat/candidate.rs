@@ -2,11 +2,13 @@
 //!
 //! Follows RFC 8445 (ICE) where it makes sense for a single-socket overlay:
 //!
-//! - Every candidate has a *kind* (host, server-reflexive, peer-reflexive,
-//!   predicted, relay) and a 32-bit priority computed as in RFC 8445
+//! - Every candidate has a *kind* (host, server-reflexive, mapped,
+//!   peer-reflexive, predicted, relay) and a 32-bit priority computed as in RFC 8445
 //!   §5.1.2.1: `2^24·type_pref + 2^8·local_pref + (256 − component)` with a
 //!   single component (1). `Predicted` is an antq extension for ports guessed
-//!   behind a symmetric NAT (see [`super::prediction`]).
+//!   behind a symmetric NAT (see [`super::prediction`]); `Mapped` one for
+//!   a port the gateway mapped for us (see [`super::portmap`]), ranked
+//!   between peer- and server-reflexive.
 //! - The local preference slightly favours IPv6 over IPv4 (RFC 8421 spirit)
 //!   and orders multiple interfaces by the order they were given.
 //! - [`host_addresses`] takes the host's addresses from the interface list
@@ -36,6 +38,10 @@ pub enum CandidateKind {
     Host,
     /// Our address as observed by a bootstrap server (STUN-like).
     ServerReflexive,
+    /// A port the gateway mapped for us (PCP, NAT-PMP, UPnP IGD): reachable
+    /// from anyone, like a server-reflexive address with
+    /// endpoint-independent filtering (antq extension).
+    Mapped,
     /// An address learned from an incoming probe at runtime.
     PeerReflexive,
     /// A port predicted behind a symmetric NAT (antq extension).
@@ -50,6 +56,7 @@ impl CandidateKind {
         match self {
             CandidateKind::Host => 126,
             CandidateKind::PeerReflexive => 110,
+            CandidateKind::Mapped => 105,
             CandidateKind::ServerReflexive => 100,
             CandidateKind::Predicted => 90,
             CandidateKind::Relay => 0,
@@ -110,6 +117,13 @@ impl Candidate {
             CandidateKind::ServerReflexive,
             local_preference(addr.ip(), 0),
         );
+        c.base = Some(canonical(base));
+        c
+    }
+
+    /// A candidate the gateway mapped for local `base`.
+    pub fn mapped(addr: SocketAddr, base: SocketAddr) -> Self {
+        let mut c = Self::new(addr, CandidateKind::Mapped, local_preference(addr.ip(), 0));
         c.base = Some(canonical(base));
         c
     }
@@ -333,6 +347,14 @@ impl CandidateSet {
         self.insert(Candidate::server_reflexive(mapped, base))
     }
 
+    /// Adds the address the gateway mapped for `base` (port mapping).
+    pub fn add_mapped(&mut self, mapped: SocketAddr, base: SocketAddr) -> bool {
+        if !self.acceptable(mapped.ip()) {
+            return false;
+        }
+        self.insert(Candidate::mapped(mapped, base))
+    }
+
     /// Adds a peer-reflexive candidate learned at runtime.
     pub fn add_peer_reflexive(&mut self, addr: SocketAddr, base: Option<SocketAddr>) -> bool {
         if !self.acceptable(addr.ip()) {
@@ -513,6 +535,14 @@ mod tests {
         assert!(
             candidate_priority(CandidateKind::ServerReflexive, 0)
                 > candidate_priority(CandidateKind::Predicted, 65535)
+        );
+        assert!(
+            candidate_priority(CandidateKind::PeerReflexive, 0)
+                > candidate_priority(CandidateKind::Mapped, 65535)
+        );
+        assert!(
+            candidate_priority(CandidateKind::Mapped, 0)
+                > candidate_priority(CandidateKind::ServerReflexive, 65535)
         );
         assert!(
             candidate_priority(CandidateKind::Predicted, 0)

@@ -16,6 +16,8 @@
 //!   and a symmetric one ([`BirthdaySession`]).
 //! - [`priming`]: the TTL of its priming probes, from the routers on our
 //!   way out ([`prime_ttl_for`]).
+//! - [`portmap`]: when to ask the gateway for a port mapping (PCP,
+//!   NAT-PMP, UPnP IGD), renew and remove it ([`PortMapSchedule`]).
 //! - [`liveness`]: dead-path detection from a connection's counters
 //!   ([`Liveness`]).
 //!
@@ -32,6 +34,7 @@ pub mod addr;
 pub mod birthday;
 pub mod candidate;
 pub mod liveness;
+pub mod portmap;
 pub mod prediction;
 pub mod priming;
 pub mod punch;
@@ -53,6 +56,9 @@ pub use candidate::{
     CandidatePair, CandidateSet, CandidateSetConfig, HostAddr, InterfaceInfo, Role,
 };
 pub use liveness::{Liveness, LivenessConfig, PathCounters, PathHealth};
+pub use portmap::{
+    HeldMapping, PortMapAction, PortMapConfig, PortMapGrant, PortMapProtocol, PortMapSchedule,
+};
 pub use prediction::{
     infer_mapping, predict_ports, MappingBehaviour, Observation, PortAllocation, PredictedPort,
     PredictionConfig,

@@ -31,6 +31,7 @@ pub mod members;
 pub(crate) mod metrics;
 pub mod overlay;
 pub mod peer_state;
+pub mod portmap;
 mod punch_driver;
 
 pub use admission::IncomingLimits;

@@ -9,6 +9,7 @@
 //! mtu = 1280                                # optional
 //! bootstrap = ["BASE64PUBKEY@203.0.113.10:9000"]
 //! metrics = "127.0.0.1:9900"                # optional: Prometheus, loopback only
+//! port_mapping = true                       # optional (default): PCP/NAT-PMP/UPnP
 //!
 //! [[peer]]
 //! public_key = "BASE64PUBKEY"
@@ -72,6 +73,7 @@ struct InterfaceSection {
     #[serde(default)]
     bootstrap: Vec<String>,
     metrics: Option<String>,
+    port_mapping: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +125,9 @@ pub struct TunnelConfig {
     pub firewall_section: bool,
     /// Address of the Prometheus metrics listener (localhost only), if on.
     pub metrics: Option<SocketAddr>,
+    /// Ask the gateway to map our UDP port (PCP, NAT-PMP, UPnP IGD);
+    /// `[interface] port_mapping`, default on.
+    pub port_mapping: bool,
     /// Warnings to show the operator (e.g. a world-readable key file).
     pub warnings: Vec<String>,
 }
@@ -356,6 +361,7 @@ impl TunnelConfig {
             firewall,
             firewall_section,
             metrics,
+            port_mapping: iface.port_mapping.unwrap_or(true),
             warnings,
         })
     }
@@ -425,6 +431,17 @@ endpoint = "198.51.100.7:9000"
         assert_eq!(c.peers[0].public_key, f.peer);
         assert_eq!(c.bootstrap[0].addr, "198.51.100.1:9000".parse().unwrap());
         assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn port_mapping_is_on_unless_turned_off() {
+        let f = Fixture::new();
+        assert!(f.load(GOOD).unwrap().port_mapping);
+        let off = GOOD.replace("listen_port", "port_mapping = false\nlisten_port");
+        assert!(!f.load(&off).unwrap().port_mapping);
+        let bad = GOOD.replace("listen_port", "port_mapping = \"no\"\nlisten_port");
+        let e = f.error(&bad);
+        assert!(e.contains("peer.toml") && e.contains("port_mapping"), "{e}");
     }
 
     #[test]

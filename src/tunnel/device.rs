@@ -128,6 +128,8 @@ pub struct TunnelStatus {
     /// `address_dependent`, `symmetric`, `unknown`), from the bootstraps'
     /// observations (`Overlay::nat_mapping`).
     pub nat_mapping: &'static str,
+    /// Port mapping on the gateway.
+    pub port_mapping: PortMapReport,
     /// TTL of hole-punch priming probes (learned from the routers toward
     /// the bootstrap); `None` when priming is off.
     pub punch_prime_ttl: Option<u8>,
@@ -169,6 +171,15 @@ pub struct NetworkReport {
     pub counters: crate::node::members::MemberCounters,
     /// Directory answers refused, by reason.
     pub refused: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// Port mapping in [`TunnelStatus`].
+#[derive(Debug, serde::Serialize)]
+pub struct PortMapReport {
+    /// `[interface] port_mapping` (default on).
+    pub enabled: bool,
+    /// The mapping held now: protocol, external address, expiry.
+    pub mapping: Option<crate::node::overlay::PortMapStatus>,
 }
 
 /// One bootstrap in [`TunnelStatus`].
@@ -308,6 +319,7 @@ impl Tunnel {
                 ..PunchConfig::default()
             },
             loopback_only: false,
+            port_mapping: config.port_mapping,
             membership: config.network.as_ref().map(|n| MembershipConfig {
                 certificate: n.certificate.clone(),
                 trusted: n.ca.clone(),
@@ -455,6 +467,10 @@ impl Tunnel {
                     .report()
             }),
             nat_mapping: self.datapath.overlay.nat_mapping().label(),
+            port_mapping: PortMapReport {
+                enabled: self.config.port_mapping,
+                mapping: overlay.port_mapping(),
+            },
             punch_prime_ttl: self.datapath.overlay.prime_ttl(),
             stats: serde_json::to_value(&self.datapath.shared.stats).unwrap_or_default(),
             socket: serde_json::to_value(self.datapath.overlay.node().socket().stats())

@@ -100,6 +100,9 @@ fn fixed_change(old: &TunnelConfig, new: &TunnelConfig) -> Option<&'static str> 
     if old.mtu != new.mtu {
         return Some("interface.mtu");
     }
+    if old.port_mapping != new.port_mapping {
+        return Some("interface.port_mapping");
+    }
     if old.metrics != new.metrics {
         return Some("interface.metrics");
     }

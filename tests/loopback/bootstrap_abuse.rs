@@ -339,6 +339,7 @@ fn relay_only_overlay(
         transport: TransportSettings::default(),
         punch: PunchConfig::default(),
         loopback_only: true,
+        port_mapping: false,
         membership: None,
     })
     .unwrap()

@@ -97,6 +97,7 @@ pub fn overlay_config(
             ..PunchConfig::default()
         },
         loopback_only: true,
+        port_mapping: false,
         membership: None,
     }
 }

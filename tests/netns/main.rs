@@ -27,6 +27,7 @@ mod migration;
 mod mtu;
 mod observe;
 mod ping;
+mod portmap;
 mod spoof;
 mod tcp_relay;
 mod tunnel;

@@ -300,6 +300,16 @@ impl Failures {
         }
     }
 
+    /// Whether nothing failed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The failures recorded.
+    pub fn into_messages(self) -> Vec<String> {
+        self.0
+    }
+
     /// Panics if anything failed.
     pub fn finish(self, mesh: &Mesh) {
         if !self.0.is_empty() {

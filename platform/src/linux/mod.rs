@@ -11,12 +11,14 @@ use rtnetlink::Handle;
 
 use crate::PlatformError;
 
+mod gateway;
 mod hops;
 mod links;
 mod route;
 mod tun;
 mod watch;
 
+pub(crate) use gateway::default_gateway_v4;
 pub(crate) use hops::trace_hops;
 pub(crate) use links::interfaces;
 pub(crate) use route::{add_route, del_route};

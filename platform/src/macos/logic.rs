@@ -5,7 +5,7 @@
 //! macOS APIs so that it is compiled and unit-tested on Linux as well.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::{ChangeEvent, Interface, InterfaceFlags, InterfaceKind, PlatformError};
 
@@ -222,6 +222,23 @@ impl Snapshot {
     }
 }
 
+/// The IPv4 default gateway among routing-table rows `(destination,
+/// prefix length, gateway)`: the first default route (0.0.0.0/0) whose
+/// gateway is an IPv4 address (a route through an interface has a
+/// link-level gateway, `None`).
+pub(super) fn pick_default_v4(
+    routes: impl IntoIterator<Item = (IpAddr, u8, Option<IpAddr>)>,
+) -> Option<Ipv4Addr> {
+    routes
+        .into_iter()
+        .find_map(|(dest, prefix, gateway)| match gateway {
+            Some(IpAddr::V4(gw)) if dest == IpAddr::V4(Ipv4Addr::UNSPECIFIED) && prefix == 0 => {
+                (!gw.is_unspecified()).then_some(gw)
+            }
+            _ => None,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,5 +404,19 @@ mod tests {
             Snapshot::default().changes(&Snapshot::default(), &[]),
             vec![]
         );
+    }
+
+    #[test]
+    fn the_default_gateway_is_the_first_ipv4_default_route() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let rows = [
+            (ip("10.0.0.0"), 8, Some(ip("10.0.0.1"))),
+            (ip("0.0.0.0"), 0, None),
+            (ip("::"), 0, Some(ip("fe80::1"))),
+            (ip("0.0.0.0"), 0, Some(ip("192.168.1.1"))),
+            (ip("0.0.0.0"), 0, Some(ip("192.168.2.1"))),
+        ];
+        assert_eq!(pick_default_v4(rows), Some(Ipv4Addr::new(192, 168, 1, 1)));
+        assert_eq!(pick_default_v4(rows[..3].to_vec()), None);
     }
 }

@@ -19,7 +19,7 @@ mod watch;
 
 pub(crate) use crate::plain_tun::{GroTable, Tun, BATCH_HEADROOM, IDEAL_BATCH_SIZE};
 pub(crate) use links::interfaces;
-pub(crate) use route::{add_route, del_route};
+pub(crate) use route::{add_route, default_gateway_v4, del_route};
 pub(crate) use tun::create_tun;
 pub(crate) use watch::{watch_changes, ChangeWatcher};
 

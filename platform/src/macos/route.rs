@@ -2,10 +2,11 @@
 //! `route_manager`. A route through an interface carries the interface as
 //! a link-level (`sockaddr_dl`) gateway, like `route add -net ... -interface`.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use route_manager::{Route, RouteManager};
 
+use super::logic::pick_default_v4;
 use super::{if_index, os_error};
 use crate::{network_of, InterfaceRef, PlatformError};
 
@@ -55,6 +56,19 @@ pub(crate) async fn del_route(
     RouteManager::new()
         .and_then(|mut m| m.delete(&route))
         .map_err(|e| os_error(op, e))
+}
+
+/// The IPv4 default gateway, from the routing table (`NET_RT_DUMP`
+/// through `route_manager`).
+pub(crate) fn default_gateway_v4() -> Result<Option<Ipv4Addr>, PlatformError> {
+    let routes = RouteManager::new()
+        .and_then(|mut m| m.list())
+        .map_err(|e| os_error("list routes", e))?;
+    Ok(pick_default_v4(
+        routes
+            .iter()
+            .map(|r| (r.destination(), r.prefix(), r.gateway())),
+    ))
 }
 
 // Compiled for macOS by CI on Linux (scripts/xcheck.sh), run only on a Mac.

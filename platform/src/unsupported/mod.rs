@@ -25,6 +25,11 @@ pub(crate) async fn interfaces() -> Result<Vec<Interface>, PlatformError> {
     Err(unsupported("interface discovery"))
 }
 
+/// No routing table access here.
+pub(crate) fn default_gateway_v4() -> Result<Option<std::net::Ipv4Addr>, PlatformError> {
+    Err(unsupported("default gateway discovery"))
+}
+
 pub(crate) fn watch_changes() -> Result<ChangeWatcher, PlatformError> {
     Err(unsupported("network change events"))
 }

@@ -4,6 +4,8 @@
 //! run. `tun.rs` needs tun-rs's Windows API and is left to CI on Windows;
 //! `mod.rs` only declares and re-exports.
 
+#[path = "gateway.rs"]
+mod gateway;
 #[path = "links.rs"]
 mod links;
 #[path = "process.rs"]

@@ -8,6 +8,7 @@
 //! need an elevated process and `wintun.dll` and are ignored there. The IP
 //! Helper parts are also type-checked and unit-tested on Linux (`check.rs`).
 
+mod gateway;
 mod links;
 mod process;
 mod route;
@@ -16,6 +17,7 @@ mod tun;
 mod watch;
 
 pub(crate) use crate::plain_tun::{GroTable, Tun, BATCH_HEADROOM, IDEAL_BATCH_SIZE};
+pub(crate) use gateway::default_gateway_v4;
 pub(crate) use links::interfaces;
 pub(crate) use process::{has_net_admin, is_root, raise_thread_priority, restore_thread_priority};
 pub(crate) use route::{add_route, del_route};

@@ -101,8 +101,10 @@ enum Command {
         #[command(subcommand)]
         command: ca::CaCommand,
     },
-    /// Print this host's addresses as seen by each bootstrap and the NAT
-    /// mapping behaviour inferred from them.
+    /// Print this host's addresses as seen by each bootstrap, the NAT
+    /// mapping behaviour inferred from them, and which port mapping
+    /// protocols the default gateway answers (PCP, NAT-PMP, UPnP IGD: a
+    /// short test mapping by each, removed at once).
     ///
     /// Each bootstrap is asked on its main port and on its observe port
     /// (which it announces): one bootstrap is enough to tell an

@@ -1,6 +1,8 @@
 //! `netcheck`: our mapped address as each bootstrap sees it, from one
 //! socket (on its main port and, when it has one, on its observe port), and
-//! the NAT mapping behaviour that follows.
+//! the NAT mapping behaviour that follows; which port mapping protocols the
+//! default gateway answers (a short test mapping of the same socket's port
+//! by each, removed at once).
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -91,6 +93,8 @@ pub fn netcheck(config: Option<&Path>, extra: &[String], json: bool) -> anyhow::
             )),
             None => None,
         };
+        let gateway = antq_platform::default_gateway_v4();
+        let portmap = antq::node::portmap::probe_all(base.port()).await;
         let hop_text = |h: &Option<IpAddr>| h.map_or_else(|| "*".to_owned(), |ip| ip.to_string());
         if json {
             let list: Vec<_> = rows
@@ -110,7 +114,18 @@ pub fn netcheck(config: Option<&Path>, extra: &[String], json: bool) -> anyhow::
                 Some((target, Err(e))) => serde_json::json!({"target": target, "error": e.to_string()}),
                 None => serde_json::Value::Null,
             };
-            outln!("{}", serde_json::to_string_pretty(&serde_json::json!({"local": base, "bootstraps": list, "mapping": format!("{mapping:?}"), "nat_mapping": mapping.label(), "trace": trace_json}))?)?;
+            let mut pm = serde_json::Map::new();
+            pm.insert("gateway".into(), match &gateway {
+                Ok(g) => serde_json::json!(g),
+                Err(e) => serde_json::json!({"error": e.to_string()}),
+            });
+            for p in &portmap {
+                pm.insert(p.protocol.name().into(), match &p.result {
+                    Ok(external) => serde_json::json!({"answered": true, "external": external, "removed": p.removed}),
+                    Err(e) => serde_json::json!({"answered": false, "error": e.to_string()}),
+                });
+            }
+            outln!("{}", serde_json::to_string_pretty(&serde_json::json!({"local": base, "bootstraps": list, "mapping": format!("{mapping:?}"), "nat_mapping": mapping.label(), "trace": trace_json, "port_mapping": pm}))?)?;
         } else {
             outln!("local socket: {base}")?;
             for (b, o) in &rows {
@@ -137,6 +152,21 @@ pub fn netcheck(config: Option<&Path>, extra: &[String], json: bool) -> anyhow::
                 }
                 Some((target, Err(e))) => outln!("routers toward {target}: cannot trace ({e})")?,
                 None => outln!("routers: no IPv4 bootstrap to trace toward")?,
+            }
+            match &gateway {
+                Ok(Some(g)) => outln!("port mapping, gateway {g}:")?,
+                Ok(None) => outln!("port mapping (no IPv4 default gateway):")?,
+                Err(e) => outln!("port mapping (default gateway unknown: {e}):")?,
+            }
+            for p in &portmap {
+                match &p.result {
+                    Ok(external) => outln!(
+                        "  {}: yes, mapped {external}{}",
+                        p.protocol,
+                        if p.removed { "" } else { " (removal not confirmed)" }
+                    )?,
+                    Err(e) => outln!("  {}: no ({e})", p.protocol)?,
+                }
             }
         }
         node.close().await;

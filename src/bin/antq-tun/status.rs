@@ -157,6 +157,20 @@ fn print_text(r: &serde_json::Value) -> anyhow::Result<()> {
     if !r["nat_mapping"].is_null() {
         outln!("  NAT mapping: {}", s(&r["nat_mapping"]))?;
     }
+    let pm = &r["port_mapping"];
+    let m = &pm["mapping"];
+    if pm["enabled"] == false {
+        outln!("  port mapping: off")?;
+    } else if m.is_object() {
+        outln!(
+            "  port mapping: {} {}, expires in {} s (renewed at half its lifetime)",
+            s(&m["protocol"]),
+            s(&m["external"]),
+            s(&m["expires_in_secs"])
+        )?;
+    } else if pm.is_object() {
+        outln!("  port mapping: none (the gateway granted none yet)")?;
+    }
     if !r["punch_prime_ttl"].is_null() {
         outln!("  punch priming TTL: {}", s(&r["punch_prime_ttl"]))?;
     }

@@ -48,8 +48,13 @@ pub(super) struct BirthdayStart {
 
 impl Overlay {
     /// Our NAT class from the bootstraps' views: no NAT when a bootstrap
-    /// sees one of our own addresses, else the mapping behaviour.
+    /// sees one of our own addresses or while the gateway maps our port
+    /// (`overlay::portmap`: reachable from anyone), else the mapping
+    /// behaviour.
     pub(super) fn nat_class(&self) -> NatClass {
+        if self.held_mapping().is_some() {
+            return NatClass::Public;
+        }
         let socket = self.inner.node.socket();
         let public = self
             .observed_addresses()

@@ -47,12 +47,14 @@ mod network;
 mod observe;
 mod peer;
 mod ping;
+mod portmap;
 mod punch;
 mod stats;
 
 use self::links::{BootSlot, Link};
 use self::peer::{alive, PeerSlot};
 pub use self::ping::{PingError, PingReply, PONG_DEADLINE};
+pub use self::portmap::{PortMapStatus, REMOVE_WAIT};
 use super::link_state::RelayChoice;
 use super::members::{MemberBook, MembershipConfig};
 use super::peer_state::PeerFacts;
@@ -106,6 +108,10 @@ pub struct OverlayConfig {
     /// Membership of a network (CA): members are found through the
     /// bootstraps' directory and become peers without being listed.
     pub membership: Option<MembershipConfig>,
+    /// Ask the IPv4 default gateway for a mapping of our port (PCP,
+    /// NAT-PMP, UPnP IGD; see `overlay::portmap`). Never with
+    /// `loopback_only`.
+    pub port_mapping: bool,
 }
 
 /// A consumer that takes received datagrams as they arrive, on the task
@@ -252,6 +258,12 @@ struct Inner {
     /// (or cannot run).
     prime_traced: tokio::sync::watch::Sender<bool>,
     stats: stats::OverlayStats,
+    /// Port mapping, when on (taken alone).
+    portmap: Option<Mutex<portmap::PortMapState>>,
+    /// Wakes the port mapping task (a network change).
+    portmap_wake: tokio::sync::Notify,
+    /// The port mapping task, aborted by [`Overlay::close`].
+    portmap_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// A running overlay.
@@ -322,6 +334,8 @@ impl Overlay {
                 .collect(),
         );
         let stats = stats::OverlayStats::new();
+        let portmap = (config.port_mapping && !config.loopback_only)
+            .then(|| Mutex::new(portmap::PortMapState::new(started)));
         let inner = Arc::new(Inner {
             node,
             config,
@@ -342,6 +356,9 @@ impl Overlay {
             prime_ttl: AtomicU8::new(0),
             prime_traced: tokio::sync::watch::Sender::new(false),
             stats,
+            portmap,
+            portmap_wake: tokio::sync::Notify::new(),
+            portmap_task: Mutex::default(),
         });
         let overlay = Self { inner };
         overlay.spawn_tasks();
@@ -418,6 +435,16 @@ impl Overlay {
         if inner.members.is_some() {
             let this = self.clone();
             tokio::spawn(async move { this.tend_members().await });
+        }
+        if inner.portmap.is_some() {
+            let this = self.clone();
+            let task = tokio::spawn(
+                async move { this.run_portmap().await }.instrument(tracing::info_span!("portmap")),
+            );
+            *inner
+                .portmap_task
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(task);
         }
         // Per-peer maintenance.
         for slot in inner.peers.load().values() {
@@ -671,9 +698,10 @@ impl Overlay {
         open
     }
 
-    /// Closes every connection.
+    /// Closes every connection and removes our port mapping from the
+    /// gateway (waiting at most [`REMOVE_WAIT`] for it to confirm).
     pub async fn close(&self) {
-        self.inner.node.close().await;
+        tokio::join!(self.close_portmap(), self.inner.node.close());
     }
 
     /// The connected bootstrap links, in order of preference.

@@ -94,6 +94,7 @@ impl Overlay {
             for link in self.read_links() {
                 self.observe_again(&link);
             }
+            self.portmap_network_changed();
             for slot in self.slots().values() {
                 slot.state().announce_soon();
                 slot.wake.notify_one();

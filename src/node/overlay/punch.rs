@@ -55,7 +55,8 @@ impl Overlay {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Our candidates: host addresses and what the bootstraps observed.
+    /// Our candidates: host addresses, the port mapping the gateway granted
+    /// and what the bootstraps observed.
     async fn local_candidates(&self) -> Vec<Candidate> {
         let port = self.local_addr().map(|a| a.port()).unwrap_or(0);
         let loopback_only = self.inner.config.loopback_only;
@@ -76,6 +77,9 @@ impl Overlay {
             Err(error) => tracing::debug!(%error, "cannot list interfaces"),
         }
         let base = SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port);
+        if let Some(mapped) = self.held_mapping() {
+            set.add_mapped(mapped.external, base);
+        }
         let mut observations = Vec::new();
         for (server, observed) in self.observed_addresses() {
             if let Some(mapped) = observed {

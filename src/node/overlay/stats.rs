@@ -166,6 +166,7 @@ pub(super) struct OverlayStats {
     pub birthdays: BirthdayCounters,
     pub attempts_by_class: AttemptTally,
     pub observe: super::observe::ObserveCounters,
+    pub portmap: super::portmap::PortMapCounters,
 }
 
 impl OverlayStats {
@@ -187,6 +188,7 @@ impl OverlayStats {
             birthdays: BirthdayCounters::default(),
             attempts_by_class: AttemptTally::default(),
             observe: Default::default(),
+            portmap: Default::default(),
         }
     }
 
@@ -350,6 +352,7 @@ impl Overlay {
             "Local network changes handled (address, route or link events).",
         )
         .int(&[], load(&s.network_changes));
+        self.collect_portmap_metrics(r);
         if let Some((c, refused)) = self.member_counters() {
             r.gauge(
                 "antq_members",
