@@ -134,9 +134,10 @@ impl AntqSocket {
             let sender = std::net::UdpSocket::bind(any)?;
             sender.set_nonblocking(true)?;
             let reader = Arc::new(tokio::net::UdpSocket::from_std(sender.try_clone()?)?);
-            group.readers.push(tokio::spawn(read_raw(
+            group.readers.push(tokio::spawn(read_side(
                 reader.clone(),
                 k,
+                None,
                 tx.clone(),
                 Arc::downgrade(self),
             )));
@@ -285,10 +286,13 @@ impl SideGroup {
             IpAddr::V4(Ipv4Addr::new(SIDE_OCTET, b, c, d)),
             remote.port(),
         );
-        let reader = tokio::spawn(read_path(
+        let reader = tokio::spawn(read_side(
             reader,
-            (k, remote),
-            virtual_addr,
+            k,
+            Some(PathTo {
+                remote,
+                virtual_addr,
+            }),
             self.raw_tx.clone(),
             Arc::downgrade(&owner),
         ));
@@ -309,11 +313,22 @@ impl SideGroup {
     }
 }
 
-/// Reads a side socket of a group: raw frames to the group's receiver,
+/// Where a side socket's QUIC packets go: nowhere while it is one of a
+/// group's, to quinn from the virtual address once adopted as a path.
+#[derive(Clone, Copy, Debug)]
+struct PathTo {
+    remote: SocketAddr,
+    virtual_addr: SocketAddr,
+}
+
+/// Reads side socket `k`: raw frames to the group's receiver (while its
+/// owner holds it: an adopted socket's attempt still acks the peer's last
+/// probes); the remote's QUIC packets to quinn once the socket is a path;
 /// anything else dropped and counted.
-async fn read_raw(
+async fn read_side(
     socket: Arc<tokio::net::UdpSocket>,
     k: u16,
+    path: Option<PathTo>,
     tx: mpsc::Sender<SideRaw>,
     owner: Weak<AntqSocket>,
 ) {
@@ -326,64 +341,30 @@ async fn read_raw(
             return;
         };
         let data = &buf[..n];
-        if data
-            .first()
-            .is_none_or(|b| classify(*b) == PacketClass::Quic)
-        {
+        let from = canonical(from);
+        let Some(&first) = data.first() else {
             owner.stats.side_dropped.fetch_add(1, Ordering::Relaxed);
             continue;
-        }
-        let raw = SideRaw {
-            socket: k,
-            packet: RawPacket {
-                from: canonical(from),
-                data: Bytes::copy_from_slice(data),
-            },
         };
-        if tx.try_send(raw).is_err() {
-            owner.stats.side_dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Reads adopted side socket `k`: the remote's QUIC packets to quinn
-/// (from the virtual address); raw frames still to the group's receiver
-/// while its owner holds it (the attempt acks the peer's last probes);
-/// anything else dropped and counted.
-async fn read_path(
-    socket: Arc<tokio::net::UdpSocket>,
-    (k, remote): (u16, SocketAddr),
-    virtual_addr: SocketAddr,
-    raw: mpsc::Sender<SideRaw>,
-    owner: Weak<AntqSocket>,
-) {
-    let mut buf = vec![0u8; SIDE_READ_MAX];
-    loop {
-        let Ok((n, from)) = socket.recv_from(&mut buf).await else {
-            return;
+        let delivered = if classify(first) == PacketClass::Quic {
+            match path {
+                Some(p) if p.remote == from => {
+                    owner.stats.side_in.fetch_add(1, Ordering::Relaxed);
+                    owner.ingest_side(p.virtual_addr, data);
+                    true
+                }
+                _ => false,
+            }
+        } else {
+            let raw = SideRaw {
+                socket: k,
+                packet: RawPacket {
+                    from,
+                    data: Bytes::copy_from_slice(data),
+                },
+            };
+            tx.try_send(raw).is_ok()
         };
-        let Some(owner) = owner.upgrade() else {
-            return;
-        };
-        let data = &buf[..n];
-        let quic = data
-            .first()
-            .is_some_and(|b| classify(*b) == PacketClass::Quic);
-        if canonical(from) == remote && quic {
-            owner.stats.side_in.fetch_add(1, Ordering::Relaxed);
-            owner.ingest_side(virtual_addr, data);
-            continue;
-        }
-        let delivered = !quic
-            && raw
-                .try_send(SideRaw {
-                    socket: k,
-                    packet: RawPacket {
-                        from: canonical(from),
-                        data: Bytes::copy_from_slice(data),
-                    },
-                })
-                .is_ok();
         if !delivered {
             owner.stats.side_dropped.fetch_add(1, Ordering::Relaxed);
         }

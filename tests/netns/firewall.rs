@@ -81,14 +81,7 @@ fn a_allows_ssh_from_b_only_and_replies_to_its_own_flows() {
     // The [firewall] section goes before the first [[peer]].
     let text = text.replacen("\n[[peer]]", &format!("{firewall}\n[[peer]]"), 1);
     std::fs::write(&a_toml, text).unwrap();
-    let log = std::fs::File::create(dir.join("a.log")).unwrap();
-    let _a = ChildGuard(Some(
-        mesh.command("a", &[bin(), "up", "-c", a_toml.to_str().unwrap()])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    ));
+    let _a = mesh.start("a");
     let (a4, c4) = (mesh.ip4("a"), mesh.ip4("c"));
     let reachable = crate::common::wait_until(Duration::from_secs(10), || {
         mesh.exec("a", &["ping", "-c", "1", "-W", "0.5", &c4])

@@ -112,17 +112,7 @@ fn a_network_grows_and_revokes_without_touching_other_hosts() {
     //    change to their configs.
     let dir = mesh.dir();
     let started = Instant::now();
-    let log = std::fs::File::create(dir.join("d.log")).unwrap();
-    let _d = ChildGuard(Some(
-        mesh.command(
-            d,
-            &[bin(), "up", "-c", dir.join("d.toml").to_str().unwrap()],
-        )
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap(),
-    ));
+    let _d = mesh.start(d);
     let d4 = mesh.ip4(d);
     let waiters: Vec<_> = [a, b, c]
         .into_iter()

@@ -241,6 +241,25 @@ impl Mesh {
             .collect()
     }
 
+    /// Starts host `host`'s tunnel from `HOST.toml` in the mesh's dir (a
+    /// host held back with `--hold`), logging to `HOST.log` there.
+    pub fn start(&self, host: &str) -> crate::common::ChildGuard {
+        let dir = self.dir();
+        let config = dir.join(format!("{host}.toml"));
+        let log = std::fs::File::create(dir.join(format!("{host}.log"))).expect("create log");
+        crate::common::ChildGuard(Some(
+            self.command(
+                host,
+                &[bin(), "up", "-c", config.to_str().expect("utf-8 path")],
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn antq-tun up"),
+        ))
+    }
+
     /// Status of every host, pretty-printed, for failure messages.
     pub fn dump(&self) -> String {
         let mut text = String::new();

@@ -9,23 +9,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::common::{bin, describe, wait_until, ChildGuard};
+use crate::common::{bin, describe, wait_until};
 use crate::mesh::{Failures, Mesh};
-
-/// Starts a held host's tunnel, logging to `NAME.log` in the mesh's dir.
-fn start(mesh: &Mesh, host: &str) -> ChildGuard {
-    let dir = mesh.dir();
-    let config = dir.join(format!("{host}.toml"));
-    let log = std::fs::File::create(dir.join(format!("{host}.log"))).unwrap();
-    ChildGuard(Some(
-        mesh.command(host, &[bin(), "up", "-c", config.to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    ))
-}
 
 #[test]
 #[ignore = "needs root"]
@@ -33,7 +18,7 @@ fn ping_shows_relay_then_direct_and_stops_at_direct() {
     let _alone = crate::root_alone();
     let mesh = Mesh::up_with(&["home", "home"], &["--hold", "a,b"]);
     let mut failures = Failures::default();
-    let _a = start(&mesh, "a");
+    let _a = mesh.start("a");
     let a_up = wait_until(Duration::from_secs(10), || mesh.try_status("a").is_ok());
     assert!(a_up, "a's tunnel did not come up:\n{}", mesh.dump());
     // The ping waits (-W) for a first path; b comes up while it waits.
@@ -60,7 +45,7 @@ fn ping_shows_relay_then_direct_and_stops_at_direct() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let _b = start(&mesh, "b");
+    let _b = mesh.start("b");
     let out = ping.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     eprintln!("{text}");

@@ -260,8 +260,7 @@ impl Overlay {
                 hard,
                 we_easy,
             } => {
-                let rtt = self.link_at(via).map_or(Duration::ZERO, |l| l.conn.rtt());
-                let start_at = punch_start(delay_ms, start_at_unix_micros, rtt);
+                let start_at = self.requested_start(via, delay_ms, start_at_unix_micros);
                 self.start_birthday(
                     slot,
                     super::birthday::BirthdayStart {
@@ -282,8 +281,7 @@ impl Overlay {
                 start_at_unix_micros,
                 also,
             } => {
-                let rtt = self.link_at(via).map_or(Duration::ZERO, |l| l.conn.rtt());
-                let start_at = punch_start(delay_ms, start_at_unix_micros, rtt);
+                let start_at = self.requested_start(via, delay_ms, start_at_unix_micros);
                 let in_ms = start_at
                     .saturating_duration_since(Instant::now())
                     .as_secs_f64()
@@ -427,6 +425,18 @@ impl Overlay {
         self.spawn_pong(slot.id, conn.clone());
         self.spawn_reader(slot.clone(), conn);
         slot.wake.notify_one();
+    }
+
+    /// When a punch or birthday attempt the peer asked for through the
+    /// link at `via` starts (see [`punch_start`]).
+    fn requested_start(
+        &self,
+        via: SocketAddr,
+        delay_ms: u64,
+        start_at_unix_micros: u64,
+    ) -> Instant {
+        let rtt = self.link_at(via).map_or(Duration::ZERO, |l| l.conn.rtt());
+        punch_start(delay_ms, start_at_unix_micros, rtt)
     }
 
     /// Reads the connection's datagrams until it closes, then tells the

@@ -484,7 +484,7 @@ impl World {
     pub(super) fn pass(&mut self, p: usize, now: Instant) {
         self.peers[p].woken = false;
         self.passes[p] += 1;
-        let relay_sends = self.passes[p] % self.relay_send_every[p] == 0;
+        let relay_sends = self.passes[p].is_multiple_of(self.relay_send_every[p]);
         // Keep-alives on every open connection, and their counters.
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         let mut samples = [None, None];
