@@ -21,6 +21,11 @@ pub const UDP_IDLE: Duration = Duration::from_secs(120);
 /// An ICMP echo or any other protocol's flow, idle.
 pub const OTHER_IDLE: Duration = Duration::from_secs(30);
 
+/// How long the last flow seen each way skips the table: a bulk
+/// transfer's packets then cost a key comparison, not a hash and a write.
+/// Far below every timeout, so a flow refreshed this late is still live.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     expires: Instant,
@@ -31,6 +36,10 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct Conntrack {
     flows: HashMap<FlowKey, Entry>,
+    /// The last flow refreshed by an outbound packet, and when.
+    last_out: Option<(FlowKey, Instant)>,
+    /// The last flow a reply refreshed (keyed as it went out), and when.
+    last_reply: Option<(FlowKey, Instant)>,
     /// Flows not tracked because the table was full of live ones.
     pub refused: u64,
 }
@@ -69,12 +78,16 @@ impl Conntrack {
             return;
         }
         let key = flow.key();
+        if Self::fresh(self.last_out, &key, flow, now) {
+            return;
+        }
+        self.last_out = Some((key, now));
         if let Some(e) = self.flows.get_mut(&key) {
             e.expires = now + Self::idle_for(flow, e.replied);
             return;
         }
         if self.flows.len() >= MAX_FLOWS {
-            self.flows.retain(|_, e| e.expires > now);
+            self.sweep(now);
             if self.flows.len() >= MAX_FLOWS {
                 self.refused += 1;
                 return;
@@ -93,16 +106,43 @@ impl Conntrack {
     /// started (then the flow is refreshed).
     pub fn is_reply(&mut self, flow: &Flow, now: Instant) -> bool {
         let key = flow.reversed();
+        if Self::fresh(self.last_reply, &key, flow, now) {
+            return true;
+        }
         let Some(e) = self.flows.get_mut(&key) else {
             return false;
         };
         if e.expires <= now {
             self.flows.remove(&key);
+            self.forget_cached();
             return false;
         }
         e.replied = true;
         e.expires = now + Self::idle_for(flow, true);
+        self.last_reply = Some((key, now));
         true
+    }
+
+    /// Whether `key` is the cached flow, refreshed less than
+    /// [`REFRESH_EVERY`] ago, and `flow` changes nothing (a TCP FIN or RST
+    /// shortens the timeout: it goes to the table).
+    fn fresh(cached: Option<(FlowKey, Instant)>, key: &FlowKey, flow: &Flow, now: Instant) -> bool {
+        let closing = flow.proto == TCP && flow.tcp_flags & 0x05 != 0;
+        !closing
+            && cached.is_some_and(|(k, at)| {
+                k == *key && now.saturating_duration_since(at) < REFRESH_EVERY
+            })
+    }
+
+    /// Drops expired flows (the table is full).
+    fn sweep(&mut self, now: Instant) {
+        self.flows.retain(|_, e| e.expires > now);
+        self.forget_cached();
+    }
+
+    fn forget_cached(&mut self) {
+        self.last_out = None;
+        self.last_reply = None;
     }
 
     /// Whether the packet an ICMP error quotes (which went from us) belongs

@@ -442,3 +442,36 @@ fn firewall_config_reads_rules_and_refuses_bad_ones_by_field() {
     let e = load("[firewall]\ndefault_inbound = \"drop\"\n").unwrap_err();
     assert!(e.contains("firewall.default_inbound"), "{e}");
 }
+
+/// A bulk flow's packets skip the table for a second at a time, and get
+/// the same verdicts: replies pass, a FIN still shortens the flow's life,
+/// and a flow idle past its timeout is gone.
+#[test]
+fn the_last_flow_each_way_skips_the_table_with_the_same_verdicts() {
+    const FIN: u8 = 0x01;
+    let mut w = ssh_from_b();
+    let c = w.c;
+    w.fw.outbound(&v4(TCP, A, C, 0x4000, 1, &tcp(50000, 443, SYN)), w.now);
+    let reply = v4(TCP, C, A, 0x4000, 1, &tcp(443, 50000, ACK));
+    for _ in 0..5 {
+        w.fw.outbound(&v4(TCP, A, C, 0x4000, 1, &tcp(50000, 443, ACK)), w.now);
+        assert_eq!(w.from(c, &[], &reply), Verdict::Tracked);
+        w.now += Duration::from_millis(300);
+    }
+    // Established: still there a minute after the last packet.
+    w.now += Duration::from_secs(60);
+    assert_eq!(w.from(c, &[], &reply), Verdict::Tracked);
+    // A FIN from us goes to the table even right after a cached packet:
+    // 10 s later the flow is gone.
+    w.fw.outbound(&v4(TCP, A, C, 0x4000, 1, &tcp(50000, 443, ACK)), w.now);
+    assert_eq!(w.from(c, &[], &reply), Verdict::Tracked);
+    w.fw.outbound(
+        &v4(TCP, A, C, 0x4000, 1, &tcp(50000, 443, ACK | FIN)),
+        w.now,
+    );
+    w.now += conntrack::TCP_CLOSING + Duration::from_secs(1);
+    assert_eq!(w.from(c, &[], &reply), Verdict::DefaultDeny);
+    // Another flow's reply is judged on its own, cache or not.
+    let other = v4(TCP, C, A, 0x4000, 1, &tcp(443, 50001, ACK));
+    assert_eq!(w.from(c, &[], &other), Verdict::DefaultDeny);
+}
