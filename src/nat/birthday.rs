@@ -230,6 +230,18 @@ pub fn birthday_fits(ours: MappingBehaviour, theirs: MappingBehaviour) -> Option
     }
 }
 
+/// Whether `ip` may be a birthday attempt's target: a global unicast
+/// address. Never a private, loopback, link-local, multicast or
+/// unspecified one: hundreds of probes there would land on our own
+/// network (or host), not on a peer's NAT.
+pub fn birthday_target(ip: IpAddr) -> bool {
+    let ip = super::addr::canonical_ip(ip);
+    !(super::addr::is_private_ip(ip)
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || ip.is_unspecified())
+}
+
 /// What a birthday attempt is given.
 #[derive(Debug, Clone)]
 pub struct BirthdayParams {

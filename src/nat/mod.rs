@@ -48,8 +48,8 @@ mod sim_tests;
 
 pub use addr::{canonical, canonical_ip, is_private_ip};
 pub use birthday::{
-    birthday_fits, BirthdayConfig, BirthdayConfigError, BirthdayEvent, BirthdayParams,
-    BirthdaySession, BirthdaySide, BirthdayStats, BirthdayTransmit,
+    birthday_fits, birthday_target, BirthdayConfig, BirthdayConfigError, BirthdayEvent,
+    BirthdayParams, BirthdaySession, BirthdaySide, BirthdayStats, BirthdayTransmit,
 };
 pub use candidate::{
     check_list, host_addresses, interface_addresses, pair_priority, Candidate, CandidateKind,

@@ -477,3 +477,25 @@ fn primes_half_near_the_known_port() {
     assert!(edge.iter().all(|p| *p >= 1024));
     assert!(edge.iter().filter(|p| **p <= 1030 + 2048).count() >= 512);
 }
+
+#[test]
+fn only_global_addresses_are_targets() {
+    for ok in ["198.51.100.9", "2001:db8::1", "::ffff:198.51.100.9"] {
+        assert!(birthday_target(ip(ok)), "{ok}");
+    }
+    for no in [
+        "127.0.0.1",
+        "10.0.0.1",
+        "192.168.1.1",
+        "100.64.0.1",
+        "169.254.1.1",
+        "::1",
+        "fd00::1",
+        "fe80::1",
+        "224.0.0.1",
+        "0.0.0.0",
+        "::ffff:127.0.0.1",
+    ] {
+        assert!(!birthday_target(ip(no)), "{no}");
+    }
+}

@@ -21,7 +21,8 @@ use super::punch::clock_pair;
 use super::stats::{Method, Outcome};
 use super::{alive, Overlay, PeerSlot};
 use crate::nat::{
-    is_private_ip, BirthdayConfig, BirthdayParams, BirthdaySession, BirthdaySide, DEFAULT_PRIME_TTL,
+    birthday_target, BirthdayConfig, BirthdayParams, BirthdaySession, BirthdaySide,
+    DEFAULT_PRIME_TTL,
 };
 use crate::node::birthday_driver::{self, BirthdayPath};
 use crate::proto::{ControlMessage, NatClass};
@@ -86,7 +87,10 @@ impl Overlay {
             .punch_candidates(None)
             .into_iter()
             .map(|c| c.addr)
-            .find(|a| !is_private_ip(a.ip()) && !is_virtual(*a) && a.is_ipv4() == ours.is_ipv4());
+            .find(|a| birthday_target(a.ip()) && !is_virtual(*a) && a.is_ipv4() == ours.is_ipv4());
+        if !birthday_target(ours.ip()) {
+            return;
+        }
         let Some(theirs) = theirs else {
             tracing::debug!(peer = %slot.id.short(), "no public candidate of the peer: no birthday");
             return;

@@ -37,7 +37,7 @@ mod io;
 pub use self::backoff::Backoff;
 pub use self::io::{Admission, ConnId, LinkView, PathSample, PeerAction, PeerFacts, Tick};
 
-use crate::nat::{canonical, is_private_ip};
+use crate::nat::{birthday_target, canonical, is_private_ip};
 use crate::nat::{Candidate, CandidateKind, Liveness, LivenessConfig, PathHealth};
 use crate::proto::{ControlMessage, NatClass};
 use crate::socket::is_virtual;
@@ -729,9 +729,9 @@ impl PeerState {
                 // announce (someone else's) gets nothing.
                 let (easy, hard) = (canonical(easy), crate::nat::canonical_ip(hard));
                 let announced = if sender_easy {
-                    self.candidates.values().any(|a| *a == easy)
+                    birthday_target(easy.ip()) && self.candidates.values().any(|a| *a == easy)
                 } else {
-                    !is_private_ip(hard) && self.candidates.values().any(|a| a.ip() == hard)
+                    birthday_target(hard) && self.candidates.values().any(|a| a.ip() == hard)
                 };
                 if !announced {
                     tracing::debug!(round, %easy, %hard, "birthday toward an address the peer did not announce; ignored");
