@@ -17,6 +17,11 @@
 //! `/proc/net/route` on Linux, the routing-table dump on macOS and
 //! `GetIpForwardTable2` on Windows.
 //!
+//! [`apply_host_net`] (forwarding for peers, NAT, the default route
+//! through the device with the tunnel's own sockets marked by
+//! [`set_socket_mark`]) is Linux only: sysctls, rtnetlink rules, an
+//! nftables table; see [`HostNet`] for how the host is put back.
+//!
 //! On every other OS the functions return [`PlatformError::Unsupported`].
 //! The macOS and Windows modules are linted for their targets on Linux by
 //! `scripts/xcheck.sh` (CI), which also runs the Windows tests under Wine;
@@ -60,11 +65,19 @@ mod imp;
 #[cfg(any(target_os = "macos", target_os = "windows"))]
 mod plain_tun;
 
+mod host_net;
 pub mod ipc;
 mod memory;
+#[cfg(any(not(target_os = "linux"), test))]
+#[allow(dead_code)]
+mod no_host_net;
 mod signal;
 mod tun_config;
 
+pub use host_net::{
+    apply_host_net, set_socket_mark, state_path as host_net_state_path, DefaultRoute, Forwarding,
+    HostChange, HostNet, HostNetConfig, DEFAULT_MARK, RULE_PRIORITY_MAIN, RULE_PRIORITY_TUNNEL,
+};
 pub use memory::{release_free_memory, rss_kib};
 pub use signal::{notify_ready, notify_stopping, terminated, ReloadSignal};
 
@@ -577,14 +590,21 @@ pub enum Hop {
 /// come back within `wait`. Entry `i` is hop `i + 1`; the list ends at the
 /// destination when it answered. Blocks until the destination answers, at
 /// most for `wait`; needs no
-/// privilege. Linux only for now (`IP_RECVERR`); elsewhere
+/// privilege. `mark` (0: none) goes on the probes as with
+/// [`set_socket_mark`], so that they take the same route as the tunnel's
+/// own packets. Linux only for now (`IP_RECVERR`); elsewhere
 /// [`PlatformError::Unsupported`].
-pub fn trace_hops(dst: IpAddr, max_ttl: u8, wait: Duration) -> Result<Vec<Hop>, PlatformError> {
+pub fn trace_hops(
+    dst: IpAddr,
+    max_ttl: u8,
+    wait: Duration,
+    mark: u32,
+) -> Result<Vec<Hop>, PlatformError> {
     #[cfg(target_os = "linux")]
-    return imp::trace_hops(dst, max_ttl, wait);
+    return imp::trace_hops(dst, max_ttl, wait, mark);
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = (dst, max_ttl, wait);
+        let _ = (dst, max_ttl, wait, mark);
         Err(PlatformError::Unsupported {
             what: "hop tracing",
         })

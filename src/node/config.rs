@@ -39,6 +39,10 @@ pub struct TransportSettings {
     /// frames outside QUIC and reads no datagram; a buffer there would only
     /// let every client pin memory).
     pub datagram_receive_buffer: Option<usize>,
+    /// Firewall mark on the packets of every socket the node opens (Linux
+    /// `SO_MARK`; 0: none): a tunnel routing everything through its
+    /// device keeps marked packets out of it ([`AntqSocket::set_mark`](crate::socket::AntqSocket::set_mark)).
+    pub socket_mark: u32,
 }
 
 impl Default for TransportSettings {
@@ -51,6 +55,7 @@ impl Default for TransportSettings {
             max_uni_streams: 4,
             max_bidi_streams: 4,
             datagram_receive_buffer: Some(4 << 20),
+            socket_mark: 0,
         }
     }
 }

@@ -287,6 +287,9 @@ impl Node {
             source,
         })?;
         let socket = AntqSocket::new(std_socket).map_err(NodeError::Endpoint)?;
+        socket
+            .set_mark(config.transport.socket_mark)
+            .map_err(NodeError::Endpoint)?;
         if config.send_only_to_proven {
             socket.guard_sends();
         }

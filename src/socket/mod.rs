@@ -222,6 +222,9 @@ pub struct AntqSocket {
     proofs: Mutex<proof::Proofs>,
     /// Adopted side sockets, by virtual address.
     sides: Mutex<side::SideTable>,
+    /// Firewall mark of every socket's packets (0: none); see
+    /// [`AntqSocket::set_mark`].
+    mark: AtomicU32,
 }
 
 impl fmt::Debug for AntqSocket {
@@ -233,6 +236,30 @@ impl fmt::Debug for AntqSocket {
 }
 
 impl AntqSocket {
+    /// Puts firewall mark `mark` on this socket's packets and on those of
+    /// every socket it opens later (side sockets, TCP stream paths), so
+    /// that a host routing everything through the tunnel sends ours by
+    /// the main table ([`antq_platform::set_socket_mark`], Linux only).
+    /// 0 does nothing.
+    pub fn set_mark(&self, mark: u32) -> io::Result<()> {
+        if mark == 0 {
+            return Ok(());
+        }
+        let handle = self
+            .ttl_handle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        antq_platform::set_socket_mark(socket2::SockRef::from(&*handle), mark)
+            .map_err(io::Error::other)?;
+        self.mark.store(mark, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The mark of [`AntqSocket::set_mark`] (0: none).
+    pub(crate) fn mark(&self) -> u32 {
+        self.mark.load(Ordering::Relaxed)
+    }
+
     /// Wraps a bound UDP socket. Must run inside a tokio runtime.
     pub fn new(socket: std::net::UdpSocket) -> io::Result<Arc<Self>> {
         let ipv6 = socket.local_addr()?.is_ipv6();
@@ -258,6 +285,7 @@ impl AntqSocket {
             proven: ProvenAddrs::default(),
             proofs: Mutex::new(proof::Proofs::new(Instant::now())),
             sides: Mutex::default(),
+            mark: AtomicU32::new(0),
         }))
     }
 

@@ -133,6 +133,8 @@ impl AntqSocket {
         for k in 1..=n {
             let sender = std::net::UdpSocket::bind(any)?;
             sender.set_nonblocking(true)?;
+            antq_platform::set_socket_mark(socket2::SockRef::from(&sender), self.mark())
+                .map_err(io::Error::other)?;
             let reader = Arc::new(tokio::net::UdpSocket::from_std(sender.try_clone()?)?);
             group.readers.push(tokio::spawn(read_side(
                 reader.clone(),

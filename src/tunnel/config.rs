@@ -10,6 +10,9 @@
 //! bootstrap = ["BASE64PUBKEY@203.0.113.10:9000"]
 //! metrics = "127.0.0.1:9900"                # optional: Prometheus, loopback only
 //! port_mapping = true                       # optional (default): PCP/NAT-PMP/UPnP
+//! gateway = true                            # optional: forward to `subnets` (see `routing`)
+//! subnets = ["192.168.50.0/24"]
+//! exit_node = "BASE64PUBKEY"                # optional: everything else through that peer
 //!
 //! [[peer]]
 //! public_key = "BASE64PUBKEY"
@@ -47,8 +50,10 @@ pub const DEFAULT_MTU: u16 = 1280;
 pub const DEFAULT_NAME: &str = "antq0";
 
 mod network;
+mod routing;
 
 pub use network::{NetworkConfig, DEFAULT_MAX_MEMBERS, EXPIRY_WARNING_SECS};
+pub use routing::{check_exit_node, RoutingConfig};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,6 +79,13 @@ struct InterfaceSection {
     bootstrap: Vec<String>,
     metrics: Option<String>,
     port_mapping: Option<bool>,
+    gateway: Option<bool>,
+    #[serde(default)]
+    subnets: Vec<String>,
+    masquerade: Option<bool>,
+    exit: Option<bool>,
+    exit_node: Option<String>,
+    fwmark: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +140,8 @@ pub struct TunnelConfig {
     /// Ask the gateway to map our UDP port (PCP, NAT-PMP, UPnP IGD);
     /// `[interface] port_mapping`, default on.
     pub port_mapping: bool,
+    /// Forwarding for peers (gateway, exit node) and our exit node.
+    pub routing: RoutingConfig,
     /// Warnings to show the operator (e.g. a world-readable key file).
     pub warnings: Vec<String>,
 }
@@ -336,6 +350,26 @@ impl TunnelConfig {
             });
         }
 
+        let cert_routes = network
+            .as_ref()
+            .map(|n| n.certificate.body.routes.clone())
+            .unwrap_or_default();
+        let routing = routing::validate(
+            path,
+            routing::RoutingFields {
+                gateway: iface.gateway,
+                subnets: iface.subnets,
+                masquerade: iface.masquerade,
+                exit: iface.exit,
+                exit_node: iface.exit_node,
+                fwmark: iface.fwmark,
+            },
+            own,
+            &peers,
+            network.is_some(),
+            &cert_routes,
+        )?;
+
         let firewall_section = file.firewall.is_some();
         let firewall = match file.firewall {
             Some(section) => {
@@ -362,6 +396,7 @@ impl TunnelConfig {
             firewall_section,
             metrics,
             port_mapping: iface.port_mapping.unwrap_or(true),
+            routing,
             warnings,
         })
     }

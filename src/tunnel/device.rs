@@ -130,6 +130,8 @@ pub struct TunnelStatus {
     pub nat_mapping: &'static str,
     /// Port mapping on the gateway.
     pub port_mapping: PortMapReport,
+    /// Forwarding for peers and our exit node.
+    pub routing: RoutingReport,
     /// TTL of hole-punch priming probes (learned from the routers toward
     /// the bootstrap); `None` when priming is off.
     pub punch_prime_ttl: Option<u8>,
@@ -171,6 +173,24 @@ pub struct NetworkReport {
     pub counters: crate::node::members::MemberCounters,
     /// Directory answers refused, by reason.
     pub refused: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// Forwarding and the exit node in [`TunnelStatus`].
+#[derive(Debug, serde::Serialize)]
+pub struct RoutingReport {
+    /// We forward peers' packets to `subnets` (`gateway = true`).
+    pub gateway: bool,
+    /// The subnets we serve as a gateway.
+    pub subnets: Vec<String>,
+    /// We forward peers' packets anywhere (`exit = true`).
+    pub exit: bool,
+    /// We masquerade what we forward.
+    pub masquerade: bool,
+    /// The peer everything else goes to, if any.
+    pub exit_node: Option<String>,
+    /// What was changed on the host (sysctls with their old values,
+    /// policy rules, the nftables table), all restored at `down`.
+    pub host_changes: Vec<String>,
 }
 
 /// Port mapping in [`TunnelStatus`].
@@ -229,6 +249,9 @@ pub struct Tunnel {
     pub(super) config: TunnelConfig,
     pub(super) datapath: Arc<Datapath>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// What we changed on the host (forwarding, exit node), restored by
+    /// [`Tunnel::shutdown`] (or, after a crash, by the next start).
+    host_net: Option<antq_platform::HostNet>,
 }
 
 impl std::fmt::Debug for Tunnel {
@@ -292,13 +315,27 @@ impl Tunnel {
         }
 
         let mut routes = AllowedIps::new();
-        for peer in &config.peers {
-            for net in &peer.allowed_ips {
-                routes.insert(*net, peer.public_key);
-            }
+        for (net, peer) in static_routes(&config) {
+            routes.insert(net, peer);
+        }
+        // Forwarding and the exit node; before the overlay's sockets
+        // exist, which carry the mark from their first packet.
+        let host_net = antq_platform::apply_host_net(&tun, &host_net_config(&config))
+            .await
+            .map_err(platform(format!(
+                "setting up forwarding and routing for {}",
+                config.name
+            )))?;
+        for change in host_net.changes() {
+            tracing::info!(%change, "host changed (restored at down)");
         }
         let transport = TransportSettings {
             initial_mtu: initial_mtu_for(config.mtu),
+            socket_mark: if config.routing.exit_node.is_some() {
+                config.routing.fwmark
+            } else {
+                0
+            },
             ..TransportSettings::default()
         };
         let overlay_config = |bind| OverlayConfig {
@@ -342,14 +379,20 @@ impl Tunnel {
             own: config.addresses.clone(),
         });
         let start = |bind| Overlay::start_with_sink(overlay_config(bind), shared.clone());
-        let overlay = match start(dual) {
-            Ok(o) => o,
+        let started = match start(dual) {
             // Hosts without IPv6 bind IPv4 only.
             Err(NodeError::Bind { .. }) => start(SocketAddr::new(
                 IpAddr::from([0, 0, 0, 0]),
                 config.listen_port,
-            ))?,
-            Err(e) => return Err(e.into()),
+            )),
+            other => other,
+        };
+        let overlay = match started {
+            Ok(o) => o,
+            Err(e) => {
+                restore_host(host_net).await;
+                return Err(e.into());
+            }
         };
 
         let datapath = Arc::new(Datapath { shared, overlay });
@@ -371,6 +414,7 @@ impl Tunnel {
             config,
             tasks,
             datapath,
+            host_net: Some(host_net),
         };
         Ok(tunnel)
     }
@@ -437,6 +481,16 @@ impl Tunnel {
                 .collect(),
             public_key: self.config.identity.peer_id().to_string(),
             listen: self.datapath.overlay.local_addr().ok(),
+            routing: RoutingReport {
+                gateway: self.config.routing.gateway,
+                subnets: (self.config.routing.subnets.iter())
+                    .map(ToString::to_string)
+                    .collect(),
+                exit: self.config.routing.exit,
+                masquerade: self.config.routing.masquerade,
+                exit_node: self.config.routing.exit_node.map(|k| k.to_string()),
+                host_changes: self.host_changes(),
+            },
             peers,
             network: self.config.network.as_ref().map(|n| {
                 let (counters, refused) = overlay.member_counters().unwrap_or_default();
@@ -499,18 +553,71 @@ impl Tunnel {
         })
     }
 
-    /// Closes the peers' connections; the device goes when `self` is dropped.
-    pub async fn shutdown(self) {
+    /// Closes the peers' connections and puts back what was changed on
+    /// the host; the device goes when `self` is dropped.
+    pub async fn shutdown(mut self) {
         self.datapath.overlay.close().await;
+        if let Some(host_net) = self.host_net.take() {
+            restore_host(host_net).await;
+        }
+    }
+
+    /// What the tunnel changed on the host, for status.
+    pub fn host_changes(&self) -> Vec<String> {
+        self.host_net
+            .iter()
+            .flat_map(|h| h.changes())
+            .map(|c| c.to_string())
+            .collect()
     }
 }
 
-/// The configured peers' allowed IPs, by owner.
+async fn restore_host(host_net: antq_platform::HostNet) {
+    match host_net.restore().await {
+        Ok(()) => tracing::debug!("host restored"),
+        Err(error) => tracing::warn!(%error, "the host was not fully restored"),
+    }
+}
+
+/// What [`antq_platform::apply_host_net`] is to do for `config`.
+fn host_net_config(config: &TunnelConfig) -> antq_platform::HostNetConfig {
+    let r = &config.routing;
+    let has = |v4: bool| config.addresses.iter().any(|a| a.addr().is_ipv4() == v4);
+    let serves = |v4: bool| r.subnets.iter().any(|s| s.addr().is_ipv4() == v4);
+    antq_platform::HostNetConfig {
+        forward: r.forwards().then(|| antq_platform::Forwarding {
+            subnets: r
+                .subnets
+                .iter()
+                .map(|n| (n.addr(), n.prefix_len()))
+                .collect(),
+            exit: r.exit,
+            masquerade: r.masquerade,
+            v4: serves(true) || (r.exit && has(true)),
+            v6: serves(false) || (r.exit && has(false)),
+        }),
+        default_route: r.exit_node.map(|_| antq_platform::DefaultRoute {
+            mark: r.fwmark,
+            v4: has(true),
+            v6: has(false),
+        }),
+    }
+}
+
+/// The configured peers' allowed IPs, by owner, and the default routes of
+/// the exit node.
 pub(super) fn static_routes(config: &TunnelConfig) -> Vec<(IpNet, PeerId)> {
+    let exit = config.routing.exit_node.into_iter().flat_map(|peer| {
+        [
+            (IpNet::V4(Default::default()), peer),
+            (IpNet::V6(Default::default()), peer),
+        ]
+    });
     config
         .peers
         .iter()
         .flat_map(|p| p.allowed_ips.iter().map(|n| (*n, p.public_key)))
+        .chain(exit)
         .collect()
 }
 

@@ -44,7 +44,10 @@ pub(super) async fn follow_routes(
         shared.groups.store(Arc::new(groups));
         for net in wanted.difference(&installed).copied().collect::<Vec<_>>() {
             if net.prefix_len() == 0 {
-                tracing::warn!(%net, "a default route is not installed (exit nodes need policy routing)");
+                // The exit node's default route lives in a table of its own
+                // (antq_platform::apply_host_net); a member's certificate
+                // route to everywhere is not followed without `exit_node`.
+                tracing::debug!(%net, "a default route is not installed in the main table");
                 continue;
             }
             match antq_platform::add_route(&shared.tun, net.addr(), net.prefix_len()).await {

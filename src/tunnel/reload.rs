@@ -6,8 +6,8 @@
 //! (links to removed bootstraps close, new ones connect, the others stay),
 //! and `[network]`: trusted CAs, revocations (members they refuse are
 //! dropped at once) and a renewed certificate of ours. Anything else
-//! (interface name, key, addresses, port, MTU, metrics, adding or removing
-//! `[network]`) needs the
+//! (interface name, key, addresses, port, MTU, metrics, forwarding and the
+//! exit node, adding or removing `[network]`) needs the
 //! tunnel brought down and up: the reload is refused, naming the field, and
 //! the running configuration stays.
 
@@ -105,6 +105,19 @@ fn fixed_change(old: &TunnelConfig, new: &TunnelConfig) -> Option<&'static str> 
     }
     if old.metrics != new.metrics {
         return Some("interface.metrics");
+    }
+    let (o, n) = (&old.routing, &new.routing);
+    for (changed, field) in [
+        (o.gateway != n.gateway, "interface.gateway"),
+        (o.subnets != n.subnets, "interface.subnets"),
+        (o.masquerade != n.masquerade, "interface.masquerade"),
+        (o.exit != n.exit, "interface.exit"),
+        (o.exit_node != n.exit_node, "interface.exit_node"),
+        (o.fwmark != n.fwmark, "interface.fwmark"),
+    ] {
+        if changed {
+            return Some(field);
+        }
     }
     let boot = |c: &TunnelConfig| {
         c.bootstrap

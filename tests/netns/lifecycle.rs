@@ -99,9 +99,10 @@ fn down_stops_the_instance_and_removes_the_device() {
 #[ignore = "needs root"]
 fn restarted_peer_is_reachable_again_through_the_relay() {
     let _alone = crate::root_alone();
-    // home ↔ symmetric: relay only, so the new instance must get a new relay
-    // connection while the old one is still remembered by the other side.
-    let mesh = Mesh::up(&["home", "symmetric"]);
+    // symmetric ↔ symmetric: relay only, so the new instance must get a new
+    // relay connection while the old one is still remembered by the other
+    // side.
+    let mesh = Mesh::up(&["symmetric", "symmetric"]);
     let ping = |from: &str, to: &str| {
         mesh.exec(from, &["ping", "-c", "1", "-W", "1", &mesh.ip4(to)])
             .status

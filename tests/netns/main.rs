@@ -28,6 +28,7 @@ mod mtu;
 mod observe;
 mod ping;
 mod portmap;
+mod routes;
 mod spoof;
 mod tcp_relay;
 mod tunnel;

@@ -54,6 +54,12 @@ impl HttpBlob {
     /// Serves `size` random bytes at `http://<host's tunnel IPv4>:8080/blob`
     /// (python3 http.server, one TCP connection per fetch).
     pub fn serve(mesh: &Mesh, host: &str, size: usize) -> HttpBlob {
+        Self::serve_at(mesh, host, &mesh.ip4(host), size)
+    }
+
+    /// Like [`HttpBlob::serve`], on address `addr` of namespace `host`
+    /// (which may be a namespace of the test's own, e.g. a LAN host).
+    pub fn serve_at(mesh: &Mesh, host: &str, addr: &str, size: usize) -> HttpBlob {
         use std::io::Read as _;
         let dir = tempfile::tempdir().expect("tempdir");
         let mut blob = vec![0u8; size];
@@ -61,7 +67,6 @@ impl HttpBlob {
             .and_then(|mut f| f.read_exact(&mut blob))
             .expect("random data");
         std::fs::write(dir.path().join("blob"), &blob).expect("write blob");
-        let addr = mesh.ip4(host);
         let server = mesh
             .command(
                 host,
@@ -69,7 +74,7 @@ impl HttpBlob {
                     "python3",
                     "-c",
                     HTTP_SERVER,
-                    &addr,
+                    addr,
                     "8080",
                     dir.path().to_str().unwrap(),
                 ],
@@ -81,7 +86,7 @@ impl HttpBlob {
             .expect("spawn http.server");
         let server = ChildGuard(Some(server));
         assert!(
-            wait_listening(mesh, host, &addr, 8080),
+            wait_listening(mesh, host, addr, 8080),
             "http.server on {host} did not listen"
         );
         HttpBlob {

@@ -23,6 +23,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 #[cfg(unix)]
 #[path = "unix.rs"]
 mod imp;
+#[cfg(target_os = "linux")]
+pub(crate) use imp::netns_id;
 
 #[cfg(windows)]
 #[path = "windows.rs"]

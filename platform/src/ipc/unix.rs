@@ -20,7 +20,7 @@ pub(super) type Stream = UnixStream;
 
 /// This process's network namespace id (the inode of `/proc/self/ns/net`),
 /// or 0 where there is no such notion.
-fn netns_id() -> u64 {
+pub(crate) fn netns_id() -> u64 {
     std::fs::read_link("/proc/self/ns/net")
         .ok()
         .and_then(|p| {

@@ -24,6 +24,7 @@ pub(crate) fn trace_hops(
     dst: IpAddr,
     max_ttl: u8,
     wait: Duration,
+    mark: u32,
 ) -> Result<Vec<Hop>, PlatformError> {
     let io_err = |op| move |source| PlatformError::Io { op, source };
     let bind: SocketAddr = match dst {
@@ -34,6 +35,9 @@ pub(crate) fn trace_hops(
     socket
         .set_nonblocking(true)
         .map_err(io_err("trace: nonblocking"))?;
+    if mark != 0 {
+        super::set_socket_mark(socket2::SockRef::from(&socket), mark)?;
+    }
     let v6 = dst.is_ipv6();
     let (level, recverr, ttl_opt) = if v6 {
         (
@@ -237,9 +241,9 @@ mod tests {
 
     #[test]
     fn loopback_is_the_destination_at_hop_one() {
-        let hops = trace_hops(Ipv4Addr::LOCALHOST.into(), 3, Duration::from_secs(2)).unwrap();
+        let hops = trace_hops(Ipv4Addr::LOCALHOST.into(), 3, Duration::from_secs(2), 0).unwrap();
         assert_eq!(hops, vec![Hop::Destination]);
-        let hops = trace_hops(Ipv6Addr::LOCALHOST.into(), 2, Duration::from_secs(2)).unwrap();
+        let hops = trace_hops(Ipv6Addr::LOCALHOST.into(), 2, Duration::from_secs(2), 0).unwrap();
         assert_eq!(hops, vec![Hop::Destination]);
     }
 }

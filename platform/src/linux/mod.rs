@@ -13,6 +13,7 @@ use crate::PlatformError;
 
 mod gateway;
 mod hops;
+mod host_net;
 mod links;
 mod route;
 mod tun;
@@ -20,6 +21,7 @@ mod watch;
 
 pub(crate) use gateway::default_gateway_v4;
 pub(crate) use hops::trace_hops;
+pub(crate) use host_net::{apply_host_net, host_net_state_path, set_socket_mark, HostNet};
 pub(crate) use links::interfaces;
 pub(crate) use route::{add_route, del_route};
 pub(crate) use tun::{create_tun, GroTable, Tun, BATCH_HEADROOM, IDEAL_BATCH_SIZE};

@@ -17,6 +17,9 @@ mod route;
 mod tun;
 mod watch;
 
+pub(crate) use crate::no_host_net::{
+    apply_host_net, host_net_state_path, set_socket_mark, HostNet,
+};
 pub(crate) use crate::plain_tun::{GroTable, Tun, BATCH_HEADROOM, IDEAL_BATCH_SIZE};
 pub(crate) use links::interfaces;
 pub(crate) use route::{add_route, default_gateway_v4, del_route};

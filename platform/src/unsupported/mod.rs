@@ -9,6 +9,12 @@ use std::net::IpAddr;
 
 use crate::{ChangeEvent, Interface, InterfaceRef, PlatformError, TunConfig};
 
+// (Unused where this file is only type-checked: the Linux test build.)
+#[allow(unused_imports)]
+pub(crate) use crate::no_host_net::{
+    apply_host_net, host_net_state_path, set_socket_mark, HostNet,
+};
+
 /// What [`PlatformError::PermissionDenied`] says is missing.
 pub(crate) const PRIVILEGE: &str = "root";
 /// How to get [`PRIVILEGE`].

@@ -53,6 +53,11 @@ enum Command {
         /// The tunnel's config file.
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// Send all traffic without a more specific route through this
+        /// peer (its key), overriding `exit_node` in the file. The peer
+        /// needs `exit = true`.
+        #[arg(long, value_name = "KEY")]
+        exit_node: Option<String>,
     },
     /// Re-read a running tunnel's config file and apply what changed
     /// (peers, allowed IPs, bootstraps, trusted CAs, revocations, a
@@ -147,7 +152,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen { out } => keys::keygen(out.as_deref()),
         Command::Pubkey => keys::pubkey(),
-        Command::Up { config } => run::up(&config),
+        Command::Up { config, exit_node } => run::up(&config, exit_node.as_deref()),
         Command::Down { config } => run::down(&config),
         Command::Reload { config } => run::reload(&config),
         Command::Status { json, interface } => status::status(json, interface.as_deref()),

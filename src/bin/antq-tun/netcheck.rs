@@ -86,7 +86,7 @@ pub fn netcheck(config: Option<&Path>, extra: &[String], json: bool) -> anyhow::
             Some(target) => Some((
                 target,
                 tokio::task::spawn_blocking(move || {
-                    antq_platform::trace_hops(target, TRACE_HOPS, Duration::from_secs(1))
+                    antq_platform::trace_hops(target, TRACE_HOPS, Duration::from_secs(1), 0)
                         .map(|hops| prime_ttl_from_trace(&hops))
                 })
                 .await?,

@@ -52,9 +52,30 @@ fn serve_metrics(server: Option<MetricsServer>, render: Render) -> Option<Metric
     Some(MetricsTask(server.spawn(render)))
 }
 
-pub fn up(path: &Path) -> anyhow::Result<()> {
+/// `--exit-node KEY` over the file's `exit_node`.
+fn with_exit_node(
+    mut config: TunnelConfig,
+    exit_node: Option<&str>,
+) -> anyhow::Result<TunnelConfig> {
+    if let Some(text) = exit_node {
+        let key = antq::tunnel::config::check_exit_node(
+            &config.path,
+            "--exit-node",
+            text,
+            config.identity.peer_id(),
+            &config.peers,
+            config.network.is_some(),
+            config.routing.exit,
+        )?;
+        config.routing.exit_node = Some(key);
+    }
+    Ok(config)
+}
+
+pub fn up(path: &Path, exit_node: Option<&str>) -> anyhow::Result<()> {
     // Everything that can be checked is checked before the system is touched.
-    let config = TunnelConfig::load(path)?;
+    let config = with_exit_node(TunnelConfig::load(path)?, exit_node)?;
+    let exit_node = exit_node.map(str::to_owned);
     require_privileges("antq-tun up")?;
     super::init_logging();
     for warning in &config.warnings {
@@ -104,7 +125,7 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
                     break;
                 }
                 () = hup.recv() => {
-                    let _ = apply_reload(&mut tunnel, &config_path);
+                    let _ = apply_reload(&mut tunnel, &config_path, exit_node.as_deref());
                 }
                 accepted = accepted => {
                     let (request, stream) = accepted?;
@@ -119,7 +140,7 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
                             break;
                         }
                         Request::Reload(path) => {
-                            let answer = match apply_reload(&mut tunnel, &path) {
+                            let answer = match apply_reload(&mut tunnel, &path, exit_node.as_deref()) {
                                 Ok(report) => format!("ok: {report}\n"),
                                 Err(error) => format!("error: {error}\n"),
                             };
@@ -146,11 +167,17 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
     })
 }
 
-/// Re-reads the config at `path` and applies it to the running tunnel; the
-/// running configuration stays when the new one is refused.
-fn apply_reload(tunnel: &mut Tunnel, path: &Path) -> Result<String, String> {
+/// Re-reads the config at `path` and applies it to the running tunnel
+/// (with `up`'s `--exit-node`, if given); the running configuration stays
+/// when the new one is refused.
+fn apply_reload(
+    tunnel: &mut Tunnel,
+    path: &Path,
+    exit_node: Option<&str>,
+) -> Result<String, String> {
     let result = TunnelConfig::load(path)
         .map_err(|e| e.to_string())
+        .and_then(|config| with_exit_node(config, exit_node).map_err(|e| e.to_string()))
         .and_then(|config| {
             for warning in &config.warnings {
                 tracing::warn!("{warning}");

@@ -171,6 +171,45 @@ fn print_text(r: &serde_json::Value) -> anyhow::Result<()> {
     } else if pm.is_object() {
         outln!("  port mapping: none (the gateway granted none yet)")?;
     }
+    let rt = &r["routing"];
+    let list = |v: &serde_json::Value| {
+        v.as_array()
+            .map(|a| a.iter().map(s).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    };
+    if rt["gateway"] == true {
+        outln!(
+            "  gateway for {}{}",
+            list(&rt["subnets"]),
+            if rt["masquerade"] == true {
+                ", masquerading"
+            } else {
+                ""
+            }
+        )?;
+    }
+    if rt["exit"] == true {
+        outln!(
+            "  exit node for peers{}",
+            if rt["masquerade"] == true {
+                ", masquerading"
+            } else {
+                ""
+            }
+        )?;
+    }
+    if !rt["exit_node"].is_null() {
+        outln!(
+            "  exit node: {} (everything without a more specific route)",
+            s(&rt["exit_node"])
+        )?;
+    }
+    if rt["host_changes"].as_array().is_some_and(|a| !a.is_empty()) {
+        outln!(
+            "  host changes (restored at down): {}",
+            list(&rt["host_changes"])
+        )?;
+    }
     if !r["punch_prime_ttl"].is_null() {
         outln!("  punch priming TTL: {}", s(&r["punch_prime_ttl"]))?;
     }

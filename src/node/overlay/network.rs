@@ -124,8 +124,9 @@ impl Overlay {
         else {
             return;
         };
+        let mark = self.inner.config.transport.socket_mark;
         let traced = tokio::task::spawn_blocking(move || {
-            antq_platform::trace_hops(target, TRACE_HOPS, TRACE_WAIT)
+            antq_platform::trace_hops(target, TRACE_HOPS, TRACE_WAIT, mark)
                 .map(|hops| prime_ttl_from_trace(&hops))
         })
         .await;

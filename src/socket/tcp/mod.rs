@@ -344,7 +344,16 @@ impl AntqSocket {
         timeout: Duration,
     ) -> Result<SocketAddr, StreamError> {
         let addr = canonical(server);
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        let connect = async {
+            let socket = match addr {
+                SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+            };
+            antq_platform::set_socket_mark(socket2::SockRef::from(&socket), self.mark())
+                .map_err(io::Error::other)?;
+            socket.connect(addr).await
+        };
+        let stream = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| StreamError::Timeout { addr, timeout })?
             .map_err(|source| StreamError::Connect { addr, source })?;
