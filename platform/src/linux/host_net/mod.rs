@@ -4,14 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::host_net::{
-    parse_state, render_state, safe_sysctl, HostChange, HostNetConfig, RULE_PRIORITY_MAIN,
-    RULE_PRIORITY_TUNNEL,
-};
+use crate::host_net::{HostChange, HostNetConfig, RULE_PRIORITY_MAIN, RULE_PRIORITY_TUNNEL};
 use crate::PlatformError;
 
 mod nft;
 mod rules;
+mod state;
+
+use state::{parse_state, render_state, safe_sysctl};
 
 /// The host changes of one interface; see [`crate::HostNet`].
 #[derive(Debug)]
