@@ -660,7 +660,20 @@ impl Datapath {
             return;
         };
         let routes = routes.load();
-        let Some(peer) = routes.lookup(addrs.dst) else {
+        let peer = match routes.lookup_with_len(addrs.dst) {
+            // The exit node's default route: a member of our network we do
+            // not know yet still gets the packet, never the exit node.
+            Some((_, 0))
+                if overlay.has_membership()
+                    && overlay
+                        .send_to_address(addrs.dst, Bytes::copy_from_slice(packet))
+                        .is_ok() =>
+            {
+                return;
+            }
+            found => found.map(|(peer, _)| peer),
+        };
+        let Some(peer) = peer else {
             // Maybe a member of our network we do not know yet: it is
             // looked up, and the packet waits for it.
             if overlay
@@ -693,6 +706,12 @@ impl Datapath {
             Ok(()) => {}
             Err(SendError::NoPath(_)) => {
                 stats.drop_no_path.fetch_add(1, Ordering::Relaxed);
+            }
+            // A route to a member we do not hold now (our exit node, from
+            // `exit_node`): look it up; the packets after it get through.
+            Err(SendError::UnknownPeer(peer)) if overlay.has_membership() => {
+                stats.drop_no_path.fetch_add(1, Ordering::Relaxed);
+                overlay.look_up(crate::proto::MemberQuery::Key(*peer.as_bytes()));
             }
             Err(error) => {
                 stats.drop_send_failed.fetch_add(1, Ordering::Relaxed);

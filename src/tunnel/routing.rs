@@ -48,6 +48,21 @@ impl<T: PartialEq> AllowedIps<T> {
         }
     }
 
+    /// The owner of the longest prefix containing `addr`, with that
+    /// prefix's length.
+    pub fn lookup_with_len(&self, addr: IpAddr) -> Option<(&T, u8)> {
+        match addr {
+            IpAddr::V4(a) => self
+                .v4
+                .get_lpm(&Ipv4Net::from(a))
+                .map(|(n, p)| (p, n.prefix_len())),
+            IpAddr::V6(a) => self
+                .v6
+                .get_lpm(&Ipv6Net::from(a))
+                .map(|(n, p)| (p, n.prefix_len())),
+        }
+    }
+
     /// Whether `peer` may send from `source`.
     pub fn allows_source(&self, peer: &T, source: IpAddr) -> bool {
         self.lookup(source) == Some(peer)
@@ -95,7 +110,16 @@ mod tests {
     fn default_route_catches_everything_of_its_family() {
         let mut t = AllowedIps::new();
         t.insert(net("0.0.0.0/0"), 1);
+        t.insert(net("10.0.0.0/8"), 2);
         assert_eq!(t.lookup("203.0.113.9".parse().unwrap()), Some(&1));
+        assert_eq!(
+            t.lookup_with_len("203.0.113.9".parse().unwrap()),
+            Some((&1, 0))
+        );
+        assert_eq!(
+            t.lookup_with_len("10.1.1.1".parse().unwrap()),
+            Some((&2, 8))
+        );
         assert_eq!(t.lookup("::1".parse().unwrap()), None);
     }
 }

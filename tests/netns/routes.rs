@@ -342,3 +342,73 @@ fn exit_node_carries_everything_and_leaves_routing_as_before() {
     });
     failures.finish(&mesh);
 }
+
+#[test]
+#[ignore = "needs root"]
+fn exit_node_may_be_a_network_member() {
+    let _alone = crate::root_alone();
+    // Members are looked up in the directory when traffic needs them: the
+    // exit node (by its key) as soon as a packet is for it, the other
+    // members by their overlay addresses, never through the exit node.
+    let mesh = Mesh::up_with(
+        &["home", "full-cone", "home"],
+        &["--hold", "a,b,c", "--network"],
+    );
+    let mut failures = Failures::default();
+    attach_behind(
+        &mesh,
+        "c",
+        "farc",
+        "far0",
+        &["203.0.113.1/24"],
+        &["203.0.113.10/24"],
+    );
+    add_to_interface(&mesh, "c", "exit = true");
+    let before = snapshot(&mesh, "a");
+    let (_b, _c) = (mesh.start("b"), mesh.start("c"));
+    std::thread::sleep(Duration::from_millis(500));
+    let a_toml = mesh.dir().join("a.toml");
+    let c_key = mesh.public_key("c");
+    let a = mesh
+        .command(
+            "a",
+            &[
+                bin(),
+                "up",
+                "-c",
+                a_toml.to_str().unwrap(),
+                "--exit-node",
+                &c_key,
+            ],
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(mesh.dir().join("a.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let a = crate::common::ChildGuard(Some(a));
+    let reached = wait_until(Duration::from_secs(15), || ping(&mesh, "a", "203.0.113.10"));
+    failures.check(reached, || {
+        "the far side not reached through member c".into()
+    });
+    failures.check(ping(&mesh, "a", &mesh.ip4("b")), || {
+        "member b (looked up by address) not reached with an exit node".into()
+    });
+    let st = mesh.status("a");
+    let b_key = mesh.public_key("b");
+    failures.check(
+        st["peers"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["public_key"] == b_key.as_str())),
+        || format!("b is not a peer of a: {}", st["peers"]),
+    );
+    let out = mesh.exec("a", &[bin(), "down", "-c", a_toml.to_str().unwrap()]);
+    failures.check(out.status.success(), || format!("down: {}", describe(&out)));
+    drop(a);
+    failures.check(wait_gone(&mesh, "a"), || "a's device stayed".into());
+    let after = snapshot(&mesh, "a");
+    failures.check(after == before, || {
+        format!("a not restored after down:\n--- before\n{before}\n--- after\n{after}")
+    });
+    failures.finish(&mesh);
+}
