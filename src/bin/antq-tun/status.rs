@@ -204,10 +204,25 @@ fn print_text(r: &serde_json::Value) -> anyhow::Result<()> {
             s(&rt["exit_node"])
         )?;
     }
-    if rt["host_changes"].as_array().is_some_and(|a| !a.is_empty()) {
+    if let Some(changes) = rt["host_changes"].as_array().filter(|a| !a.is_empty()) {
+        // The per-interface copies of a forwarding switch are restored
+        // too; the text counts them instead of listing each.
+        let is_copy = |c: &str| c.contains("/conf/") && c.contains("/forwarding ");
+        let all: Vec<String> = changes.iter().map(s).collect();
+        let copies = all.iter().filter(|c| is_copy(c)).count();
+        let main: Vec<&str> = all
+            .iter()
+            .filter(|c| !is_copy(c))
+            .map(String::as_str)
+            .collect();
         outln!(
-            "  host changes (restored at down): {}",
-            list(&rt["host_changes"])
+            "  host changes (restored at down): {}{}",
+            main.join(", "),
+            if copies > 0 {
+                format!(" (+ {copies} per-interface forwarding settings)")
+            } else {
+                String::new()
+            }
         )?;
     }
     if !r["punch_prime_ttl"].is_null() {
