@@ -17,6 +17,10 @@
 //! `/proc/net/route` on Linux, the routing-table dump on macOS and
 //! `GetIpForwardTable2` on Windows.
 //!
+//! [`register_dns`] points the system's resolver at a tunnel's DNS
+//! responder for one domain: systemd-resolved (`resolvectl`) on Linux,
+//! `/etc/resolver/DOMAIN` on macOS, not yet on Windows.
+//!
 //! On every other OS the functions return [`PlatformError::Unsupported`].
 //! The macOS and Windows modules are linted for their targets on Linux by
 //! `scripts/xcheck.sh` (CI), which also runs the Windows tests under Wine;
@@ -60,11 +64,13 @@ mod imp;
 #[cfg(any(target_os = "macos", target_os = "windows"))]
 mod plain_tun;
 
+mod dns;
 pub mod ipc;
 mod memory;
 mod signal;
 mod tun_config;
 
+pub use dns::{register_dns, unregister_dns, DnsRegistration};
 pub use memory::{release_free_memory, rss_kib};
 pub use signal::{notify_ready, notify_stopping, terminated, ReloadSignal};
 
@@ -133,6 +139,9 @@ pub enum PlatformError {
     /// `wintun.dll` on Windows. `hint` says where to get it.
     #[error("{driver} not found: {hint}")]
     DriverNotFound { driver: &'static str, hint: String },
+    /// A program the operation runs (e.g. `resolvectl`) failed.
+    #[error("{command}: {detail}")]
+    Command { command: String, detail: String },
 }
 
 /// Flags of a network interface (the `IFF_*` flags that matter to antq).

@@ -11,6 +11,7 @@ use rtnetlink::Handle;
 
 use crate::PlatformError;
 
+mod dns;
 mod gateway;
 mod hops;
 mod links;
@@ -18,6 +19,7 @@ mod route;
 mod tun;
 mod watch;
 
+pub(crate) use dns::{register_dns, unregister_dns};
 pub(crate) use gateway::default_gateway_v4;
 pub(crate) use hops::trace_hops;
 pub(crate) use links::interfaces;

@@ -11,6 +11,7 @@ use std::io;
 
 use crate::PlatformError;
 
+mod dns;
 mod links;
 mod logic;
 mod route;
@@ -18,6 +19,7 @@ mod tun;
 mod watch;
 
 pub(crate) use crate::plain_tun::{GroTable, Tun, BATCH_HEADROOM, IDEAL_BATCH_SIZE};
+pub(crate) use dns::{register_dns, unregister_dns};
 pub(crate) use links::interfaces;
 pub(crate) use route::{add_route, default_gateway_v4, del_route};
 pub(crate) use tun::create_tun;
