@@ -2,12 +2,13 @@
 //! what did not keeps running untouched (its connections stay up).
 //!
 //! Applied live: `[[peer]]` sections added, removed or changed (allowed
-//! IPs; a changed endpoint reconnects that peer), `interface.bootstrap`
+//! IPs, name: the names table is rebuilt; a changed endpoint reconnects
+//! that peer), `interface.bootstrap`
 //! (links to removed bootstraps close, new ones connect, the others stay),
 //! and `[network]`: trusted CAs, revocations (members they refuse are
 //! dropped at once) and a renewed certificate of ours. Anything else
-//! (interface name, key, addresses, port, MTU, metrics, adding or removing
-//! `[network]`) needs the
+//! (interface name, key, addresses, port, MTU, metrics, `dns` on or off,
+//! adding or removing `[network]`) needs the
 //! tunnel brought down and up: the reload is refused, naming the field, and
 //! the running configuration stays.
 
@@ -40,7 +41,7 @@ pub struct ReloadReport {
     pub added: usize,
     /// Peers removed.
     pub removed: usize,
-    /// Peers whose allowed IPs or endpoint changed.
+    /// Peers whose allowed IPs, name or endpoint changed.
     pub changed: usize,
     /// Network members dropped (revoked, or their CA no longer trusted).
     pub members_dropped: usize,
@@ -106,6 +107,9 @@ fn fixed_change(old: &TunnelConfig, new: &TunnelConfig) -> Option<&'static str> 
     if old.metrics != new.metrics {
         return Some("interface.metrics");
     }
+    if old.dns != new.dns {
+        return Some("interface.dns");
+    }
     let boot = |c: &TunnelConfig| {
         c.bootstrap
             .iter()
@@ -162,7 +166,10 @@ impl Tunnel {
                     overlay.add_peer(*key, peer.endpoint);
                     report.changed += 1;
                 }
-                Some(before) if sorted(&before.allowed_ips) != sorted(&peer.allowed_ips) => {
+                Some(before)
+                    if sorted(&before.allowed_ips) != sorted(&peer.allowed_ips)
+                        || before.name != peer.name =>
+                {
                     report.changed += 1;
                 }
                 Some(_) => {}
@@ -199,6 +206,11 @@ impl Tunnel {
             }
         }
         shared.static_routes.store(Arc::new(static_routes(&new)));
+        // Rebuilt with the routes: the peers' names, ours from a renewed
+        // certificate.
+        shared
+            .local_names
+            .store(Arc::new(super::dns::LocalNames::from_config(&new)));
         shared.routes_changed.notify_one();
         self.config = new;
         Ok(report)
