@@ -216,3 +216,30 @@ impl Tunnel {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+    use std::path::Path;
+
+    fn config(own: &Identity, peer: PeerId, iface: &str, peer_lines: &str) -> TunnelConfig {
+        let text = format!(
+            "[interface]\nprivate_key = \"{}\"\naddress = [\"10.90.0.1/24\"]\n{iface}\n\
+             [[peer]]\npublic_key = \"{peer}\"\nallowed_ips = [\"10.90.0.2/32\"]\n{peer_lines}\n",
+            own.to_base64().as_str()
+        );
+        TunnelConfig::from_toml(Path::new("/nonexistent/peer.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn dns_on_or_off_needs_a_restart_and_a_name_does_not() {
+        let (own, peer) = (Identity::generate(), Identity::generate().peer_id());
+        let base = config(&own, peer, "", "");
+        let off = config(&own, peer, "dns = false", "");
+        assert_eq!(fixed_change(&base, &off), Some("interface.dns"));
+        let named = config(&own, peer, "", "name = \"db1\"");
+        assert_eq!(fixed_change(&base, &named), None);
+        assert_ne!(base.peers[0].name, named.peers[0].name);
+    }
+}

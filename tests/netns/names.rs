@@ -3,13 +3,13 @@
 //! each peer by its letter) and for members from their certificates;
 //! unknown names get NXDOMAIN, other names REFUSED; garbage sent to port 53
 //! neither kills the process nor stops the answers; a peer asks over the
-//! tunnel.
+//! tunnel; a renamed peer answers by its new name after `reload`.
 //!
 //! Run: `sudo scripts/test.sh names::`.
 
 use std::time::Duration;
 
-use crate::common::{describe, wait_until};
+use crate::common::{bin, describe, wait_until};
 use crate::mesh::{Failures, Mesh};
 
 /// `dig` in `host`'s namespace with `args`, one try of 2 s: its stdout.
@@ -142,6 +142,19 @@ fn peers_names_answer_on_the_tunnel_address() {
         peer_names.contains(&"b") && peer_names.contains(&"c"),
         || format!("peer names in a's status: {peer_names:?}"),
     );
+
+    // A renamed peer answers by its new name after a reload, not the old.
+    let config = mesh.dir().join("a.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("name = \"b\"", "name = \"bee\"")).unwrap();
+    let out = mesh.exec("a", &[bin(), "reload", "-c", config.to_str().unwrap()]);
+    failures.check(out.status.success(), || format!("reload: {}", describe(&out)));
+    let renamed = wait_until(Duration::from_secs(5), || {
+        short(&mesh, "a", &a4, "bee.antq", "A") == [mesh.ip4("b")]
+    });
+    failures.check(renamed, || "bee.antq after the reload".to_owned());
+    let got = status_of(&mesh, "a", &a4, "b.antq");
+    failures.check(got == "NXDOMAIN", || format!("b.antq after the rename: {got}"));
     failures.finish(&mesh);
 }
 

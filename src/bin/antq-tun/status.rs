@@ -297,7 +297,7 @@ fn print_dns(d: &serde_json::Value) -> anyhow::Result<()> {
         .unwrap_or_default();
     outln!(
         "  names (NAME.antq): listening on {}; system resolver: {}",
-        if listen.is_empty() { "nothing" } else { &listen },
+        if listen.is_empty() { "nothing" } else { listen.as_str() },
         s(&d["registration"])
     )?;
     let names: Vec<String> = d["names"]
