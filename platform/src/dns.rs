@@ -122,7 +122,10 @@ mod tests {
         assert!(check_domain("antq").is_ok());
         for bad in ["", "a.b", "../etc", "a/b", "a b"] {
             assert!(
-                matches!(check_domain(bad), Err(PlatformError::InvalidArgument { .. })),
+                matches!(
+                    check_domain(bad),
+                    Err(PlatformError::InvalidArgument { .. })
+                ),
                 "{bad}"
             );
         }

@@ -605,7 +605,10 @@ endpoint = "198.51.100.7:9000"
         let f = Fixture::new();
         let text = GOOD
             .replace("endpoint =", "name = \"lan\"\nendpoint =")
-            .replace("[\"10.90.0.2/32\", \"fd90::2/128\"]", "[\"192.168.7.0/24\"]");
+            .replace(
+                "[\"10.90.0.2/32\", \"fd90::2/128\"]",
+                "[\"192.168.7.0/24\"]",
+            );
         let c = f.load(&text).unwrap();
         assert!(
             c.warnings.len() == 1 && c.warnings[0].contains("`lan.antq` will answer no address"),

@@ -91,7 +91,9 @@ fn peers_names_answer_on_the_tunnel_address() {
     let got = dig(&mesh, "a", &["+short", "+tcp", &at_a, "b.antq", "A"]);
     failures.check(got == mesh.ip4("b"), || format!("+tcp b.antq: {got:?}"));
     let got = short(&mesh, "a", &mesh.ip6("a"), "c.antq", "AAAA");
-    failures.check(got == [mesh.ip6("c")], || format!("@fd90::1 c.antq AAAA: {got:?}"));
+    failures.check(got == [mesh.ip6("c")], || {
+        format!("@fd90::1 c.antq AAAA: {got:?}")
+    });
     for (name, want) in [("nosuch.antq", "NXDOMAIN"), ("example.com", "REFUSED")] {
         let got = status_of(&mesh, "a", &a4, name);
         failures.check(got == want, || format!("{name}: status {got}, want {want}"));
@@ -115,7 +117,9 @@ fn peers_names_answer_on_the_tunnel_address() {
     let asked = wait_until(Duration::from_secs(20), || {
         short(&mesh, "b", &a4, "c.antq", "A") == [mesh.ip4("c")]
     });
-    failures.check(asked, || "b could not ask a's responder over the tunnel".to_owned());
+    failures.check(asked, || {
+        "b could not ask a's responder over the tunnel".to_owned()
+    });
 
     let status = mesh.status("a");
     let q = &status["dns"]["queries"];
@@ -148,13 +152,17 @@ fn peers_names_answer_on_the_tunnel_address() {
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, text.replace("name = \"b\"", "name = \"bee\"")).unwrap();
     let out = mesh.exec("a", &[bin(), "reload", "-c", config.to_str().unwrap()]);
-    failures.check(out.status.success(), || format!("reload: {}", describe(&out)));
+    failures.check(out.status.success(), || {
+        format!("reload: {}", describe(&out))
+    });
     let renamed = wait_until(Duration::from_secs(5), || {
         short(&mesh, "a", &a4, "bee.antq", "A") == [mesh.ip4("b")]
     });
     failures.check(renamed, || "bee.antq after the reload".to_owned());
     let got = status_of(&mesh, "a", &a4, "b.antq");
-    failures.check(got == "NXDOMAIN", || format!("b.antq after the rename: {got}"));
+    failures.check(got == "NXDOMAIN", || {
+        format!("b.antq after the rename: {got}")
+    });
     failures.finish(&mesh);
 }
 
@@ -181,6 +189,8 @@ fn members_names_come_from_their_certificates() {
     });
     failures.check(met, || "a never reached b".to_owned());
     let got = short(&mesh, "a", &a4, "b.antq", "AAAA");
-    failures.check(got == [mesh.ip6("b")], || format!("b.antq AAAA at a: {got:?}"));
+    failures.check(got == [mesh.ip6("b")], || {
+        format!("b.antq AAAA at a: {got:?}")
+    });
     failures.finish(&mesh);
 }

@@ -34,7 +34,8 @@ pub(crate) fn unregister_dns(iface: &str, domain: &str) -> Result<(), PlatformEr
     match std::fs::read_to_string(&file) {
         // Only our own: another tunnel may have written it since.
         Ok(text) if text.lines().next() == Some(resolver_file_marker(iface).as_str()) => {
-            std::fs::remove_file(&file).map_err(|e| super::os_error("removing /etc/resolver file", e))
+            std::fs::remove_file(&file)
+                .map_err(|e| super::os_error("removing /etc/resolver file", e))
         }
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

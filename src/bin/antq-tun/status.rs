@@ -297,7 +297,11 @@ fn print_dns(d: &serde_json::Value) -> anyhow::Result<()> {
         .unwrap_or_default();
     outln!(
         "  names (NAME.antq): listening on {}; system resolver: {}",
-        if listen.is_empty() { "nothing" } else { listen.as_str() },
+        if listen.is_empty() {
+            "nothing"
+        } else {
+            listen.as_str()
+        },
         s(&d["registration"])
     )?;
     let names: Vec<String> = d["names"]
@@ -318,8 +322,17 @@ fn print_dns(d: &serde_json::Value) -> anyhow::Result<()> {
     outln!(
         "    {} names: {}{}",
         names.len(),
-        names.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", "),
-        if more > 0 { format!(", and {more} more (status --json lists all)") } else { String::new() }
+        names
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
+        if more > 0 {
+            format!(", and {more} more (status --json lists all)")
+        } else {
+            String::new()
+        }
     )?;
     outln!("    queries: {}", nonzero(&d["queries"]))?;
     Ok(())

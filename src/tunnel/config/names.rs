@@ -34,10 +34,7 @@ pub(super) fn check_unique<'a>(
     name: &str,
     earlier: impl Iterator<Item = Option<&'a str>>,
 ) -> Result<(), ConfigError> {
-    match earlier
-        .enumerate()
-        .find(|(_, other)| *other == Some(name))
-    {
+    match earlier.enumerate().find(|(_, other)| *other == Some(name)) {
         Some((j, _)) => Err(invalid(
             path,
             field,

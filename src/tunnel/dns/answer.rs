@@ -144,20 +144,44 @@ pub fn answer(query: &[u8], names: &Names, transport: Transport) -> Reply {
     let mut response = Message::new(metadata.id, MessageType::Response, metadata.op_code);
     response.metadata = metadata;
     if header.metadata.op_code != OpCode::Query {
-        return encode(response, ResponseCode::NotImp, Outcome::NotImp, transport, None);
+        return encode(
+            response,
+            ResponseCode::NotImp,
+            Outcome::NotImp,
+            transport,
+            None,
+        );
     }
     let c = header.counts;
     // One question; no answers or authority in a query; at most an OPT and
     // a signature in the additional section. Checked before hickory reads
     // the rest, so a header cannot make it reserve room for 65535 records.
     if c.queries != 1 || c.answers != 0 || c.authorities != 0 || c.additionals > 2 {
-        return encode(response, ResponseCode::FormErr, Outcome::FormErr, transport, None);
+        return encode(
+            response,
+            ResponseCode::FormErr,
+            Outcome::FormErr,
+            transport,
+            None,
+        );
     }
     let Ok(request) = Message::from_vec(query) else {
-        return encode(response, ResponseCode::FormErr, Outcome::FormErr, transport, None);
+        return encode(
+            response,
+            ResponseCode::FormErr,
+            Outcome::FormErr,
+            transport,
+            None,
+        );
     };
     let Some(question) = request.queries.first() else {
-        return encode(response, ResponseCode::FormErr, Outcome::FormErr, transport, None);
+        return encode(
+            response,
+            ResponseCode::FormErr,
+            Outcome::FormErr,
+            transport,
+            None,
+        );
     };
     response.add_query(question.clone());
     let client_size = request.edns.as_ref().map(Edns::max_payload);
@@ -167,11 +191,23 @@ pub fn answer(query: &[u8], names: &Names, transport: Transport) -> Reply {
         if edns.version() != 0 {
             ours.set_rcode_high(ResponseCode::BADVERS.high());
             response.set_edns(ours);
-            return encode(response, ResponseCode::BADVERS, Outcome::FormErr, transport, client_size);
+            return encode(
+                response,
+                ResponseCode::BADVERS,
+                Outcome::FormErr,
+                transport,
+                client_size,
+            );
         }
         response.set_edns(ours);
     }
-    let (code, outcome) = resolve(question.name(), question.query_type(), question.query_class(), names, &mut response);
+    let (code, outcome) = resolve(
+        question.name(),
+        question.query_type(),
+        question.query_class(),
+        names,
+        &mut response,
+    );
     encode(response, code, outcome, transport, client_size)
 }
 
@@ -184,7 +220,9 @@ fn resolve(
     response: &mut Message,
 ) -> (ResponseCode, Outcome) {
     let labels: Vec<&[u8]> = name.iter().collect();
-    let in_zone = labels.last().is_some_and(|l| l.eq_ignore_ascii_case(ZONE.as_bytes()));
+    let in_zone = labels
+        .last()
+        .is_some_and(|l| l.eq_ignore_ascii_case(ZONE.as_bytes()));
     if !in_zone || !matches!(class, DNSClass::IN | DNSClass::ANY) {
         return (ResponseCode::Refused, Outcome::Refused);
     }
@@ -234,15 +272,17 @@ fn encode(
     response.metadata.response_code = code;
     let limit = match transport {
         Transport::Tcp => usize::from(u16::MAX),
-        Transport::Udp => usize::from(
-            client_size.map_or(CLASSIC_UDP_RESPONSE, |s| {
-                s.clamp(CLASSIC_UDP_RESPONSE, MAX_UDP_RESPONSE)
-            }),
-        ),
+        Transport::Udp => usize::from(client_size.map_or(CLASSIC_UDP_RESPONSE, |s| {
+            s.clamp(CLASSIC_UDP_RESPONSE, MAX_UDP_RESPONSE)
+        })),
     };
-    let bytes = response
-        .to_vec()
-        .and_then(|b| if b.len() > limit { response.truncate().to_vec() } else { Ok(b) });
+    let bytes = response.to_vec().and_then(|b| {
+        if b.len() > limit {
+            response.truncate().to_vec()
+        } else {
+            Ok(b)
+        }
+    });
     match bytes {
         Ok(bytes) => Reply {
             outcome,

@@ -5,14 +5,21 @@ use crate::tunnel::dns::names::LocalNames;
 use hickory_proto::op::Query;
 
 fn names() -> Names {
-    let ips = |l: &[&str]| l.iter().map(|a| a.parse().unwrap()).collect::<Vec<IpAddr>>();
+    let ips = |l: &[&str]| {
+        l.iter()
+            .map(|a| a.parse().unwrap())
+            .collect::<Vec<IpAddr>>()
+    };
     Names::build(
         &LocalNames {
             own: Some(("a".into(), ips(&["10.90.0.1", "fd90::1"]))),
             peers: vec![
                 ("b".into(), ips(&["10.90.0.2", "fd90::2"])),
                 ("v4only".into(), ips(&["10.90.0.3"])),
-                ("many".into(), (1..=200).map(|i| IpAddr::from([10, 91, 0, i])).collect()),
+                (
+                    "many".into(),
+                    (1..=200).map(|i| IpAddr::from([10, 91, 0, i])).collect(),
+                ),
             ],
         },
         [],
@@ -34,7 +41,10 @@ fn ask(query: &Message) -> (Reply, Message) {
     assert_eq!(response.metadata.message_type, MessageType::Response);
     assert!(response.metadata.authoritative);
     assert!(!response.metadata.recursion_available);
-    assert_eq!(response.metadata.recursion_desired, query.metadata.recursion_desired);
+    assert_eq!(
+        response.metadata.recursion_desired,
+        query.metadata.recursion_desired
+    );
     (reply, response)
 }
 
@@ -55,7 +65,10 @@ fn addresses(m: &Message) -> Vec<String> {
 #[test]
 fn a_and_aaaa_answer_the_names_addresses_of_that_family() {
     let (r, m) = ask(&query_for("b.antq.", RecordType::A));
-    assert_eq!((r.outcome, m.metadata.response_code), (Outcome::Answer, ResponseCode::NoError));
+    assert_eq!(
+        (r.outcome, m.metadata.response_code),
+        (Outcome::Answer, ResponseCode::NoError)
+    );
     assert_eq!(addresses(&m), ["10.90.0.2"]);
     assert_eq!(m.queries[0].name().to_ascii(), "b.antq.");
     let (r, m) = ask(&query_for("b.antq.", RecordType::AAAA));
@@ -116,7 +129,10 @@ fn names_outside_antq_and_other_classes_are_refused() {
 #[test]
 fn questions_other_than_one_are_formerr() {
     let mut two = query_for("b.antq.", RecordType::A);
-    two.add_query(Query::query(Name::from_ascii("a.antq.").unwrap(), RecordType::A));
+    two.add_query(Query::query(
+        Name::from_ascii("a.antq.").unwrap(),
+        RecordType::A,
+    ));
     let mut none = query_for("b.antq.", RecordType::A);
     none.queries.clear();
     for q in [two, none] {
@@ -142,16 +158,25 @@ fn what_is_not_a_query_gets_nothing() {
     let good = query_for("b.antq.", RecordType::A).to_vec().unwrap();
     // Shorter than a header; empty.
     for bytes in [&good[..11], &[][..], &[0xff; 5][..]] {
-        assert_eq!(answer(bytes, &names, Transport::Udp), Reply::dropped(Outcome::Malformed));
+        assert_eq!(
+            answer(bytes, &names, Transport::Udp),
+            Reply::dropped(Outcome::Malformed)
+        );
     }
     // A response (QR set) is never answered.
     let mut response = good.clone();
     response[2] |= 0x80;
-    assert_eq!(answer(&response, &names, Transport::Udp).outcome, Outcome::Malformed);
+    assert_eq!(
+        answer(&response, &names, Transport::Udp).outcome,
+        Outcome::Malformed
+    );
     // Too large, however good the start.
     let mut big = good.clone();
     big.resize(MAX_QUERY + 1, 0);
-    assert_eq!(answer(&big, &names, Transport::Udp), Reply::dropped(Outcome::TooLarge));
+    assert_eq!(
+        answer(&big, &names, Transport::Udp),
+        Reply::dropped(Outcome::TooLarge)
+    );
 }
 
 #[test]
@@ -166,11 +191,17 @@ fn a_header_with_a_broken_question_is_formerr() {
     }
     let mut looped = good[..12].to_vec();
     looped.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
-    assert_eq!(answer(&looped, &names(), Transport::Udp).outcome, Outcome::FormErr);
+    assert_eq!(
+        answer(&looped, &names(), Transport::Udp).outcome,
+        Outcome::FormErr
+    );
     // A header claiming 65535 questions does not get them read.
     let mut many = good.clone();
     many[4..6].copy_from_slice(&u16::MAX.to_be_bytes());
-    assert_eq!(answer(&many, &names(), Transport::Udp).outcome, Outcome::FormErr);
+    assert_eq!(
+        answer(&many, &names(), Transport::Udp).outcome,
+        Outcome::FormErr
+    );
 }
 
 #[test]
@@ -181,7 +212,10 @@ fn edns_is_answered_with_edns_and_a_bad_version_refused() {
     q.set_edns(edns.clone());
     let (r, m) = ask(&q);
     assert_eq!(r.outcome, Outcome::Answer);
-    assert_eq!(m.edns.as_ref().map(Edns::max_payload), Some(MAX_UDP_RESPONSE));
+    assert_eq!(
+        m.edns.as_ref().map(Edns::max_payload),
+        Some(MAX_UDP_RESPONSE)
+    );
     edns.set_version(1);
     q.set_edns(edns);
     let (_, m) = ask(&q);

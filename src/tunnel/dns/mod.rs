@@ -23,7 +23,7 @@
 //! a peer owns (peers ask over the tunnel) and the tunnel's networks;
 //! others are dropped (`foreign_source`). At most 1000 queries a second in
 //! all and 100 from one source (burst 200) are answered
-//! (`rate_limited`); at most 16 TCP connections at once, 64 queries each.
+//! (`rate_limited`); at most 16 TCP connections at once, 64 queries and 30 s each.
 //!
 //! `antq-tun up` registers the responder with the system's resolver for
 //! `~antq` ([`antq_platform::register_dns`]) and `down` removes it.

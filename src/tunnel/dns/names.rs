@@ -120,9 +120,7 @@ impl Names {
 
     /// The names and their addresses, by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[IpAddr])> {
-        self.by_name
-            .iter()
-            .map(|(n, a)| (n.as_str(), a.as_slice()))
+        self.by_name.iter().map(|(n, a)| (n.as_str(), a.as_slice()))
     }
 }
 
@@ -164,9 +162,15 @@ mod tests {
         ];
         let names = Names::build(&local, &members);
         assert_eq!(names.lookup("me"), Some(&ips(&["10.90.0.1"])[..]));
-        assert_eq!(names.lookup("db"), Some(&ips(&["10.90.0.2", "fd90::2"])[..]));
+        assert_eq!(
+            names.lookup("db"),
+            Some(&ips(&["10.90.0.2", "fd90::2"])[..])
+        );
         // A member's addresses, not its routes.
-        assert_eq!(names.lookup("web"), Some(&ips(&["10.90.0.3", "fd90::3"])[..]));
+        assert_eq!(
+            names.lookup("web"),
+            Some(&ips(&["10.90.0.3", "fd90::3"])[..])
+        );
         assert_eq!(names.lookup("nosuch"), None);
         assert_eq!(names.len(), 3);
     }

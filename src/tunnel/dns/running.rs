@@ -91,8 +91,12 @@ impl Running {
                 tokio::task::spawn_blocking(move || antq_platform::unregister_dns(&iface, ZONE))
                     .await;
             match undone {
-                Ok(Ok(())) => tracing::info!(interface = %self.iface, "names: resolver registration removed"),
-                Ok(Err(error)) => tracing::warn!(interface = %self.iface, %error, "names: resolver registration not removed"),
+                Ok(Ok(())) => {
+                    tracing::info!(interface = %self.iface, "names: resolver registration removed")
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(interface = %self.iface, %error, "names: resolver registration not removed")
+                }
                 Err(error) => tracing::warn!(%error, "names: unregistering did not finish"),
             }
         }

@@ -31,6 +31,9 @@ pub const MAX_TCP_CONNECTIONS: usize = 16;
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// Queries one TCP connection may ask before it is closed.
 const TCP_QUERIES: usize = 64;
+/// The longest a TCP connection is kept, however it trickles: a slow
+/// client holds one of [`MAX_TCP_CONNECTIONS`] at most this long.
+const TCP_LIFETIME: Duration = Duration::from_secs(30);
 
 /// What the responder answers from and counts into.
 pub(crate) trait Zone: Send + Sync + 'static {
@@ -189,15 +192,20 @@ async fn serve_tcp<Z: Zone>(listener: TcpListener, cx: Arc<Context<Z>>) {
         let cx = cx.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            if let Err(error) = serve_connection(stream, from.ip(), &cx).await {
-                tracing::debug!(%from, %error, "DNS TCP connection ended");
+            let served =
+                tokio::time::timeout(TCP_LIFETIME, serve_connection(stream, from.ip(), &cx)).await;
+            match served {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::debug!(%from, %error, "DNS TCP connection ended"),
+                Err(_) => tracing::debug!(%from, "DNS TCP connection closed after its lifetime"),
             }
         });
     }
 }
 
 /// Length-prefixed queries (RFC 1035 4.2.2) until the client closes, goes
-/// idle, sends what gets no answer, or has asked [`TCP_QUERIES`].
+/// idle, sends what gets no answer, or has asked [`TCP_QUERIES`] (and at
+/// most [`TCP_LIFETIME`], see `serve_tcp`).
 async fn serve_connection<Z: Zone>(
     mut stream: TcpStream,
     from: IpAddr,

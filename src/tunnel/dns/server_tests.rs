@@ -61,7 +61,9 @@ async fn udp_answers_survive_garbage_and_count() {
     let to = r.listen[0];
     let m = udp_ask("127.0.0.1:0", to, &query("b.antq.")).await.unwrap();
     assert_eq!(m.answers.len(), 1);
-    let m = udp_ask("127.0.0.1:0", to, &query("nosuch.antq.")).await.unwrap();
+    let m = udp_ask("127.0.0.1:0", to, &query("nosuch.antq."))
+        .await
+        .unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
     for garbage in [&[1u8, 2, 3][..], &[0xff; 700][..]] {
         assert!(udp_ask("127.0.0.1:0", to, garbage).await.is_none());
@@ -82,7 +84,9 @@ async fn udp_answers_survive_garbage_and_count() {
 #[tokio::test]
 async fn a_foreign_source_gets_nothing() {
     let (zone, r) = start().await;
-    assert!(udp_ask("127.0.0.2:0", r.listen[0], &query("b.antq.")).await.is_none());
+    assert!(udp_ask("127.0.0.2:0", r.listen[0], &query("b.antq."))
+        .await
+        .is_none());
     assert_eq!(zone.stats.get(Outcome::ForeignSource), 1);
     assert_eq!(zone.stats.get(Outcome::Answer), 0);
 }
@@ -139,5 +143,8 @@ async fn one_source_is_held_to_its_rate() {
     let limited = zone.stats.get(Outcome::RateLimited);
     // The burst (twice the rate), and what refilled while they were sent.
     assert!(answered >= 2 * SOURCE_RATE as u64, "{answered}");
-    assert!(limited > 0 && answered + limited == sent, "{answered} + {limited}");
+    assert!(
+        limited > 0 && answered + limited == sent,
+        "{answered} + {limited}"
+    );
 }
