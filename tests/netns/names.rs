@@ -147,6 +147,12 @@ fn peers_names_answer_on_the_tunnel_address() {
         || format!("peer names in a's status: {peer_names:?}"),
     );
 
+    // `antq-tun ping` takes the same names.
+    let out = mesh.exec("a", &[bin(), "ping", "c.antq", "-c", "1", "-W", "10"]);
+    failures.check(out.status.success(), || {
+        format!("antq-tun ping c.antq: {}", describe(&out))
+    });
+
     // A renamed peer answers by its new name after a reload, not the old.
     let config = mesh.dir().join("a.toml");
     let text = std::fs::read_to_string(&config).unwrap();
