@@ -102,3 +102,34 @@ pub struct DnsReport {
     /// Queries by result.
     pub queries: BTreeMap<&'static str, u64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_render_by_result_and_snapshot_by_label() {
+        let stats = DnsStats::default();
+        stats.count(Outcome::Answer);
+        stats.count(Outcome::Answer);
+        stats.count(Outcome::RateLimited);
+        let mut r = crate::metrics::Registry::new();
+        stats.collect(&mut r);
+        let text = r.render();
+        assert!(
+            text.contains("antq_dns_queries_total{result=\"answer\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("antq_dns_queries_total{result=\"rate_limited\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("antq_dns_queries_total{result=\"nxdomain\"} 0"),
+            "{text}"
+        );
+        let snap = stats.snapshot();
+        assert_eq!(snap.len(), Outcome::ALL.len());
+        assert_eq!((snap["answer"], snap["foreign_source"]), (2, 0));
+    }
+}
