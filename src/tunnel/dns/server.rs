@@ -148,8 +148,10 @@ impl Responder {
 }
 
 async fn serve_udp<Z: Zone>(socket: UdpSocket, cx: Arc<Context<Z>>) {
-    // One byte more than the largest query: a larger one is seen as such.
-    let mut buf = vec![0u8; MAX_QUERY + 1];
+    // Room for any datagram: one larger than the buffer is an error on
+    // Windows (WSAEMSGSIZE) rather than a cut copy, and would go uncounted.
+    // Read whole, it is judged (and counted) by its size.
+    let mut buf = vec![0u8; usize::from(u16::MAX)];
     loop {
         let (n, from) = match socket.recv_from(&mut buf).await {
             Ok(got) => got,
