@@ -71,7 +71,7 @@ state_file() { echo "$STATE_DIR/$PREFIX.env"; }
 cmd_deps() {
 	local -A pkg_of=([ip]=iproute2 [tc]=iproute2 [iptables]=iptables [ip6tables]=iptables
 		[conntrack]=conntrack [iperf3]=iperf3 [curl]=curl [python3]=python3
-		[ps]=procps [sysctl]=procps [nft]=nftables)
+		[ps]=procps [sysctl]=procps [nft]=nftables [dig]=bind9-dnsutils)
 	if [[ ${1:-all} == all ]]; then
 		pkg_of+=([iptables-legacy]=iptables [ip6tables-legacy]=iptables
 			[miniupnpd]=miniupnpd-iptables [stund]=stun-server [natpmpc]=natpmpc [upnpc]=miniupnpc)

@@ -12,7 +12,7 @@
 #
 # Tunnel addresses: host i (a, b, c, ...) gets 10.90.0.(i+1)/24 and
 # fd90::(i+1)/64 on interface antq0; every other host is a peer with its /32
-# and /128. The bootstrap listens on 0.0.0.0:9000 (`--boot-listen '::'`:
+# and /128, named by its letter (`b.antq` answers b's addresses). The bootstrap listens on 0.0.0.0:9000 (`--boot-listen '::'`:
 # [::]:9000, dual-stack) with relay on, its Prometheus metrics on
 # 127.0.0.1:9901 in P-boot; with `--bootstraps 2` they listen on
 # BOOT_IP4:9000 and BOOT_IP4_ALT:9000 (own keys, metrics on :9901 and
@@ -183,6 +183,7 @@ cmd_up() {
 					echo
 					echo "[[peer]]"
 					echo "public_key = \"$(cat "$dir/$p.pub")\""
+					echo "name = \"$p\""
 					echo "allowed_ips = [\"10.90.0.$j/32\", \"fd90::$j/128\"]"
 				done
 			fi

@@ -21,6 +21,9 @@
 //! through the device with the tunnel's own sockets marked by
 //! [`set_socket_mark`]) is Linux only: sysctls, rtnetlink rules, an
 //! nftables table; see [`HostNet`] for how the host is put back.
+//! [`register_dns`] points the system's resolver at a tunnel's DNS
+//! responder for one domain: systemd-resolved (`resolvectl`) on Linux,
+//! `/etc/resolver/DOMAIN` on macOS, not yet on Windows.
 //!
 //! On every other OS the functions return [`PlatformError::Unsupported`].
 //! The macOS and Windows modules are linted for their targets on Linux by
@@ -65,6 +68,7 @@ mod imp;
 #[cfg(any(target_os = "macos", target_os = "windows"))]
 mod plain_tun;
 
+mod dns;
 mod host_net;
 pub mod ipc;
 mod memory;
@@ -74,6 +78,7 @@ mod no_host_net;
 mod signal;
 mod tun_config;
 
+pub use dns::{register_dns, unregister_dns, DnsRegistration};
 pub use host_net::{
     apply_host_net, set_socket_mark, state_path as host_net_state_path, DefaultRoute, Forwarding,
     HostChange, HostNet, HostNetConfig, DEFAULT_MARK, RULE_PRIORITY_MAIN, RULE_PRIORITY_TUNNEL,
@@ -146,6 +151,9 @@ pub enum PlatformError {
     /// `wintun.dll` on Windows. `hint` says where to get it.
     #[error("{driver} not found: {hint}")]
     DriverNotFound { driver: &'static str, hint: String },
+    /// A program the operation runs (e.g. `resolvectl`) failed.
+    #[error("{command}: {detail}")]
+    Command { command: String, detail: String },
 }
 
 /// Flags of a network interface (the `IFF_*` flags that matter to antq).

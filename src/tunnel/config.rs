@@ -13,9 +13,11 @@
 //! gateway = true                            # optional: forward to `subnets` (see `routing`)
 //! subnets = ["192.168.50.0/24"]
 //! exit_node = "BASE64PUBKEY"                # optional: everything else through that peer
+//! dns = true                                # optional (default): answer NAME.antq
 //!
 //! [[peer]]
 //! public_key = "BASE64PUBKEY"
+//! name = "db1"                              # optional: db1.antq
 //! allowed_ips = ["10.90.0.2/32", "fd90::2/128"]
 //! endpoint = "198.51.100.7:9000"            # optional known address
 //! ```
@@ -49,6 +51,7 @@ pub const DEFAULT_MTU: u16 = 1280;
 /// Default interface name.
 pub const DEFAULT_NAME: &str = "antq0";
 
+mod names;
 mod network;
 mod routing;
 
@@ -86,12 +89,14 @@ struct InterfaceSection {
     exit: Option<bool>,
     exit_node: Option<String>,
     fwmark: Option<u32>,
+    dns: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PeerSection {
     public_key: String,
+    name: Option<String>,
     #[serde(default)]
     allowed_ips: Vec<String>,
     endpoint: Option<String>,
@@ -102,6 +107,9 @@ struct PeerSection {
 pub struct PeerConfig {
     /// The peer's key.
     pub public_key: PeerId,
+    /// The peer's name (`NAME.antq`): a DNS label, lower-case, unique among
+    /// the peers.
+    pub name: Option<String>,
     /// Tunnel addresses the peer owns (routing) and may send from.
     pub allowed_ips: Vec<IpNet>,
     /// A known UDP address of the peer, if any.
@@ -142,6 +150,10 @@ pub struct TunnelConfig {
     pub port_mapping: bool,
     /// Forwarding for peers (gateway, exit node) and our exit node.
     pub routing: RoutingConfig,
+    /// Answer `NAME.antq` on the tunnel addresses (port 53) and register
+    /// the responder with the system's resolver; `[interface] dns`,
+    /// default on.
+    pub dns: bool,
     /// Warnings to show the operator (e.g. a world-readable key file).
     pub warnings: Vec<String>,
 }
@@ -313,6 +325,20 @@ impl TunnelConfig {
                 ));
             }
             let allowed_ips = parse_nets(path, &field("allowed_ips"), &peer.allowed_ips, false)?;
+            let name = match &peer.name {
+                Some(text) => {
+                    let name = names::peer_name(path, &field("name"), text)?;
+                    names::check_unique(
+                        path,
+                        &field("name"),
+                        &name,
+                        peers.iter().map(|p| p.name.as_deref()),
+                    )?;
+                    warnings.extend(names::addressless_warning(path, i, &name, &allowed_ips));
+                    Some(name)
+                }
+                None => None,
+            };
             for net in &allowed_ips {
                 for (j, other) in peers.iter().enumerate() {
                     if let Some(o) = other
@@ -345,6 +371,7 @@ impl TunnelConfig {
                 .transpose()?;
             peers.push(PeerConfig {
                 public_key,
+                name,
                 allowed_ips,
                 endpoint,
             });
@@ -397,6 +424,7 @@ impl TunnelConfig {
             metrics,
             port_mapping: iface.port_mapping.unwrap_or(true),
             routing,
+            dns: iface.dns.unwrap_or(true),
             warnings,
         })
     }
@@ -561,6 +589,66 @@ endpoint = "198.51.100.7:9000"
         assert!(
             e.contains("peer[1].allowed_ips") && e.contains("overlaps 10.90.0.2/32"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn peer_names_are_dns_labels_stored_lower_case() {
+        let f = Fixture::new();
+        let c = f.load(GOOD).unwrap();
+        assert_eq!(c.peers[0].name, None);
+        assert!(c.dns, "the responder is on by default");
+        let named = GOOD.replace("endpoint =", "name = \"DB-1\"\nendpoint =");
+        let c = f.load(&named).unwrap();
+        assert_eq!(c.peers[0].name.as_deref(), Some("db-1"));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        for bad in ["", "-db", "db-", "db.1", "db_1", "dé", &"a".repeat(64)] {
+            let text = GOOD.replace("endpoint =", &format!("name = \"{bad}\"\nendpoint ="));
+            let e = f.error(&text);
+            assert!(
+                e.contains("peer.toml") && e.contains("peer[0].name") && e.contains("fix:"),
+                "{bad:?}: {e}"
+            );
+        }
+        let longest = "a".repeat(63);
+        let text = GOOD.replace("endpoint =", &format!("name = \"{longest}\"\nendpoint ="));
+        assert_eq!(f.load(&text).unwrap().peers[0].name, Some(longest));
+        let off = GOOD.replace("listen_port", "dns = false\nlisten_port");
+        assert!(!f.load(&off).unwrap().dns);
+    }
+
+    #[test]
+    fn a_duplicate_peer_name_names_both_peers() {
+        let f = Fixture::new();
+        let other = Identity::generate().peer_id();
+        let named = GOOD.replace("endpoint =", "name = \"db1\"\nendpoint =");
+        let text = format!(
+            "{named}\n[[peer]]\npublic_key = \"{other}\"\nname = \"DB1\"\nallowed_ips = [\"10.90.0.3/32\"]\n"
+        );
+        let e = f.error(&text);
+        assert!(
+            e.contains("peer[1].name") && e.contains("peer[0]") && e.contains("`db1`"),
+            "{e}"
+        );
+        let text = text.replace("\"DB1\"", "\"db2\"");
+        let c = f.load(&text).unwrap();
+        assert_eq!(c.peers[1].name.as_deref(), Some("db2"));
+    }
+
+    #[test]
+    fn a_named_peer_without_a_host_address_is_warned_about() {
+        let f = Fixture::new();
+        let text = GOOD
+            .replace("endpoint =", "name = \"lan\"\nendpoint =")
+            .replace(
+                "[\"10.90.0.2/32\", \"fd90::2/128\"]",
+                "[\"192.168.7.0/24\"]",
+            );
+        let c = f.load(&text).unwrap();
+        assert!(
+            c.warnings.len() == 1 && c.warnings[0].contains("`lan.antq` will answer no address"),
+            "{:?}",
+            c.warnings
         );
     }
 

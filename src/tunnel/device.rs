@@ -21,6 +21,7 @@ use ipnet::IpNet;
 use arc_swap::ArcSwap;
 
 use super::config::{TunnelConfig, DEFAULT_MAX_MEMBERS};
+use super::dns::{DnsStats, LocalNames, Names};
 use super::firewall::{Firewall, Sender};
 use super::packet::{self, packet_too_big};
 use super::routing::AllowedIps;
@@ -122,6 +123,8 @@ pub struct TunnelStatus {
     pub network: Option<NetworkReport>,
     /// The inbound firewall, with a `[firewall]` section.
     pub firewall: Option<super::firewall::FirewallReport>,
+    /// The names responder (`NAME.antq`), unless `[interface] dns = false`.
+    pub dns: Option<super::dns::DnsReport>,
     /// Our addresses as the bootstraps see them.
     pub bootstraps: Vec<BootstrapReport>,
     /// Our NAT's mapping behaviour (`endpoint_independent`,
@@ -144,7 +147,9 @@ pub struct TunnelStatus {
 /// One peer in [`TunnelStatus`].
 #[derive(Debug, serde::Serialize)]
 pub struct PeerReport {
-    /// The peer's name (from its certificate), if it has one.
+    /// The peer's name (`[[peer]] name`, or from its certificate), if it
+    /// has one: `NAME.antq` (unless another claim to it won, see
+    /// [`super::dns::names`]).
     pub name: Option<String>,
     /// Where we know it from: `config` (a `[[peer]]`), `network` (its
     /// certificate, found through the directory).
@@ -235,7 +240,15 @@ pub(super) struct Shared {
     /// firewall's `group:` rules; rebuilt with `routes`.
     pub(super) groups: ArcSwap<std::collections::HashMap<PeerId, Vec<String>>>,
     /// Our tunnel addresses (sources of ICMP answers).
-    own: Vec<IpNet>,
+    pub(super) own: Vec<IpNet>,
+    /// The names the config gives (ours, the `[[peer]]`s'; a reload
+    /// changes them, then wakes `routes_changed`).
+    pub(super) local_names: ArcSwap<LocalNames>,
+    /// What `NAME.antq` answers: `local_names` and the members'
+    /// certificates, rebuilt with `routes`.
+    pub(super) names: ArcSwap<Names>,
+    /// The names responder's counters.
+    pub(super) dns_stats: DnsStats,
 }
 
 /// The device side and the overlay.
@@ -252,6 +265,8 @@ pub struct Tunnel {
     /// What we changed on the host (forwarding, exit node), restored by
     /// [`Tunnel::shutdown`] (or, after a crash, by the next start).
     host_net: Option<antq_platform::HostNet>,
+    /// The names responder, with `[interface] dns` (default).
+    dns: Option<super::dns::Running>,
 }
 
 impl std::fmt::Debug for Tunnel {
@@ -377,6 +392,9 @@ impl Tunnel {
             groups: ArcSwap::default(),
             stats: TunnelStats::default(),
             own: config.addresses.clone(),
+            names: ArcSwap::from_pointee(Names::build(&LocalNames::from_config(&config), [])),
+            local_names: ArcSwap::from_pointee(LocalNames::from_config(&config)),
+            dns_stats: DnsStats::default(),
         });
         let start = |bind| Overlay::start_with_sink(overlay_config(bind), shared.clone());
         let started = match start(dual) {
@@ -410,11 +428,17 @@ impl Tunnel {
                 installed,
             )),
         ];
+        let dns = if config.dns {
+            Some(super::dns::Running::start(&datapath.shared, &config).await)
+        } else {
+            None
+        };
         let tunnel = Self {
             config,
             tasks,
             datapath,
             host_net: Some(host_net),
+            dns,
         };
         Ok(tunnel)
     }
@@ -447,8 +471,11 @@ impl Tunnel {
                     .find(|m| m.peer.to_string() == status.public_key);
                 let nets = |v: &[IpNet]| v.iter().map(ToString::to_string).collect();
                 match (configured, member) {
-                    (Some(p), _) => PeerReport {
-                        name: None,
+                    (Some(p), member) => PeerReport {
+                        name: p
+                            .name
+                            .clone()
+                            .or_else(|| member.map(|m| m.cert.body.name.clone())),
                         source: "config",
                         certificate_expires: None,
                         allowed_ips: nets(&p.allowed_ips),
@@ -503,6 +530,10 @@ impl Tunnel {
                     refused: refused.into_iter().collect(),
                 }
             }),
+            dns: self
+                .dns
+                .as_ref()
+                .map(|dns| dns.report(&self.datapath.shared)),
             bootstraps: self
                 .datapath
                 .overlay
@@ -540,6 +571,7 @@ impl Tunnel {
         Arc::new(move || {
             let mut r = crate::metrics::Registry::new();
             datapath.shared.stats.collect(&mut r);
+            datapath.shared.dns_stats.collect(&mut r);
             if let Some(fw) = &datapath.shared.firewall {
                 // The report is taken under the lock, rendered after it.
                 let report = fw
@@ -553,9 +585,13 @@ impl Tunnel {
         })
     }
 
-    /// Closes the peers' connections and puts back what was changed on
-    /// the host; the device goes when `self` is dropped.
+    /// Stops the names responder, closes the peers' connections and puts
+    /// back what was changed on the host; the device goes when `self` is
+    /// dropped.
     pub async fn shutdown(mut self) {
+        if let Some(dns) = self.dns.take() {
+            dns.stop().await;
+        }
         self.datapath.overlay.close().await;
         if let Some(host_net) = self.host_net.take() {
             restore_host(host_net).await;

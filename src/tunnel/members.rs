@@ -1,7 +1,8 @@
 //! Keeping the datapath's routes in step: the configured peers' allowed
 //! IPs (which a reload may change) and the network members' certified
 //! addresses and routes (members come and go), in the AllowedIPs table the
-//! datapath reads and in the kernel's routes into the device.
+//! datapath reads and in the kernel's routes into the device; and the
+//! names table (`NAME.antq`) from the same members and the config.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use super::device::Shared;
+use super::dns::Names;
 use super::routing::AllowedIps;
 use crate::node::overlay::Overlay;
 
@@ -26,7 +28,8 @@ pub(super) async fn follow_routes(
         let mut routes = AllowedIps::new();
         let mut wanted = BTreeSet::new();
         let mut groups = std::collections::HashMap::new();
-        for member in overlay.members() {
+        let members = overlay.members();
+        for member in &members {
             groups.insert(member.peer, member.cert.body.groups.clone());
             for net in member.cert.body.allowed_ips() {
                 routes.insert(net, member.peer);
@@ -42,6 +45,10 @@ pub(super) async fn follow_routes(
         }
         shared.routes.store(Arc::new(routes));
         shared.groups.store(Arc::new(groups));
+        shared.names.store(Arc::new(Names::build(
+            &shared.local_names.load(),
+            members.iter().map(|m| &m.cert.body),
+        )));
         for net in wanted.difference(&installed).copied().collect::<Vec<_>>() {
             if net.prefix_len() == 0 {
                 // The exit node's default route lives in a table of its own

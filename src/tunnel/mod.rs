@@ -11,9 +11,11 @@
 //! - [`ipc`]: the local admin channel for `status`, `down`, `reload` and
 //!   `ping`.
 //! - [`ping`]: `antq-tun ping`: targets resolved to peers, pinged above QUIC.
+//! - [`dns`]: names on the overlay: the `NAME.antq` responder.
 
 pub mod config;
 pub mod device;
+pub mod dns;
 pub mod firewall;
 pub mod ipc;
 mod members;

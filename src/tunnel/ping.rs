@@ -1,5 +1,5 @@
 //! `antq-tun ping`: finds the peer a target names (an overlay address, a
-//! key, or a member's name) and pings it above QUIC
+//! key, or a peer's name, `db1` or `db1.antq`, from the names table) and pings it above QUIC
 //! ([`Overlay::ping`](crate::node::overlay::Overlay::ping)), so the answer
 //! shows the path (direct or relay) whatever the firewall lets through.
 //!
@@ -135,18 +135,27 @@ impl Pinger {
             Target::Key(peer) => MemberQuery::Key(*peer.as_bytes()),
             Target::Address(addr) => MemberQuery::Addr(addr),
             Target::Name(name) => {
-                return overlay
-                    .members()
-                    .into_iter()
-                    .find(|m| m.cert.body.name == name)
-                    .map(|m| Resolved {
-                        peer: m.peer,
-                        name: Some(name.to_owned()),
+                // The names table (`NAME.antq`): `[[peer]] name`s and the
+                // members met, the same claim winning as in DNS.
+                let label = name.trim_end_matches('.');
+                let label = label.strip_suffix(".antq").unwrap_or(label);
+                let label = label.to_ascii_lowercase();
+                let routes = self.datapath.shared.routes.load();
+                return self
+                    .datapath
+                    .shared
+                    .names
+                    .load()
+                    .lookup(&label)
+                    .and_then(|addrs| addrs.iter().find_map(|a| routes.lookup(*a).copied()))
+                    .map(|peer| Resolved {
+                        peer,
+                        name: Some(label.clone()),
                     })
                     .ok_or_else(|| {
                         let why = format!(
                             "no peer named {name:?}: a target is an overlay address, a key, or \
-                             the name of a network member met already"
+                             a peer's name (`[[peer]] name`, or a network member met already)"
                         );
                         PingAnswer::failed(None, why, true)
                     });

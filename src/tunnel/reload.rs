@@ -2,12 +2,13 @@
 //! what did not keeps running untouched (its connections stay up).
 //!
 //! Applied live: `[[peer]]` sections added, removed or changed (allowed
-//! IPs; a changed endpoint reconnects that peer), `interface.bootstrap`
+//! IPs, name: the names table is rebuilt; a changed endpoint reconnects
+//! that peer), `interface.bootstrap`
 //! (links to removed bootstraps close, new ones connect, the others stay),
 //! and `[network]`: trusted CAs, revocations (members they refuse are
 //! dropped at once) and a renewed certificate of ours. Anything else
 //! (interface name, key, addresses, port, MTU, metrics, forwarding and the
-//! exit node, adding or removing `[network]`) needs the
+//! exit node, `dns` on or off, adding or removing `[network]`) needs the
 //! tunnel brought down and up: the reload is refused, naming the field, and
 //! the running configuration stays.
 
@@ -40,7 +41,7 @@ pub struct ReloadReport {
     pub added: usize,
     /// Peers removed.
     pub removed: usize,
-    /// Peers whose allowed IPs or endpoint changed.
+    /// Peers whose allowed IPs, name or endpoint changed.
     pub changed: usize,
     /// Network members dropped (revoked, or their CA no longer trusted).
     pub members_dropped: usize,
@@ -119,6 +120,9 @@ fn fixed_change(old: &TunnelConfig, new: &TunnelConfig) -> Option<&'static str> 
             return Some(field);
         }
     }
+    if old.dns != new.dns {
+        return Some("interface.dns");
+    }
     let boot = |c: &TunnelConfig| {
         c.bootstrap
             .iter()
@@ -175,7 +179,10 @@ impl Tunnel {
                     overlay.add_peer(*key, peer.endpoint);
                     report.changed += 1;
                 }
-                Some(before) if sorted(&before.allowed_ips) != sorted(&peer.allowed_ips) => {
+                Some(before)
+                    if sorted(&before.allowed_ips) != sorted(&peer.allowed_ips)
+                        || before.name != peer.name =>
+                {
                     report.changed += 1;
                 }
                 Some(_) => {}
@@ -212,8 +219,40 @@ impl Tunnel {
             }
         }
         shared.static_routes.store(Arc::new(static_routes(&new)));
+        // Rebuilt with the routes: the peers' names, ours from a renewed
+        // certificate.
+        shared
+            .local_names
+            .store(Arc::new(super::dns::LocalNames::from_config(&new)));
         shared.routes_changed.notify_one();
         self.config = new;
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+    use std::path::Path;
+
+    fn config(own: &Identity, peer: PeerId, iface: &str, peer_lines: &str) -> TunnelConfig {
+        let text = format!(
+            "[interface]\nprivate_key = \"{}\"\naddress = [\"10.90.0.1/24\"]\n{iface}\n\
+             [[peer]]\npublic_key = \"{peer}\"\nallowed_ips = [\"10.90.0.2/32\"]\n{peer_lines}\n",
+            own.to_base64().as_str()
+        );
+        TunnelConfig::from_toml(Path::new("/nonexistent/peer.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn dns_on_or_off_needs_a_restart_and_a_name_does_not() {
+        let (own, peer) = (Identity::generate(), Identity::generate().peer_id());
+        let base = config(&own, peer, "", "");
+        let off = config(&own, peer, "dns = false", "");
+        assert_eq!(fixed_change(&base, &off), Some("interface.dns"));
+        let named = config(&own, peer, "", "name = \"db1\"");
+        assert_eq!(fixed_change(&base, &named), None);
+        assert_ne!(base.peers[0].name, named.peers[0].name);
     }
 }

@@ -25,6 +25,7 @@ mod matrix;
 mod membership;
 mod migration;
 mod mtu;
+mod names;
 mod observe;
 mod ping;
 mod portmap;

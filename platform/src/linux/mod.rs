@@ -11,6 +11,7 @@ use rtnetlink::Handle;
 
 use crate::PlatformError;
 
+mod dns;
 mod gateway;
 mod hops;
 mod host_net;
@@ -19,6 +20,7 @@ mod route;
 mod tun;
 mod watch;
 
+pub(crate) use dns::{register_dns, unregister_dns};
 pub(crate) use gateway::default_gateway_v4;
 pub(crate) use hops::trace_hops;
 pub(crate) use host_net::{apply_host_net, host_net_state_path, set_socket_mark, HostNet};

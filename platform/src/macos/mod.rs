@@ -11,6 +11,7 @@ use std::io;
 
 use crate::PlatformError;
 
+mod dns;
 mod links;
 mod logic;
 mod route;
@@ -21,6 +22,7 @@ pub(crate) use crate::no_host_net::{
     apply_host_net, host_net_state_path, set_socket_mark, HostNet,
 };
 pub(crate) use crate::plain_tun::{GroTable, Tun, BATCH_HEADROOM, IDEAL_BATCH_SIZE};
+pub(crate) use dns::{register_dns, unregister_dns};
 pub(crate) use links::interfaces;
 pub(crate) use route::{add_route, default_gateway_v4, del_route};
 pub(crate) use tun::create_tun;

@@ -36,6 +36,18 @@ pub(crate) fn default_gateway_v4() -> Result<Option<std::net::Ipv4Addr>, Platfor
     Err(unsupported("default gateway discovery"))
 }
 
+pub(crate) fn register_dns(
+    _iface: &str,
+    _servers: &[IpAddr],
+    _domain: &str,
+) -> Result<crate::DnsRegistration, PlatformError> {
+    Err(unsupported("DNS registration"))
+}
+
+pub(crate) fn unregister_dns(_iface: &str, _domain: &str) -> Result<(), PlatformError> {
+    Ok(())
+}
+
 pub(crate) fn watch_changes() -> Result<ChangeWatcher, PlatformError> {
     Err(unsupported("network change events"))
 }

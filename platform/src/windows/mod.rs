@@ -27,6 +27,23 @@ pub(crate) use route::{add_route, del_route};
 pub(crate) use tun::create_tun;
 pub(crate) use watch::{watch_changes, ChangeWatcher};
 
+/// Not yet on Windows (NRPT rules would do it): the responder still
+/// answers whoever asks it directly.
+pub(crate) fn register_dns(
+    _iface: &str,
+    _servers: &[std::net::IpAddr],
+    _domain: &str,
+) -> Result<crate::DnsRegistration, crate::PlatformError> {
+    Err(crate::PlatformError::Unsupported {
+        what: "DNS registration",
+    })
+}
+
+/// Nothing was registered ([`register_dns`]).
+pub(crate) fn unregister_dns(_iface: &str, _domain: &str) -> Result<(), crate::PlatformError> {
+    Ok(())
+}
+
 /// What [`crate::PlatformError::PermissionDenied`] says is missing.
 pub(crate) const PRIVILEGE: &str = "an elevated (Administrator) process";
 /// How to get [`PRIVILEGE`].

@@ -10,8 +10,8 @@ use anyhow::{bail, Context as _};
 /// What `antq-tun ping` was asked.
 #[derive(Debug, clap::Args)]
 pub struct PingArgs {
-    /// An overlay address (10.90.0.2), a peer's key, or a network member's
-    /// name.
+    /// An overlay address (10.90.0.2), a peer's key, or a peer's name (db1
+    /// or db1.antq: `[[peer]] name`, or a network member met already).
     #[arg(value_name = "TARGET")]
     target: String,
     /// Stop after this many pings (default: until interrupted, or with

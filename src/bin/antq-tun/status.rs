@@ -289,6 +289,7 @@ fn print_text(r: &serde_json::Value) -> anyhow::Result<()> {
             nonzero(&pick(&["tracked", "default_allowed"]))
         )?;
     }
+    print_dns(&r["dns"])?;
     for p in r["peers"].as_array().into_iter().flatten() {
         outln!()?;
         outln!("peer: {}", s(&p["public_key"]))?;
@@ -333,5 +334,60 @@ fn print_text(r: &serde_json::Value) -> anyhow::Result<()> {
             None => outln!("  last handshake: never")?,
         }
     }
+    Ok(())
+}
+
+/// The names responder's lines (`TunnelStatus::dns`): where it listens,
+/// how the system's resolver was told, the names, the query counters.
+fn print_dns(d: &serde_json::Value) -> anyhow::Result<()> {
+    let s = text;
+    if d.is_null() {
+        outln!("  names (NAME.antq): off")?;
+        return Ok(());
+    }
+    let listen = d["listen"]
+        .as_array()
+        .map(|a| a.iter().map(s).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default();
+    outln!(
+        "  names (NAME.antq): listening on {}; system resolver: {}",
+        if listen.is_empty() {
+            "nothing"
+        } else {
+            listen.as_str()
+        },
+        s(&d["registration"])
+    )?;
+    let names: Vec<String> = d["names"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, addrs)| {
+            let addrs = addrs
+                .as_array()
+                .map(|a| a.iter().map(s).collect::<Vec<_>>().join(" "))
+                .unwrap_or_default();
+            format!("{name} ({addrs})")
+        })
+        .collect();
+    // A network of many members: the first few, and how many.
+    const SHOWN: usize = 8;
+    let more = names.len().saturating_sub(SHOWN);
+    outln!(
+        "    {} names: {}{}",
+        names.len(),
+        names
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
+        if more > 0 {
+            format!(", and {more} more (status --json lists all)")
+        } else {
+            String::new()
+        }
+    )?;
+    outln!("    queries: {}", nonzero(&d["queries"]))?;
     Ok(())
 }

@@ -222,6 +222,7 @@ mod tests {
             public_key: key,
             allowed_ips: nets.iter().map(|n| n.parse().unwrap()).collect(),
             endpoint: None,
+            name: None,
         }
     }
 
