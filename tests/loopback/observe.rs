@@ -209,25 +209,35 @@ async fn a_taken_default_port_falls_back_a_configured_one_fails() {
             limits: Limits::default(),
         })
     };
-    // Port + 1 held by someone else; the listen port itself free.
-    let (blocker, listen) = (0..20)
-        .find_map(|_| {
-            let blocker = UdpSocket::bind(loopback()).unwrap();
-            let taken = blocker.local_addr().unwrap();
-            let listen = SocketAddr::new(taken.ip(), taken.port().checked_sub(1)?);
-            UdpSocket::bind(listen).ok()?;
-            Some((blocker, listen))
-        })
-        .expect("a free port below a taken one");
+    // Port + 1 held by someone else; the listen port itself free. Tests
+    // run in parallel: another one may take the free port between our
+    // check and our bind, so a taken listen port means another try.
+    let mut found = None;
+    for _ in 0..20 {
+        let blocker = UdpSocket::bind(loopback()).unwrap();
+        let taken = blocker.local_addr().unwrap();
+        let Some(port) = taken.port().checked_sub(1) else {
+            continue;
+        };
+        let listen = SocketAddr::new(taken.ip(), port);
+        if UdpSocket::bind(listen).is_err() {
+            continue;
+        }
+        let err = match start(listen, ObserveListen::Port(taken.port())) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("a taken observe_port was accepted"),
+        };
+        if !err.contains("observe socket") {
+            continue; // the listen port went to someone else meanwhile
+        }
+        assert!(err.contains("observe_port"), "{err}");
+        if let Ok(boot) = start(listen, ObserveListen::NextPort) {
+            found = Some((blocker, listen, boot));
+            break;
+        }
+    }
+    let (blocker, listen, boot) = found.expect("a free port below a taken one");
     let taken = blocker.local_addr().unwrap();
-    let err = start(listen, ObserveListen::Port(taken.port()))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("observe socket") && err.contains("observe_port"),
-        "{err}"
-    );
-    let boot = start(listen, ObserveListen::NextPort).unwrap();
     let observe = boot.observe_local_addr().unwrap();
     assert_ne!(observe, taken);
     assert_ne!(observe.port(), listen.port());
