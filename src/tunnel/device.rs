@@ -697,15 +697,15 @@ impl Datapath {
         };
         let routes = routes.load();
         let peer = match routes.lookup_with_len(addrs.dst) {
-            // The exit node's default route: a member of our network we do
-            // not know yet still gets the packet, never the exit node.
+            // The exit node's default route: an address of our network (a
+            // member we do not know yet) is handled as unrouted below,
+            // never sent to the exit node. Our networks are the prefixes
+            // of our addresses (the certificate's): no lock, no copy.
             Some((_, 0))
                 if overlay.has_membership()
-                    && overlay
-                        .send_to_address(addrs.dst, Bytes::copy_from_slice(packet))
-                        .is_ok() =>
+                    && own.iter().any(|n| n.trunc().contains(&addrs.dst)) =>
             {
-                return;
+                None
             }
             found => found.map(|(peer, _)| peer),
         };
