@@ -152,36 +152,27 @@ pub fn answer(query: &[u8], names: &Names, transport: Transport) -> Reply {
             None,
         );
     }
+    let formerr = |response| {
+        encode(
+            response,
+            ResponseCode::FormErr,
+            Outcome::FormErr,
+            transport,
+            None,
+        )
+    };
     let c = header.counts;
     // One question; no answers or authority in a query; at most an OPT and
     // a signature in the additional section. Checked before hickory reads
     // the rest, so a header cannot make it reserve room for 65535 records.
     if c.queries != 1 || c.answers != 0 || c.authorities != 0 || c.additionals > 2 {
-        return encode(
-            response,
-            ResponseCode::FormErr,
-            Outcome::FormErr,
-            transport,
-            None,
-        );
+        return formerr(response);
     }
     let Ok(request) = Message::from_vec(query) else {
-        return encode(
-            response,
-            ResponseCode::FormErr,
-            Outcome::FormErr,
-            transport,
-            None,
-        );
+        return formerr(response);
     };
     let Some(question) = request.queries.first() else {
-        return encode(
-            response,
-            ResponseCode::FormErr,
-            Outcome::FormErr,
-            transport,
-            None,
-        );
+        return formerr(response);
     };
     response.add_query(question.clone());
     let client_size = request.edns.as_ref().map(Edns::max_payload);
