@@ -4,10 +4,16 @@
 //! at the first direct reply with exit 0. A target nobody owns ends the
 //! command at once, non-zero.
 //!
+//! The "internet" drops UDP between the two NATs for the first second:
+//! home<->home may punch before the relayed handshake completes (CI saw a
+//! first reply that was already direct), and the relay lines are what the
+//! test is about.
+//!
 //! Run: `sudo scripts/test.sh ping::`.
 
+use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::common::{bin, describe, wait_until};
 use crate::mesh::{Failures, Mesh};
@@ -23,7 +29,7 @@ fn ping_shows_relay_then_direct_and_stops_at_direct() {
     assert!(a_up, "a's tunnel did not come up:\n{}", mesh.dump());
     // The ping waits (-W) for a first path; b comes up while it waits.
     let b4 = mesh.ip4("b");
-    let ping = mesh
+    let mut ping = mesh
         .command(
             "a",
             &[
@@ -44,10 +50,41 @@ fn ping_shows_relay_then_direct_and_stops_at_direct() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // The ping's lines as they come, to lift the block at the first relay
+    // reply.
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = ping.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
     std::thread::sleep(Duration::from_millis(200));
+    let block = |op: &str| {
+        for (src, dst) in [
+            ("198.18.0.20", "198.18.0.21"),
+            ("198.18.0.21", "198.18.0.20"),
+        ] {
+            let rule = ["-p", "udp", "-s", src, "-d", dst, "-j", "DROP"];
+            let out = mesh.exec("inet", &[&["iptables", op, "FORWARD"][..], &rule].concat());
+            assert!(out.status.success(), "iptables {op}: {}", describe(&out));
+        }
+    };
+    block("-I");
     let _b = mesh.start("b");
+    let mut text = String::new();
+    let give_up = Instant::now() + Duration::from_secs(15);
+    while let Ok(line) = lines.recv_timeout(give_up.saturating_duration_since(Instant::now())) {
+        text += &line;
+        text.push('\n');
+        if line.contains("via relay ") {
+            break;
+        }
+    }
+    block("-D");
+    text.extend(lines.iter().map(|l| l + "\n"));
+    reader.join().expect("ping reader");
     let out = ping.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
     eprintln!("{text}");
     let first = |what: &str| text.lines().position(|l| l.contains(what));
     let (relay, direct) = (first("via relay "), first("via direct "));
