@@ -126,7 +126,7 @@ impl Bootstrap {
     }
 
     /// Everything a limit refused or dropped, by reason (docs/security.md).
-    pub fn refusals(&self) -> [(&'static str, u64); 19] {
+    pub fn refusals(&self) -> [(&'static str, u64); 20] {
         let s = &self.stats;
         let sock = self.node.socket().stats();
         let node = self.node.stats();
@@ -157,6 +157,7 @@ impl Bootstrap {
             ("tcp_evicted_for_fairness", load(&sock.streams_evicted)),
             ("relay_bandwidth", load(&sock.forward_limited)),
             ("relay_key_budget", load(&sock.forward_budget_limited)),
+            ("relay_queue_full", load(&sock.forward_queue_full)),
         ]
     }
 }

@@ -15,6 +15,7 @@ pub(crate) fn collect_socket(s: &SocketStats, r: &mut Registry) {
         ("relay_unknown_channel", &s.relay_unknown),
         ("relay_unroutable", &s.relay_unroutable),
         ("relay_rate_limited", &s.forward_limited),
+        ("relay_queue_full", &s.forward_queue_full),
         ("stream_dropped", &s.stream_dropped),
         ("side_dropped", &s.side_dropped),
         ("side_unroutable", &s.side_unroutable),
@@ -32,6 +33,12 @@ pub(crate) fn collect_socket(s: &SocketStats, r: &mut Registry) {
         "Relay frames forwarded between two peers (bootstrap side).",
     )
     .int(&[], load(&s.forwarded));
+    r.counter(
+        "antq_relay_forward_delayed_frames_total",
+        "Relay frames that waited for their direction's pacer (above the \
+         rate, within the burst) before being forwarded (bootstrap side).",
+    )
+    .int(&[], load(&s.forward_delayed));
     r.counter(
         "antq_relay_forwarded_bytes_total",
         "Bytes of relay frames forwarded between two peers (bootstrap side).",

@@ -48,6 +48,7 @@
 //! [`proof`]), `metrics.rs` the socket's Prometheus collector.
 
 pub mod framing;
+mod forward;
 mod guard;
 pub(crate) mod metrics;
 pub mod proof;
@@ -57,6 +58,7 @@ pub mod side;
 pub mod tcp;
 
 pub use guard::{ProvenAddrs, ProvenGuard, PROVEN_GRACE};
+pub use forward::{FORWARD_MAX_DELAY, FORWARD_QUEUE_BYTES};
 pub use relay::{RelayBudget, RelayLimit, RelayRoute};
 pub use side::{is_side_addr, SideGroup, SideRaw};
 pub use tcp::{bind_tcp, is_stream_addr, StreamError, StreamLimits, Transport};
@@ -67,7 +69,7 @@ use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV6};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::task::{ready, Context, Poll, Waker};
 use std::time::Instant;
 
@@ -135,9 +137,16 @@ pub struct SocketStats {
     pub forwarded: AtomicU64,
     /// Bytes forwarded (bootstrap side).
     pub forwarded_bytes: AtomicU64,
-    /// Relay frames dropped by the bandwidth limit of their direction
-    /// (bootstrap side).
+    /// Relay frames dropped by the bandwidth limit of their direction:
+    /// they would have waited more than [`FORWARD_MAX_DELAY`] (bootstrap
+    /// side).
     pub forward_limited: AtomicU64,
+    /// Relay frames that waited for their pacers before being forwarded
+    /// (bootstrap side).
+    pub forward_delayed: AtomicU64,
+    /// Relay frames dropped because [`FORWARD_QUEUE_BYTES`] were waiting
+    /// already (bootstrap side).
+    pub forward_queue_full: AtomicU64,
     /// Relay frames dropped by the byte budget of the key that sent them
     /// (bootstrap side, [`RelayBudget`]).
     pub forward_budget_limited: AtomicU64,
@@ -205,6 +214,12 @@ pub struct AntqSocket {
     raw_rx: Mutex<Option<mpsc::Receiver<RawPacket>>>,
     relays: RwLock<RelayTable>,
     forwards: RwLock<HashMap<RelayRoute, Forward>>,
+    /// Relay frames forwarded at once, gathered for GSO sends.
+    forward_batch: Mutex<forward::ForwardBatch>,
+    /// Relay frames waiting for their pacers.
+    forward_queue: Mutex<forward::DelayedFrames>,
+    /// This socket, for the task that sends paced frames.
+    me: Weak<Self>,
     next_virtual: AtomicU32,
     pending: Mutex<VecDeque<PendingPacket>>,
     /// The host's addresses, once known: a source address quinn pinned for a
@@ -266,7 +281,7 @@ impl AntqSocket {
         let ttl_handle = Mutex::new(socket.try_clone()?);
         let inner = quinn::TokioRuntime.wrap_udp_socket(socket)?;
         let (raw_tx, raw_rx) = mpsc::channel(RAW_QUEUE);
-        Ok(Arc::new(Self {
+        Ok(Arc::new_cyclic(|me| Self {
             inner,
             ttl_handle,
             ipv6,
@@ -274,6 +289,9 @@ impl AntqSocket {
             raw_rx: Mutex::new(Some(raw_rx)),
             relays: RwLock::new(RelayTable::default()),
             forwards: RwLock::new(HashMap::new()),
+            forward_batch: Mutex::default(),
+            forward_queue: Mutex::default(),
+            me: me.clone(),
             next_virtual: AtomicU32::new(1),
             pending: Mutex::new(VecDeque::new()),
             local_ips: RwLock::new(None),

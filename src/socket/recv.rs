@@ -80,7 +80,9 @@ impl AntqSocket {
             self.stats.stream_dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        let Some((from, offset)) = self.classify(self.to_wire(addr), datagram) else {
+        let sorted = self.classify(self.to_wire(addr), datagram);
+        self.flush_forwards();
+        let Some((from, offset)) = sorted else {
             return false;
         };
         self.queue_pending(from, datagram.get(offset..).unwrap_or_default())
@@ -145,6 +147,8 @@ impl AntqSocket {
                 }
             }
         }
+        // Relay frames forwarded at once leave together (GSO).
+        self.flush_forwards();
         kept
     }
 

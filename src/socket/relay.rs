@@ -7,7 +7,8 @@
 //! - A bootstrap installs forwarding entries
 //!   ([`AntqSocket::set_relay_forward`]): a frame from one peer's proven
 //!   address on its channel goes to the other peer, re-labelled, within the
-//!   direction's bandwidth limit and the sender's [`RelayBudget`].
+//!   direction's bandwidth limit and the sender's [`RelayBudget`], paced
+//!   ([`super::forward`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -20,8 +21,9 @@ use quinn::udp::Transmit;
 
 use super::{is_stream_addr, AntqSocket};
 use crate::nat::canonical;
-use crate::proto::raw::{encode_relay_header, RelayHeader};
-use crate::ratelimit::TokenBucket;
+use crate::proto::raw::RelayHeader;
+use super::forward::relay_pacer;
+use crate::ratelimit::Pacer;
 
 /// Where packets for one relay path go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -35,32 +37,29 @@ pub struct RelayRoute {
 /// One direction of a relay allocation on a bootstrap node.
 #[derive(Debug)]
 pub(super) struct Forward {
-    to: RelayRoute,
-    limit: Mutex<TokenBucket>,
-    budget: Arc<RelayBudget>,
+    pub(super) to: RelayRoute,
+    pub(super) pacer: Mutex<Pacer>,
+    pub(super) budget: Arc<RelayBudget>,
 }
 
 /// The relay byte budget of one sender (bootstrap side): shared by every
 /// relay direction a key sends on, so that many allocations do not multiply
 /// what one key may make the bootstrap send.
 #[derive(Debug)]
-pub struct RelayBudget(Mutex<TokenBucket>);
+pub struct RelayBudget(Mutex<Pacer>);
 
 impl RelayBudget {
     /// A budget of `limit`, full.
     pub fn new(limit: RelayLimit) -> Self {
-        Self(Mutex::new(TokenBucket::new(
+        Self(Mutex::new(relay_pacer(
             limit.bytes_per_sec,
             limit.burst_bytes,
             Instant::now(),
         )))
     }
 
-    fn try_take(&self, bytes: usize, now: Instant) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .try_take(bytes as f64, now)
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Pacer> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -168,7 +167,7 @@ impl AntqSocket {
                 server: canonical(to.server),
                 channel: to.channel,
             },
-            limit: Mutex::new(TokenBucket::new(
+            pacer: Mutex::new(relay_pacer(
                 limit.bytes_per_sec,
                 limit.burst_bytes,
                 Instant::now(),
@@ -210,43 +209,6 @@ impl AntqSocket {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&from);
-    }
-
-    /// Forwards one relay frame if a forwarding entry matches; returns
-    /// whether one did.
-    pub(super) fn forward(&self, from: RelayRoute, segment: &[u8]) -> bool {
-        let forwards = self.forwards.read().unwrap_or_else(PoisonError::into_inner);
-        let Some(forward) = forwards.get(&from) else {
-            return false;
-        };
-        let now = Instant::now();
-        let allowed = forward
-            .limit
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .try_take(segment.len() as f64, now);
-        if !allowed {
-            self.stats.forward_limited.fetch_add(1, Ordering::Relaxed);
-            return true;
-        }
-        if !forward.budget.try_take(segment.len(), now) {
-            self.stats
-                .forward_budget_limited
-                .fetch_add(1, Ordering::Relaxed);
-            return true;
-        }
-        let mut frame = segment.to_vec();
-        if let Some(header) = frame.first_chunk_mut::<{ RelayHeader::LEN }>() {
-            encode_relay_header(forward.to.channel, header);
-        }
-        // Best effort, like any router: a full socket buffer drops the frame.
-        if self.try_send_raw(forward.to.server, &frame).is_ok() {
-            self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .forwarded_bytes
-                .fetch_add(frame.len() as u64, Ordering::Relaxed);
-        }
-        true
     }
 
     /// The virtual address of a relay path, if registered.
