@@ -1,13 +1,30 @@
 #!/usr/bin/env bash
-# antq benchmarks: throughput, loss, latency and time-to-first-packet of
-# raw veth, wireguard-go (userspace), Nebula and antq-tun, measured between
-# network namespaces that this script builds (and always tears down).  On the
-# veth, socat moving packets between a TUN device and a UDP socket (no
-# encryption, no framing) gives the latency floor of any userspace tunnel on
-# the machine.
+# antq benchmarks: throughput, loss, latency, time-to-first-packet and CPU
+# per GB of raw veth, userspace WireGuard (wireguard-go from bookworm,
+# wireguard-go-new from bookworm-backports, boringtun), Nebula, tinc, fastd,
+# OpenVPN, quincy and antq-tun, measured between network namespaces that
+# this script builds (and always tears down).  On the veth, socat moving
+# packets between a TUN device and a UDP socket (no encryption, no framing)
+# gives the latency floor of any userspace tunnel on the machine.
 #
-# usage: bench.sh [--quick] [--only veth,socat,wireguard-go,nebula,antq,antq-fw]
-#                 [--scenarios veth,nat] [--antq-bin PATH] [--out FILE]
+# usage: bench.sh [--quick] [--only SYS[,SYS...]] [--scenarios veth,nat,relay]
+#                 [--prefix P] [--antq-bin PATH] [--out FILE]
+#   systems: veth socat wireguard-go wireguard-go-new boringtun nebula tinc
+#            fastd openvpn quincy antq antq-fw (default: all)
+#   scenarios: default veth,nat; relay on request
+#   --prefix P (or BENCH_PREFIX=P): namespaces PA, PB and lab Plab, interface
+#            names P... (default bn: bnA, bnB, bnlab), so that two runs with
+#            different prefixes do not collide
+#
+# Each system lives in scripts/bench/SYS.sh (setup, start, checks; see
+# "systems" below); this file is the driver: arguments, installs, scenarios,
+# measurements, report.  Missing tools are installed: Debian packages by
+# apt-get; quincy-client/quincy-server and boringtun-cli by cargo install
+# --locked --root $BENCH_CACHE/cargo (default /var/cache/antq-bench/cargo;
+# minutes on the first run); wireguard-go-new by apt-get download from
+# bookworm-backports through private apt lists in $BENCH_CACHE/apt (the
+# system's sources are not touched).  A system that cannot run gets the
+# reason in its column; the run goes on.
 #
 # System "antq-fw" (veth scenario only): antq-tun again, with a [firewall]
 # of 20 inbound rules on A (the iperf3 server) that B's traffic matches only
@@ -17,11 +34,25 @@
 #
 # Scenario "veth": namespaces bnA and bnB joined by one veth pair
 # (198.18.1.1/24 - 198.18.1.2/24), tunnel inner addresses 10.99.0.1/24 (A,
-# server side) and 10.99.0.2/24 (B, client side).
+# server side) and 10.99.0.2/24 (B, client side).  Every system: time to
+# first ping, TCP 1 and 4 streams, UDP at 200 Mbit/s, ping RTT (median of
+# 200 pings 10 ms apart), CPU seconds per GB during the TCP runs; ratios
+# antq / each system and each system / raw veth.
 # Scenario "nat": the NAT lab (scripts/lab.sh, prefix bnlab); see README.md.
+# Scenario "relay": the NAT lab with two symmetric NATs, nothing can punch:
+# antq through the bootstrap's relay at its default limits (antq) and with
+# them raised (antq-relay-max), Nebula through its lighthouse (am_relay):
+# TCP 1 stream, retransmits, CPU per GB of both ends and of the relay, and
+# the path checked (antq-tun status; router B's conntrack).
+#
+# CPU s per GB: user+system time from /proc/PID/stat (all threads) of the
+# tunnel's processes on both ends over the iperf3 run, per GB received.
+# Kernel softirq work (veth, GRO, UDP receive) is charged to no process and
+# is not counted.
 #
 # Network rules: traffic only on loopback or between namespaces built here;
 # nothing is created in or changed in the root namespace.  Root only.
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 export LC_ALL=C
 
@@ -30,33 +61,37 @@ REPO=$(cd "$HERE/.." && pwd)
 LAB=$HERE/lab.sh
 
 # ---------------------------------------------------------------- settings
-NS_A=bnA
-NS_B=bnB
+PFX=${BENCH_PREFIX:-bn} # names: namespaces PFXA, PFXB, lab PFXlab, interfaces PFX...
 OUTER_A=198.18.1.1
 OUTER_B=198.18.1.2
 INNER_A=10.99.0.1
 INNER_B=10.99.0.2
 INNER_BOOT=10.99.0.254 # nebula lighthouse in the NAT lab
-LAB_PREFIX=bnlab
 IPERF_PORT=5201
 UDP_RATE=200M
 UDP_LEN=1200
 PING_COUNT=200
 TTFP_TIMEOUT=${BENCH_TTFP_TIMEOUT:-20} # s: give up waiting for the first ping reply
-ALL_SYSTEMS="veth socat wireguard-go nebula antq antq-fw"
+ALL_SYSTEMS="veth socat wireguard-go wireguard-go-new boringtun nebula tinc fastd openvpn quincy antq antq-fw"
 
 QUICK=0
 ONLY=$ALL_SYSTEMS
 SCENARIOS="veth nat"
 ANTQ_BIN=""
+CACHE=${BENCH_CACHE:-/var/cache/antq-bench} # cargo installs, the newer wireguard-go
+CARGO_ROOT=$CACHE/cargo
+CLK_TCK=$(getconf CLK_TCK)
 OUT=bench-results.json
 
 usage() {
 	cat <<EOF
-usage: bench.sh [--quick] [--only SYS[,SYS...]] [--scenarios veth,nat]
-                [--antq-bin PATH] [--out FILE]
+usage: bench.sh [--quick] [--only SYS[,SYS...]] [--scenarios veth,nat,relay]
+                [--prefix P] [--antq-bin PATH] [--out FILE]
   systems: ${ALL_SYSTEMS// /, }
   antq-fw: antq-tun with 20 firewall rules on the receiving side (veth only)
+  scenarios: veth, nat (default both), relay (two symmetric NATs: antq,
+               antq with raised relay limits, nebula)
+  --prefix     names: namespaces PA, PB, lab Plab (default bn; env BENCH_PREFIX)
   --quick      5 s iperf3 runs and 3 time-to-first-ping runs (else 10 s and 5)
   --antq-bin   antq-tun binary (default: $REPO/target/release/antq-tun if present)
   --out        machine-readable results (default: ./bench-results.json)
@@ -76,13 +111,23 @@ while (($#)); do
 	--scenarios) SCENARIOS=${2:?--scenarios needs a value}; SCENARIOS=${SCENARIOS//,/ }; shift 2 ;;
 	--antq-bin) ANTQ_BIN=${2:?--antq-bin needs a value}; shift 2 ;;
 	--out) OUT=${2:?--out needs a value}; shift 2 ;;
+	--prefix) PFX=${2:?--prefix needs a value}; shift 2 ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; exit 2 ;;
 	esac
 done
+[[ $PFX =~ ^[a-z][a-z0-9]{0,5}$ ]] || die "bad prefix '$PFX' ([a-z][a-z0-9]*, at most 6 characters)"
+NS_A=${PFX}A
+NS_B=${PFX}B
+LAB_PREFIX=${PFX}lab
+# antq-tun's control socket is named after the interface (shared by all
+# namespaces): the default prefix keeps the names antqA/antqB
+ANTQ_IF_A=antqA ANTQ_IF_B=antqB
+[[ $PFX == bn ]] || ANTQ_IF_A=${PFX}antqA ANTQ_IF_B=${PFX}antqB
 for s in $ONLY; do [[ " $ALL_SYSTEMS " == *" $s "* ]] || die "unknown system '$s' (systems: $ALL_SYSTEMS)"; done
-for s in $SCENARIOS; do [[ $s == veth || $s == nat ]] || die "unknown scenario '$s' (veth, nat)"; done
+for s in $SCENARIOS; do [[ $s == veth || $s == nat || $s == relay ]] || die "unknown scenario '$s' (veth, nat, relay)"; done
 [[ $EUID -eq 0 ]] || die "must run as root"
+[[ -d $HOME/.cargo/bin && ":$PATH:" != *":$HOME/.cargo/bin:"* ]] && PATH=$PATH:$HOME/.cargo/bin
 
 if ((QUICK)); then DUR=5 RUNS=3; else DUR=10 RUNS=5; fi
 
@@ -150,15 +195,61 @@ get() { # SCEN SYS KEY -> raw JSON value or empty (last one wins)
 jstr() { jq -Rn --arg s "$1" '$s'; }
 
 # ---------------------------------------------------------------- deps
+# Each system's file (scripts/bench/SYS.sh, function prefix fn_of SYS) may
+# define FN_pkgs (lines "COMMAND DEBIAN_PACKAGE" it needs), FN_install (other
+# installs: cargo, apt-get download), and defines FN_avail (prints why it
+# cannot run, or nothing) and FN_versions (lines "NAME<TAB>VERSION").
+fn_of() { # SYS -> function prefix
+	case $1 in
+	veth | socat | nebula | antq | tinc | fastd) echo "${1/nebula/neb}" ;;
+	wireguard-go) echo wg ;;
+	wireguard-go-new) echo wgn ;;
+	boringtun) echo btun ;;
+	quincy) echo qcy ;;
+	openvpn) echo ovpn ;;
+	antq-fw) echo antqfw ;;
+	antq-relay-max) echo antqrx ;;
+	esac
+}
+# the systems this run may start (antq-relay-max comes with antq in the relay scenario)
+run_systems() {
+	local s
+	for s in $ONLY; do echo "$s"; done
+	want_scen relay && want antq && echo antq-relay-max
+	true
+}
+
+# cargo install --locked CRATE... into $CARGO_ROOT, when a binary is missing
+declare -A CARGO_FAIL=()
+cargo_install() {
+	local c need=0
+	for c in "$@"; do [[ -x $CARGO_ROOT/bin/$c ]] || need=1; done
+	((need)) || return 0
+	if ! command -v cargo >/dev/null 2>&1; then
+		for c in "$@"; do CARGO_FAIL[$c]="cargo missing"; done
+		return 0
+	fi
+	mkdir -p "$CARGO_ROOT"
+	log "cargo install --locked $* (into $CARGO_ROOT; takes minutes; log $CACHE/cargo-$1.log)"
+	if ! bgrun "$CACHE/cargo-$1.log" cargo install --locked --root "$CARGO_ROOT" "$@"; then
+		for c in "$@"; do CARGO_FAIL[$c]="cargo install failed"; done
+		log "cargo install $* failed: see $CACHE/cargo-$1.log"
+	fi
+}
+
 declare -A HAVE=()
 install_deps() {
 	local -A pkg_of=([ip]=iproute2 [ss]=iproute2 [iperf3]=iperf3 [ping]=iputils-ping [jq]=jq
-		[timeout]=coreutils [awk]=gawk)
-	if want wireguard-go; then pkg_of[wireguard-go]=wireguard-go pkg_of[wg]=wireguard-tools; fi
-	if want nebula; then pkg_of[nebula]=nebula pkg_of[nebula-cert]=nebula; fi
-	if want socat; then pkg_of[socat]=socat; fi
+		[timeout]=coreutils [awk]=gawk [nstat]=iproute2)
+	if want_scen nat || want_scen relay; then pkg_of[conntrack]=conntrack; fi
 	local -A missing=()
-	local c p
+	local c p sys f
+	for sys in $(run_systems); do
+		f=$(fn_of "$sys")
+		if declare -F "${f}_pkgs" >/dev/null; then
+			while read -r c p; do pkg_of[$c]=$p; done < <("${f}_pkgs")
+		fi
+	done
 	for c in "${!pkg_of[@]}"; do command -v "$c" >/dev/null 2>&1 || missing[${pkg_of[$c]}]=1; done
 	if ((${#missing[@]})); then
 		log "installing: ${!missing[*]}"
@@ -176,67 +267,47 @@ install_deps() {
 		[[ -n ${HAVE[$c]:-} ]] || die "required tool '$c' is missing and could not be installed"
 	done
 	[[ -c /dev/net/tun ]] || log "warning: /dev/net/tun missing: no tunnel can start"
+	for sys in $(run_systems); do
+		f=$(fn_of "$sys")
+		if declare -F "${f}_install" >/dev/null; then "${f}_install" || true; fi
+	done
 }
 
 # SYS -> "" when usable, else the reason shown in its column
 declare -A UNAVAIL=()
 check_systems() {
-	UNAVAIL[veth]=""
-	if [[ -n ${HAVE[socat]:-} ]]; then UNAVAIL[socat]=""; else UNAVAIL[socat]="not available"; fi
-	if [[ -n ${HAVE[wireguard-go]:-} && -n ${HAVE[wg]:-} ]]; then UNAVAIL[wireguard-go]=""; else UNAVAIL[wireguard-go]="not available"; fi
-	if [[ -n ${HAVE[nebula]:-} && -n ${HAVE[nebula-cert]:-} ]]; then UNAVAIL[nebula]=""; else UNAVAIL[nebula]="not available"; fi
-	local bin=$ANTQ_BIN
-	[[ -z $bin && -x $REPO/target/release/antq-tun ]] && bin=$REPO/target/release/antq-tun
-	if [[ -z $bin ]]; then
-		UNAVAIL[antq]="not built"
-	elif [[ ! -x $bin ]]; then
-		UNAVAIL[antq]="no binary"
-	elif ! "$bin" up --help >/dev/null 2>&1; then
-		UNAVAIL[antq]="not available yet"
-	else
-		UNAVAIL[antq]="" ANTQ_BIN=$bin
-	fi
-	UNAVAIL[antq-fw]=${UNAVAIL[antq]}
+	local sys
+	antq_resolve_bin
+	for sys in $(run_systems); do
+		UNAVAIL[$sys]=$("$(fn_of "$sys")_avail" || true)
+	done
 }
 
 print_versions() {
-	local v
+	local sys k v
 	echo "== versions"
-	printf '  %-14s %s\n' kernel "$(uname -r)"
-	printf '  %-14s %s\n' iperf3 "$(iperf3 --version 2>&1 | head -n1)"
+	printf '  %-16s %s\n' kernel "$(uname -r)"
+	printf '  %-16s %s\n' iperf3 "$(iperf3 --version 2>&1 | head -n1)"
 	rec meta - kernel "$(jstr "$(uname -r)")"
 	rec meta - iperf3 "$(jstr "$(iperf3 --version 2>&1 | head -n1)")"
-	if [[ -n ${HAVE[wireguard-go]:-} ]]; then
-		v=$(wireguard-go --version 2>&1 | head -n1)
-		printf '  %-14s %s\n' wireguard-go "$v"
-		rec meta - wireguard-go "$(jstr "$v")"
-		v=$(wg --version 2>&1 | head -n1)
-		printf '  %-14s %s\n' wg "$v"
-		rec meta - wireguard-tools "$(jstr "$v")"
-	elif want wireguard-go; then
-		printf '  %-14s %s\n' wireguard-go "not available"
-	fi
-	if [[ -n ${HAVE[nebula]:-} ]]; then
-		v=$(nebula -version 2>&1 | head -n1)
-		printf '  %-14s %s\n' nebula "$v"
-		rec meta - nebula "$(jstr "$v")"
-	elif want nebula; then
-		printf '  %-14s %s\n' nebula "not available"
-	fi
-	if want antq || want antq-fw; then
-		if [[ -z ${UNAVAIL[antq]} ]]; then
-			v=$("$ANTQ_BIN" --version 2>&1 | head -n1 || true)
-			printf '  %-14s %s (%s)\n' antq-tun "$v" "$ANTQ_BIN"
-			rec meta - antq-tun "$(jstr "$v")"
-		else
-			printf '  %-14s %s\n' antq-tun "${UNAVAIL[antq]}"
+	for sys in $(run_systems); do
+		if [[ -n ${UNAVAIL[$sys]} ]]; then
+			printf '  %-16s %s\n' "$sys" "${UNAVAIL[$sys]}"
+			rec meta - "$sys" "$(jstr "${UNAVAIL[$sys]}")"
+			continue
 		fi
-	fi
-	printf '  %-14s %s\n' cpus "$(nproc)"
+		while IFS=$'\t' read -r k v; do
+			[[ -n $k ]] || continue
+			printf '  %-16s %s\n' "$k" "$v"
+			rec meta - "$k" "$(jstr "$v")"
+		done < <("$(fn_of "$sys")_versions")
+	done
+	printf '  %-16s %s\n' cpus "$(nproc)"
 	rec meta - cpus "$(nproc)"
 	rec meta - quick "$QUICK"
 	rec meta - iperf_seconds "$DUR"
 	rec meta - ttfp_runs "$RUNS"
+	rec meta - prefix "$(jstr "$PFX")"
 	rec meta - date "$(jstr "$(date -u +%Y-%m-%dT%H:%M:%SZ)")"
 }
 
@@ -289,16 +360,74 @@ iperf_json() { # NS DST ARGS...
 		iperf3 -c "$dst" -p "$IPERF_PORT" -t "$DUR" -J "$@" || true
 }
 
+# CPU time (user + system, in clock ticks) of processes and all their
+# descendants: /proc/PID/stat counts all threads of a process (and the
+# children it has reaped).  Kernel work done in softirq context (the veth,
+# the TUN device's GRO, the UDP stack on receive) is charged to no process
+# and is not in these numbers.
+proc_tree() { # PID... -> the pids and their descendants
+	local p c
+	for p in "$@"; do
+		[[ -d /proc/$p ]] || continue
+		echo "$p"
+		# shellcheck disable=SC2013 # one pid per word
+		for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do proc_tree "$c"; done
+	done
+}
+cpu_ticks() { # PID... -> utime+stime+cutime+cstime summed over the trees
+	local p st t=0
+	local -a f
+	for p in $(proc_tree "$@"); do
+		st=$(<"/proc/$p/stat") 2>/dev/null || continue
+		read -r -a f <<<"${st##*) }"
+		t=$((t + f[11] + f[12] + f[13] + f[14]))
+	done
+	echo "$t"
+}
+tcp_snmp() { # NS -> "OutSegs RetransSegs" of the namespace
+	# shellcheck disable=SC2016 # awk's $
+	nsx "$1" awk '/^Tcp:/ { if (!h) { for (i=1;i<=NF;i++) c[$i]=i; h=1 } else print $c["OutSegs"], $c["RetransSegs"] }' /proc/net/snmp
+}
+
 measure_tcp() { # SCEN SYS NS DST STREAMS KEY
-	local j v
+	local j v k=${6%_mbps} c0=0 c1 i0=0 i1 gb s0 s1 o0 r0 o1 r1
+	local -a daemons=("${DAEMONS[@]}") infra=("${INFRA[@]}")
+	((${#daemons[@]})) && c0=$(cpu_ticks "${daemons[@]}")
+	((${#infra[@]})) && i0=$(cpu_ticks "${infra[@]}")
+	s0=$(tcp_snmp "$3")
 	iperf_json "$3" "$4" -P "$5"
+	((${#daemons[@]})) && c1=$(cpu_ticks "${daemons[@]}")
+	((${#infra[@]})) && i1=$(cpu_ticks "${infra[@]}")
+	s1=$(tcp_snmp "$3")
 	j=$(<"$TMP/iperf.json")
 	v=$(jq -r '.end.sum_received.bits_per_second // empty | . / 1e6 | . * 10 | round / 10' <<<"$j" 2>/dev/null || true)
 	if [[ -n $v ]]; then
 		rec "$1" "$2" "$6" "$v"
 		log "  $2 $6 = $v Mbit/s"
 		v=$(jq -r '[.end.sum_sent.retransmits // empty] | first // empty' <<<"$j" 2>/dev/null || true)
-		[[ -n $v ]] && rec "$1" "$2" "${6%_mbps}_retransmits" "$v"
+		[[ -n $v ]] && rec "$1" "$2" "${k}_retransmits" "$v"
+		# segments sent and retransmitted by the client's namespace (iperf3's
+		# control connection included: a few segments)
+		read -r o0 r0 <<<"$s0"
+		read -r o1 r1 <<<"$s1"
+		if is_num "${o1:-}" && is_num "${o0:-}" && ((o1 > o0)); then
+			rec "$1" "$2" "${k}_segs_out" "$((o1 - o0))"
+			rec "$1" "$2" "${k}_retrans_segs" "$((r1 - r0))"
+			rec "$1" "$2" "${k}_retrans_pct" "$(awk -v r=$((r1 - r0)) -v o=$((o1 - o0)) 'BEGIN{printf "%.3f", 100*r/o}')"
+		fi
+		gb=$(jq -r '.end.sum_received.bytes // empty | . / 1e9' <<<"$j" 2>/dev/null || true)
+		rec "$1" "$2" "${k}_gb" "$(awk -v g="$gb" 'BEGIN{printf "%.3f", g}')"
+		if ((${#daemons[@]})) && is_num "$gb" && [[ $(awk -v g="$gb" 'BEGIN{print (g>0)}') == 1 ]]; then
+			v=$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v g="$gb" 'BEGIN{printf "%.2f", t/hz/g}')
+			rec "$1" "$2" "${k}_cpu_s" "$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" 'BEGIN{printf "%.2f", t/hz}')"
+			rec "$1" "$2" "${k}_cpu_s_per_gb" "$v"
+			log "  $2 $k: $v CPU s per GB (tunnel processes, both ends)"
+			if ((${#infra[@]})); then
+				v=$(awk -v t=$((i1 - i0)) -v hz="$CLK_TCK" -v g="$gb" 'BEGIN{printf "%.2f", t/hz/g}')
+				rec "$1" "$2" "${k}_infra_cpu_s_per_gb" "$v"
+				log "  $2 $k: $v CPU s per GB in the bootstrap/lighthouse (relay)"
+			fi
+		fi
 	else
 		rec "$1" "$2" "$6" '"failed"'
 		log "  $2 $6 failed: $(jq -r '.error // "no output"' <<<"$j" 2>/dev/null || echo 'no output')"
@@ -364,6 +493,31 @@ first_ping_ms() { # NS DST T0
 	FP_MS=$(awk -v a="$3" -v b="$t" 'BEGIN{printf "%.1f\n", (b-a)*1000}')
 }
 
+# A CA and two certificates signed by it (EC P-256): server.{crt,key} with
+# IP SAN ADDR (serverAuth), client.{crt,key} (clientAuth), ca.crt
+pki_make() { # DIR ADDR
+	local d=$1 n
+	mkdir -p "$d"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+		-keyout "$d/ca.key" -out "$d/ca.crt" -subj /CN=antq-bench-ca >/dev/null 2>&1
+	for n in server client; do
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+			-keyout "$d/$n.key" -out "$d/$n.csr" -subj "/CN=$n" >/dev/null 2>&1
+		{
+			echo "basicConstraints=CA:FALSE"
+			echo "keyUsage=critical,digitalSignature,keyAgreement"
+			if [[ $n == server ]]; then
+				echo "extendedKeyUsage=serverAuth"
+				echo "subjectAltName=IP:$2"
+			else
+				echo "extendedKeyUsage=clientAuth"
+			fi
+		} >"$d/$n.ext"
+		openssl x509 -req -in "$d/$n.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -days 30 \
+			-extfile "$d/$n.ext" -out "$d/$n.crt" >/dev/null 2>&1
+	done
+}
+
 median() { # numbers on stdin
 	sort -g | awk '{a[NR]=$1} END {if (NR==0) exit; if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}'
 }
@@ -372,364 +526,34 @@ median() { # numbers on stdin
 # Context of the current measurement (set by the scenario drivers):
 #   SCEN, S_NS/C_NS (server side A / client side B), S_UL/C_UL (their underlay
 #   addresses, C_UL empty when B is behind a NAT), BOOT_NS/BOOT_UL (lab only)
-SCEN="" S_NS="" C_NS="" S_UL="" C_UL="" BOOT_NS="" BOOT_UL="" IN_LAB=0
+SCEN="" S_NS="" C_NS="" S_UL="" C_UL="" BOOT_NS="" BOOT_UL="" IN_LAB=0 CUR_SYS=""
 
-veth_up() {
-	del_ns "$NS_A"
-	del_ns "$NS_B"
-	ip netns add "$NS_A"
-	ip netns add "$NS_B"
-	local ns
-	for ns in "$NS_A" "$NS_B"; do
-		nsx "$ns" ip link set lo up
-		nsx "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 >/dev/null
-	done
-	# the pair is created inside bnA with its peer moved straight into bnB
-	ip -n "$NS_A" link add eth0 type veth peer name eth0 netns "$NS_B"
-	ip -n "$NS_A" addr add "$OUTER_A/24" dev eth0
-	ip -n "$NS_B" addr add "$OUTER_B/24" dev eth0
-	ip -n "$NS_A" link set eth0 up
-	ip -n "$NS_B" link set eth0 up
-	nsx "$NS_B" ping -n -c1 -W 2 -q "$OUTER_A" >/dev/null || die "veth: $OUTER_A unreachable from $NS_B"
-}
-
-# ---------------------------------------------------------------- socat
-# The latency floor of a userspace tunnel here: socat copies packets between
-# a TUN device and a UDP socket, nothing else (no encryption, no framing, one
-# thread).  Ping only: it is a reference for the added RTT, not a VPN.
-measure_socat() {
-	log "[veth] socat (TUN <-> UDP, no encryption)"
-	local side i up=0
-	for side in A B; do
-		local ns=$NS_A me=$OUTER_A other=$OUTER_B inner=$INNER_A
-		[[ $side == B ]] && ns=$NS_B me=$OUTER_B other=$OUTER_A inner=$INNER_B
-		ip netns exec "$ns" socat "UDP-DATAGRAM:$other:9003,bind=$me:9003" \
-			"TUN:$inner/24,tun-name=bnsoc$side,tun-type=tun,iff-no-pi,up" </dev/null >"$TMP/socat-$side.log" 2>&1 &
-		DAEMONS+=($!)
-	done
-	for ((i = 0; i < 40; i++)); do
-		if nsx "$NS_B" ping -n -c1 -W 0.1 -q "$INNER_A" >/dev/null 2>&1; then up=1; break; fi
-		sleep 0.05
-	done
-	if ((up)); then
-		rec veth socat status '"ok"'
-		measure_ping veth socat "$NS_B" "$INNER_A"
-	else
-		rec veth socat status '"tunnel down"'
-		tail -n 3 "$TMP"/socat-[AB].log 2>/dev/null | sed 's/^/    /' >&2 || true
-	fi
-	stop_daemons
-}
-
-# ---------------------------------------------------------------- wireguard-go
-WG_IF_A=bnwgA
-WG_IF_B=bnwgB
-wg_setup() { # writes $TMP/wg/{a,b}.conf for the current context
-	local d=$TMP/wg ka kb pa pb
-	mkdir -p "$d"
-	ka=$(wg genkey) kb=$(wg genkey)
-	pa=$(wg pubkey <<<"$ka") pb=$(wg pubkey <<<"$kb")
-	{
-		echo "[Interface]"
-		echo "PrivateKey = $ka"
-		echo "ListenPort = 51820"
-		echo "[Peer]"
-		echo "PublicKey = $pb"
-		echo "AllowedIPs = $INNER_B/32"
-		[[ -n $C_UL ]] && echo "Endpoint = $C_UL:51820"
-	} >"$d/a.conf"
-	{
-		echo "[Interface]"
-		echo "PrivateKey = $kb"
-		echo "ListenPort = 51820"
-		echo "[Peer]"
-		echo "PublicKey = $pa"
-		echo "AllowedIPs = $INNER_A/32"
-		echo "Endpoint = $S_UL:51820"
-		[[ -z $C_UL ]] && echo "PersistentKeepalive = 25"
-	} >"$d/b.conf"
-	true
-}
-
-wg_side() { # NS IF CONF ADDR: wait for the UAPI socket, configure, bring up
-	local ns=$1 ifn=$2 i
-	for ((i = 0; i < 1000; i++)); do
-		[[ -S /var/run/wireguard/$ifn.sock ]] && break
-		sleep 0.005
-	done
-	nsx "$ns" wg setconf "$ifn" "$3" &&
-		nsx "$ns" ip addr add "$4/24" dev "$ifn" &&
-		nsx "$ns" ip link set "$ifn" up
-}
-
-WG_CFG=()
-wg_start() {
-	local run=$1
-	# -f: foreground, so that our pid is the daemon; userspace only (no kernel module involved)
-	ip netns exec "$S_NS" env WG_PROCESS_FOREGROUND=1 wireguard-go -f "$WG_IF_A" >"$TMP/wg-a-$run.log" 2>&1 &
-	DAEMONS+=($!)
-	ip netns exec "$C_NS" env WG_PROCESS_FOREGROUND=1 wireguard-go -f "$WG_IF_B" >"$TMP/wg-b-$run.log" 2>&1 &
-	DAEMONS+=($!)
-	wg_side "$S_NS" "$WG_IF_A" "$TMP/wg/a.conf" "$INNER_A" &
-	WG_CFG=($!)
-	wg_side "$C_NS" "$WG_IF_B" "$TMP/wg/b.conf" "$INNER_B" &
-	WG_CFG+=($!)
-}
-wg_started() { # after the first ping (or its timeout): did the configuration succeed?
-	local p rc=0
-	for p in "${WG_CFG[@]}"; do wait "$p" || rc=1; done
-	WG_CFG=()
-	return $rc
-}
-wg_check() { # is it really the userspace implementation (a tun device)?
-	if nsx "$S_NS" ip -d link show "$WG_IF_A" | grep -qw tun; then
-		rec "$SCEN" wireguard-go device '"tun (userspace wireguard-go)"'
-	else
-		rec "$SCEN" wireguard-go device '"NOT a tun device"'
-		log "warning: $WG_IF_A is not a tun device"
-	fi
-}
-
-# ---------------------------------------------------------------- nebula
-NEB_IF_A=bnnebA
-NEB_IF_B=bnnebB
-NEB_IF_L=bnnebL
-neb_conf() { # NAME IF LIGHTHOUSE(true|false) STATIC_MAP_JSON LH_HOSTS_JSON [RELAYS_JSON]
-	local d=$TMP/nebula relays=${6:-} am_relay=false use_relays=false
-	[[ -n $relays ]] && use_relays=true
-	[[ $3 == true && -n $BOOT_NS ]] && am_relay=true use_relays=true
-	cat <<EOF
-pki:
-  ca: $d/ca.crt
-  cert: $d/$1.crt
-  key: $d/$1.key
-static_host_map: $4
-lighthouse:
-  am_lighthouse: $3
-  interval: 60
-  hosts: $5
-listen:
-  host: 0.0.0.0
-  port: 4242
-punchy:
-  punch: true
-  respond: true
-relay:
-  relays: ${relays:-[]}
-  am_relay: $am_relay
-  use_relays: $use_relays
-tun:
-  dev: $2
-  mtu: 1300
-logging:
-  level: info
-firewall:
-  outbound:
-    - {port: any, proto: any, host: any}
-  inbound:
-    - {port: any, proto: any, host: any}
-EOF
-}
-
-neb_setup() {
-	local d=$TMP/nebula
-	mkdir -p "$d"
-	nebula-cert ca -name antq-bench -out-crt "$d/ca.crt" -out-key "$d/ca.key" >/dev/null
-	nebula-cert sign -name a -ip "$INNER_A/24" -ca-crt "$d/ca.crt" -ca-key "$d/ca.key" \
-		-out-crt "$d/a.crt" -out-key "$d/a.key" >/dev/null
-	nebula-cert sign -name b -ip "$INNER_B/24" -ca-crt "$d/ca.crt" -ca-key "$d/ca.key" \
-		-out-crt "$d/b.crt" -out-key "$d/b.key" >/dev/null
-	if [[ -z $BOOT_NS ]]; then
-		# A is the lighthouse, B finds it through the static host map
-		neb_conf a "$NEB_IF_A" true '{}' '[]' >"$d/a.yml"
-		neb_conf b "$NEB_IF_B" false "{\"$INNER_A\": [\"$S_UL:4242\"]}" "[\"$INNER_A\"]" >"$d/b.yml"
-	else
-		# lighthouse in the lab's boot namespace, both hosts behind NATs
-		nebula-cert sign -name lighthouse -ip "$INNER_BOOT/24" -ca-crt "$d/ca.crt" -ca-key "$d/ca.key" \
-			-out-crt "$d/l.crt" -out-key "$d/l.key" >/dev/null
-		neb_conf l "$NEB_IF_L" true '{}' '[]' >"$d/l.yml"
-		# the lighthouse is also a relay (like antq's bootstrap with relay = true)
-		neb_conf a "$NEB_IF_A" false "{\"$INNER_BOOT\": [\"$BOOT_UL:4242\"]}" "[\"$INNER_BOOT\"]" "[\"$INNER_BOOT\"]" >"$d/a.yml"
-		neb_conf b "$NEB_IF_B" false "{\"$INNER_BOOT\": [\"$BOOT_UL:4242\"]}" "[\"$INNER_BOOT\"]" "[\"$INNER_BOOT\"]" >"$d/b.yml"
-	fi
-}
-
-neb_infra_start() { # lighthouse in boot (lab only), stays up across runs
-	[[ -n $BOOT_NS ]] || return 0
-	ip netns exec "$BOOT_NS" nebula -config "$TMP/nebula/l.yml" >"$TMP/nebula-l.log" 2>&1 &
-	INFRA+=($!)
-	local i
-	for ((i = 0; i < 100; i++)); do
-		nsx "$BOOT_NS" ip addr show dev "$NEB_IF_L" 2>/dev/null | grep -q "$INNER_BOOT" && return 0
-		sleep 0.05
-	done
-	log "nebula lighthouse did not come up:"
-	tail -n 5 "$TMP/nebula-l.log" >&2
-	return 1
-}
-
-neb_start() {
-	local run=$1
-	ip netns exec "$S_NS" nebula -config "$TMP/nebula/a.yml" >"$TMP/neb-a-$run.log" 2>&1 &
-	DAEMONS+=($!)
-	ip netns exec "$C_NS" nebula -config "$TMP/nebula/b.yml" >"$TMP/neb-b-$run.log" 2>&1 &
-	DAEMONS+=($!)
-}
-neb_started() { true; }
-wg_infra_start() { true; }
-neb_check() { true; }
-
-# ---------------------------------------------------------------- antq
-antq_setup() {
-	local d=$TMP/antq ka kb pa pb kboot pboot
-	mkdir -p "$d"
-	ka=$("$ANTQ_BIN" keygen) kb=$("$ANTQ_BIN" keygen)
-	pa=$("$ANTQ_BIN" pubkey <<<"$ka") pb=$("$ANTQ_BIN" pubkey <<<"$kb")
-	local boot_line=""
-	if [[ -n $BOOT_NS ]]; then
-		kboot=$("$ANTQ_BIN" keygen)
-		pboot=$("$ANTQ_BIN" pubkey <<<"$kboot")
-		boot_line="bootstrap = [\"$pboot@$BOOT_UL:9000\"]"
-		cat >"$d/boot.toml" <<EOF
-[bootstrap]
-private_key = "$kboot"
-listen = "0.0.0.0:9000"
-relay = true
-EOF
-	fi
-	{
-		echo "[interface]"
-		echo "name = \"antqA\""
-		echo "private_key = \"$ka\""
-		echo "address = [\"$INNER_A/24\"]"
-		echo "listen_port = 9000"
-		[[ -n $boot_line ]] && echo "$boot_line"
-		echo "[[peer]]"
-		echo "public_key = \"$pb\""
-		echo "allowed_ips = [\"$INNER_B/32\"]"
-		[[ -n $C_UL ]] && echo "endpoint = \"$C_UL:9000\""
-	} >"$d/a.toml"
-	{
-		echo "[interface]"
-		echo "name = \"antqB\""
-		echo "private_key = \"$kb\""
-		echo "address = [\"$INNER_B/24\"]"
-		echo "listen_port = 9000"
-		[[ -n $boot_line ]] && echo "$boot_line"
-		echo "[[peer]]"
-		echo "public_key = \"$pa\""
-		echo "allowed_ips = [\"$INNER_A/32\"]"
-		[[ -z $BOOT_NS ]] && echo "endpoint = \"$S_UL:9000\""
-	} >"$d/b.toml"
-	true
-}
-
-antq_infra_start() {
-	[[ -n $BOOT_NS ]] || return 0
-	ip netns exec "$BOOT_NS" "$ANTQ_BIN" bootstrap -c "$TMP/antq/boot.toml" >"$TMP/antq-boot.log" 2>&1 &
-	INFRA+=($!)
-	local i
-	for ((i = 0; i < 100; i++)); do
-		[[ -n $(nsx "$BOOT_NS" ss -Hlun "sport = :9000") ]] && return 0
-		sleep 0.05
-	done
-	log "antq bootstrap did not come up:"
-	tail -n 5 "$TMP/antq-boot.log" >&2
-	return 1
-}
-
-antq_daemons() { # LOG_PREFIX RUN
-	ip netns exec "$S_NS" "$ANTQ_BIN" up -c "$TMP/antq/a.toml" >"$TMP/$1-a-$2.log" 2>&1 &
-	DAEMONS+=($!)
-	ip netns exec "$C_NS" "$ANTQ_BIN" up -c "$TMP/antq/b.toml" >"$TMP/$1-b-$2.log" 2>&1 &
-	DAEMONS+=($!)
-}
-antq_start() { antq_daemons antq "$1"; }
-# In the NAT lab, after each run's first ping: how long after its start the
-# daemon on B had a direct path (`first_direct_ms` in its status), waiting up
-# to 10 s for one.
-ANTQ_DIRECT_MS=()
-antq_started() {
-	((IN_LAB)) || return 0
-	local i ms=""
-	for ((i = 0; i < 100; i++)); do
-		ms=$(nsx "$C_NS" "$ANTQ_BIN" status --json -i antqB 2>/dev/null |
-			jq -r '(if type == "array" then .[0] else . end).peers[0].first_direct_ms // empty' 2>/dev/null || true)
-		[[ -n $ms ]] && break
-		sleep 0.1
-	done
-	ANTQ_DIRECT_MS+=("${ms:-null}")
-	log "  antq: direct path after ${ms:-(none within 10 s)} ms"
-}
-antq_check() { true; }
-
-# antq-fw: the same two daemons; A (server side) gets a [firewall] whose
-# rules B's traffic matches only at the end: every rule before is walked
-# (for TCP, all 20).  Rules 1-17: other ports, or port 5201 from other
-# sources.  Replies to A's own packets pass by its connection table.
-antq_fw_rules() { # CLIENT_INNER_ADDR
-	local b=$1 r proto port from
-	echo "[firewall]"
-	echo "default_inbound = \"deny\""
-	for r in \
-		'tcp|22|any' 'tcp|80|any' 'tcp|443|any' 'udp|53|any' 'udp|123|any' \
-		'tcp|8000-8100|any' 'tcp|5201|cidr:10.98.0.0/16' 'udp|5201|cidr:10.98.0.0/16' \
-		'tcp|3000-3999|cidr:10.99.0.0/24' 'tcp|5432|cidr:10.99.0.0/24' "tcp|6379|cidr:$b/32" \
-		'udp|51820|any' 'tcp|9090-9100|cidr:10.99.0.0/24' 'tcp|5201|cidr:192.0.2.0/24' \
-		'udp|5000-5200|cidr:10.99.0.0/24' 'tcp|5202-6000|cidr:10.99.0.0/24' 'any|5300-5400|any' \
-		"udp|$IPERF_PORT|cidr:$b/32" "icmp|any|cidr:$b/32" "tcp|$IPERF_PORT|cidr:$b/32"; do
-		IFS='|' read -r proto port from <<<"$r"
-		echo "[[firewall.inbound]]"
-		echo "proto = \"$proto\""
-		echo "port = \"$port\""
-		echo "from = [\"$from\"]"
-	done
-}
-ANTQ_FW_RULES=20
-antqfw_setup() {
-	antq_setup
-	antq_fw_rules "$INNER_B" >>"$TMP/antq/a.toml"
-}
-antqfw_infra_start() { antq_infra_start; }
-antqfw_start() { antq_daemons antqfw "$1"; }
-antqfw_started() { antq_started; }
-antqfw_check() { # the rules are in force: the table has them all
-	local n
-	n=$(nsx "$S_NS" "$ANTQ_BIN" status --json -i antqA 2>/dev/null |
-		jq -r '(if type == "array" then .[0] else . end).firewall.rules | length' 2>/dev/null || true)
-	if [[ $n == "$ANTQ_FW_RULES" ]]; then
-		rec "$SCEN" antq-fw fw_rules "$n"
-	else
-		rec "$SCEN" antq-fw fw_rules '"missing"'
-		log "warning: A's firewall has ${n:-no} rules, not $ANTQ_FW_RULES"
-	fi
-}
-# After the measurements: how A's firewall let the traffic in (the last
-# rule, the connection table) and what it dropped.
-antqfw_done() {
-	local j v k
-	j=$(nsx "$S_NS" "$ANTQ_BIN" status --json -i antqA 2>/dev/null |
-		jq -c '(if type == "array" then .[0] else . end).firewall' 2>/dev/null || true)
-	[[ -n $j && $j != null ]] || return 0
-	for k in "fw_rule_last_packets:.rules[-1].hits" "fw_rule_udp_packets:.rules[-3].hits" \
-		"fw_rule_icmp_packets:.rules[-2].hits" "fw_tracked_packets:.counters.tracked" \
-		"fw_dropped_packets:.dropped" "fw_tracked_flows:.tracked_flows"; do
-		v=$(jq -r "${k#*:} // empty" <<<"$j" 2>/dev/null || true)
-		[[ -n $v ]] && rec "$SCEN" antq-fw "${k%%:*}" "$v"
-	done
-	log "  antq-fw on A: rule $ANTQ_FW_RULES (tcp) let in $(get "$SCEN" antq-fw fw_rule_last_packets), rule 18 (udp) $(get "$SCEN" antq-fw fw_rule_udp_packets), rule 19 (icmp) $(get "$SCEN" antq-fw fw_rule_icmp_packets); connection table $(get "$SCEN" antq-fw fw_tracked_packets); dropped $(get "$SCEN" antq-fw fw_dropped_packets)"
-}
+# ---------------------------------------------------------------- systems
+# One file per system in scripts/bench/: its setup, start and checks
+# (FN_setup, FN_infra_start, FN_start RUN, FN_started, FN_check, FN_done).
+# shellcheck source=bench/veth.sh
+source "$HERE/bench/veth.sh"
+# shellcheck source=bench/wireguard-go.sh
+source "$HERE/bench/wireguard-go.sh"
+# shellcheck source=bench/nebula.sh
+source "$HERE/bench/nebula.sh"
+# shellcheck source=bench/antq.sh
+source "$HERE/bench/antq.sh"
+# shellcheck source=bench/wireguard-go-new.sh
+source "$HERE/bench/wireguard-go-new.sh"
+# shellcheck source=bench/boringtun.sh
+source "$HERE/bench/boringtun.sh"
+# shellcheck source=bench/tinc.sh
+source "$HERE/bench/tinc.sh"
+# shellcheck source=bench/fastd.sh
+source "$HERE/bench/fastd.sh"
+# shellcheck source=bench/openvpn.sh
+source "$HERE/bench/openvpn.sh"
+# shellcheck source=bench/quincy.sh
+source "$HERE/bench/quincy.sh"
 
 # ---------------------------------------------------------------- driver
 INFRA=()
-fn_of() { # SYS -> function prefix
-	case $1 in
-	wireguard-go) echo wg ;;
-	nebula) echo neb ;;
-	antq) echo antq ;;
-	antq-fw) echo antqfw ;;
-	esac
-}
 
 lab_flush() {
 	((IN_LAB)) || return 0
@@ -749,7 +573,7 @@ lab_path() { # SYS
 		{ n=0; for (i=1;i<=NF;i++) if ($i ~ /^(src|dst)=/) { n++; split($i,kv,"="); f[n]=kv[2] } }
 		n>=2 && f[1]==h && f[2]!=b1 && f[2]!=b2 {found=1}
 		END {exit !found}' <<<"$ct"; then p=direct; fi
-	rec nat "$1" path "\"$p\""
+	rec "$SCEN" "$1" path "\"$p\""
 	log "  $1 path: $p"
 }
 
@@ -758,6 +582,7 @@ lab_path() { # SYS
 measure_tunnel() { # SYS FULL
 	local sys=$1 full=$2 f run t t0 ok=0
 	f=$(fn_of "$sys")
+	CUR_SYS=$sys
 	log "[$SCEN] $sys"
 	"${f}_setup"
 	INFRA=()
@@ -830,7 +655,7 @@ measure_tunnel() { # SYS FULL
 	stop_daemons
 	((${#INFRA[@]})) && stop_pids "${INFRA[@]}"
 	INFRA=()
-	rm -rf "${TMP:?}/$f" "${TMP:?}/nebula"
+	rm -rf "${TMP:?}/$f" "${TMP:?}/nebula" "${TMP:?}/wg"
 }
 
 scenario_veth() {
@@ -914,6 +739,31 @@ scenario_nat() {
 	done
 }
 
+# Relayed: both hosts behind symmetric NATs (no hole can be punched), the
+# traffic goes through boot: antq's bootstrap relay (at its default limits,
+# then raised: antq-relay-max) and Nebula's lighthouse with am_relay.
+scenario_relay() {
+	SCEN=relay IN_LAB=1
+	echo
+	local sys
+	for sys in $(run_systems); do
+		[[ $sys == antq || $sys == antq-relay-max || $sys == nebula ]] || continue
+		if [[ -n ${UNAVAIL[$sys]} ]]; then
+			rec relay "$sys" status "$(jstr "${UNAVAIL[$sys]}")"
+			continue
+		fi
+		log "scenario relay: lab $LAB_PREFIX symmetric,symmetric"
+		lab_up symmetric,symmetric
+		if [[ $sys == nebula ]]; then
+			rec relay "$sys" lab '"symmetric,symmetric (lighthouse in boot, am_relay)"'
+		else
+			rec relay "$sys" lab '"symmetric,symmetric (bootstrap in boot, relay = true)"'
+		fi
+		measure_tunnel "$sys" 0
+		lab_down
+	done
+}
+
 # ---------------------------------------------------------------- report
 fmt_val() { # raw JSON value -> cell text
 	local v=$1
@@ -933,32 +783,64 @@ ratio() { # A B -> A/B or -
 	fi
 }
 
+colw() { # SYS -> column width
+	local w=${#1}
+	((w < 10)) && w=10
+	echo "$w"
+}
+
 print_table() { # SCEN "SYS..." "KEY:LABEL..."
-	local scen=$1 systems=$2 metrics=$3 sys m key label w=17 c
+	local scen=$1 systems=$2 metrics=$3 sys m key label c
 	local -a cols=()
 	for sys in $systems; do cols+=("$sys"); done
-	printf '%-24s' "metric"
-	for sys in "${cols[@]}"; do printf ' %*s' $w "$sys"; done
-	printf ' %*s %*s\n' 11 "antq/wg-go" 11 "antq/nebula"
-	# status row: why a column is empty
-	printf '%-24s' "status"
+	printf '%-30s' "metric"
+	for sys in "${cols[@]}"; do printf ' %*s' "$(colw "$sys")" "$sys"; done
+	echo
+	# status row: why a column is empty (in full below the table)
+	printf '%-30s' "status"
 	for sys in "${cols[@]}"; do
 		c=$(fmt_val "$(get "$scen" "$sys" status)")
-		printf ' %*s' $w "${c:0:$w}"
+		printf ' %*s' "$(colw "$sys")" "${c:0:$(colw "$sys")}"
 	done
 	echo
 	for m in $metrics; do
 		key=${m%%:*} label=${m#*:}
-		printf '%-24s' "${label//_/ }"
-		local a wgv nb
+		printf '%-30s' "${label//_/ }"
 		for sys in "${cols[@]}"; do
 			if [[ $sys == veth && $key == first_ping_* ]]; then c="-"; else c=$(fmt_val "$(get "$scen" "$sys" "$key")"); fi
-			printf ' %*s' $w "${c:0:$w}"
+			printf ' %*s' "$(colw "$sys")" "${c:0:$(colw "$sys")}"
 		done
-		a=$(fmt_val "$(get "$scen" antq "$key")")
-		wgv=$(fmt_val "$(get "$scen" wireguard-go "$key")")
-		nb=$(fmt_val "$(get "$scen" nebula "$key")")
-		printf ' %*s %*s\n' 11 "$(ratio "$a" "$wgv")" 11 "$(ratio "$a" "$nb")"
+		echo
+	done
+	for sys in "${cols[@]}"; do
+		c=$(fmt_val "$(get "$scen" "$sys" status)")
+		[[ $c == ok || $c == - ]] || echo "  $sys: $c"
+	done
+}
+
+# veth: antq against each system, and each system against raw veth
+print_ratios() { # "SYS..."
+	local sys m key v a w=11
+	local -a am=(tcp1_mbps tcp4_mbps tcp1_cpu_s_per_gb rtt_added_ms first_ping_median_ms) vm=(tcp1_mbps tcp4_mbps rtt_median_ms)
+	printf '%-18s %*s %*s %*s %*s %*s | %*s %*s %*s\n' "" $w "antq/sys" $w "antq/sys" $w "antq/sys" $w "antq/sys" $w "antq/sys" \
+		$w "sys/veth" $w "sys/veth" $w "sys/veth"
+	printf '%-18s %*s %*s %*s %*s %*s | %*s %*s %*s\n' system $w "TCP 1" $w "TCP 4" $w "CPU/GB" $w "RTT added" $w "1st ping" \
+		$w "TCP 1" $w "TCP 4" $w "RTT"
+	for sys in $1; do
+		[[ $sys == veth ]] && continue
+		printf '%-18s' "$sys"
+		for key in "${am[@]}"; do
+			a=$(fmt_val "$(get veth antq "$key")")
+			v=$(fmt_val "$(get veth "$sys" "$key")")
+			if [[ $sys == antq ]]; then printf ' %*s' $w "-"; else printf ' %*s' $w "$(ratio "$a" "$v")"; fi
+		done
+		printf ' |'
+		for key in "${vm[@]}"; do
+			a=$(fmt_val "$(get veth veth "$key")")
+			v=$(fmt_val "$(get veth "$sys" "$key")")
+			printf ' %*s' $w "$(ratio "$v" "$a")"
+		done
+		echo
 	done
 }
 
@@ -1001,17 +883,37 @@ report() {
 		echo
 		echo "== scenario veth: $NS_A <-> $NS_B, one veth pair, no NAT (iperf3 ${DUR}s, B -> A)"
 		print_table veth "$systems" "first_ping_median_ms:first_ping_ms_(median) first_ping_min_ms:first_ping_ms_(min) tcp1_mbps:TCP_1_stream_Mbit/s \
-tcp4_mbps:TCP_4_streams_Mbit/s udp_loss_pct:UDP_${UDP_RATE}_loss_% udp_recv_mbps:UDP_received_Mbit/s \
+tcp4_mbps:TCP_4_streams_Mbit/s tcp1_cpu_s_per_gb:CPU_s_per_GB_(both_ends)_TCP_1 tcp4_cpu_s_per_gb:CPU_s_per_GB_(both_ends)_TCP_4 \
+tcp1_retrans_pct:TCP_1_retransmitted_% udp_loss_pct:UDP_${UDP_RATE}_loss_% udp_recv_mbps:UDP_received_Mbit/s \
 rtt_median_ms:ping_RTT_median_ms rtt_added_ms:RTT_added_over_veth_ms rtt_min_ms:ping_RTT_min_ms rtt_max_ms:ping_RTT_max_ms rtt_mdev_ms:ping_RTT_mdev_ms"
+		if want antq; then
+			echo
+			echo "== ratios (veth): antq / system (TCP: higher is antq better; CPU/GB, RTT, first ping: lower is); system / raw veth"
+			print_ratios "$systems"
+		fi
 	fi
 	if want_scen nat; then
 		systems=""
-		for s in wireguard-go nebula antq; do want "$s" && systems+=" $s"; done
+		for s in $ALL_SYSTEMS; do [[ $s == veth || $s == socat || $s == antq-fw ]] && continue; want "$s" && systems+=" $s"; done
 		if [[ -n $systems ]]; then
 			echo
-			echo "== scenario nat: lab $LAB_PREFIX (wireguard-go: none,home; nebula, antq: home,home)"
+			echo "== scenario nat: lab $LAB_PREFIX (WireGuard-type, tinc, fastd, OpenVPN, quincy: none,home; nebula, antq: home,home)"
 			print_table nat "$systems" "first_ping_median_ms:first_ping_ms_(median) first_ping_min_ms:first_ping_ms_(min) \
-first_direct_median_ms:direct_path_ms_(median) tcp1_mbps:TCP_1_stream_Mbit/s rtt_median_ms:ping_RTT_median_ms path:path"
+first_direct_median_ms:direct_path_ms_(median) tcp1_mbps:TCP_1_stream_Mbit/s tcp1_cpu_s_per_gb:CPU_s_per_GB_(both_ends) \
+rtt_median_ms:ping_RTT_median_ms path:path"
+		fi
+	fi
+	if want_scen relay; then
+		systems=""
+		for s in antq antq-relay-max nebula; do [[ " $(run_systems | tr '\n' ' ') " == *" $s "* ]] && systems+=" $s"; done
+		if [[ -n $systems ]]; then
+			echo
+			echo "== scenario relay: lab $LAB_PREFIX symmetric,symmetric, through boot (iperf3 ${DUR}s, 1 stream, B -> A)"
+			echo "   antq: bootstrap relay at its default limits; antq-relay-max: limits raised to $ANTQ_RELAY_MAX_BPS B/s; nebula: lighthouse am_relay"
+			print_table relay "$systems" "first_ping_median_ms:first_ping_ms_(median) tcp1_mbps:TCP_1_stream_Mbit/s \
+tcp1_retransmits:TCP_retransmits_(iperf3) tcp1_segs_out:TCP_segments_sent_(B) tcp1_retrans_pct:TCP_retransmitted_% \
+tcp1_cpu_s_per_gb:CPU_s_per_GB_(both_ends) tcp1_infra_cpu_s_per_gb:CPU_s_per_GB_relay_(boot) rtt_median_ms:ping_RTT_median_ms \
+path:path_(router_B_conntrack) antq_status_path:path_(antq-tun_status_B)"
 		fi
 	fi
 	if want_scen veth && want antq && want antq-fw; then
@@ -1021,7 +923,10 @@ first_direct_median_ms:direct_path_ms_(median) tcp1_mbps:TCP_1_stream_Mbit/s rtt
 	fi
 	echo
 	echo "first ping: from starting both daemons to the first echo reply B -> A, median of $RUNS runs."
-	echo "ratios: antq value / other value (for RTT, loss and first ping, lower is better)."
+	echo "CPU s per GB: user+system CPU seconds of the tunnel's processes on both ends (all threads, /proc/PID/stat)"
+	echo "  during the iperf3 TCP run, per GB received; kernel softirq work (veth, GRO, UDP receive) is in no process"
+	echo "  and not counted; iperf3's own CPU is not counted."
+	echo "TCP retransmitted %: RetransSegs / OutSegs of B's namespace (/proc/net/snmp) over the iperf3 run."
 	if want socat; then echo "socat: TUN <-> UDP with no encryption, one thread: the least a userspace tunnel adds here."; fi
 }
 
@@ -1042,6 +947,7 @@ check_systems
 print_versions
 want_scen veth && scenario_veth
 want_scen nat && scenario_nat
+want_scen relay && scenario_relay
 derive_added_rtt
 rec meta - runtime_s "$(awk -v a="$START" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}')"
 report
