@@ -713,7 +713,9 @@ scenario_nat() {
 	echo
 	local sys
 	for sys in $ONLY; do
-		[[ $sys == veth || $sys == socat || $sys == antq-fw ]] && continue
+		# the anchor systems (wireguard-go-new, boringtun, tinc, fastd, openvpn,
+		# quincy) are measured on the veth only
+		[[ $sys == wireguard-go || $sys == nebula || $sys == antq ]] || continue
 		if [[ -n ${UNAVAIL[$sys]} ]]; then
 			rec nat "$sys" status "$(jstr "${UNAVAIL[$sys]}")"
 			continue
@@ -894,10 +896,10 @@ rtt_median_ms:ping_RTT_median_ms rtt_added_ms:RTT_added_over_veth_ms rtt_min_ms:
 	fi
 	if want_scen nat; then
 		systems=""
-		for s in $ALL_SYSTEMS; do [[ $s == veth || $s == socat || $s == antq-fw ]] && continue; want "$s" && systems+=" $s"; done
+		for s in wireguard-go nebula antq; do want "$s" && systems+=" $s"; done
 		if [[ -n $systems ]]; then
 			echo
-			echo "== scenario nat: lab $LAB_PREFIX (WireGuard-type, tinc, fastd, OpenVPN, quincy: none,home; nebula, antq: home,home)"
+			echo "== scenario nat: lab $LAB_PREFIX (wireguard-go: none,home; nebula, antq: home,home)"
 			print_table nat "$systems" "first_ping_median_ms:first_ping_ms_(median) first_ping_min_ms:first_ping_ms_(min) \
 first_direct_median_ms:direct_path_ms_(median) tcp1_mbps:TCP_1_stream_Mbit/s tcp1_cpu_s_per_gb:CPU_s_per_GB_(both_ends) \
 rtt_median_ms:ping_RTT_median_ms path:path"

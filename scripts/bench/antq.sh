@@ -101,7 +101,7 @@ antq_done() {
 		jq -c '(if type == "array" then .[0] else . end).peers[0]' 2>/dev/null || true)
 	p=$(jq -r '.path // empty' <<<"$j" 2>/dev/null || true)
 	t=$(jq -r '.transport // empty' <<<"$j" 2>/dev/null || true)
-	rec "$SCEN" "$CUR_SYS" antq_status_path "$(jstr "${p:-unknown}${t:+ ($t)}")"
+	rec "$SCEN" "$CUR_SYS" antq_status_path "$(jstr "${p:-unknown}${t:+/$t}")"
 	log "  $CUR_SYS: antq-tun status on B: path ${p:-unknown} ${t:+($t)}"
 }
 
