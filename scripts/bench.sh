@@ -237,6 +237,11 @@ cargo_install() {
 	fi
 }
 
+cargo_version() { # CRATE -> version installed in $CARGO_ROOT
+	jq -r --arg c "$1" '.installs | keys[] | split(" ") | select(.[0] == $c) | .[1]' \
+		"$CARGO_ROOT/.crates2.json" 2>/dev/null | head -n1
+}
+
 declare -A HAVE=()
 install_deps() {
 	local -A pkg_of=([ip]=iproute2 [ss]=iproute2 [iperf3]=iperf3 [ping]=iputils-ping [jq]=jq
@@ -384,6 +389,10 @@ cpu_ticks() { # PID... -> utime+stime+cutime+cstime summed over the trees
 	done
 	echo "$t"
 }
+udp_drops() { # NS -> UDP datagrams dropped for a full receive buffer in the namespace
+	# shellcheck disable=SC2016 # awk's $
+	nsx "$1" awk '/^Udp:/ { if (!h) { for (i=1;i<=NF;i++) c[$i]=i; h=1 } else print $c["RcvbufErrors"] }' /proc/net/snmp
+}
 tcp_snmp() { # NS -> "OutSegs RetransSegs" of the namespace
 	# shellcheck disable=SC2016 # awk's $
 	nsx "$1" awk '/^Tcp:/ { if (!h) { for (i=1;i<=NF;i++) c[$i]=i; h=1 } else print $c["OutSegs"], $c["RetransSegs"] }' /proc/net/snmp
@@ -395,7 +404,11 @@ measure_tcp() { # SCEN SYS NS DST STREAMS KEY
 	((${#daemons[@]})) && c0=$(cpu_ticks "${daemons[@]}")
 	((${#infra[@]})) && i0=$(cpu_ticks "${infra[@]}")
 	s0=$(tcp_snmp "$3")
+	local u0 u1
+	u0=$(udp_drops "$S_NS")
 	iperf_json "$3" "$4" -P "$5"
+	u1=$(udp_drops "$S_NS")
+	is_num "${u0:-}" && is_num "${u1:-}" && rec "$1" "$2" "${k}_udp_rcvbuf_drops_a" "$((u1 - u0))"
 	((${#daemons[@]})) && c1=$(cpu_ticks "${daemons[@]}")
 	((${#infra[@]})) && i1=$(cpu_ticks "${infra[@]}")
 	s1=$(tcp_snmp "$3")
@@ -886,7 +899,7 @@ report() {
 		echo "== scenario veth: $NS_A <-> $NS_B, one veth pair, no NAT (iperf3 ${DUR}s, B -> A)"
 		print_table veth "$systems" "first_ping_median_ms:first_ping_ms_(median) first_ping_min_ms:first_ping_ms_(min) tcp1_mbps:TCP_1_stream_Mbit/s \
 tcp4_mbps:TCP_4_streams_Mbit/s tcp1_cpu_s_per_gb:CPU_s_per_GB_(both_ends)_TCP_1 tcp4_cpu_s_per_gb:CPU_s_per_GB_(both_ends)_TCP_4 \
-tcp1_retrans_pct:TCP_1_retransmitted_% udp_loss_pct:UDP_${UDP_RATE}_loss_% udp_recv_mbps:UDP_received_Mbit/s \
+tcp1_retrans_pct:TCP_1_retransmitted_% tcp1_udp_rcvbuf_drops_a:TCP_1_UDP_rcvbuf_drops_(A) udp_loss_pct:UDP_${UDP_RATE}_loss_% udp_recv_mbps:UDP_received_Mbit/s \
 rtt_median_ms:ping_RTT_median_ms rtt_added_ms:RTT_added_over_veth_ms rtt_min_ms:ping_RTT_min_ms rtt_max_ms:ping_RTT_max_ms rtt_mdev_ms:ping_RTT_mdev_ms"
 		if want antq; then
 			echo

@@ -11,7 +11,7 @@ btun_avail() {
 	[[ -x $CARGO_ROOT/bin/boringtun-cli ]] || { echo "${CARGO_FAIL[boringtun-cli]:-not installed}"; return; }
 	command -v wg >/dev/null 2>&1 || echo "wg missing"
 }
-btun_versions() { printf 'boringtun\t%s\n' "$("$CARGO_ROOT/bin/boringtun-cli" --version 2>&1 | head -n1)"; }
+btun_versions() { printf 'boringtun\tboringtun-cli %s (cargo install --locked)\n' "$(cargo_version boringtun-cli)"; }
 btun_setup() { wg_setup; }
 btun_infra_start() { true; }
 # --foreground: our pid is the daemon; WG_SUDO=1 and --disable-drop-privileges:

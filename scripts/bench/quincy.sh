@@ -20,8 +20,8 @@ qcy_avail() {
 	command -v openssl >/dev/null 2>&1 || echo "openssl missing"
 }
 qcy_versions() {
-	printf 'quincy\t%s; %s\n' "$("$CARGO_ROOT/bin/quincy-server" --version 2>&1 | head -n1)" \
-		"$("$CARGO_ROOT/bin/quincy-client" --version 2>&1 | head -n1)"
+	printf 'quincy\tquincy-server %s, quincy-client %s (cargo install --locked)\n' \
+		"$(cargo_version quincy-server)" "$(cargo_version quincy-client)"
 }
 
 qcy_setup() {
