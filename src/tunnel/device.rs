@@ -725,21 +725,23 @@ impl Datapath {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .outbound(packet, std::time::Instant::now());
         }
-        let n = packet.len();
-        if let Some(max) = overlay.max_datagram_size(peer) {
-            if n > max {
-                stats.drop_too_big.fetch_add(1, Ordering::Relaxed);
-                let mtu = u16::try_from(max).unwrap_or(u16::MAX);
-                if let Some(answer) =
-                    own_address(own, addrs.src).and_then(|from| packet_too_big(packet, from, mtu))
-                {
-                    self.shared.write([answer.as_slice()]);
-                }
-                return;
-            }
-        }
+        // QUIC checks the size (one lock of the connection per packet);
+        // only a packet it refuses asks for the path's size.
         match overlay.send(peer, Bytes::copy_from_slice(packet)) {
             Ok(()) => {}
+            Err(SendError::Datagram {
+                source: quinn::SendDatagramError::TooLarge,
+                ..
+            }) => {
+                stats.drop_too_big.fetch_add(1, Ordering::Relaxed);
+                let answer = overlay.max_datagram_size(peer).and_then(|max| {
+                    let mtu = u16::try_from(max).unwrap_or(u16::MAX);
+                    packet_too_big(packet, own_address(own, addrs.src)?, mtu)
+                });
+                if let Some(answer) = answer {
+                    self.shared.write([answer.as_slice()]);
+                }
+            }
             Err(SendError::NoPath(_)) => {
                 stats.drop_no_path.fetch_add(1, Ordering::Relaxed);
             }
