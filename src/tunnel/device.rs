@@ -685,13 +685,13 @@ async fn tun_to_peers(dp: Arc<Datapath>) {
 impl Datapath {
     /// Sends one packet read from the device to the peer that owns its
     /// destination, or answers it with "packet too big".
-    fn forward(&self, packet: &[u8]) {
+    fn forward(&self, packet: Bytes) {
         let Shared {
             routes, stats, own, ..
         } = &*self.shared;
         let overlay = &self.overlay;
         stats.tun_packets_in.fetch_add(1, Ordering::Relaxed);
-        let Some(addrs) = packet::addresses(packet) else {
+        let Some(addrs) = packet::addresses(&packet) else {
             stats.drop_malformed.fetch_add(1, Ordering::Relaxed);
             return;
         };
@@ -713,7 +713,7 @@ impl Datapath {
             // Maybe a member of our network we do not know yet: it is
             // looked up, and the packet waits for it.
             if overlay
-                .send_to_address(addrs.dst, Bytes::copy_from_slice(packet))
+                .send_to_address(addrs.dst, packet)
                 .is_err()
             {
                 stats.drop_no_route.fetch_add(1, Ordering::Relaxed);
@@ -723,11 +723,11 @@ impl Datapath {
         if let Some(fw) = &self.shared.firewall {
             fw.lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .outbound(packet, std::time::Instant::now());
+                .outbound(&packet, std::time::Instant::now());
         }
         // QUIC checks the size (one lock of the connection per packet);
         // only a packet it refuses asks for the path's size.
-        match overlay.send(peer, Bytes::copy_from_slice(packet)) {
+        match overlay.send(peer, packet.clone()) {
             Ok(()) => {}
             Err(SendError::Datagram {
                 source: quinn::SendDatagramError::TooLarge,
@@ -736,7 +736,7 @@ impl Datapath {
                 stats.drop_too_big.fetch_add(1, Ordering::Relaxed);
                 let answer = overlay.max_datagram_size(peer).and_then(|max| {
                     let mtu = u16::try_from(max).unwrap_or(u16::MAX);
-                    packet_too_big(packet, own_address(own, addrs.src)?, mtu)
+                    packet_too_big(&packet, own_address(own, addrs.src)?, mtu)
                 });
                 if let Some(answer) = answer {
                     self.shared.write([answer.as_slice()]);

@@ -8,6 +8,7 @@ use std::io;
 use std::sync::{Mutex, PoisonError};
 
 use antq_platform::{GroTable, Tun, BATCH_HEADROOM, IDEAL_BATCH_SIZE};
+use bytes::{Bytes, BytesMut};
 
 /// Packet buffers and flow table of batched writes.
 struct WriteBatch {
@@ -84,7 +85,13 @@ pub(super) struct TunReader {
     scratch: Vec<u8>,
     bufs: Vec<Vec<u8>>,
     sizes: Vec<usize>,
+    /// Where packets are handed out from: one allocation serves many
+    /// packets (a batch's worth and more), not one per packet.
+    arena: BytesMut,
 }
+
+/// Bytes the arena allocates at a time.
+const ARENA: usize = 256 << 10;
 
 impl TunReader {
     /// A reader for `tun`, whose packets are at most `mtu` bytes.
@@ -101,14 +108,13 @@ impl TunReader {
             scratch,
             bufs: vec![vec![0; size]; count],
             sizes: vec![0; count],
+            arena: BytesMut::new(),
         }
     }
 
-    /// Waits for the next packets and returns them.
-    pub(super) async fn read<'a>(
-        &'a mut self,
-        tun: &Tun,
-    ) -> io::Result<impl Iterator<Item = &'a [u8]>> {
+    /// Waits for the next packets and returns them, each its own
+    /// [`Bytes`] (cut from a shared allocation: no allocation per packet).
+    pub(super) async fn read(&mut self, tun: &Tun) -> io::Result<impl Iterator<Item = Bytes> + '_> {
         let count = if tun.offload() {
             tun.recv_batch(&mut self.scratch, &mut self.bufs, &mut self.sizes, 0)
                 .await?
@@ -116,11 +122,19 @@ impl TunReader {
             self.sizes[0] = tun.recv(&mut self.bufs[0]).await?;
             1
         };
+        let total: usize = self.sizes[..count].iter().sum();
+        if self.arena.capacity() < total {
+            self.arena = BytesMut::with_capacity(ARENA.max(total));
+        }
+        let arena = &mut self.arena;
         Ok(self
             .bufs
             .iter()
             .zip(&self.sizes)
             .take(count)
-            .map(|(buf, size)| &buf[..*size]))
+            .map(move |(buf, size)| {
+                arena.extend_from_slice(&buf[..*size]);
+                arena.split().freeze()
+            }))
     }
 }
