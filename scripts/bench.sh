@@ -141,6 +141,7 @@ RES=$TMP/results.tsv # scenario \t system \t key \t JSON value
 DAEMONS=()    # pids of tunnel daemons (children of this shell)
 SERVERS=()    # pids of iperf3 servers
 LAB_USED=0
+BG_PID=""
 
 stop_pids() { # PID...: TERM, wait up to 3 s, KILL
 	local p i
@@ -175,6 +176,7 @@ cleanup() {
 	((CLEANED)) && return 0
 	CLEANED=1
 	set +e
+	[[ -n $BG_PID ]] && stop_pids "$BG_PID" # an iperf3 client, ping or cargo install
 	stop_daemons
 	((${#SERVERS[@]})) && stop_pids "${SERVERS[@]}"
 	del_ns "$NS_A"
@@ -351,10 +353,13 @@ stop_iperf_servers() {
 # (Ctrl-C, TERM) interrupts "wait" at once, where a foreground child or a
 # command substitution would delay the trap until the child ends.
 bgrun() { # OUTFILE CMD...: stdout to OUTFILE; returns CMD's status
-	local out=$1
+	local out=$1 rc=0
 	shift
 	"$@" >"$out" 2>/dev/null &
-	wait $!
+	BG_PID=$!
+	wait $! || rc=$?
+	BG_PID=""
+	return $rc
 }
 
 # iperf3 client; the JSON lands in $TMP/iperf.json (empty on failure)
@@ -489,7 +494,7 @@ measure_ping() { # SCEN SYS NS DST
 
 # Poll until the first ping reply; sets FP_MS to the ms since T0 or fails.
 FP_MS=""
-first_ping_ms() { # NS DST T0
+first_ping_ms() { # NS DST T0 [TIMEOUT_S]
 	local t
 	FP_MS=""
 	# the loop runs inside the namespace: one fork of ping per try, no ip-netns overhead
@@ -501,7 +506,7 @@ first_ping_ms() { # NS DST T0
 			n=$EPOCHREALTIME
 			(( ${n%.*} >= dl )) && exit 1
 			sleep 0.005
-		done' _ "$2" "$((${3%.*} + TTFP_TIMEOUT))" || return 1
+		done' _ "$2" "$((${3%.*} + ${4:-$TTFP_TIMEOUT}))" || return 1
 	t=$(<"$TMP/fp.out")
 	FP_MS=$(awk -v a="$3" -v b="$t" 'BEGIN{printf "%.1f\n", (b-a)*1000}')
 }
@@ -596,6 +601,9 @@ measure_tunnel() { # SYS FULL
 	local sys=$1 full=$2 f run t t0 ok=0
 	f=$(fn_of "$sys")
 	CUR_SYS=$sys
+	# a system may wait longer for its first reply (FN_ttfp_timeout)
+	local tmo=$TTFP_TIMEOUT
+	if declare -F "${f}_ttfp_timeout" >/dev/null; then tmo=$("${f}_ttfp_timeout"); fi
 	log "[$SCEN] $sys"
 	"${f}_setup"
 	INFRA=()
@@ -612,13 +620,13 @@ measure_tunnel() { # SYS FULL
 		lab_flush
 		t0=$(now)
 		"${f}_start" "$run"
-		if first_ping_ms "$C_NS" "$INNER_A" "$t0"; then
+		if first_ping_ms "$C_NS" "$INNER_A" "$t0" "$tmo"; then
 			t=$FP_MS
 			times+=("$t")
 			ok=1
 			log "  $sys run $run: first ping after $t ms"
 		else
-			log "  $sys run $run: no ping reply within ${TTFP_TIMEOUT}s"
+			log "  $sys run $run: no ping reply within ${tmo}s"
 			times+=("null")
 			if ((!ok)); then
 				"${f}_started" || true
