@@ -145,13 +145,5 @@ pub(super) fn transport_config(
         .max_concurrent_bidi_streams(settings.max_bidi_streams.into())
         .datagram_receive_buffer_size(settings.datagram_receive_buffer)
         .datagram_send_buffer_size(4 << 20);
-    // Tunnel traffic is datagrams, each ack-eliciting: by default the peer
-    // acknowledges every second packet, and each ACK is a packet to
-    // build, encrypt, send, receive and decrypt. Asking for one per 16
-    // (or after 5 ms) halves the packets of the reverse direction.
-    let mut acks = quinn::AckFrequencyConfig::default();
-    acks.ack_eliciting_threshold(quinn::VarInt::from_u32(15))
-        .max_ack_delay(Some(std::time::Duration::from_millis(5)));
-    transport.ack_frequency_config(Some(acks));
     Ok(transport)
 }
