@@ -15,6 +15,8 @@
 #   --prefix P (or BENCH_PREFIX=P): namespaces PA, PB and lab Plab, interface
 #            names P... (default bn: bnA, bnB, bnlab), so that two runs with
 #            different prefixes do not collide
+#   ANTQ_MTU=N: antq-tun's `mtu` (default: its own, 1280), to measure the
+#            effect of a larger overlay MTU
 #
 # Each system lives in scripts/bench/SYS.sh (setup, start, checks; see
 # "systems" below); this file is the driver: arguments, installs, scenarios,
