@@ -364,7 +364,10 @@ mod tests {
         }
         // Over the burst: one second apart.
         for late in 1..=2 {
-            assert_eq!(p.departure(1000.0, t0), Some(t0 + Duration::from_secs(late)));
+            assert_eq!(
+                p.departure(1000.0, t0),
+                Some(t0 + Duration::from_secs(late))
+            );
             p.take(1000.0, t0);
         }
         // A third would leave 3 s late: refused, nothing taken.
@@ -391,7 +394,10 @@ mod tests {
         }
         // 1 MB in one second, less the burst that went at once.
         let took = last.duration_since(t0).as_secs_f64();
-        assert!((took - (sent - 10_000.0) / 1_000_000.0).abs() < 0.002, "{took}");
+        assert!(
+            (took - (sent - 10_000.0) / 1_000_000.0).abs() < 0.002,
+            "{took}"
+        );
     }
     use std::time::Duration;
 

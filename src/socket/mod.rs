@@ -47,8 +47,8 @@
 //! forwarding entries, `guard.rs` the send guard (its challenges in
 //! [`proof`]), `metrics.rs` the socket's Prometheus collector.
 
-pub mod framing;
 mod forward;
+pub mod framing;
 mod guard;
 pub(crate) mod metrics;
 pub mod proof;
@@ -57,8 +57,8 @@ mod relay;
 pub mod side;
 pub mod tcp;
 
-pub use guard::{ProvenAddrs, ProvenGuard, PROVEN_GRACE};
 pub use forward::{FORWARD_MAX_DELAY, FORWARD_QUEUE_BYTES};
+pub use guard::{ProvenAddrs, ProvenGuard, PROVEN_GRACE};
 pub use relay::{RelayBudget, RelayLimit, RelayRoute};
 pub use side::{is_side_addr, SideGroup, SideRaw};
 pub use tcp::{bind_tcp, is_stream_addr, StreamError, StreamLimits, Transport};

@@ -19,10 +19,10 @@ use std::time::Instant;
 
 use quinn::udp::Transmit;
 
+use super::forward::relay_pacer;
 use super::{is_stream_addr, AntqSocket};
 use crate::nat::canonical;
 use crate::proto::raw::RelayHeader;
-use super::forward::relay_pacer;
 use crate::ratelimit::Pacer;
 
 /// Where packets for one relay path go.

@@ -712,10 +712,7 @@ impl Datapath {
         let Some(peer) = peer else {
             // Maybe a member of our network we do not know yet: it is
             // looked up, and the packet waits for it.
-            if overlay
-                .send_to_address(addrs.dst, packet)
-                .is_err()
-            {
+            if overlay.send_to_address(addrs.dst, packet).is_err() {
                 stats.drop_no_route.fetch_add(1, Ordering::Relaxed);
             }
             return;
