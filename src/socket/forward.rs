@@ -23,11 +23,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
-use quinn::udp::Transmit;
 use tokio::sync::Notify;
 
 use super::relay::RelayRoute;
-use super::{is_stream_addr, AntqSocket};
+use super::AntqSocket;
 use crate::proto::raw::{encode_relay_header, RelayHeader};
 use crate::ratelimit::Pacer;
 
@@ -125,9 +124,7 @@ impl AntqSocket {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let start = self.batch_frame(&mut batch, to, segment);
-        if let Some(header) = batch.buf[start..].first_chunk_mut::<{ RelayHeader::LEN }>() {
-            encode_relay_header(channel, header);
-        }
+        relabel(&mut batch.buf[start..], channel);
     }
 
     /// Appends `frame` for `to` to `batch`, sending what it held first if
@@ -164,22 +161,10 @@ impl AntqSocket {
         let Some(to) = batch.to.take() else {
             return;
         };
-        let (count, segment) = (batch.count, batch.segment.max(1));
-        let sent = if is_stream_addr(to) {
-            self.send_stream(to, batch.buf.chunks(segment));
-            true
-        } else {
-            // Best effort, like any router: a full socket buffer drops it.
-            self.inner
-                .try_send(&Transmit {
-                    destination: self.to_wire(to),
-                    ecn: None,
-                    contents: &batch.buf,
-                    segment_size: (count > 1).then_some(segment),
-                    src_ip: None,
-                })
-                .is_ok()
-        };
+        let count = batch.count;
+        // Best effort, like any router: a full socket buffer drops it.
+        let segment = (count > 1).then_some(batch.segment);
+        let sent = self.try_send_raw_segments(to, &batch.buf, segment).is_ok();
         if sent {
             self.stats
                 .forwarded
@@ -196,9 +181,7 @@ impl AntqSocket {
     /// Queues a frame until `at`; the queue's task sends it then.
     fn delay_forward(&self, at: Instant, to: SocketAddr, channel: u32, segment: &[u8]) {
         let mut frame = segment.to_vec();
-        if let Some(header) = frame.first_chunk_mut::<{ RelayHeader::LEN }>() {
-            encode_relay_header(channel, header);
-        }
+        relabel(&mut frame, channel);
         let mut queue = self
             .forward_queue
             .lock()
@@ -230,6 +213,13 @@ impl AntqSocket {
         if earliest {
             queue.wake.notify_one();
         }
+    }
+}
+
+/// Puts `channel` in the relay header at the start of `frame`.
+fn relabel(frame: &mut [u8], channel: u32) {
+    if let Some(header) = frame.first_chunk_mut::<{ RelayHeader::LEN }>() {
+        encode_relay_header(channel, header);
     }
 }
 

@@ -326,15 +326,28 @@ impl AntqSocket {
     /// To a stream path, the frame is queued on the stream (dropped if the
     /// queue is full).
     pub fn try_send_raw(&self, to: SocketAddr, data: &[u8]) -> io::Result<()> {
+        self.try_send_raw_segments(to, data, None)
+    }
+
+    /// Like [`Self::try_send_raw`], for frames of `segment` bytes each
+    /// (the last may be shorter) in one GSO send; to a stream path, one
+    /// stream frame each.
+    pub(super) fn try_send_raw_segments(
+        &self,
+        to: SocketAddr,
+        data: &[u8],
+        segment: Option<usize>,
+    ) -> io::Result<()> {
         if is_stream_addr(to) {
-            self.send_stream(to, std::iter::once(data));
+            let size = segment.unwrap_or(data.len()).max(1);
+            self.send_stream(to, data.chunks(size));
             return Ok(());
         }
         self.inner.try_send(&Transmit {
             destination: self.to_wire(to),
             ecn: None,
             contents: data,
-            segment_size: None,
+            segment_size: segment,
             src_ip: None,
         })
     }

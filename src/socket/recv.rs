@@ -80,9 +80,9 @@ impl AntqSocket {
             self.stats.stream_dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        let sorted = self.classify(self.to_wire(addr), datagram);
-        self.flush_forwards();
-        let Some((from, offset)) = sorted else {
+        let Some((from, offset)) = self.classify(self.to_wire(addr), datagram) else {
+            // Consumed here: maybe forwarded.
+            self.flush_forwards();
             return false;
         };
         self.queue_pending(from, datagram.get(offset..).unwrap_or_default())
@@ -122,6 +122,7 @@ impl AntqSocket {
         meta: &mut [RecvMeta],
     ) -> usize {
         let mut kept = 0;
+        let mut sorted_here = false;
         for i in 0..n {
             let m = meta[i];
             let data = &bufs[i][..m.len];
@@ -138,6 +139,7 @@ impl AntqSocket {
                 kept += 1;
                 continue;
             }
+            sorted_here = true;
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
             for segment in data.chunks(stride) {
                 if let Some((from, offset)) = self.classify(m.addr, segment) {
@@ -147,8 +149,11 @@ impl AntqSocket {
                 }
             }
         }
-        // Relay frames forwarded at once leave together (GSO).
-        self.flush_forwards();
+        // Relay frames forwarded at once leave together (GSO); a batch of
+        // QUIC only forwarded nothing.
+        if sorted_here {
+            self.flush_forwards();
+        }
         kept
     }
 

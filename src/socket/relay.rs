@@ -238,32 +238,22 @@ impl AntqSocket {
             channel: route.channel,
         }
         .to_bytes();
-        if is_stream_addr(route.server) {
-            let frames = transmit.contents.chunks(segment).map(|chunk| {
-                let mut frame = Vec::with_capacity(RelayHeader::LEN + chunk.len());
-                frame.extend_from_slice(&header);
-                frame.extend_from_slice(chunk);
-                frame
-            });
-            let frames: Vec<Vec<u8>> = frames.collect();
-            self.send_stream(route.server, frames.iter().map(Vec::as_slice));
-            self.stats
-                .relay_out
-                .fetch_add(count as u64, Ordering::Relaxed);
-            return Ok(());
-        }
         let mut buf = Vec::with_capacity(transmit.contents.len() + count * RelayHeader::LEN);
         for chunk in transmit.contents.chunks(segment) {
             buf.extend_from_slice(&header);
             buf.extend_from_slice(chunk);
         }
-        self.inner.try_send(&Transmit {
-            destination: self.to_wire(route.server),
-            ecn: transmit.ecn,
-            contents: &buf,
-            segment_size: transmit.segment_size.map(|s| s + RelayHeader::LEN),
-            src_ip: self.source_ip(transmit.src_ip),
-        })?;
+        if is_stream_addr(route.server) {
+            self.send_stream(route.server, buf.chunks(segment + RelayHeader::LEN));
+        } else {
+            self.inner.try_send(&Transmit {
+                destination: self.to_wire(route.server),
+                ecn: transmit.ecn,
+                contents: &buf,
+                segment_size: transmit.segment_size.map(|s| s + RelayHeader::LEN),
+                src_ip: self.source_ip(transmit.src_ip),
+            })?;
+        }
         self.stats
             .relay_out
             .fetch_add(count as u64, Ordering::Relaxed);
