@@ -26,6 +26,7 @@ mod birthday_driver;
 mod config;
 mod connection;
 pub mod control;
+pub mod data;
 mod link_state;
 pub mod members;
 pub(crate) mod metrics;

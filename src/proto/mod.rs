@@ -105,11 +105,13 @@
 //!
 //! See [`raw`]: a datagram whose first byte is in `0x00..=0x3f` is an antq
 //! frame (`RELAY_DATA` 0x01, `PUNCH_PROBE` 0x02, `PUNCH_ACK` 0x03,
-//! `ADDRESS_CHALLENGE` 0x04, `OBSERVE_REQUEST` 0x05, `OBSERVE_REPLY` 0x06),
-//! anything else is QUIC.
+//! `ADDRESS_CHALLENGE` 0x04, `OBSERVE_REQUEST` 0x05, `OBSERVE_REPLY` 0x06,
+//! `DATA` 0x07, whose header and sealed payloads are in [`data`]), anything
+//! else is QUIC.
 
 pub mod cert;
 mod control;
+pub mod data;
 mod error;
 mod frame;
 pub mod raw;

@@ -13,7 +13,12 @@
 //! ADDRESS_CHALLENGE [0x04][token: 16]
 //! OBSERVE_REQUEST   [0x05][token: 16][padding: zeros, 36 bytes in all at least]
 //! OBSERVE_REPLY     [0x06][token: 16][family: 4 | 6][ip: 4 | 16][port: u16 BE]
+//! DATA              [0x07][receiver: u32 BE][counter: u64 BE][sealed payload + 16-byte tag]
 //! ```
+//!
+//! `DATA` is the data plane's frame between two peers (tunnel packets
+//! beside QUIC, sealed with keys from their QUIC connection); its codec
+//! and payloads are in [`super::data`].
 //!
 //! `ADDRESS_CHALLENGE` is how a bootstrap makes sure that a peer really is
 //! at an address before it sends anything there on the peer's behalf (QUIC
@@ -67,6 +72,8 @@ pub const ADDRESS_CHALLENGE: u8 = 0x04;
 pub const OBSERVE_REQUEST: u8 = 0x05;
 /// First byte of an `OBSERVE_REPLY` frame.
 pub const OBSERVE_REPLY: u8 = 0x06;
+/// First byte of a `DATA` frame (see [`super::data`]).
+pub const DATA: u8 = 0x07;
 
 /// What a datagram received on the shared socket is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -460,6 +467,13 @@ pub enum RawFrame<'a> {
     ObserveRequest(ObserveRequest),
     /// `OBSERVE_REPLY`.
     ObserveReply(ObserveReply),
+    /// `DATA`: a sealed data plane frame.
+    Data {
+        /// Its header.
+        header: super::data::DataHeader,
+        /// The sealed payload and its tag.
+        sealed: &'a [u8],
+    },
 }
 
 /// Decodes any raw frame (a datagram classified as [`PacketClass::Raw`]).
@@ -474,12 +488,14 @@ pub fn parse_raw(datagram: &[u8]) -> Result<RawFrame<'_>, DecodeError> {
         }
         Some(&OBSERVE_REQUEST) => ObserveRequest::decode(datagram).map(RawFrame::ObserveRequest),
         Some(&OBSERVE_REPLY) => ObserveReply::decode(datagram).map(RawFrame::ObserveReply),
+        Some(&DATA) => super::data::DataHeader::decode(datagram)
+            .map(|(header, sealed)| RawFrame::Data { header, sealed }),
         _ => Err(type_error(datagram, RELAY_DATA)),
     }
 }
 
 /// A `Truncated` error for a frame of `needed` bytes.
-fn truncated(needed: usize, datagram: &[u8]) -> DecodeError {
+pub(super) fn truncated(needed: usize, datagram: &[u8]) -> DecodeError {
     DecodeError::Truncated {
         needed,
         available: datagram.len(),
@@ -487,7 +503,7 @@ fn truncated(needed: usize, datagram: &[u8]) -> DecodeError {
 }
 
 /// Checks that `datagram` starts with `expected`.
-fn expect_type(datagram: &[u8], expected: u8) -> Result<(), DecodeError> {
+pub(super) fn expect_type(datagram: &[u8], expected: u8) -> Result<(), DecodeError> {
     match datagram.first() {
         Some(&b) if b == expected => Ok(()),
         _ => Err(type_error(datagram, expected)),
@@ -501,7 +517,7 @@ fn type_error(datagram: &[u8], expected: u8) -> DecodeError {
         None => truncated(1, datagram),
         Some(
             &found @ (RELAY_DATA | PUNCH_PROBE | PUNCH_ACK | ADDRESS_CHALLENGE | OBSERVE_REQUEST
-            | OBSERVE_REPLY),
+            | OBSERVE_REPLY | DATA),
         ) => DecodeError::UnexpectedType {
             expected: u64::from(expected),
             found: u64::from(found),

@@ -414,7 +414,12 @@ impl Overlay {
                         Ok(RawFrame::ObserveReply(reply)) => {
                             this.observe_reply(packet.from, reply);
                         }
-                        Ok(RawFrame::Relay { .. } | RawFrame::ObserveRequest(_)) | Err(_) => {
+                        Ok(
+                            RawFrame::Relay { .. }
+                            | RawFrame::ObserveRequest(_)
+                            | RawFrame::Data { .. },
+                        )
+                        | Err(_) => {
                             tracing::debug!(from = %packet.from, "unexpected raw frame dropped");
                         }
                     }
