@@ -1,7 +1,7 @@
 //! TLS for antq's QUIC connections: rustls configurations that authenticate
 //! both sides with Ed25519 raw public keys (RFC 7250) instead of certificates.
 //!
-//! - TLS 1.3 only, ring crypto provider, ALPN [`ALPN`].
+//! - TLS 1.3 only, ring crypto provider, ALPN [`ALPN_DATA`] or [`ALPN`].
 //! - The client side expects exactly one key (the peer it dials) and records
 //!   the key the server presented, so a mismatch can be reported with both.
 //! - The server side accepts client keys according to an [`AcceptPolicy`]: an
@@ -31,6 +31,28 @@ use crate::identity::{Identity, PeerId};
 
 /// The ALPN protocol id of antq's peer protocol, version 1.
 pub const ALPN: &[u8] = b"antq/1";
+
+/// The ALPN protocol id of version 1 with the data plane: both ends can
+/// carry datagrams in `DATA` frames beside QUIC ([`crate::node::data`]).
+/// Offered first by clients and preferred by servers; an end that offers
+/// only [`ALPN`] gets version 1, and datagrams stay in QUIC.
+pub const ALPN_DATA: &[u8] = b"antq/2";
+
+/// The protocols we offer and accept, preferred first.
+fn alpn_protocols() -> Vec<Vec<u8>> {
+    vec![ALPN_DATA.to_vec(), ALPN.to_vec()]
+}
+
+/// Whether `conn`'s handshake negotiated [`ALPN_DATA`].
+pub fn negotiated_data_plane(conn: &quinn::Connection) -> bool {
+    conn.handshake_data()
+        .and_then(|data| {
+            data.downcast::<quinn::crypto::rustls::HandshakeData>()
+                .ok()
+        })
+        .and_then(|data| data.protocol)
+        .is_some_and(|p| p == ALPN_DATA)
+}
 
 /// The server name clients put in their handshake. Raw public keys carry no
 /// names, so this is a fixed value that is never checked.
@@ -145,7 +167,7 @@ pub fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(AlwaysResolvesServerRawPublicKeys::new(key)));
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = alpn_protocols();
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
     config.max_early_data_size = 0;
@@ -189,7 +211,7 @@ pub fn client_config(
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_cert_resolver(Arc::new(AlwaysResolvesClientRawPublicKeys::new(key)));
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = alpn_protocols();
     config.resumption = Resumption::disabled();
     config.enable_sni = false;
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(config)

@@ -91,6 +91,7 @@ pub(super) async fn accept_loop(
     stats: Arc<NodeStats>,
     limits: IncomingLimits,
     validate: Option<Arc<PunchedAddrs>>,
+    data_plane: bool,
 ) {
     let mut buckets = limits
         .per_source_rate
@@ -158,7 +159,7 @@ pub(super) async fn accept_loop(
         let stats = stats.clone();
         let by_source = by_source.clone();
         tokio::spawn(async move {
-            let accepted = accept_one(incoming).await;
+            let accepted = accept_one(incoming, data_plane).await;
             drop(pending);
             match accepted {
                 Ok(conn) => {
@@ -212,7 +213,10 @@ fn make_room(by_source: &BySource, source: std::net::IpAddr, stats: &NodeStats) 
     }
 }
 
-async fn accept_one(incoming: quinn::Incoming) -> Result<PeerConnection, AcceptError> {
+async fn accept_one(
+    incoming: quinn::Incoming,
+    data_plane: bool,
+) -> Result<PeerConnection, AcceptError> {
     let origin = canonical(incoming.remote_address());
     let conn = incoming.await?;
     let peer = conn
@@ -226,11 +230,15 @@ async fn accept_one(incoming: quinn::Incoming) -> Result<PeerConnection, AcceptE
     reader.expect_hello().await?;
     let control = Arc::new(ControlChannel::new(conn.clone(), send, reader));
     tracing::debug!(peer = %peer.short(), remote = %conn.remote_address(), "accepted");
+    let data = super::connection::data_session(&conn, data_plane);
+    let local_ip = conn.local_ip();
     Ok(PeerConnection {
         conn,
         peer,
         origin,
         control,
+        local_ip,
+        data,
     })
 }
 

@@ -43,6 +43,10 @@ pub struct TransportSettings {
     /// `SO_MARK`; 0: none): a tunnel routing everything through its
     /// device keeps marked packets out of it ([`AntqSocket::set_mark`](crate::socket::AntqSocket::set_mark)).
     pub socket_mark: u32,
+    /// Carry datagrams in the data plane (`DATA` frames beside QUIC, see
+    /// [`data`](super::data)) with peers that negotiate it; off: always in
+    /// QUIC datagrams.
+    pub data_plane: bool,
 }
 
 impl Default for TransportSettings {
@@ -56,6 +60,7 @@ impl Default for TransportSettings {
             max_bidi_streams: 4,
             datagram_receive_buffer: Some(4 << 20),
             socket_mark: 0,
+            data_plane: true,
         }
     }
 }

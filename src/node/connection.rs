@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::control::ControlChannel;
+use super::data::{DataKeys, DataSession, EXPORTER_LABEL, EXPORTER_LEN};
 use crate::identity::PeerId;
 use crate::socket;
 
@@ -18,6 +19,27 @@ pub struct PeerConnection {
     pub(super) peer: PeerId,
     pub(super) origin: SocketAddr,
     pub(super) control: Arc<ControlChannel>,
+    /// The data plane, when both ends negotiated it (and it is on here).
+    pub(super) data: Option<Arc<DataSession>>,
+    /// The local address the connection was made at (server side, where
+    /// the host has several): data frames leave from it.
+    pub(super) local_ip: Option<std::net::IpAddr>,
+}
+
+/// The data plane session of `conn` if it is `enabled` here and its
+/// handshake negotiated it ([`crate::tls::ALPN_DATA`]), keyed from its TLS
+/// exporter.
+pub(super) fn data_session(conn: &quinn::Connection, enabled: bool) -> Option<Arc<DataSession>> {
+    if !enabled || !crate::tls::negotiated_data_plane(conn) {
+        return None;
+    }
+    let mut material = [0; EXPORTER_LEN];
+    conn.export_keying_material(&mut material, EXPORTER_LABEL, b"")
+        .ok()?;
+    let client = conn.side() == quinn::Side::Client;
+    Some(Arc::new(DataSession::new(DataKeys::from_exporter(
+        &material, client,
+    ))))
 }
 
 impl PeerConnection {
@@ -126,6 +148,16 @@ impl PeerConnection {
     pub fn is_relayed(&self) -> bool {
         let remote = self.conn.remote_address();
         socket::is_virtual(remote) && !socket::is_side_addr(remote)
+    }
+
+    /// Our address the connection was reached at, when known.
+    pub fn local_ip(&self) -> Option<std::net::IpAddr> {
+        self.local_ip
+    }
+
+    /// The connection's data plane, if both ends use it.
+    pub fn data(&self) -> Option<&Arc<DataSession>> {
+        self.data.as_ref()
     }
 
     /// The underlying quinn connection.

@@ -324,6 +324,7 @@ impl Node {
             stats.clone(),
             config.incoming,
             config.validate_addresses.then(|| punched.clone()),
+            config.transport.data_plane,
         ));
         Ok(Self {
             inner: Arc::new(NodeInner {
@@ -459,6 +460,7 @@ impl Node {
         addr: SocketAddr,
     ) -> Result<PeerConnection, ConnectError> {
         let timeout = self.inner.settings.connect_timeout;
+        let data_plane = self.inner.settings.data_plane;
         let (crypto, presented) = tls::client_config(&self.inner.identity, peer)?;
         let mut client = quinn::ClientConfig::new(Arc::new(crypto));
         client.transport_config(self.inner.transport.clone());
@@ -503,11 +505,15 @@ impl Node {
                 .await
                 .map_err(|_| ConnectError::Protocol { peer, addr })?;
             let control = Arc::new(ControlChannel::new(conn.clone(), send, reader));
+            let data = connection::data_session(&conn, data_plane);
+            let local_ip = conn.local_ip();
             Ok(PeerConnection {
                 conn,
                 peer,
                 origin: canonical(addr),
                 control,
+                data,
+                local_ip,
             })
         };
         let proven = self

@@ -13,12 +13,13 @@
 //! ADDRESS_CHALLENGE [0x04][token: 16]
 //! OBSERVE_REQUEST   [0x05][token: 16][padding: zeros, 36 bytes in all at least]
 //! OBSERVE_REPLY     [0x06][token: 16][family: 4 | 6][ip: 4 | 16][port: u16 BE]
-//! DATA              [0x07][receiver: u32 BE][counter: u64 BE][sealed payload + 16-byte tag]
+//! DATA              [0x07][receiver: u32 BE][counter: u64 BE][sealed datagram + 16-byte tag]
+//! DATA_SIGNAL       [0x08][receiver: u32 BE][counter: u64 BE][sealed signal + 16-byte tag]
 //! ```
 //!
-//! `DATA` is the data plane's frame between two peers (tunnel packets
-//! beside QUIC, sealed with keys from their QUIC connection); its codec
-//! and payloads are in [`super::data`].
+//! `DATA` and `DATA_SIGNAL` are the data plane's frames between two peers
+//! (datagrams beside QUIC, sealed with keys from their QUIC connection);
+//! their codec and payloads are in [`super::data`].
 //!
 //! `ADDRESS_CHALLENGE` is how a bootstrap makes sure that a peer really is
 //! at an address before it sends anything there on the peer's behalf (QUIC
@@ -74,6 +75,14 @@ pub const OBSERVE_REQUEST: u8 = 0x05;
 pub const OBSERVE_REPLY: u8 = 0x06;
 /// First byte of a `DATA` frame (see [`super::data`]).
 pub const DATA: u8 = 0x07;
+/// First byte of a `DATA_SIGNAL` frame (see [`super::data`]).
+pub const DATA_SIGNAL: u8 = 0x08;
+
+/// Whether a datagram's first byte is a data plane frame's (`DATA` or
+/// `DATA_SIGNAL`).
+pub fn is_data(first_byte: u8) -> bool {
+    first_byte == DATA || first_byte == DATA_SIGNAL
+}
 
 /// What a datagram received on the shared socket is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -467,7 +476,7 @@ pub enum RawFrame<'a> {
     ObserveRequest(ObserveRequest),
     /// `OBSERVE_REPLY`.
     ObserveReply(ObserveReply),
-    /// `DATA`: a sealed data plane frame.
+    /// `DATA` or `DATA_SIGNAL`: a sealed data plane frame.
     Data {
         /// Its header.
         header: super::data::DataHeader,
@@ -488,7 +497,7 @@ pub fn parse_raw(datagram: &[u8]) -> Result<RawFrame<'_>, DecodeError> {
         }
         Some(&OBSERVE_REQUEST) => ObserveRequest::decode(datagram).map(RawFrame::ObserveRequest),
         Some(&OBSERVE_REPLY) => ObserveReply::decode(datagram).map(RawFrame::ObserveReply),
-        Some(&DATA) => super::data::DataHeader::decode(datagram)
+        Some(&DATA | &DATA_SIGNAL) => super::data::DataHeader::decode(datagram)
             .map(|(header, sealed)| RawFrame::Data { header, sealed }),
         _ => Err(type_error(datagram, RELAY_DATA)),
     }
@@ -503,7 +512,7 @@ pub(super) fn truncated(needed: usize, datagram: &[u8]) -> DecodeError {
 }
 
 /// Checks that `datagram` starts with `expected`.
-pub(super) fn expect_type(datagram: &[u8], expected: u8) -> Result<(), DecodeError> {
+fn expect_type(datagram: &[u8], expected: u8) -> Result<(), DecodeError> {
     match datagram.first() {
         Some(&b) if b == expected => Ok(()),
         _ => Err(type_error(datagram, expected)),
@@ -512,12 +521,12 @@ pub(super) fn expect_type(datagram: &[u8], expected: u8) -> Result<(), DecodeErr
 
 /// The error for a datagram that does not start with `expected`: empty
 /// (`Truncated`), a known type (`UnexpectedType`) or an unknown one.
-fn type_error(datagram: &[u8], expected: u8) -> DecodeError {
+pub(super) fn type_error(datagram: &[u8], expected: u8) -> DecodeError {
     match datagram.first() {
         None => truncated(1, datagram),
         Some(
             &found @ (RELAY_DATA | PUNCH_PROBE | PUNCH_ACK | ADDRESS_CHALLENGE | OBSERVE_REQUEST
-            | OBSERVE_REPLY | DATA),
+            | OBSERVE_REPLY | DATA | DATA_SIGNAL),
         ) => DecodeError::UnexpectedType {
             expected: u64::from(expected),
             found: u64::from(found),

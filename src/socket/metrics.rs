@@ -19,9 +19,16 @@ pub(crate) fn collect_socket(s: &SocketStats, r: &mut Registry) {
         ("stream_dropped", &s.stream_dropped),
         ("side_dropped", &s.side_dropped),
         ("side_unroutable", &s.side_unroutable),
+        ("data_unclaimed", &s.data_unclaimed),
     ] {
         f.int(&[("reason", reason)], load(c));
     }
+    let f = r.counter(
+        "antq_data_frames_total",
+        "Data plane (DATA) frames on the shared socket, by direction.",
+    );
+    f.int(&[("direction", "in")], load(&s.data_in));
+    f.int(&[("direction", "out")], load(&s.data_out));
     let f = r.counter(
         "antq_relay_frames_total",
         "RELAY_DATA frames of our own relay paths, by direction.",

@@ -41,12 +41,17 @@
 //! - **Side paths** ([`side`]): an extra UDP socket that won a birthday
 //!   attempt carries QUIC to one remote as a virtual address in
 //!   `242.0.0.0/8`.
+//! - **Data plane frames** (`DATA`, `data.rs`): sorted out on receipt
+//!   (also from inside relay frames and stream paths) and handed to the
+//!   node's [`DataReceiver`] on the receiving task; sent through the same
+//!   dispatch as QUIC packets ([`AntqSocket::send_data`]).
 //!
 //! Files: this one holds the socket, its sends and quinn's side of it;
 //! `recv.rs` sorts what is received, `relay.rs` holds the relay paths and
 //! forwarding entries, `guard.rs` the send guard (its challenges in
 //! [`proof`]), `metrics.rs` the socket's Prometheus collector.
 
+mod data;
 mod forward;
 pub mod framing;
 mod guard;
@@ -57,6 +62,7 @@ mod relay;
 pub mod side;
 pub mod tcp;
 
+pub use data::DataReceiver;
 pub use forward::{FORWARD_MAX_DELAY, FORWARD_QUEUE_BYTES};
 pub use guard::{ProvenAddrs, ProvenGuard, PROVEN_GRACE};
 pub use relay::{RelayBudget, RelayLimit, RelayRoute};
@@ -201,6 +207,13 @@ pub struct SocketStats {
     pub side_dropped: AtomicU64,
     /// Packets to a side path that is gone.
     pub side_unroutable: AtomicU64,
+    /// Data plane frames received and handed to the node.
+    pub data_in: AtomicU64,
+    /// Data plane frames sent.
+    pub data_out: AtomicU64,
+    /// Data plane frames dropped: nobody takes them (a bootstrap, or a
+    /// node shutting down).
+    pub data_unclaimed: AtomicU64,
 }
 
 /// The socket shared by the QUIC endpoint, punch probes and relay paths.
@@ -240,6 +253,8 @@ pub struct AntqSocket {
     /// Firewall mark of every socket's packets (0: none); see
     /// [`AntqSocket::set_mark`].
     mark: AtomicU32,
+    /// Where `DATA` frames go ([`AntqSocket::set_data_receiver`]).
+    data_receiver: std::sync::OnceLock<Weak<dyn DataReceiver>>,
 }
 
 impl fmt::Debug for AntqSocket {
@@ -304,6 +319,7 @@ impl AntqSocket {
             proofs: Mutex::new(proof::Proofs::new(Instant::now())),
             sides: Mutex::default(),
             mark: AtomicU32::new(0),
+            data_receiver: std::sync::OnceLock::new(),
         }))
     }
 

@@ -34,6 +34,10 @@ impl AntqSocket {
         if classify(first) == PacketClass::Quic {
             return Some((from, 0));
         }
+        if raw::is_data(first) {
+            self.data_frame(from, segment);
+            return None;
+        }
         if first == raw::RELAY_DATA {
             let Ok((channel, _)) = parse_relay(segment) else {
                 self.stats.relay_unknown.fetch_add(1, Ordering::Relaxed);
@@ -47,6 +51,11 @@ impl AntqSocket {
             return match virtual_addr {
                 Some(addr) => {
                     self.stats.relay_in.fetch_add(1, Ordering::Relaxed);
+                    let inner = &segment[RelayHeader::LEN..];
+                    if inner.first().is_some_and(|b| raw::is_data(*b)) {
+                        self.data_frame(addr, inner);
+                        return None;
+                    }
                     Some((self.to_wire(addr), RelayHeader::LEN))
                 }
                 None if self.forward(route, segment) => None,
@@ -75,14 +84,16 @@ impl AntqSocket {
         let Some(&first) = datagram.first() else {
             return false;
         };
-        // No hole punching over TCP: only QUIC and relay frames are taken.
-        if classify(first) == PacketClass::Raw && first != raw::RELAY_DATA {
+        // No hole punching over TCP: only QUIC, relay and data frames are
+        // taken.
+        if classify(first) == PacketClass::Raw && first != raw::RELAY_DATA && !raw::is_data(first) {
             self.stats.stream_dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         let Some((from, offset)) = self.classify(self.to_wire(addr), datagram) else {
-            // Consumed here: maybe forwarded.
+            // Consumed here: maybe forwarded, or data.
             self.flush_forwards();
+            self.flush_data();
             return false;
         };
         self.queue_pending(from, datagram.get(offset..).unwrap_or_default())
@@ -140,19 +151,25 @@ impl AntqSocket {
                 continue;
             }
             sorted_here = true;
-            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            // Locked only for what quinn gets: a batch of data frames
+            // (the bulk of a tunnel's traffic) does not take it.
+            let mut pending = None;
             for segment in data.chunks(stride) {
                 if let Some((from, offset)) = self.classify(m.addr, segment) {
+                    let pending = pending.get_or_insert_with(|| {
+                        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+                    });
                     if pending.len() < PENDING_QUEUE {
                         pending.push_back((from, m.dst_ip, segment[offset..].to_vec()));
                     }
                 }
             }
         }
-        // Relay frames forwarded at once leave together (GSO); a batch of
-        // QUIC only forwarded nothing.
+        // Relay frames forwarded at once leave together (GSO), data frames
+        // are handed on together; a batch of QUIC only did neither.
         if sorted_here {
             self.flush_forwards();
+            self.flush_data();
         }
         kept
     }

@@ -29,7 +29,9 @@ use super::tun_io::{TunReader, TunWriter};
 use crate::identity::PeerId;
 use crate::nat::PunchConfig;
 use crate::node::members::MembershipConfig;
-use crate::node::overlay::{DatagramSink, Overlay, OverlayConfig, PeerStatus, SendError};
+use crate::node::overlay::{
+    DatagramSink, Overlay, OverlayConfig, PeerStatus, SendBatch, SendError,
+};
 use crate::node::{NodeError, TransportSettings};
 use crate::socket::Transport;
 
@@ -667,12 +669,15 @@ fn own_address(addresses: &[IpNet], family_of: IpAddr) -> Option<IpAddr> {
 
 async fn tun_to_peers(dp: Arc<Datapath>) {
     let mut reader = TunReader::new(&dp.shared.tun, dp.shared.tun.mtu());
+    let mut batch = SendBatch::default();
     loop {
         match reader.read(&dp.shared.tun).await {
             Ok(packets) => {
                 for packet in packets {
-                    dp.forward(packet);
+                    dp.forward(&mut batch, packet);
                 }
+                // A read's packets to one peer leave together.
+                dp.overlay.flush(&mut batch);
             }
             Err(error) => {
                 tracing::warn!(%error, "reading the TUN device failed; datapath stopped");
@@ -684,8 +689,8 @@ async fn tun_to_peers(dp: Arc<Datapath>) {
 
 impl Datapath {
     /// Sends one packet read from the device to the peer that owns its
-    /// destination, or answers it with "packet too big".
-    fn forward(&self, packet: Bytes) {
+    /// destination (through `batch`), or answers it with "packet too big".
+    fn forward(&self, batch: &mut SendBatch, packet: Bytes) {
         let Shared {
             routes, stats, own, ..
         } = &*self.shared;
@@ -724,7 +729,7 @@ impl Datapath {
         }
         // QUIC checks the size (one lock of the connection per packet);
         // only a packet it refuses asks for the path's size.
-        match overlay.send(peer, packet.clone()) {
+        match overlay.send_batched(batch, peer, packet.clone()) {
             Ok(()) => {}
             Err(SendError::Datagram {
                 source: quinn::SendDatagramError::TooLarge,

@@ -97,8 +97,10 @@ async fn tcp_only_peer_talks_through_the_relay() {
     assert_eq!(b.status()[0].path, PathKind::Relay);
 
     let stats = boot.node().socket().stats();
-    assert!(stats.stream_frames_in.load(Ordering::Relaxed) > 100);
-    assert!(stats.forwarded.load(Ordering::Relaxed) > 100);
+    // b sent 70 datagrams over its stream, a 70 over UDP: each a frame
+    // (a data plane frame, or a QUIC packet), each forwarded.
+    assert!(stats.stream_frames_in.load(Ordering::Relaxed) >= 70);
+    assert!(stats.forwarded.load(Ordering::Relaxed) >= 140);
     assert_eq!(stats.stream_errors.load(Ordering::Relaxed), 0);
     assert_eq!(boot.node().socket().stream_count(), 1);
 

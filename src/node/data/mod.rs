@@ -30,13 +30,15 @@
 //! `07 40414243 0000000000000000 e816afb4 79eed1b2208af2d2558382217ec1f050`.
 
 mod replay;
+mod session;
 
 pub use replay::ReplayWindow;
+pub use session::{DataSession, HELLO_INTERVAL};
 
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
 use ring::hkdf;
 
-use crate::proto::data::{DataHeader, TAG_LEN};
+use crate::proto::data::{DataHeader, DataKind, TAG_LEN};
 
 /// The TLS exporter label of the data plane's secrets.
 pub const EXPORTER_LABEL: &[u8] = b"antq data v1";
@@ -159,9 +161,14 @@ impl Sealer {
         self.counter
     }
 
-    /// Appends a `DATA` frame carrying `payload` to `out`; returns its
+    /// Appends a frame of `kind` carrying `payload` to `out`; returns its
     /// length (`payload.len()` + [`DataHeader::OVERHEAD`]).
-    pub fn seal(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<usize, DataError> {
+    pub fn seal(
+        &mut self,
+        kind: DataKind,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<usize, DataError> {
         if self.counter > MAX_COUNTER {
             return Err(DataError::Exhausted);
         }
@@ -171,6 +178,7 @@ impl Sealer {
             self.key = (epoch(counter), self.secret.key(epoch(counter)));
         }
         let header = DataHeader {
+            kind,
             receiver: self.receiver,
             counter,
         }

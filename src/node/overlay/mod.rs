@@ -41,6 +41,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
 mod birthday;
+mod data;
 mod links;
 mod members;
 mod network;
@@ -51,6 +52,7 @@ mod portmap;
 mod punch;
 mod stats;
 
+pub use self::data::SendBatch;
 use self::links::{BootSlot, Link};
 use self::peer::{alive, PeerSlot};
 pub use self::ping::{PingError, PingReply, PONG_DEADLINE};
@@ -264,6 +266,9 @@ struct Inner {
     portmap_wake: tokio::sync::Notify,
     /// The port mapping task, aborted by [`Overlay::close`].
     portmap_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The data plane's sessions and receive path (the socket's
+    /// [`crate::socket::DataReceiver`]).
+    data: Arc<data::DataPlane>,
 }
 
 /// A running overlay.
@@ -336,6 +341,13 @@ impl Overlay {
         let stats = stats::OverlayStats::new();
         let portmap = (config.port_mapping && !config.loopback_only)
             .then(|| Mutex::new(portmap::PortMapState::new(started)));
+        let delivery = match sink {
+            Some(sink) => Delivery::Sink(sink),
+            None => Delivery::Queue(tx),
+        };
+        let data = Arc::new(data::DataPlane::new(node.socket().clone(), delivery.clone()));
+        let receiver: Arc<dyn crate::socket::DataReceiver> = data.clone();
+        node.socket().set_data_receiver(Arc::downgrade(&receiver));
         let inner = Arc::new(Inner {
             node,
             config,
@@ -344,10 +356,7 @@ impl Overlay {
             allow,
             boots,
             punches: Mutex::default(),
-            delivery: match sink {
-                Some(sink) => Delivery::Sink(sink),
-                None => Delivery::Queue(tx),
-            },
+            delivery,
             incoming_rx: tokio::sync::Mutex::new(rx),
             last_poke: Mutex::default(),
             relay_choice: Mutex::default(),
@@ -359,6 +368,7 @@ impl Overlay {
             portmap,
             portmap_wake: tokio::sync::Notify::new(),
             portmap_task: Mutex::default(),
+            data,
         });
         let overlay = Self { inner };
         overlay.spawn_tasks();
@@ -583,6 +593,21 @@ impl Overlay {
     /// they are not older than [`STAGED_MAX_AGE`] by then: the first packet
     /// of a new flow (a ping, a TCP SYN) is not lost to connection setup.
     pub fn send(&self, peer: &PeerId, data: Bytes) -> Result<(), SendError> {
+        let mut batch = SendBatch::default();
+        let sent = self.send_batched(&mut batch, peer, data);
+        self.flush(&mut batch);
+        sent
+    }
+
+    /// Like [`Self::send`], but a datagram that goes in a data plane frame
+    /// waits in `batch` (sealed) until [`Self::flush`], so that the
+    /// datagrams of one device read leave in one GSO send.
+    pub fn send_batched(
+        &self,
+        batch: &mut SendBatch,
+        peer: &PeerId,
+        data: Bytes,
+    ) -> Result<(), SendError> {
         let peers = self.inner.peers.load();
         let slot = peers.get(peer).ok_or(SendError::UnknownPeer(*peer))?;
         let len = data.len() as u64;
@@ -596,17 +621,40 @@ impl Overlay {
             staged.push_back((Instant::now(), data));
             return Ok(());
         };
-        conn.send_datagram(data)
-            .map_err(|source| SendError::Datagram {
-                peer: *peer,
-                source,
-            })?;
+        let plane = &self.inner.data;
+        let framed = match data::DataPlane::route(conn) {
+            Some((session, to)) if data.len() <= batch.room(conn) => batch
+                .push(plane, session, (to, conn.local_ip()), &data)
+                .is_ok(),
+            Some(_) => {
+                return Err(SendError::Datagram {
+                    peer: *peer,
+                    source: quinn::SendDatagramError::TooLarge,
+                })
+            }
+            None => {
+                plane.hello_if_due(conn, slot);
+                false
+            }
+        };
+        if !framed {
+            conn.send_datagram(data)
+                .map_err(|source| SendError::Datagram {
+                    peer: *peer,
+                    source,
+                })?;
+        }
         slot.bytes_out.fetch_add(len, Ordering::SeqCst);
         if slot.idle.load(Ordering::SeqCst) {
             slot.idle.store(false, Ordering::Relaxed);
             slot.wake.notify_one();
         }
         Ok(())
+    }
+
+    /// Sends the data frames waiting in `batch`.
+    pub fn flush(&self, batch: &mut SendBatch) {
+        batch.send(&self.inner.data);
     }
 
     /// The largest datagram that can be sent to `peer` now.

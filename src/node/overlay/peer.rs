@@ -422,6 +422,7 @@ impl Overlay {
                 }
             }
         }
+        self.inner.data.register(&conn, slot.clone());
         self.spawn_pong(slot.id, conn.clone());
         self.spawn_reader(slot.clone(), conn);
         slot.wake.notify_one();
@@ -443,6 +444,7 @@ impl Overlay {
     /// peer's state.
     fn spawn_reader(&self, slot: Arc<PeerSlot>, conn: PeerConnection) {
         let delivery = self.inner.delivery.clone();
+        let plane = self.inner.data.clone();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(SINK_BATCH);
             loop {
@@ -473,6 +475,7 @@ impl Overlay {
                         batch.clear();
                     }
                     Err(error) => {
+                        plane.unregister(&conn);
                         tracing::info!(peer = %slot.id.short(), relayed = conn.is_relayed(), %error, "connection closed");
                         slot.state().on_closed(id(&conn));
                         slot.wake.notify_one();

@@ -332,6 +332,21 @@ impl Overlay {
             f.int(&[("event", event)], value);
         }
         let f = r.counter(
+            "antq_data_plane_total",
+            "Data plane (DATA frames beside QUIC): frames in and out, hellos and replies \
+             sent, frames dropped (unknown_receiver, refused: did not open or replayed, \
+             malformed), opened packets the delivery queue had no room for, frames the \
+             socket refused, sessions kept on QUIC datagrams because their index was taken.",
+        );
+        for (event, value) in self.inner.data.stats.events() {
+            f.int(&[("event", event)], value);
+        }
+        r.gauge(
+            "antq_data_plane_sessions",
+            "Connections whose data plane session is registered.",
+        )
+        .int(&[], self.inner.data.sessions() as u64);
+        let f = r.counter(
             "antq_nat_observe_total",
             "Requests to the bootstraps' observe sockets (our NAT's mapping): sent, answers \
              learned, runs unanswered, replies dropped as unmatched.",

@@ -233,7 +233,7 @@ fn wrong_and_unknown_types() {
             found: 2
         })
     );
-    for b in (0x00..=0x3f).filter(|b| !(1..=6).contains(b)) {
+    for b in (0x00..=0x3f).filter(|b| !(1..=8).contains(b)) {
         let unknown = [
             b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
         ];

@@ -1,0 +1,410 @@
+//! The overlay's data plane driver: datagrams to a peer leave as `DATA`
+//! frames beside QUIC when the connection negotiated it
+//! ([`crate::node::data`]), the peer has shown it takes them, and the
+//! connection is still at the address it was made with.
+//!
+//! - **Sending** ([`SendBatch`]): the frames of one device read are sealed
+//!   into one buffer per destination and leave in one GSO send
+//!   ([`Overlay::flush`]), from the task that read them.
+//! - **Receiving** ([`DataPlane`], the socket's
+//!   [`DataReceiver`]): frames are opened on the socket's receiving task,
+//!   a receive batch's packets handed to the [`super::DatagramSink`] at
+//!   once (no task hop).
+//! - **Readiness**: each end sends a `DATA_HELLO` when its session is
+//!   registered, and again every [`HELLO_INTERVAL`] while it has traffic
+//!   for a peer that has not shown it is ready; a hello is answered with
+//!   a `DATA_REPLY`. Until then, and whenever QUIC has moved the connection
+//!   to an address it was not made with (QUIC does so before validating
+//!   it), datagrams go in QUIC.
+//!
+//! Bounds: one registered session per installed connection (removed when
+//! its reader ends); a receive batch's packets (what one socket read
+//! holds) wait for [`DataPlane::flush`]; a hello is answered by one reply
+//! of the same size.
+//!
+//! Lock order: `sessions` is released before `recv` is taken; `recv`
+//! before a session's opener or sealer.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::peer::PeerSlot;
+use super::Delivery;
+use crate::nat::canonical;
+use crate::node::data::{DataError, DataSession};
+use crate::node::PeerConnection;
+use crate::proto::data::{DataHeader, DataKind, Signal, TAG_LEN};
+use crate::socket::{AntqSocket, DataReceiver};
+use quinn::AsyncUdpSocket as _;
+
+/// Bytes the receive arena allocates at a time.
+const ARENA: usize = 256 << 10;
+
+/// The largest GSO send of data frames (UDP payload bytes).
+const GSO_MAX_BYTES: usize = 64_000;
+
+/// Counters of the data plane.
+#[derive(Debug, Default)]
+pub(super) struct DataStats {
+    pub(super) frames_in: AtomicU64,
+    pub(super) frames_out: AtomicU64,
+    pub(super) hellos_sent: AtomicU64,
+    pub(super) replies_sent: AtomicU64,
+    /// Frames for no registered session.
+    pub(super) unknown_receiver: AtomicU64,
+    /// Frames that did not open (forged, damaged, replayed, too old).
+    pub(super) refused: AtomicU64,
+    /// Frames too short, or payloads of no known kind.
+    pub(super) malformed: AtomicU64,
+    /// Opened packets the delivery queue had no room for.
+    pub(super) delivery_dropped: AtomicU64,
+    /// Frames the socket refused (its buffer full).
+    pub(super) send_failed: AtomicU64,
+    /// Sessions not registered: their index was taken.
+    pub(super) index_collisions: AtomicU64,
+}
+
+impl DataStats {
+    /// `(event, count)` for the metrics.
+    pub(super) fn events(&self) -> [(&'static str, u64); 10] {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("frames_in", l(&self.frames_in)),
+            ("frames_out", l(&self.frames_out)),
+            ("hellos_sent", l(&self.hellos_sent)),
+            ("replies_sent", l(&self.replies_sent)),
+            ("unknown_receiver", l(&self.unknown_receiver)),
+            ("refused", l(&self.refused)),
+            ("malformed", l(&self.malformed)),
+            ("delivery_dropped", l(&self.delivery_dropped)),
+            ("send_failed", l(&self.send_failed)),
+            ("index_collisions", l(&self.index_collisions)),
+        ]
+    }
+}
+
+/// A registered session: where its peer's packets go and where frames to
+/// it are sent.
+#[derive(Clone)]
+struct Registered {
+    session: Arc<DataSession>,
+    slot: Arc<PeerSlot>,
+    to: SocketAddr,
+    src_ip: Option<IpAddr>,
+}
+
+/// What the receive path gathers during one socket batch.
+#[derive(Default)]
+struct RecvScratch {
+    arena: BytesMut,
+    /// Opened packets by peer, in arrival order.
+    pending: Vec<(Arc<PeerSlot>, Vec<Bytes>)>,
+    reply: Vec<u8>,
+}
+
+/// The overlay's registered sessions and receive path.
+pub(super) struct DataPlane {
+    socket: Arc<AntqSocket>,
+    delivery: Delivery,
+    sessions: RwLock<HashMap<u32, Registered>>,
+    recv: Mutex<RecvScratch>,
+    pub(super) stats: DataStats,
+}
+
+impl DataPlane {
+    pub(super) fn new(socket: Arc<AntqSocket>, delivery: Delivery) -> Self {
+        DataPlane {
+            socket,
+            delivery,
+            sessions: RwLock::default(),
+            recv: Mutex::default(),
+            stats: DataStats::default(),
+        }
+    }
+
+    /// Registers `conn`'s session (if it has one) for `slot`'s peer and
+    /// says hello.
+    pub(super) fn register(&self, conn: &PeerConnection, slot: Arc<PeerSlot>) {
+        let Some(session) = conn.data() else {
+            return;
+        };
+        let reg = Registered {
+            session: session.clone(),
+            slot,
+            to: conn.origin(),
+            src_ip: conn.local_ip(),
+        };
+        {
+            let mut sessions = self.sessions.write().unwrap_or_else(PoisonError::into_inner);
+            if sessions.contains_key(&session.local_index()) {
+                self.stats.index_collisions.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("data plane index taken; this connection keeps QUIC datagrams");
+                return;
+            }
+            sessions.insert(session.local_index(), reg.clone());
+        }
+        session.hello_due(Instant::now());
+        let hello = Signal::Hello {
+            token: rand::random(),
+        };
+        self.send_signal(&reg, hello, &mut Vec::new());
+    }
+
+    /// Removes `conn`'s session (its connection closed).
+    pub(super) fn unregister(&self, conn: &PeerConnection) {
+        let Some(session) = conn.data() else {
+            return;
+        };
+        let mut sessions = self.sessions.write().unwrap_or_else(PoisonError::into_inner);
+        if sessions
+            .get(&session.local_index())
+            .is_some_and(|r| Arc::ptr_eq(&r.session, session))
+        {
+            sessions.remove(&session.local_index());
+        }
+    }
+
+    /// Sessions registered now.
+    pub(super) fn sessions(&self) -> usize {
+        self.sessions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Sends a hello or a reply to `reg`'s peer.
+    fn send_signal(&self, reg: &Registered, signal: Signal, buf: &mut Vec<u8>) {
+        buf.clear();
+        if reg.session.seal_signal(signal, buf).is_err() {
+            return;
+        }
+        let counter = match signal {
+            Signal::Hello { .. } => &self.stats.hellos_sent,
+            Signal::Reply { .. } => &self.stats.replies_sent,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Err(error) = self.socket.send_data(reg.to, reg.src_ip, buf, None) {
+            self.stats.send_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%error, "data plane hello not sent");
+        }
+    }
+
+    /// Sends a hello on `conn`'s session if one is due (the peer has not
+    /// shown it is ready, and the last hello is old).
+    pub(super) fn hello_if_due(&self, conn: &PeerConnection, slot: &Arc<PeerSlot>) {
+        let Some(session) = conn.data() else {
+            return;
+        };
+        if !session.hello_due(Instant::now()) {
+            return;
+        }
+        let reg = Registered {
+            session: session.clone(),
+            slot: slot.clone(),
+            to: conn.origin(),
+            src_ip: conn.local_ip(),
+        };
+        let hello = Signal::Hello {
+            token: rand::random(),
+        };
+        self.send_signal(&reg, hello, &mut Vec::new());
+    }
+
+    /// Where frames on `conn` go now, if its session may carry them: the
+    /// peer is ready and QUIC has not moved the connection away from the
+    /// address it was made with (an unvalidated address gets nothing from
+    /// us but QUIC's own, amplification-limited packets).
+    pub(super) fn route(conn: &PeerConnection) -> Option<(&Arc<DataSession>, SocketAddr)> {
+        let session = conn.data().filter(|s| s.peer_ready())?;
+        let origin = conn.origin();
+        (canonical(conn.remote_address()) == origin).then_some((session, origin))
+    }
+}
+
+impl DataReceiver for DataPlane {
+    fn frame(&self, _from: SocketAddr, frame: &[u8]) {
+        let Ok((header, sealed)) = DataHeader::decode(frame) else {
+            self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let reg = self
+            .sessions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&header.receiver)
+            .cloned();
+        let Some(reg) = reg else {
+            self.stats.unknown_receiver.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let mut scratch = self.recv.lock().unwrap_or_else(PoisonError::into_inner);
+        let RecvScratch {
+            arena,
+            pending,
+            reply,
+        } = &mut *scratch;
+        if arena.capacity() < sealed.len() {
+            *arena = BytesMut::with_capacity(ARENA.max(sealed.len()));
+        }
+        arena.extend_from_slice(sealed);
+        let mut buf = arena.split();
+        match reg.session.open(header, &mut buf[..]) {
+            Ok(_) => buf.truncate(sealed.len() - TAG_LEN),
+            Err(error) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                if error != DataError::Replayed {
+                    tracing::debug!(%error, "data frame refused");
+                }
+                return;
+            }
+        }
+        self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        match header.kind {
+            DataKind::Datagram => {
+                match pending.last_mut() {
+                    Some((slot, packets)) if Arc::ptr_eq(slot, &reg.slot) => {
+                        packets.push(buf.freeze())
+                    }
+                    _ => pending.push((reg.slot.clone(), vec![buf.freeze()])),
+                };
+            }
+            DataKind::Signal => match Signal::decode(&buf) {
+                Ok(Signal::Hello { token }) => {
+                    self.send_signal(&reg, Signal::Reply { token }, reply)
+                }
+                Ok(Signal::Reply { .. }) => {}
+                Err(_) => {
+                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+        }
+    }
+
+    fn flush(&self) {
+        let mut scratch = self.recv.lock().unwrap_or_else(PoisonError::into_inner);
+        for (slot, mut packets) in scratch.pending.drain(..) {
+            let bytes: usize = packets.iter().map(Bytes::len).sum();
+            slot.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+            match &self.delivery {
+                Delivery::Sink(sink) => sink.deliver(slot.id, &mut packets),
+                Delivery::Queue(tx) => {
+                    for packet in packets {
+                        if tx.try_send((slot.id, packet)).is_err() {
+                            self.stats.delivery_dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Data frames sealed for one destination, waiting to leave together in
+/// one GSO send: fill with [`super::Overlay::send_batched`], send with
+/// [`super::Overlay::flush`] (dropping it unflushed drops its frames).
+#[derive(Default)]
+pub struct SendBatch {
+    /// Destination and source address of what `buf` holds.
+    to: Option<(SocketAddr, Option<IpAddr>)>,
+    buf: Vec<u8>,
+    /// Size of each frame but the last.
+    segment: usize,
+    frames: usize,
+    /// The last frame was shorter than `segment`: nothing may follow it.
+    closed: bool,
+    /// The largest datagram of the last connection asked, by its id.
+    room: Option<(usize, usize)>,
+}
+
+impl SendBatch {
+    /// The largest datagram a data frame on `conn` carries: what QUIC
+    /// would carry in a datagram on its path (its framing costs more than
+    /// ours). Asked of QUIC once per batch and connection.
+    pub(super) fn room(&mut self, conn: &PeerConnection) -> usize {
+        let id = conn.quinn().stable_id();
+        match self.room {
+            Some((at, room)) if at == id => room,
+            _ => {
+                let room = conn.max_datagram_size().unwrap_or(0);
+                self.room = Some((id, room));
+                room
+            }
+        }
+    }
+
+    /// Makes room for a frame of `len` bytes to `to`: sends what is held
+    /// first if the frame cannot join it.
+    fn make_room(
+        &mut self,
+        plane: &DataPlane,
+        to: (SocketAddr, Option<IpAddr>),
+        len: usize,
+    ) {
+        let fits = self.to == Some(to)
+            && !self.closed
+            && len <= self.segment
+            && self.frames < plane.socket.max_transmit_segments()
+            && self.buf.len() + len <= GSO_MAX_BYTES;
+        if !fits {
+            self.send(plane);
+            self.to = Some(to);
+        }
+    }
+
+    /// Appends one sealed frame (`sealed` bytes were appended to `buf`).
+    fn sealed(&mut self, len: usize) {
+        if self.frames == 0 {
+            self.segment = len;
+        } else if len < self.segment {
+            self.closed = true;
+        }
+        self.frames += 1;
+    }
+
+    /// Sends what is held.
+    pub(super) fn send(&mut self, plane: &DataPlane) {
+        if let (Some((to, src_ip)), true) = (self.to, self.frames > 0) {
+            let segment = (self.frames > 1).then_some(self.segment);
+            match plane.socket.send_data(to, src_ip, &self.buf, segment) {
+                Ok(()) => {
+                    plane
+                        .stats
+                        .frames_out
+                        .fetch_add(self.frames as u64, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    plane
+                        .stats
+                        .send_failed
+                        .fetch_add(self.frames as u64, Ordering::Relaxed);
+                    tracing::debug!(%error, frames = self.frames, "data frames not sent");
+                }
+            }
+        }
+        self.buf.clear();
+        self.frames = 0;
+        self.closed = false;
+        self.to = None;
+        self.room = None;
+    }
+
+    /// Seals `payload` into the batch for `session` at `to`.
+    pub(super) fn push(
+        &mut self,
+        plane: &DataPlane,
+        session: &DataSession,
+        to: (SocketAddr, Option<IpAddr>),
+        payload: &[u8],
+    ) -> Result<(), DataError> {
+        let len = payload.len() + DataHeader::OVERHEAD;
+        self.make_room(plane, to, len);
+        let sealed = session.seal(payload, &mut self.buf)?;
+        self.sealed(sealed);
+        Ok(())
+    }
+}
