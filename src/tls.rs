@@ -46,10 +46,7 @@ fn alpn_protocols() -> Vec<Vec<u8>> {
 /// Whether `conn`'s handshake negotiated [`ALPN_DATA`].
 pub fn negotiated_data_plane(conn: &quinn::Connection) -> bool {
     conn.handshake_data()
-        .and_then(|data| {
-            data.downcast::<quinn::crypto::rustls::HandshakeData>()
-                .ok()
-        })
+        .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|data| data.protocol)
         .is_some_and(|p| p == ALPN_DATA)
 }

@@ -10,6 +10,10 @@ use std::sync::{Mutex, PoisonError};
 use antq_platform::{GroTable, Tun, BATCH_HEADROOM, IDEAL_BATCH_SIZE};
 use bytes::{Bytes, BytesMut};
 
+/// Capacity of a write buffer: headroom twice (as the coalescing checks)
+/// and the largest super-packet.
+const GRO_BUF: usize = 2 * BATCH_HEADROOM + 65535;
+
 /// Packet buffers and flow table of batched writes.
 struct WriteBatch {
     gro: GroTable,
@@ -58,7 +62,11 @@ impl TunWriter {
         let mut n = 0;
         for packet in packets {
             if n == bufs.len() {
-                bufs.push(Vec::new());
+                // Coalescing appends a flow's packets to its first one's
+                // buffer in place, and only where the capacity is there
+                // already (else every packet is written alone): room for
+                // a whole super-packet. Pages are touched only as used.
+                bufs.push(Vec::with_capacity(GRO_BUF));
             }
             let buf = &mut bufs[n];
             buf.clear();
@@ -70,8 +78,11 @@ impl TunWriter {
             return (0, Ok(()));
         }
         // Device writes never wait: a TUN write hands the packet to the
-        // kernel's stack.
-        match crate::now_or_never(tun.send_batch(gro, &mut bufs[..n], BATCH_HEADROOM)) {
+        // kernel's stack. Unconstrained: this runs inside other tasks'
+        // polls (the socket's receive path), whose tokio budget may be
+        // spent, and a spent budget would make the write look blocked.
+        let write = tokio::task::unconstrained(tun.send_batch(gro, &mut bufs[..n], BATCH_HEADROOM));
+        match crate::now_or_never(write) {
             Some(Ok(_)) => (n, Ok(())),
             Some(Err(error)) => (0, Err(error)),
             None => (0, Err(io::ErrorKind::WouldBlock.into())),

@@ -21,7 +21,10 @@ fn open<'a>(opener: &mut Opener, frame: &'a mut [u8]) -> Result<&'a [u8], DataEr
 fn each_end_opens_what_the_other_sealed() {
     let (mut client, mut server) = pair();
     let mut out = Vec::new();
-    let n = client.sealer.seal(DataKind::Datagram, b"\x45hello", &mut out).unwrap();
+    let n = client
+        .sealer
+        .seal(DataKind::Datagram, b"\x45hello", &mut out)
+        .unwrap();
     assert_eq!(n, 6 + DataHeader::OVERHEAD);
     let (header, _) = DataHeader::decode(&out).unwrap();
     assert_eq!(
@@ -37,7 +40,10 @@ fn each_end_opens_what_the_other_sealed() {
     assert_eq!(open(&mut client.opener, &mut out), Err(DataError::Auth));
 
     let mut back = Vec::new();
-    server.sealer.seal(DataKind::Datagram, b"\x60back", &mut back).unwrap();
+    server
+        .sealer
+        .seal(DataKind::Datagram, b"\x60back", &mut back)
+        .unwrap();
     assert_eq!(
         DataHeader::decode(&back).unwrap().0.receiver,
         client.local_index
@@ -52,7 +58,10 @@ fn derivation_vector() {
     assert_eq!(server.local_index, 0x4041_4243);
     assert_eq!(client.local_index, 0x4445_4647);
     let mut out = Vec::new();
-    client.sealer.seal(DataKind::Datagram, &[0x45, 0, 0, 0], &mut out).unwrap();
+    client
+        .sealer
+        .seal(DataKind::Datagram, &[0x45, 0, 0, 0], &mut out)
+        .unwrap();
     let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(hex, include_str!("vector_frame.txt").trim());
 }
@@ -63,7 +72,10 @@ fn tampering_replays_and_old_frames_are_refused() {
     let mut frames = Vec::new();
     for i in 0..3u8 {
         let mut out = Vec::new();
-        client.sealer.seal(DataKind::Datagram, &[0x45, i], &mut out).unwrap();
+        client
+            .sealer
+            .seal(DataKind::Datagram, &[0x45, i], &mut out)
+            .unwrap();
         frames.push(out);
     }
     for (at, _) in frames[0].iter().enumerate().skip(1) {
@@ -102,7 +114,10 @@ fn a_forged_frame_does_not_move_the_window() {
     forged.extend_from_slice(&[0; 20]);
     assert_eq!(open(&mut server.opener, &mut forged), Err(DataError::Auth));
     let mut first = Vec::new();
-    client.sealer.seal(DataKind::Datagram, &[0x45], &mut first).unwrap();
+    client
+        .sealer
+        .seal(DataKind::Datagram, &[0x45], &mut first)
+        .unwrap();
     assert_eq!(open(&mut server.opener, &mut first), Ok(&[0x45][..]));
 }
 
@@ -114,7 +129,10 @@ fn keys_change_every_epoch_and_reordering_across_it_works() {
     let mut frames = Vec::new();
     for _ in 0..4 {
         let mut out = Vec::new();
-        client.sealer.seal(DataKind::Datagram, &[0x45], &mut out).unwrap();
+        client
+            .sealer
+            .seal(DataKind::Datagram, &[0x45], &mut out)
+            .unwrap();
         frames.push(out);
     }
     // Frames of epoch 0 then 1, delivered 1 first; the receiver starts at
@@ -132,7 +150,9 @@ fn keys_change_every_epoch_and_reordering_across_it_works() {
     let (mut c2, _) = pair();
     c2.sealer.counter = per_epoch;
     let mut again = Vec::new();
-    c2.sealer.seal(DataKind::Datagram, &[0x45], &mut again).unwrap();
+    c2.sealer
+        .seal(DataKind::Datagram, &[0x45], &mut again)
+        .unwrap();
     assert_eq!(again, frames[2]);
     let k0 = Secret::new(&[1; 32]).key(0);
     let k1 = Secret::new(&[1; 32]).key(1);
@@ -152,7 +172,10 @@ fn epochs_too_far_away_are_refused() {
     let (mut client, mut server) = pair();
     client.sealer.counter = 2 << EPOCH_BITS;
     let mut out = Vec::new();
-    client.sealer.seal(DataKind::Datagram, &[0x45], &mut out).unwrap();
+    client
+        .sealer
+        .seal(DataKind::Datagram, &[0x45], &mut out)
+        .unwrap();
     assert_eq!(open(&mut server.opener, &mut out), Err(DataError::Epoch));
 }
 
@@ -161,7 +184,10 @@ fn the_last_counter_ends_the_session() {
     let (mut client, _) = pair();
     client.sealer.counter = MAX_COUNTER;
     let mut out = Vec::new();
-    assert!(client.sealer.seal(DataKind::Datagram, &[0x45], &mut out).is_ok());
+    assert!(client
+        .sealer
+        .seal(DataKind::Datagram, &[0x45], &mut out)
+        .is_ok());
     assert_eq!(
         client.sealer.seal(DataKind::Datagram, &[0x45], &mut out),
         Err(DataError::Exhausted)

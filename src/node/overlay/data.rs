@@ -32,9 +32,11 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
 
 use super::peer::PeerSlot;
-use super::Delivery;
+use super::{Delivery, SINK_BATCH};
+use crate::identity::PeerId;
 use crate::nat::canonical;
 use crate::node::data::{DataError, DataSession};
 use crate::node::PeerConnection;
@@ -111,16 +113,29 @@ struct RecvScratch {
 pub(super) struct DataPlane {
     socket: Arc<AntqSocket>,
     delivery: Delivery,
+    /// With a sink: the device writer task's queue.
+    writer: Option<mpsc::Sender<(PeerId, Vec<Bytes>)>>,
     sessions: RwLock<HashMap<u32, Registered>>,
     recv: Mutex<RecvScratch>,
     pub(super) stats: DataStats,
 }
 
 impl DataPlane {
+    /// The data plane of an overlay; with a sink, starts its writer task
+    /// (which ends when the data plane is dropped).
     pub(super) fn new(socket: Arc<AntqSocket>, delivery: Delivery) -> Self {
+        let writer = match &delivery {
+            Delivery::Sink(sink) => {
+                let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+                tokio::spawn(write_to_sink(sink.clone(), rx));
+                Some(tx)
+            }
+            Delivery::Queue(_) => None,
+        };
         DataPlane {
             socket,
             delivery,
+            writer,
             sessions: RwLock::default(),
             recv: Mutex::default(),
             stats: DataStats::default(),
@@ -140,7 +155,10 @@ impl DataPlane {
             src_ip: conn.local_ip(),
         };
         {
-            let mut sessions = self.sessions.write().unwrap_or_else(PoisonError::into_inner);
+            let mut sessions = self
+                .sessions
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
             if sessions.contains_key(&session.local_index()) {
                 self.stats.index_collisions.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("data plane index taken; this connection keeps QUIC datagrams");
@@ -160,7 +178,10 @@ impl DataPlane {
         let Some(session) = conn.data() else {
             return;
         };
-        let mut sessions = self.sessions.write().unwrap_or_else(PoisonError::into_inner);
+        let mut sessions = self
+            .sessions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         if sessions
             .get(&session.local_index())
             .is_some_and(|r| Arc::ptr_eq(&r.session, session))
@@ -268,7 +289,12 @@ impl DataReceiver for DataPlane {
             DataKind::Datagram => {
                 match pending.last_mut() {
                     Some((slot, packets)) if Arc::ptr_eq(slot, &reg.slot) => {
-                        packets.push(buf.freeze())
+                        packets.push(buf.freeze());
+                        // At most a sink batch waits: a socket read can
+                        // hold hundreds of packets.
+                        if packets.len() >= SINK_BATCH {
+                            self.deliver(slot, packets);
+                        }
                     }
                     _ => pending.push((reg.slot.clone(), vec![buf.freeze()])),
                 };
@@ -288,19 +314,61 @@ impl DataReceiver for DataPlane {
     fn flush(&self) {
         let mut scratch = self.recv.lock().unwrap_or_else(PoisonError::into_inner);
         for (slot, mut packets) in scratch.pending.drain(..) {
-            let bytes: usize = packets.iter().map(Bytes::len).sum();
-            slot.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
-            match &self.delivery {
-                Delivery::Sink(sink) => sink.deliver(slot.id, &mut packets),
-                Delivery::Queue(tx) => {
-                    for packet in packets {
-                        if tx.try_send((slot.id, packet)).is_err() {
-                            self.stats.delivery_dropped.fetch_add(1, Ordering::Relaxed);
-                        }
+            self.deliver(&slot, &mut packets);
+        }
+    }
+}
+
+impl DataPlane {
+    /// Hands `slot`'s opened packets on (drains `packets`).
+    fn deliver(&self, slot: &PeerSlot, packets: &mut Vec<Bytes>) {
+        let bytes: usize = packets.iter().map(Bytes::len).sum();
+        slot.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+        match (&self.delivery, &self.writer) {
+            (Delivery::Sink(_), Some(writer)) => {
+                let count = packets.len();
+                if writer.try_send((slot.id, std::mem::take(packets))).is_err() {
+                    self.stats
+                        .delivery_dropped
+                        .fetch_add(count as u64, Ordering::Relaxed);
+                }
+            }
+            (Delivery::Sink(sink), None) => sink.deliver(slot.id, packets),
+            (Delivery::Queue(tx), _) => {
+                for packet in packets.drain(..) {
+                    if tx.try_send((slot.id, packet)).is_err() {
+                        self.stats.delivery_dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
         }
+        packets.clear();
+    }
+}
+
+/// Batches of opened packets waiting for the device writer.
+const WRITER_QUEUE: usize = 1024;
+
+/// The device writer: hands opened packets to the sink on a task of its
+/// own, so that the socket's receive path (reading, opening) and the
+/// device writes (where the kernel runs the inner packets' stack) use
+/// both cores. Batches of one peer waiting together are written together.
+async fn write_to_sink(
+    sink: Arc<dyn super::DatagramSink>,
+    mut rx: mpsc::Receiver<(PeerId, Vec<Bytes>)>,
+) {
+    while let Some((mut peer, mut packets)) = rx.recv().await {
+        while packets.len() < 4 * SINK_BATCH {
+            match rx.try_recv() {
+                Ok((p, more)) if p == peer => packets.extend(more),
+                Ok((p, more)) => {
+                    sink.deliver(peer, &mut packets);
+                    (peer, packets) = (p, more);
+                }
+                Err(_) => break,
+            }
+        }
+        sink.deliver(peer, &mut packets);
     }
 }
 
@@ -339,12 +407,7 @@ impl SendBatch {
 
     /// Makes room for a frame of `len` bytes to `to`: sends what is held
     /// first if the frame cannot join it.
-    fn make_room(
-        &mut self,
-        plane: &DataPlane,
-        to: (SocketAddr, Option<IpAddr>),
-        len: usize,
-    ) {
+    fn make_room(&mut self, plane: &DataPlane, to: (SocketAddr, Option<IpAddr>), len: usize) {
         let fits = self.to == Some(to)
             && !self.closed
             && len <= self.segment

@@ -345,7 +345,10 @@ impl Overlay {
             Some(sink) => Delivery::Sink(sink),
             None => Delivery::Queue(tx),
         };
-        let data = Arc::new(data::DataPlane::new(node.socket().clone(), delivery.clone()));
+        let data = Arc::new(data::DataPlane::new(
+            node.socket().clone(),
+            delivery.clone(),
+        ));
         let receiver: Arc<dyn crate::socket::DataReceiver> = data.clone();
         node.socket().set_data_receiver(Arc::downgrade(&receiver));
         let inner = Arc::new(Inner {
