@@ -348,7 +348,17 @@ async fn read_side(
             owner.stats.side_dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        let delivered = if classify(first) == PacketClass::Quic {
+        let delivered = if crate::proto::raw::is_data(first) {
+            // Data plane frames of the connection on this path.
+            match path {
+                Some(p) if p.remote == from => {
+                    owner.data_frame(p.virtual_addr, data);
+                    owner.flush_data();
+                    true
+                }
+                _ => false,
+            }
+        } else if classify(first) == PacketClass::Quic {
             match path {
                 Some(p) if p.remote == from => {
                     owner.stats.side_in.fetch_add(1, Ordering::Relaxed);

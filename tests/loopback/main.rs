@@ -8,6 +8,7 @@ mod common;
 mod harness;
 
 mod bootstrap_abuse;
+mod data_plane;
 mod membership;
 mod metrics;
 mod node;

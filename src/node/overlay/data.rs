@@ -27,7 +27,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
@@ -100,6 +100,18 @@ struct Registered {
     src_ip: Option<IpAddr>,
 }
 
+impl Registered {
+    /// `conn`'s session, if it has one, for `slot`'s peer.
+    fn of(conn: &PeerConnection, slot: &Arc<PeerSlot>) -> Option<Self> {
+        Some(Registered {
+            session: conn.data()?.clone(),
+            slot: slot.clone(),
+            to: conn.origin(),
+            src_ip: conn.local_ip(),
+        })
+    }
+}
+
 /// What the receive path gathers during one socket batch.
 #[derive(Default)]
 struct RecvScratch {
@@ -115,6 +127,8 @@ pub(super) struct DataPlane {
     delivery: Delivery,
     /// With a sink: the device writer task's queue.
     writer: Option<mpsc::Sender<(PeerId, Vec<Bytes>)>>,
+    /// Batches queued for the writer or being written by it.
+    writer_load: Arc<AtomicUsize>,
     sessions: RwLock<HashMap<u32, Registered>>,
     recv: Mutex<RecvScratch>,
     pub(super) stats: DataStats,
@@ -124,10 +138,11 @@ impl DataPlane {
     /// The data plane of an overlay; with a sink, starts its writer task
     /// (which ends when the data plane is dropped).
     pub(super) fn new(socket: Arc<AntqSocket>, delivery: Delivery) -> Self {
+        let writer_load = Arc::new(AtomicUsize::new(0));
         let writer = match &delivery {
             Delivery::Sink(sink) => {
                 let (tx, rx) = mpsc::channel(WRITER_QUEUE);
-                tokio::spawn(write_to_sink(sink.clone(), rx));
+                tokio::spawn(write_to_sink(sink.clone(), rx, writer_load.clone()));
                 Some(tx)
             }
             Delivery::Queue(_) => None,
@@ -136,6 +151,7 @@ impl DataPlane {
             socket,
             delivery,
             writer,
+            writer_load,
             sessions: RwLock::default(),
             recv: Mutex::default(),
             stats: DataStats::default(),
@@ -144,33 +160,24 @@ impl DataPlane {
 
     /// Registers `conn`'s session (if it has one) for `slot`'s peer and
     /// says hello.
-    pub(super) fn register(&self, conn: &PeerConnection, slot: Arc<PeerSlot>) {
-        let Some(session) = conn.data() else {
+    pub(super) fn register(&self, conn: &PeerConnection, slot: &Arc<PeerSlot>) {
+        let Some(reg) = Registered::of(conn, slot) else {
             return;
         };
-        let reg = Registered {
-            session: session.clone(),
-            slot,
-            to: conn.origin(),
-            src_ip: conn.local_ip(),
-        };
+        let index = reg.session.local_index();
         {
             let mut sessions = self
                 .sessions
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
-            if sessions.contains_key(&session.local_index()) {
+            if sessions.contains_key(&index) {
                 self.stats.index_collisions.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("data plane index taken; this connection keeps QUIC datagrams");
                 return;
             }
-            sessions.insert(session.local_index(), reg.clone());
+            sessions.insert(index, reg.clone());
         }
-        session.hello_due(Instant::now());
-        let hello = Signal::Hello {
-            token: rand::random(),
-        };
-        self.send_signal(&reg, hello, &mut Vec::new());
+        self.hello_if_due(conn, slot);
     }
 
     /// Removes `conn`'s session (its connection closed).
@@ -218,22 +225,13 @@ impl DataPlane {
     /// Sends a hello on `conn`'s session if one is due (the peer has not
     /// shown it is ready, and the last hello is old).
     pub(super) fn hello_if_due(&self, conn: &PeerConnection, slot: &Arc<PeerSlot>) {
-        let Some(session) = conn.data() else {
-            return;
-        };
-        if !session.hello_due(Instant::now()) {
-            return;
+        let due = conn.data().is_some_and(|s| s.hello_due(Instant::now()));
+        if let Some(reg) = Registered::of(conn, slot).filter(|_| due) {
+            let hello = Signal::Hello {
+                token: rand::random(),
+            };
+            self.send_signal(&reg, hello, &mut Vec::new());
         }
-        let reg = Registered {
-            session: session.clone(),
-            slot: slot.clone(),
-            to: conn.origin(),
-            src_ip: conn.local_ip(),
-        };
-        let hello = Signal::Hello {
-            token: rand::random(),
-        };
-        self.send_signal(&reg, hello, &mut Vec::new());
     }
 
     /// Where frames on `conn` go now, if its session may carry them: the
@@ -325,9 +323,19 @@ impl DataPlane {
         let bytes: usize = packets.iter().map(Bytes::len).sum();
         slot.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
         match (&self.delivery, &self.writer) {
+            // A few packets with the writer idle (a ping, a request):
+            // written at once, without the hop's latency. Nothing is
+            // queued or being written, so they cannot overtake anything.
+            (Delivery::Sink(sink), Some(_))
+                if packets.len() <= INLINE_MAX && self.writer_load.load(Ordering::Acquire) == 0 =>
+            {
+                sink.deliver(slot.id, packets)
+            }
             (Delivery::Sink(_), Some(writer)) => {
                 let count = packets.len();
+                self.writer_load.fetch_add(1, Ordering::AcqRel);
                 if writer.try_send((slot.id, std::mem::take(packets))).is_err() {
+                    self.writer_load.fetch_sub(1, Ordering::AcqRel);
                     self.stats
                         .delivery_dropped
                         .fetch_add(count as u64, Ordering::Relaxed);
@@ -349,6 +357,10 @@ impl DataPlane {
 /// Batches of opened packets waiting for the device writer.
 const WRITER_QUEUE: usize = 1024;
 
+/// Receive batches of at most this many packets are written on the
+/// receiving task when the writer is idle.
+const INLINE_MAX: usize = 4;
+
 /// The device writer: hands opened packets to the sink on a task of its
 /// own, so that the socket's receive path (reading, opening) and the
 /// device writes (where the kernel runs the inner packets' stack) use
@@ -356,8 +368,10 @@ const WRITER_QUEUE: usize = 1024;
 async fn write_to_sink(
     sink: Arc<dyn super::DatagramSink>,
     mut rx: mpsc::Receiver<(PeerId, Vec<Bytes>)>,
+    load: Arc<AtomicUsize>,
 ) {
     while let Some((mut peer, mut packets)) = rx.recv().await {
+        let mut batches = 1;
         while packets.len() < 4 * SINK_BATCH {
             match rx.try_recv() {
                 Ok((p, more)) if p == peer => packets.extend(more),
@@ -367,8 +381,10 @@ async fn write_to_sink(
                 }
                 Err(_) => break,
             }
+            batches += 1;
         }
         sink.deliver(peer, &mut packets);
+        load.fetch_sub(batches, Ordering::AcqRel);
     }
 }
 

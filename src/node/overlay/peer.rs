@@ -422,7 +422,7 @@ impl Overlay {
                 }
             }
         }
-        self.inner.data.register(&conn, slot.clone());
+        self.inner.data.register(&conn, &slot);
         self.spawn_pong(slot.id, conn.clone());
         self.spawn_reader(slot.clone(), conn);
         slot.wake.notify_one();
