@@ -16,7 +16,8 @@
 //! Files: this one holds [`Node`], its errors and counters; `config.rs`
 //! what a node starts with ([`NodeConfig`], [`BootstrapAddr`]);
 //! `admission.rs` who gets in ([`IncomingLimits`], the accept loop);
-//! `connection.rs` [`PeerConnection`]; [`control`] the QUIC control
+//! `connection.rs` [`PeerConnection`]; [`data`] the data plane's sessions
+//! (sans-IO); [`control`] the QUIC control
 //! channel; `metrics.rs` the node's Prometheus collector; [`overlay`] the
 //! peer-to-peer overlay; `punch_driver.rs` runs punch sessions on the
 //! socket.
