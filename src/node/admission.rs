@@ -230,7 +230,7 @@ async fn accept_one(
     reader.expect_hello().await?;
     let control = Arc::new(ControlChannel::new(conn.clone(), send, reader));
     tracing::debug!(peer = %peer.short(), remote = %conn.remote_address(), "accepted");
-    let data = super::connection::data_session(&conn, data_plane);
+    let data = super::connection::data_session(&conn, origin, data_plane);
     let local_ip = conn.local_ip();
     Ok(PeerConnection {
         conn,

@@ -29,7 +29,11 @@ pub struct PeerConnection {
 /// The data plane session of `conn` if it is `enabled` here and its
 /// handshake negotiated it ([`crate::tls::ALPN_DATA`]), keyed from its TLS
 /// exporter.
-pub(super) fn data_session(conn: &quinn::Connection, enabled: bool) -> Option<Arc<DataSession>> {
+pub(super) fn data_session(
+    conn: &quinn::Connection,
+    origin: SocketAddr,
+    enabled: bool,
+) -> Option<Arc<DataSession>> {
     if !enabled || !crate::tls::negotiated_data_plane(conn) {
         return None;
     }
@@ -37,9 +41,8 @@ pub(super) fn data_session(conn: &quinn::Connection, enabled: bool) -> Option<Ar
     conn.export_keying_material(&mut material, EXPORTER_LABEL, b"")
         .ok()?;
     let client = conn.side() == quinn::Side::Client;
-    Some(Arc::new(DataSession::new(DataKeys::from_exporter(
-        &material, client,
-    ))))
+    let keys = DataKeys::from_exporter(&material, client);
+    Some(Arc::new(DataSession::new(keys, origin)))
 }
 
 impl PeerConnection {
@@ -119,10 +122,17 @@ impl PeerConnection {
         self.conn.stats()
     }
 
-    /// The counters dead-path detection needs ([`crate::nat::Liveness`]).
+    /// The counters dead-path detection needs ([`crate::nat::Liveness`]):
+    /// QUIC's, plus the data plane's frames (a receiver answers frames it
+    /// gets when it has sent nothing for a while, so they are answered as
+    /// QUIC's packets are).
     pub fn path_counters(&self) -> crate::nat::PathCounters {
         let stats = self.conn.stats();
         let f = &stats.frame_tx;
+        let (frames_sent, frames_received) = self
+            .data
+            .as_ref()
+            .map_or((0, 0), |d| (d.sent(), d.received()));
         crate::nat::PathCounters {
             eliciting_sent: f.datagram
                 + f.stream
@@ -133,8 +143,9 @@ impl PeerConnection {
                 + f.new_connection_id
                 + f.retire_connection_id
                 + f.path_challenge
-                + f.path_response,
-            datagrams_received: stats.udp_rx.datagrams,
+                + f.path_response
+                + frames_sent,
+            datagrams_received: stats.udp_rx.datagrams + frames_received,
         }
     }
 

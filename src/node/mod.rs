@@ -506,7 +506,7 @@ impl Node {
                 .await
                 .map_err(|_| ConnectError::Protocol { peer, addr })?;
             let control = Arc::new(ControlChannel::new(conn.clone(), send, reader));
-            let data = connection::data_session(&conn, data_plane);
+            let data = connection::data_session(&conn, canonical(addr), data_plane);
             let local_ip = conn.local_ip();
             Ok(PeerConnection {
                 conn,

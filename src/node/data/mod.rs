@@ -33,7 +33,7 @@ mod replay;
 mod session;
 
 pub use replay::ReplayWindow;
-pub use session::{DataSession, HELLO_INTERVAL};
+pub use session::{DataSession, ANSWER_AFTER, HELLO_INTERVAL};
 
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
 use ring::hkdf;

@@ -10,17 +10,24 @@
 //!   [`DataReceiver`]): frames are opened on the socket's receiving task,
 //!   a receive batch's packets handed to the [`super::DatagramSink`] at
 //!   once (no task hop).
-//! - **Readiness**: each end sends a `DATA_HELLO` when its session is
-//!   registered, and again every [`HELLO_INTERVAL`] while it has traffic
+//! - **Readiness**: each end sends a `HELLO` when its session is
+//!   registered, and again every [`HELLO_INTERVAL`](crate::node::data::HELLO_INTERVAL) while it has traffic
 //!   for a peer that has not shown it is ready; a hello is answered with
-//!   a `DATA_REPLY`. Until then, and whenever QUIC has moved the connection
-//!   to an address it was not made with (QUIC does so before validating
-//!   it), datagrams go in QUIC.
+//!   a `REPLY`. Until the peer has shown it, datagrams go in QUIC.
+//! - **Proven addresses**: frames go to the peer's proven address
+//!   ([`DataSession::dest`]). Frames from another address, or QUIC moving a
+//!   server-side connection to one (before validating it), get a `HELLO`
+//!   with a fresh token there; its `REPLY` moves the destination.
+//! - **Answers**: a receiver that has sent nothing for
+//!   [`ANSWER_AFTER`](crate::node::data::ANSWER_AFTER) answers frames with a `REPLY`, for the sender's
+//!   dead-path detection.
 //!
 //! Bounds: one registered session per installed connection (removed when
 //! its reader ends); a receive batch's packets (what one socket read
-//! holds) wait for [`DataPlane::flush`]; a hello is answered by one reply
-//! of the same size.
+//! holds) wait for [`DataPlane::flush`], at most [`SINK_BATCH`] per peer,
+//! then the device writer's queue ([`WRITER_QUEUE`] batches, beyond:
+//! dropped and counted); a hello is answered by one reply of the same size;
+//! an unproven address gets one hello per [`HELLO_INTERVAL`](crate::node::data::HELLO_INTERVAL).
 //!
 //! Lock order: `sessions` is released before `recv` is taken; `recv`
 //! before a session's opener or sealer.
@@ -96,7 +103,6 @@ impl DataStats {
 struct Registered {
     session: Arc<DataSession>,
     slot: Arc<PeerSlot>,
-    to: SocketAddr,
     src_ip: Option<IpAddr>,
 }
 
@@ -106,7 +112,6 @@ impl Registered {
         Some(Registered {
             session: conn.data()?.clone(),
             slot: slot.clone(),
-            to: conn.origin(),
             src_ip: conn.local_ip(),
         })
     }
@@ -118,6 +123,8 @@ struct RecvScratch {
     arena: BytesMut,
     /// Opened packets by peer, in arrival order.
     pending: Vec<(Arc<PeerSlot>, Vec<Bytes>)>,
+    /// Sessions that received datagrams in this batch.
+    heard: Vec<Registered>,
     reply: Vec<u8>,
 }
 
@@ -177,7 +184,7 @@ impl DataPlane {
             }
             sessions.insert(index, reg.clone());
         }
-        self.hello_if_due(conn, slot);
+        self.hello_if_due(conn);
     }
 
     /// Removes `conn`'s session (its connection closed).
@@ -205,10 +212,17 @@ impl DataPlane {
             .len()
     }
 
-    /// Sends a hello or a reply to `reg`'s peer.
-    fn send_signal(&self, reg: &Registered, signal: Signal, buf: &mut Vec<u8>) {
+    /// Sends a hello or a reply on `session` to `to`.
+    fn send_signal(
+        &self,
+        session: &DataSession,
+        src_ip: Option<IpAddr>,
+        signal: Signal,
+        to: SocketAddr,
+        buf: &mut Vec<u8>,
+    ) {
         buf.clear();
-        if reg.session.seal_signal(signal, buf).is_err() {
+        if session.seal_signal(signal, buf).is_err() {
             return;
         }
         let counter = match signal {
@@ -216,37 +230,69 @@ impl DataPlane {
             Signal::Reply { .. } => &self.stats.replies_sent,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        if let Err(error) = self.socket.send_data(reg.to, reg.src_ip, buf, None) {
+        if let Err(error) = self.socket.send_data(to, src_ip, buf, None) {
             self.stats.send_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%error, "data plane hello not sent");
+            tracing::debug!(%error, "data plane signal not sent");
         }
     }
 
     /// Sends a hello on `conn`'s session if one is due (the peer has not
     /// shown it is ready, and the last hello is old).
-    pub(super) fn hello_if_due(&self, conn: &PeerConnection, slot: &Arc<PeerSlot>) {
-        let due = conn.data().is_some_and(|s| s.hello_due(Instant::now()));
-        if let Some(reg) = Registered::of(conn, slot).filter(|_| due) {
-            let hello = Signal::Hello {
-                token: rand::random(),
-            };
-            self.send_signal(&reg, hello, &mut Vec::new());
+    pub(super) fn hello_if_due(&self, conn: &PeerConnection) {
+        let Some(session) = conn.data().filter(|s| s.hello_due(Instant::now())) else {
+            return;
+        };
+        let hello = Signal::Hello {
+            token: rand::random(),
+        };
+        self.send_signal(
+            session,
+            conn.local_ip(),
+            hello,
+            session.dest(),
+            &mut Vec::new(),
+        );
+    }
+
+    /// The peer seems to be at `addr` now: says hello there (at most every
+    /// [`HELLO_INTERVAL`](crate::node::data::HELLO_INTERVAL)(crate::node::data::HELLO_INTERVAL)), and frames
+    /// go there once the peer answers it.
+    fn probe(
+        &self,
+        session: &DataSession,
+        src_ip: Option<IpAddr>,
+        addr: SocketAddr,
+        buf: &mut Vec<u8>,
+    ) {
+        if let Some(token) = session.probe(addr, Instant::now(), rand::random()) {
+            tracing::debug!(%addr, "data plane: proving a new address of the peer");
+            self.send_signal(session, src_ip, Signal::Hello { token }, addr, buf);
         }
     }
 
-    /// Where frames on `conn` go now, if its session may carry them: the
-    /// peer is ready and QUIC has not moved the connection away from the
-    /// address it was made with (an unvalidated address gets nothing from
-    /// us but QUIC's own, amplification-limited packets).
-    pub(super) fn route(conn: &PeerConnection) -> Option<(&Arc<DataSession>, SocketAddr)> {
+    /// Where frames on `conn` go now, if its session may carry them (the
+    /// peer is ready): the peer's proven address. A server-side connection
+    /// that QUIC moved to another address (QUIC does so before validating
+    /// it) keeps that address until a hello there is answered; QUIC's own
+    /// packets go to the new one meanwhile.
+    pub(super) fn route<'c>(
+        &self,
+        conn: &'c PeerConnection,
+    ) -> Option<(&'c Arc<DataSession>, SocketAddr)> {
         let session = conn.data().filter(|s| s.peer_ready())?;
-        let origin = conn.origin();
-        (canonical(conn.remote_address()) == origin).then_some((session, origin))
+        let dest = session.dest();
+        if conn.quinn().side() == quinn::Side::Server {
+            let remote = canonical(conn.remote_address());
+            if remote != dest {
+                self.probe(session, conn.local_ip(), remote, &mut Vec::new());
+            }
+        }
+        Some((session, dest))
     }
 }
 
 impl DataReceiver for DataPlane {
-    fn frame(&self, _from: SocketAddr, frame: &[u8]) {
+    fn frame(&self, from: SocketAddr, frame: &[u8]) {
         let Ok((header, sealed)) = DataHeader::decode(frame) else {
             self.stats.malformed.fetch_add(1, Ordering::Relaxed);
             return;
@@ -265,6 +311,7 @@ impl DataReceiver for DataPlane {
         let RecvScratch {
             arena,
             pending,
+            heard,
             reply,
         } = &mut *scratch;
         if arena.capacity() < sealed.len() {
@@ -283,8 +330,19 @@ impl DataReceiver for DataPlane {
             }
         }
         self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        // The peer's frames come from elsewhere (it moved, or its NAT
+        // mapped it anew): prove that address before sending there.
+        if from != reg.session.dest() {
+            self.probe(&reg.session, reg.src_ip, from, reply);
+        }
         match header.kind {
             DataKind::Datagram => {
+                if !heard
+                    .last()
+                    .is_some_and(|r| Arc::ptr_eq(&r.session, &reg.session))
+                {
+                    heard.push(reg.clone());
+                }
                 match pending.last_mut() {
                     Some((slot, packets)) if Arc::ptr_eq(slot, &reg.slot) => {
                         packets.push(buf.freeze());
@@ -299,9 +357,15 @@ impl DataReceiver for DataPlane {
             }
             DataKind::Signal => match Signal::decode(&buf) {
                 Ok(Signal::Hello { token }) => {
-                    self.send_signal(&reg, Signal::Reply { token }, reply)
+                    let dest = reg.session.dest();
+                    let answer = Signal::Reply { token };
+                    self.send_signal(&reg.session, reg.src_ip, answer, dest, reply)
                 }
-                Ok(Signal::Reply { .. }) => {}
+                Ok(Signal::Reply { token }) => {
+                    if let Some(addr) = reg.session.on_reply(token) {
+                        tracing::info!(peer = %reg.slot.id.short(), %addr, "data plane follows the peer to a new address");
+                    }
+                }
                 Err(_) => {
                     self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                 }
@@ -311,8 +375,26 @@ impl DataReceiver for DataPlane {
 
     fn flush(&self) {
         let mut scratch = self.recv.lock().unwrap_or_else(PoisonError::into_inner);
-        for (slot, mut packets) in scratch.pending.drain(..) {
+        let RecvScratch {
+            pending,
+            heard,
+            reply,
+            ..
+        } = &mut *scratch;
+        for (slot, mut packets) in pending.drain(..) {
             self.deliver(&slot, &mut packets);
+        }
+        // Answer the senders we have sent nothing for a while, so that
+        // their dead-path detection hears from us.
+        if !heard.is_empty() {
+            let now = Instant::now();
+            for reg in heard.drain(..) {
+                if reg.session.answer_due(now) {
+                    let answer = Signal::Reply { token: [0; 8] };
+                    let dest = reg.session.dest();
+                    self.send_signal(&reg.session, reg.src_ip, answer, dest, reply);
+                }
+            }
         }
     }
 }

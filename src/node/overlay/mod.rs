@@ -625,7 +625,7 @@ impl Overlay {
             return Ok(());
         };
         let plane = &self.inner.data;
-        let framed = match data::DataPlane::route(conn) {
+        let framed = match plane.route(conn) {
             Some((session, to)) if data.len() <= batch.room(conn) => batch
                 .push(plane, session, (to, conn.local_ip()), &data)
                 .is_ok(),
@@ -636,7 +636,7 @@ impl Overlay {
                 })
             }
             None => {
-                plane.hello_if_due(conn, slot);
+                plane.hello_if_due(conn);
                 false
             }
         };
