@@ -38,9 +38,14 @@ pub const ALPN: &[u8] = b"antq/1";
 /// only [`ALPN`] gets version 1, and datagrams stay in QUIC.
 pub const ALPN_DATA: &[u8] = b"antq/2";
 
-/// The protocols we offer and accept, preferred first.
-fn alpn_protocols() -> Vec<Vec<u8>> {
-    vec![ALPN_DATA.to_vec(), ALPN.to_vec()]
+/// The protocols we offer and accept, preferred first: [`ALPN_DATA`] only
+/// with the data plane on.
+fn alpn_protocols(data_plane: bool) -> Vec<Vec<u8>> {
+    if data_plane {
+        vec![ALPN_DATA.to_vec(), ALPN.to_vec()]
+    } else {
+        vec![ALPN.to_vec()]
+    }
 }
 
 /// Whether `conn`'s handshake negotiated [`ALPN_DATA`].
@@ -149,10 +154,11 @@ fn certified_key(
 }
 
 /// Builds the QUIC server crypto config: presents our key, requires a client
-/// key accepted by `policy`.
+/// key accepted by `policy`; accepts [`ALPN_DATA`] if `data_plane`.
 pub fn server_config(
     identity: &Identity,
     policy: AcceptPolicy,
+    data_plane: bool,
 ) -> Result<quinn::crypto::rustls::QuicServerConfig, TlsError> {
     let provider = provider();
     let key = certified_key(identity, &provider)?;
@@ -164,7 +170,7 @@ pub fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(AlwaysResolvesServerRawPublicKeys::new(key)));
-    config.alpn_protocols = alpn_protocols();
+    config.alpn_protocols = alpn_protocols(data_plane);
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
     config.max_early_data_size = 0;
@@ -190,10 +196,12 @@ impl PresentedKey {
 
 /// Builds the QUIC client crypto config for dialing `expected`: presents our
 /// key and accepts only a server presenting `expected`. The key the server
-/// actually presented is written to the returned [`PresentedKey`].
+/// actually presented is written to the returned [`PresentedKey`]. Offers
+/// [`ALPN_DATA`] if `data_plane`.
 pub fn client_config(
     identity: &Identity,
     expected: PeerId,
+    data_plane: bool,
 ) -> Result<(quinn::crypto::rustls::QuicClientConfig, PresentedKey), TlsError> {
     let provider = provider();
     let key = certified_key(identity, &provider)?;
@@ -208,7 +216,7 @@ pub fn client_config(
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_cert_resolver(Arc::new(AlwaysResolvesClientRawPublicKeys::new(key)));
-    config.alpn_protocols = alpn_protocols();
+    config.alpn_protocols = alpn_protocols(data_plane);
     config.resumption = Resumption::disabled();
     config.enable_sni = false;
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(config)

@@ -181,6 +181,8 @@ impl Bootstrap {
         let limits = settings.limits;
         let mut config = NodeConfig::new(settings.identity.clone(), settings.listen, accept);
         config.transport.datagram_receive_buffer = None;
+        // Nor data plane frames: a bootstrap relays them, it is no end.
+        config.transport.data_plane = false;
         config.send_only_to_proven = true;
         config.incoming = IncomingLimits {
             per_source_rate: Some((

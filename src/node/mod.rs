@@ -297,7 +297,11 @@ impl Node {
         }
         let transport = Arc::new(transport_config(&config.transport)?);
 
-        let server_crypto = tls::server_config(&config.identity, config.accept.clone())?;
+        let server_crypto = tls::server_config(
+            &config.identity,
+            config.accept.clone(),
+            config.transport.data_plane,
+        )?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
         server.transport_config(transport.clone());
 
@@ -462,7 +466,8 @@ impl Node {
     ) -> Result<PeerConnection, ConnectError> {
         let timeout = self.inner.settings.connect_timeout;
         let data_plane = self.inner.settings.data_plane;
-        let (crypto, presented) = tls::client_config(&self.inner.identity, peer)?;
+        let (crypto, presented) =
+            tls::client_config(&self.inner.identity, peer, self.inner.settings.data_plane)?;
         let mut client = quinn::ClientConfig::new(Arc::new(crypto));
         client.transport_config(self.inner.transport.clone());
         let connecting = self

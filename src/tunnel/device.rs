@@ -1,5 +1,6 @@
-//! The running tunnel: a TUN device whose packets travel as QUIC datagrams
-//! to the peer that owns the destination.
+//! The running tunnel: a TUN device whose packets travel to the peer that
+//! owns the destination, in data plane frames (or QUIC datagrams, see
+//! [`crate::node::data`]).
 //!
 //! - TUN → peer: the destination's longest-prefix match over all peers'
 //!   allowed IPs picks the peer; a packet larger than the path's current

@@ -22,9 +22,10 @@
 //! (bootstrap links), `punch` (candidates and punch sessions), `network`
 //! (network changes, dead links, the priming TTL), `observe` (our NAT's
 //! mapping behaviour from a bootstrap's observe socket), `birthday`
-//! (birthday probing with a hard NAT), `ping` (pings above QUIC), `stats`.
-//! See
-//! `docs/architecture.md` for the tasks and who owns what.
+//! (birthday probing with a hard NAT), `ping` (pings above QUIC), `data`
+//! (datagrams in data plane frames beside QUIC: sessions, sends, the
+//! receive path), `stats`. See `docs/architecture.md` for the tasks and who
+//! owns what.
 //!
 //! [`PeerState`]: crate::node::peer_state::PeerState
 
