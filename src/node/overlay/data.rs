@@ -1,36 +1,38 @@
 //! The overlay's data plane driver: datagrams to a peer leave as `DATA`
 //! frames beside QUIC when the connection negotiated it
-//! ([`crate::node::data`]), the peer has shown it takes them, and the
-//! connection is still at the address it was made with.
+//! ([`crate::node::data`]) and the peer has shown it takes them.
 //!
 //! - **Sending** ([`SendBatch`]): the frames of one device read are sealed
 //!   into one buffer per destination and leave in one GSO send
 //!   ([`Overlay::flush`]), from the task that read them.
-//! - **Receiving** ([`DataPlane`], the socket's
-//!   [`DataReceiver`]): frames are opened on the socket's receiving task,
-//!   a receive batch's packets handed to the [`super::DatagramSink`] at
-//!   once (no task hop).
+//! - **Receiving** ([`DataPlane`], the socket's [`DataReceiver`]): frames
+//!   are opened on the socket's receiving task; a receive batch's packets
+//!   go to the [`super::DatagramSink`] at once when they are few and the
+//!   device writer is idle (a ping: no task hop), else through the writer
+//!   task (larger device writes).
 //! - **Readiness**: each end sends a `HELLO` when its session is
-//!   registered, and again every [`HELLO_INTERVAL`](crate::node::data::HELLO_INTERVAL) while it has traffic
-//!   for a peer that has not shown it is ready; a hello is answered with
-//!   a `REPLY`. Until the peer has shown it, datagrams go in QUIC.
+//!   registered, and again every
+//!   [`HELLO_INTERVAL`](crate::node::data::HELLO_INTERVAL) while it has
+//!   traffic for a peer that has not shown it is ready; a hello is answered
+//!   with a `REPLY`. Until the peer has shown it, datagrams go in QUIC.
 //! - **Proven addresses**: frames go to the peer's proven address
 //!   ([`DataSession::dest`]). Frames from another address, or QUIC moving a
 //!   server-side connection to one (before validating it), get a `HELLO`
 //!   with a fresh token there; its `REPLY` moves the destination.
 //! - **Answers**: a receiver that has sent nothing for
-//!   [`ANSWER_AFTER`](crate::node::data::ANSWER_AFTER) answers frames with a `REPLY`, for the sender's
-//!   dead-path detection.
+//!   [`ANSWER_AFTER`](crate::node::data::ANSWER_AFTER) answers frames with
+//!   a `REPLY`, for the sender's dead-path detection.
 //!
 //! Bounds: one registered session per installed connection (removed when
 //! its reader ends); a receive batch's packets (what one socket read
 //! holds) wait for [`DataPlane::flush`], at most [`SINK_BATCH`] per peer,
 //! then the device writer's queue ([`WRITER_QUEUE`] batches, beyond:
 //! dropped and counted); a hello is answered by one reply of the same size;
-//! an unproven address gets one hello per [`HELLO_INTERVAL`](crate::node::data::HELLO_INTERVAL).
+//! an unproven address gets one hello per
+//! [`HELLO_INTERVAL`](crate::node::data::HELLO_INTERVAL).
 //!
 //! Lock order: `sessions` is released before `recv` is taken; `recv`
-//! before a session's opener or sealer.
+//! before one of a session's locks (opener, sealer, path), one at a time.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -255,7 +257,7 @@ impl DataPlane {
     }
 
     /// The peer seems to be at `addr` now: says hello there (at most every
-    /// [`HELLO_INTERVAL`](crate::node::data::HELLO_INTERVAL)(crate::node::data::HELLO_INTERVAL)), and frames
+    /// [`HELLO_INTERVAL`](crate::node::data::HELLO_INTERVAL)), and frames
     /// go there once the peer answers it.
     fn probe(
         &self,
